@@ -1,0 +1,1 @@
+"""Task environments: one MDP over text per task, plus explicit toy trees. Pure Python."""

@@ -1,0 +1,161 @@
+"""Explicit trees for tests, docs and benchmarks: every search algorithm runs on them, so all
+search logic is testable without a model.
+
+`nodes[id]` holds:
+  children  list of child ids (default [])
+  score     local verifier score of the step into this node (default 0.0)
+  value     heuristic / value estimate of this prefix (default 0.0)
+  prior     policy prior of the step into this node; uniform over siblings if absent
+  terminal  whether the prefix is complete (default: it has no children)
+  reward    hidden outcome, read only by evaluation (default 0.0)
+  answer    final answer at a terminal (default: the node id)
+  tokens    policy tokens to generate the step into this node (default 1)
+States are node ids; actions are child ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+
+from tsllm.types import Expansion, Rollout
+
+_FIELDS = {"children", "score", "value", "prior", "terminal", "reward", "answer", "tokens"}
+
+
+class FixedTreeEnv:
+    def __init__(self, nodes: Mapping[Hashable, Mapping[str, Any]], root: Hashable = "root"):
+        if root not in nodes:
+            raise ValueError(f"FixedTreeEnv: root {root!r} is not in nodes")
+        for node_id, node in nodes.items():
+            unknown = set(node) - _FIELDS
+            if unknown:
+                raise ValueError(f"FixedTreeEnv: node {node_id!r} has unknown fields {sorted(unknown)}")
+            for child in node.get("children", []):
+                if child not in nodes:
+                    raise ValueError(f"FixedTreeEnv: node {node_id!r} names missing child {child!r}")
+        self.nodes = nodes
+        self.root = root
+
+    def node(self, state: Hashable) -> Mapping[str, Any]:
+        return self.nodes[state]
+
+    def children(self, state: Hashable) -> list[Hashable]:
+        return list(self.nodes[state].get("children", []))
+
+    def initial_state(self, question: Any = None) -> Hashable:
+        return question if question in self.nodes else self.root
+
+    def step(self, state: Hashable, action: Hashable) -> Hashable:
+        if action not in self.nodes[state].get("children", []):
+            raise ValueError(f"FixedTreeEnv: {action!r} is not a child of {state!r}")
+        return action
+
+    def is_terminal(self, state: Hashable) -> bool:
+        node = self.nodes[state]
+        return bool(node.get("terminal", not node.get("children")))
+
+    def reward(self, state: Hashable) -> float:
+        return float(self.nodes[state].get("reward", 0.0))
+
+    def answer(self, state: Hashable) -> Any:
+        return self.nodes[state].get("answer", state)
+
+
+class FixedTreePolicyValue:
+    """The toy `PolicyValueFn`: reads priors, step scores and values off the tree.
+
+    `expand(states, width)` returns up to `width` children in listed order, keeping the `width`
+    highest priors when there are more (ties: earlier listed child wins); priors are renormalised
+    over the returned children. `rollout` samples children proportionally to their priors with a
+    seeded generator, so runs are reproducible. Call counters let tests check batching.
+    """
+
+    def __init__(self, env: FixedTreeEnv, seed: int = 0):
+        self.env = env
+        self.rng = np.random.default_rng(seed)
+        self.expand_calls = 0  # batched calls
+        self.evaluate_calls = 0
+        self.rollout_calls = 0
+        self.states_expanded = 0
+        self.states_evaluated = 0
+
+    def _priors(self, state: Hashable) -> tuple[list[Hashable], list[float]]:
+        children = self.env.children(state)
+        raw = [float(self.env.node(c).get("prior", 1.0)) for c in children]
+        total = sum(raw)
+        if total <= 0:
+            return children, [1.0 / len(children)] * len(children) if children else []
+        return children, [p / total for p in raw]
+
+    def expand(self, states: Sequence[Hashable], width: int) -> list[Expansion]:
+        self.expand_calls += 1
+        self.states_expanded += len(states)
+        out = []
+        for state in states:
+            children, priors = self._priors(state)
+            if width < len(children):
+                keep = sorted(range(len(children)), key=lambda i: (-priors[i], i))[:width]
+                keep.sort()
+                children = [children[i] for i in keep]
+                priors = [priors[i] for i in keep]
+                total = sum(priors)
+                priors = [p / total for p in priors] if total > 0 else [1.0 / len(priors)] * len(priors)
+            out.append(
+                Expansion(
+                    actions=children,
+                    priors=priors,
+                    token_counts=[int(self.env.node(c).get("tokens", 1)) for c in children],
+                    step_scores=[float(self.env.node(c).get("score", 0.0)) for c in children],
+                )
+            )
+        return out
+
+    def evaluate(self, states: Sequence[Hashable]) -> list[float]:
+        self.evaluate_calls += 1
+        self.states_evaluated += len(states)
+        return [float(self.env.node(s).get("value", 0.0)) for s in states]
+
+    def rollout(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
+        self.rollout_calls += 1
+        result = []
+        for state in states:
+            paths = []
+            for _ in range(n):
+                actions, tokens, logprob, cur = [], 0, 0.0, state
+                while not self.env.is_terminal(cur):
+                    children, priors = self._priors(cur)
+                    i = int(self.rng.choice(len(children), p=priors))
+                    cur = children[i]
+                    actions.append(cur)
+                    tokens += int(self.env.node(cur).get("tokens", 1))
+                    logprob += float(np.log(max(priors[i], 1e-12)))
+                paths.append(Rollout(actions=actions, token_count=tokens, logprob=logprob))
+            result.append(paths)
+        return result
+
+
+def random_tree(depth: int, branching: int, seed: int = 0, prefix: str = "") -> dict[str, dict]:
+    """A complete random tree for benchmarks and property tests: `branching` children per node
+    to `depth`, random priors/scores/values, terminal leaves with reward +1 or -1 and an answer
+    drawn from a few labels (so votes have something to agree on)."""
+    rng = np.random.default_rng(seed)
+    root = prefix + "root"
+    nodes: dict[str, dict] = {}
+    frontier = [(root, 0)]
+    while frontier:
+        node_id, d = frontier.pop()
+        node: dict[str, Any] = {
+            "score": float(rng.uniform(-1, 1)),
+            "value": float(rng.uniform(-1, 1)),
+            "prior": float(rng.uniform(0.05, 1.0)),
+        }
+        if d == depth:
+            answer = int(rng.integers(0, 4))
+            node.update(terminal=True, answer=answer, reward=1.0 if answer == 0 else -1.0)
+        else:
+            node["children"] = [f"{node_id}.{i}" for i in range(branching)]
+            frontier.extend((c, d + 1) for c in node["children"])
+        nodes[node_id] = node
+    return nodes

@@ -1,0 +1,136 @@
+"""The search-tree node every tree algorithm shares, plus batched expand/evaluate helpers that
+charge each root's budget, and the JSON snapshot used by golden-tree tests.
+
+One batched call rule: `expand_nodes` and `evaluate_nodes` take every node of every tree that
+needs work this round and make exactly one `PolicyValueFn` call for them all.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Hashable, Sequence
+
+from tsllm.types import Budget, Env, PolicyValueFn
+
+
+class Node:
+    __slots__ = (
+        "state", "parent", "action", "prior", "step_score", "token_count", "children",
+        "expanded", "terminal", "visits", "value_sum", "value", "depth", "budget",
+    )
+
+    def __init__(self, state: Hashable, budget: Budget, parent: "Node | None" = None, action=None,
+                 prior: float = 1.0, step_score: float = 0.0, token_count: int = 0,
+                 terminal: bool = False):
+        self.state = state
+        self.parent = parent
+        self.action = action
+        self.prior = prior
+        self.step_score = step_score
+        self.token_count = token_count
+        self.children: list[Node] = []
+        self.expanded = False
+        self.terminal = terminal
+        self.visits = 0
+        self.value_sum = 0.0
+        self.value: float | None = None  # critic estimate of this prefix, set once
+        self.depth = 0 if parent is None else parent.depth + 1
+        self.budget = budget  # the root's budget: every node of one tree shares it
+
+    @property
+    def q(self) -> float:
+        """Mean backed-up value; 0 before any visit."""
+        return self.value_sum / self.visits if self.visits else 0.0
+
+    def path(self) -> list[Hashable]:
+        """States from the root to this node."""
+        states, node = [], self
+        while node is not None:
+            states.append(node.state)
+            node = node.parent
+        return states[::-1]
+
+    def __repr__(self) -> str:
+        return f"Node({self.state!r}, visits={self.visits}, q={self.q:.3f})"
+
+
+def new_root(env: Env, state: Hashable, budget: Budget) -> Node:
+    return Node(state, budget.fresh(), terminal=env.is_terminal(state))
+
+
+def expand_nodes(env: Env, pv: PolicyValueFn, nodes: Sequence[Node], width: int) -> None:
+    """Expand every node in one batched policy call; children get priors, step scores and token
+    counts, and are marked terminal by the env. Already expanded or terminal nodes are skipped."""
+    todo = [n for n in nodes if not n.expanded and not n.terminal]
+    if not todo:
+        return
+    for node, exp in zip(todo, pv.expand([n.state for n in todo], width)):
+        node.budget.charge_expansion(exp)
+        scores = exp.step_scores or [0.0] * len(exp.actions)
+        for action, prior, tokens, score in zip(exp.actions, exp.priors, exp.token_counts, scores):
+            child_state = env.step(node.state, action)
+            node.children.append(Node(child_state, node.budget, node, action, prior, score, tokens,
+                                      terminal=env.is_terminal(child_state)))
+        node.expanded = True
+
+
+def evaluate_nodes(pv: PolicyValueFn, nodes: Sequence[Node]) -> None:
+    """Score every node that has no value yet in one batched value call (a node is scored once)."""
+    seen: set[int] = set()
+    todo = []
+    for n in nodes:
+        if n.value is None and id(n) not in seen:
+            seen.add(id(n))
+            todo.append(n)
+    if not todo:
+        return
+    for node, value in zip(todo, pv.evaluate([n.state for n in todo])):
+        node.value = float(value)
+        node.budget.value_calls += 1
+
+
+def _key(state: Hashable) -> str:
+    return state if isinstance(state, str) else repr(state)
+
+
+def snapshot(root: Node, digits: int = 6) -> dict[str, Any]:
+    """A JSON-serialisable picture of the tree: per node its state, visits, mean value, critic
+    value and prior, children in creation order. Floats are rounded so golden files are stable."""
+
+    def one(node: Node) -> dict[str, Any]:
+        return {
+            "state": _key(node.state),
+            "visits": node.visits,
+            "q": round(node.q, digits),
+            "value": None if node.value is None else round(node.value, digits),
+            "prior": round(node.prior, digits),
+            "terminal": node.terminal,
+            "children": [one(c) for c in node.children],
+        }
+
+    return one(root)
+
+
+def tree_stats(root: Node) -> dict[str, float]:
+    nodes, max_depth, stack = 0, 0, [root]
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        max_depth = max(max_depth, node.depth)
+        stack.extend(node.children)
+    return {"nodes": nodes, "max_depth": max_depth}
+
+
+def make_budget(budget: Budget | None = None, *, max_tokens: int | None = None,
+                max_expansions: int | None = None, max_value_calls: int | None = None,
+                max_seconds: float | None = None) -> Budget:
+    """The per-root budget template every algorithm takes: an explicit `Budget`, or the keyword
+    shorthands (`best_first(..., max_expansions=2)`). Limits apply to each root separately."""
+    if budget is not None:
+        if any(v is not None for v in (max_tokens, max_expansions, max_value_calls, max_seconds)):
+            raise ValueError("pass either budget= or max_* limits, not both")
+        return budget
+    for name, v in (("max_tokens", max_tokens), ("max_expansions", max_expansions),
+                    ("max_value_calls", max_value_calls), ("max_seconds", max_seconds)):
+        if v is not None and v < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    return Budget(max_tokens, max_expansions, max_value_calls, max_seconds)

@@ -1,0 +1,195 @@
+"""The interfaces every layer shares: states, expansions, budgets, search outputs, and the
+Protocols `Env`, `PolicyValueFn` and `Generator`.
+
+Pure Python. Nothing here may import torch (search and envs depend on this module).
+
+Vocabulary:
+- a *state* is whatever the env uses to name a prefix (question + steps so far); it must be
+  hashable so searches can key nodes on it. Toy states are node ids.
+- an *action* is one step: a sentence (sentence level), a token id (token level), or a child
+  id (toy trees). `env.step(state, action)` gives the child state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Protocol, Sequence, runtime_checkable
+
+State = Hashable
+Action = Hashable
+
+
+@dataclass
+class Expansion:
+    """The children the policy proposes for one state.
+
+    `priors` are renormalised over the returned (unique) children. `token_counts[i]` is the number
+    of policy tokens generated to produce child i. `step_scores[i]`, when present, is a local
+    verifier score of the step into child i (best_first uses it; others ignore it).
+    """
+
+    actions: list[Action]
+    priors: list[float]
+    token_counts: list[int]
+    step_scores: list[float] | None = None
+    prompt_tokens: int = 0  # prompt tokens the backend computed for this expansion
+    cached_tokens: int = 0  # prompt tokens served from a prefix cache
+
+    def __post_init__(self) -> None:
+        n = len(self.actions)
+        if len(self.priors) != n or len(self.token_counts) != n:
+            raise ValueError("Expansion: actions, priors and token_counts must have equal length")
+        if self.step_scores is not None and len(self.step_scores) != n:
+            raise ValueError("Expansion: step_scores must match actions in length")
+
+
+@dataclass
+class Rollout:
+    """One sampled continuation from a state to the end (or to a depth cap)."""
+
+    actions: list[Action]
+    token_count: int
+    logprob: float = 0.0
+
+
+@dataclass
+class Budget:
+    """Limits and spending for one root's search. A limit of None means unlimited.
+
+    Every algorithm charges what it spends here and stops once `exhausted()`; the spent counters
+    are reported in `SearchOutput.budget`. Wall time is measured from construction.
+    """
+
+    max_tokens: int | None = None
+    max_expansions: int | None = None
+    max_value_calls: int | None = None
+    max_seconds: float | None = None
+    tokens: int = 0  # generated policy tokens
+    expansions: int = 0  # states expanded (one policy call each, batched across roots)
+    value_calls: int = 0  # states scored by the value model
+    value_tokens: int = 0
+    prompt_tokens: int = 0  # prompt tokens computed
+    cached_tokens: int = 0  # prompt tokens served from cache
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+
+    def fresh(self) -> "Budget":
+        """A new budget with the same limits and nothing spent (one per root)."""
+        return Budget(self.max_tokens, self.max_expansions, self.max_value_calls, self.max_seconds)
+
+    def exhausted(self) -> bool:
+        self.seconds = time.perf_counter() - self.started
+        return (
+            (self.max_tokens is not None and self.tokens >= self.max_tokens)
+            or (self.max_expansions is not None and self.expansions >= self.max_expansions)
+            or (self.max_value_calls is not None and self.value_calls >= self.max_value_calls)
+            or (self.max_seconds is not None and self.seconds >= self.max_seconds)
+        )
+
+    def charge_expansion(self, expansion: Expansion) -> None:
+        self.expansions += 1
+        self.tokens += sum(expansion.token_counts)
+        self.prompt_tokens += expansion.prompt_tokens
+        self.cached_tokens += expansion.cached_tokens
+
+    def spent(self) -> dict[str, float]:
+        self.seconds = time.perf_counter() - self.started
+        return {
+            "tokens": self.tokens,
+            "expansions": self.expansions,
+            "value_calls": self.value_calls,
+            "value_tokens": self.value_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class Candidate:
+    """A complete (or depth-capped) path found by a search, with its answer and score."""
+
+    path: list[State]
+    answer: Any
+    score: float  # value / ORM score / vote weight used to rank it
+    terminal: bool = True
+    count: int = 1  # how many times the search reached it (votes)
+
+
+@dataclass
+class SearchOutput:
+    """What every algorithm returns, one per root.
+
+    `best_path` is the recommended path of states from the root; `answer` the final
+    (aggregated) answer or None; `root_value` the backed-up value of the root where the algorithm
+    defines one; `tree` a JSON-serialisable snapshot of the search tree (see search.tree) for
+    golden tests and inspection; `stats` tree statistics (nodes, depth, ...).
+    """
+
+    root: State
+    best_path: list[State]
+    answer: Any = None
+    root_value: float | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    tree: dict[str, Any] | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    budget: Budget = field(default_factory=Budget)
+
+
+@runtime_checkable
+class Env(Protocol):
+    """An MDP over text. `reward` is the hidden outcome (exact checker or reward model); searches
+    only read it when explicitly told to use terminal rewards."""
+
+    def initial_state(self, question: Any) -> State: ...
+
+    def step(self, state: State, action: Action) -> State: ...
+
+    def is_terminal(self, state: State) -> bool: ...
+
+    def reward(self, state: State) -> float: ...
+
+    def answer(self, state: State) -> Any: ...
+
+
+@runtime_checkable
+class PolicyValueFn(Protocol):
+    """Batched policy + value. One call serves every frontier state of every tree in flight."""
+
+    def expand(self, states: Sequence[State], width: int) -> list[Expansion]: ...
+
+    def evaluate(self, states: Sequence[State]) -> list[float]: ...
+
+    def rollout(self, states: Sequence[State], n: int) -> list[list[Rollout]]: ...
+
+
+@dataclass
+class Completion:
+    """One generated continuation of one prompt."""
+
+    text: str
+    token_ids: list[int]
+    logprob: float  # cumulative log-prob of the generated tokens
+    num_tokens: int  # generated tokens
+    prompt_tokens: int = 0  # prompt length in tokens
+    cached_tokens: int = 0  # of those, served from a prefix cache
+    finish_reason: str = ""
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 64
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@runtime_checkable
+class Generator(Protocol):
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]: ...
+
+    def update_weights(self, path: str) -> None: ...
