@@ -136,26 +136,43 @@ class FixedTreePolicyValue:
         return result
 
 
-def random_tree(depth: int, branching: int, seed: int = 0, prefix: str = "") -> dict[str, dict]:
-    """A complete random tree for benchmarks and property tests: `branching` children per node
-    to `depth`, random priors/scores/values, terminal leaves with reward +1 or -1 and an answer
-    drawn from a few labels (so votes have something to agree on)."""
+def random_tree(depth: int, branching: int, seed: int = 0, prefix: str = "",
+                value_noise: float | None = None, good_fraction: float = 0.25) -> dict[str, dict]:
+    """A complete random tree for benchmarks, demos and property tests: `branching` children per
+    node to `depth`; terminal leaves carry an answer (0 is right, reward +1; 1..3 are wrong,
+    reward -1) so votes have something to agree on.
+
+    With `value_noise=None` priors, scores and values are uniform noise (speed benchmarks). With a
+    number, the tree is *informative*: each node's value is its true worth (2 x the fraction of
+    right leaves below it, minus 1) plus Gaussian noise of that scale, step scores are the value
+    change, and priors lean towards good children, so search can beat greedy decoding the way a
+    learned critic lets it."""
     rng = np.random.default_rng(seed)
     root = prefix + "root"
     nodes: dict[str, dict] = {}
-    frontier = [(root, 0)]
-    while frontier:
-        node_id, d = frontier.pop()
-        node: dict[str, Any] = {
-            "score": float(rng.uniform(-1, 1)),
-            "value": float(rng.uniform(-1, 1)),
-            "prior": float(rng.uniform(0.05, 1.0)),
-        }
+
+    truth: dict[str, float] = {}
+
+    def build(node_id: str, d: int) -> None:
         if d == depth:
-            answer = int(rng.integers(0, 4))
-            node.update(terminal=True, answer=answer, reward=1.0 if answer == 0 else -1.0)
-        else:
-            node["children"] = [f"{node_id}.{i}" for i in range(branching)]
-            frontier.extend((c, d + 1) for c in node["children"])
-        nodes[node_id] = node
+            answer = 0 if rng.random() < good_fraction else int(rng.integers(1, 4))
+            nodes[node_id] = {"terminal": True, "answer": answer, "reward": 1.0 if answer == 0 else -1.0}
+            truth[node_id] = nodes[node_id]["reward"]
+            return
+        children = [f"{node_id}.{i}" for i in range(branching)]
+        for child in children:
+            build(child, d + 1)
+        nodes[node_id] = {"children": children}
+        truth[node_id] = float(np.mean([truth[c] for c in children]))
+
+    build(root, 0)
+    for node_id, node in nodes.items():
+        if value_noise is None:
+            node.update(score=float(rng.uniform(-1, 1)), value=float(rng.uniform(-1, 1)),
+                        prior=float(rng.uniform(0.05, 1.0)))
+            continue
+        parent = node_id.rsplit(".", 1)[0] if node_id != root else None
+        value = float(np.clip(truth[node_id] + rng.normal(0, value_noise), -1, 1))
+        node.update(value=value, score=value - (truth[parent] if parent else 0.0),
+                    prior=float(np.exp(truth[node_id]) * rng.uniform(0.5, 1.5)))
     return nodes

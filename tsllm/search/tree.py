@@ -41,6 +41,14 @@ class Node:
         """Mean backed-up value; 0 before any visit."""
         return self.value_sum / self.visits if self.visits else 0.0
 
+    @property
+    def estimate(self) -> float:
+        """Q once visited; before that the critic's value (0 if unscored). Critic-initialised
+        searches (MCTS-α, Gumbel, RAP-like MCTS) rank unvisited children by it."""
+        if self.visits:
+            return self.q
+        return self.value if self.value is not None else 0.0
+
     def path(self) -> list[Hashable]:
         """States from the root to this node."""
         states, node = [], self
@@ -53,8 +61,10 @@ class Node:
         return f"Node({self.state!r}, visits={self.visits}, q={self.q:.3f})"
 
 
-def new_root(env: Env, state: Hashable, budget: Budget) -> Node:
-    return Node(state, budget.fresh(), terminal=env.is_terminal(state))
+def new_root(env: Env, state: Hashable, budget: Budget, fresh: bool = True) -> Node:
+    """A root node. With `fresh` (the default) it gets its own copy of the budget template;
+    without, it spends `budget` itself (a new tree for a root already being searched)."""
+    return Node(state, budget.fresh() if fresh else budget, terminal=env.is_terminal(state))
 
 
 def expand_nodes(env: Env, pv: PolicyValueFn, nodes: Sequence[Node], width: int) -> None:
@@ -110,14 +120,18 @@ def snapshot(root: Node, digits: int = 6) -> dict[str, Any]:
     return one(root)
 
 
-def tree_stats(root: Node) -> dict[str, float]:
-    nodes, max_depth, stack = 0, 0, [root]
+def iter_nodes(root: Node):
+    """Every node of the tree, depth-first, children in creation order."""
+    stack = [root]
     while stack:
         node = stack.pop()
-        nodes += 1
-        max_depth = max(max_depth, node.depth)
-        stack.extend(node.children)
-    return {"nodes": nodes, "max_depth": max_depth}
+        yield node
+        stack.extend(reversed(node.children))
+
+
+def tree_stats(root: Node) -> dict[str, float]:
+    nodes = list(iter_nodes(root))
+    return {"nodes": len(nodes), "max_depth": max(n.depth for n in nodes)}
 
 
 def make_budget(budget: Budget | None = None, *, max_tokens: int | None = None,

@@ -1,0 +1,143 @@
+"""dfs (DFS-V): value order, both pruning rules, answer limit, budgets, batching across roots,
+and a golden tree."""
+
+import json
+import os
+from pathlib import Path
+
+from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
+from tsllm.search.dfs import dfs
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+class RecordingPV(FixedTreePolicyValue):
+    def __init__(self, env):
+        super().__init__(env)
+        self.expand_batches = []
+
+    def expand(self, states, width):
+        self.expand_batches.append(list(states))
+        return super().expand(states, width)
+
+
+# Children are visited best value first: root -> B (.9), A (.5), C (.1); B -> B2 (.4), B1 (-.2).
+# C1 (value 1.0) is the best terminal but sits under the worst-looking child.
+NODES = {
+    "root": {"children": ["A", "B", "C"]},
+    "A": {"value": 0.5, "children": ["A1"]},
+    "B": {"value": 0.9, "children": ["B1", "B2"]},
+    "C": {"value": 0.1, "children": ["C1"]},
+    "A1": {"value": 0.6, "terminal": True, "answer": "a1"},
+    "B1": {"value": -0.2, "terminal": True, "answer": "b1"},
+    "B2": {"value": 0.4, "children": ["B2x"]},
+    "B2x": {"value": 0.7, "terminal": True, "answer": "x"},
+    "C1": {"value": 1.0, "terminal": True, "answer": "c1"},
+}
+
+
+def test_value_ordered_depth_first_stops_after_max_answers():
+    env = FixedTreeEnv(NODES)
+    pv = RecordingPV(env)
+    out = dfs(env, pv, ["root"], max_answers=2)[0]
+    # root, then B (best), then B2 (.4 before B1 -.2); B2x is answer 1, B1 (next on the stack) answer 2
+    assert pv.expand_batches == [["root"], ["B"], ["B2"]]
+    assert [c.answer for c in out.candidates] == ["x", "b1"]
+    assert out.answer == "x" and out.best_path == ["root", "B", "B2", "B2x"]  # .7 > -.2
+    assert out.root_value is None and out.stats["pruned"] == 0
+
+
+def test_absolute_threshold_prunes_low_children():
+    env = FixedTreeEnv(NODES)
+    pv = RecordingPV(env)
+    out = dfs(env, pv, ["root"], max_answers=2, prune_threshold=0.0)[0]
+    # B1 (-.2 < 0) is pruned, so after B2x the search backtracks to A and finds A1
+    assert pv.expand_batches == [["root"], ["B"], ["B2"], ["A"]]
+    assert [c.answer for c in out.candidates] == ["x", "a1"] and out.stats["pruned"] == 1
+
+
+def test_ratio_prunes_relative_to_the_best_sibling():
+    env = FixedTreeEnv(NODES)
+    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=5, prune_ratio=0.5)[0]
+    # root's children: best .9, keep >= .5 * .9 = .45 -> B, A; C (.1) pruned, so C1 is never seen.
+    # B's children: best .4, keep >= .2 -> B1 pruned. The stack empties after 2 answers.
+    assert [c.answer for c in out.candidates] == ["x", "a1"]
+    assert out.stats["pruned"] == 2 and out.answer == "x"
+
+
+def test_ratio_with_negative_values_measures_the_gap_from_the_best():
+    nodes = {
+        "root": {"children": ["N1", "N2", "N3"]},
+        "N1": {"value": -0.5, "terminal": True},
+        "N2": {"value": -0.6, "terminal": True},
+        "N3": {"value": -0.9, "terminal": True},
+    }
+    env = FixedTreeEnv(nodes)
+    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=5, prune_ratio=0.5)[0]
+    # best -.5: keep values >= -.5 - (1 - .5) * |-.5| = -.75 -> N1, N2 kept, N3 pruned
+    assert [c.answer for c in out.candidates] == ["N1", "N2"] and out.stats["pruned"] == 1
+
+
+def test_expansion_budget_stops_before_any_answer():
+    env = FixedTreeEnv(NODES)
+    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, max_expansions=2)[0]
+    # root and B use the 2 expansions; the top of the stack is B2, which would need a third
+    assert out.budget.expansions == 2 and out.budget.value_calls == 5
+    assert out.candidates == [] and out.answer is None and out.best_path == ["root"]
+
+
+def test_max_depth_skips_deep_nodes():
+    env = FixedTreeEnv(NODES)
+    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=5, max_depth=1)[0]
+    # only the root (depth 0) may be expanded: no terminal is at depth 1, so nothing is found
+    assert out.budget.expansions == 1 and out.candidates == []
+
+
+def test_roots_advance_one_expansion_per_round():
+    nodes = {}
+    for i in range(3):
+        nodes.update(random_tree(depth=3, branching=2 + i, seed=30 + i, prefix=f"t{i}"))
+    roots = ["t0root", "t1root", "t2root"]
+    env = FixedTreeEnv(nodes, root="t0root")
+    kw = dict(max_answers=4, prune_threshold=-0.5)
+    alone = [dfs(env, FixedTreePolicyValue(env), [r], **kw)[0] for r in roots]
+    pv = FixedTreePolicyValue(env)
+    together = dfs(env, pv, roots, **kw)
+    per_root = [o.budget.expansions for o in alone]
+    assert len(set(per_root)) > 1  # roots finish at different rounds
+    assert pv.expand_calls == max(per_root) and pv.evaluate_calls == max(per_root)
+    assert pv.states_expanded == sum(per_root)
+    for a, t in zip(alone, together):
+        assert a.tree == t.tree and [c.path for c in a.candidates] == [c.path for c in t.candidates]
+
+
+def _summary(out):
+    return {
+        "tree": out.tree,
+        "best_path": out.best_path,
+        "answer": out.answer,
+        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
+        "stats": out.stats,
+        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
+    }
+
+
+def check_golden(name, make_nodes, search):
+    """Compare `search(nodes)` with the stored output. The input tree is stored with it, so a
+    change to random_tree does not invalidate the hand-checked file."""
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
+        nodes = make_nodes()
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"nodes": nodes, "output": _summary(search(nodes))}, indent=1) + "\n")
+    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
+    stored = json.loads(path.read_text())
+    assert json.loads(json.dumps(_summary(search(stored["nodes"])))) == stored["output"]
+
+
+def test_golden_tree():
+    def search(nodes):
+        env = FixedTreeEnv(nodes)
+        return dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, prune_threshold=-0.75)[0]
+
+    check_golden("dfs_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)

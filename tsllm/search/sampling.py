@@ -1,0 +1,169 @@
+"""Baselines without a tree: greedy chain-of-thought, self-consistency, best-of-N.
+
+- `cot_greedy`: from each root, ask for up to `width` children and follow the highest prior (ties:
+  the earlier child) until a terminal, a dead end, `max_depth` or the budget; one `pv.expand` call
+  per depth step covers all roots still walking. Candidate score = sum of log priors on the path
+  (priors as the policy returned them, renormalised over the `width` children it proposed).
+- `cot_sc`: k complete paths per root from ONE `pv.rollout(states, k)` call; candidates are the
+  unique paths with their counts (score = share of the kept rollouts); answer by majority vote.
+- `best_of_n`: n rollouts per root from one `pv.rollout` call, then ONE `pv.evaluate` call over the
+  (per-root unique) final states of all roots: the value model read at the end acts as the ORM.
+  Candidates are unique paths with counts, score = ORM value; answer by `method`
+  ("orm_max", "orm_vote", "weighted" or "majority", see search.aggregate).
+
+Budget: rollouts charge their `token_count` to `Budget.tokens`; best-of-N charges one value call per
+final state scored. Rollouts are kept in the order the policy returned them, up to (not including)
+the first one that does not fit: its tokens would pass `max_tokens`, or (best-of-N) its final state
+is new and would pass `max_value_calls`. The result is what sequential sampling under the same
+limit would have produced. A root whose budget is already exhausted samples nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Hashable, Sequence
+
+import numpy as np
+
+from tsllm.search.aggregate import aggregate
+from tsllm.search.tree import expand_nodes, make_budget, new_root, snapshot, tree_stats
+from tsllm.types import Budget, Candidate, Env, PolicyValueFn, Rollout, SearchOutput
+
+
+def choose_candidate(candidates: Sequence[Candidate], method: str) -> tuple[Any, Candidate | None]:
+    """The aggregated answer and the candidate standing for it: the highest score among those with
+    that answer (ties: earlier); with no answer at all, the highest-scoring candidate, if any."""
+    answer = aggregate(candidates, method)
+    pool = [c for c in candidates if c.answer == answer] if answer is not None else list(candidates)
+    return answer, max(pool, key=lambda c: c.score, default=None)
+
+
+def _path(env: Env, root: Hashable, rollout: Rollout) -> list[Hashable]:
+    path = [root]
+    for action in rollout.actions:
+        path.append(env.step(path[-1], action))
+    return path
+
+
+def _keep_fitting(env: Env, root: Hashable, rollouts: list[Rollout], budget: Budget,
+                  score_finals: bool) -> list[list[Hashable]]:
+    """Paths of the rollouts that fit the budget (see module docstring); charges their tokens."""
+    paths, finals = [], set()
+    for rollout in rollouts:
+        path = _path(env, root, rollout)
+        if budget.max_tokens is not None and budget.tokens + rollout.token_count > budget.max_tokens:
+            break
+        new_final = score_finals and path[-1] not in finals
+        if new_final and budget.max_value_calls is not None and \
+                budget.value_calls + len(finals) + 1 > budget.max_value_calls:
+            break
+        budget.tokens += rollout.token_count
+        finals.add(path[-1])
+        paths.append(path)
+    return paths
+
+
+def _group(env: Env, paths: list[list[Hashable]]) -> list[Candidate]:
+    """Unique paths in first-seen order, with counts."""
+    by_path: dict[tuple, Candidate] = {}
+    for path in paths:
+        key = tuple(path)
+        if key in by_path:
+            by_path[key].count += 1
+        else:
+            terminal = env.is_terminal(path[-1])
+            by_path[key] = Candidate(path, env.answer(path[-1]) if terminal else None, 0.0, terminal)
+    return list(by_path.values())
+
+
+def _sample(env: Env, pv: PolicyValueFn, roots: list[Hashable], k: int, template: Budget,
+            score_finals: bool) -> tuple[list[Budget], list[list[Candidate]]]:
+    """Root budgets and each root's grouped candidates from one batched rollout call."""
+    budgets = [template.fresh() for _ in roots]
+    todo = [i for i, b in enumerate(budgets) if not b.exhausted()]
+    rollouts = pv.rollout([roots[i] for i in todo], k) if todo and k > 0 else []
+    groups: list[list[Candidate]] = [[] for _ in roots]
+    for i, rolls in zip(todo, rollouts):
+        groups[i] = _group(env, _keep_fitting(env, roots[i], rolls, budgets[i], score_finals))
+    return budgets, groups
+
+
+def _output(root: Hashable, candidates: list[Candidate], method: str, budget: Budget,
+            stats: dict[str, float]) -> SearchOutput:
+    answer, chosen = choose_candidate(candidates, method)
+    return SearchOutput(root=root, best_path=chosen.path if chosen else [root], answer=answer,
+                        candidates=candidates, stats=stats, budget=budget)
+
+
+def cot_sc(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, k: int = 8,
+           budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
+           max_value_calls: int | None = None, max_seconds: float | None = None,
+           rng: np.random.Generator | None = None) -> list[SearchOutput]:
+    """Self-consistency: k sampled paths per root, majority vote. `rng` is unused (the policy samples)."""
+    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
+                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    budgets, groups = _sample(env, pv, list(roots), k, template, score_finals=False)
+    for cands in groups:
+        kept = sum(c.count for c in cands)
+        for c in cands:
+            c.score = c.count / kept
+    return [_output(r, c, "majority", b, {"rollouts": sum(x.count for x in c)})
+            for r, c, b in zip(roots, groups, budgets)]
+
+
+def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int = 8, method: str = "orm_max",
+              budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
+              max_value_calls: int | None = None, max_seconds: float | None = None,
+              rng: np.random.Generator | None = None) -> list[SearchOutput]:
+    """Best-of-N: n sampled paths per root scored at their end by the value model (ORM)."""
+    aggregate([], method)  # fail on an unknown method before spending anything
+    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
+                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    budgets, groups = _sample(env, pv, list(roots), n, template, score_finals=True)
+    finals = [list(dict.fromkeys(c.path[-1] for c in cands)) for cands in groups]
+    flat = [state for states in finals for state in states]
+    values = iter(pv.evaluate(flat) if flat else [])
+    for cands, states, b in zip(groups, finals, budgets):
+        score = {state: float(next(values)) for state in states}
+        b.value_calls += len(states)
+        for c in cands:
+            c.score = score[c.path[-1]]
+    return [_output(r, c, method, b, {"rollouts": sum(x.count for x in c)})
+            for r, c, b in zip(roots, groups, budgets)]
+
+
+def cot_greedy(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 1,
+               max_depth: int | None = None, budget: Budget | None = None, max_tokens: int | None = None,
+               max_expansions: int | None = None, max_value_calls: int | None = None,
+               max_seconds: float | None = None, rng: np.random.Generator | None = None) -> list[SearchOutput]:
+    """Greedy decoding by prior. `rng` is unused (the walk is deterministic)."""
+    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
+                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    trees = [new_root(env, state, template) for state in roots]
+    heads = list(trees)
+    while True:
+        walking = [h for h in heads if not h.terminal and not h.expanded and not h.budget.exhausted()
+                   and (max_depth is None or h.depth < max_depth)]
+        if not walking:
+            break
+        expand_nodes(env, pv, walking, width)
+        stepped = {id(h) for h in walking}
+        heads = [max(h.children, key=lambda c: c.prior) if id(h) in stepped and h.children else h
+                 for h in heads]
+
+    outputs = []
+    for root, head in zip(trees, heads):
+        path = head.path()
+        candidates = []
+        if head.terminal:
+            nodes, node = [], head
+            while node.parent is not None:
+                nodes.append(node)
+                node = node.parent
+            logprob = sum(math.log(max(n.prior, 1e-12)) for n in nodes)
+            candidates.append(Candidate(path, env.answer(head.state), logprob))
+        outputs.append(SearchOutput(
+            root=root.state, best_path=path, answer=env.answer(head.state) if head.terminal else None,
+            candidates=candidates, tree=snapshot(root), stats=tree_stats(root), budget=root.budget,
+        ))
+    return outputs
