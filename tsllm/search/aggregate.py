@@ -61,3 +61,11 @@ def aggregate(candidates: Sequence[Candidate], method: str = "majority") -> Any:
     if method not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {method!r}; choose one of {sorted(AGGREGATORS)}")
     return AGGREGATORS[method](candidates)
+
+
+def choose_candidate(candidates: Sequence[Candidate], method: str) -> tuple[Any, Candidate | None]:
+    """The aggregated answer and the candidate standing for it: the highest score among those with
+    that answer (ties: earlier); with no answer at all, the highest-scoring candidate, if any."""
+    answer = aggregate(candidates, method)
+    pool = [c for c in candidates if c.answer == answer] if answer is not None else list(candidates)
+    return answer, max(pool, key=lambda c: c.score, default=None)

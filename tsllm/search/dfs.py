@@ -23,7 +23,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from tsllm.search.sampling import choose_candidate
+from tsllm.search.aggregate import choose_candidate
 from tsllm.search.tree import Node, evaluate_nodes, expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 

@@ -25,17 +25,9 @@ from typing import Any, Hashable, Sequence
 
 import numpy as np
 
-from tsllm.search.aggregate import aggregate
+from tsllm.search.aggregate import aggregate, choose_candidate
 from tsllm.search.tree import expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, Rollout, SearchOutput
-
-
-def choose_candidate(candidates: Sequence[Candidate], method: str) -> tuple[Any, Candidate | None]:
-    """The aggregated answer and the candidate standing for it: the highest score among those with
-    that answer (ties: earlier); with no answer at all, the highest-scoring candidate, if any."""
-    answer = aggregate(candidates, method)
-    pool = [c for c in candidates if c.answer == answer] if answer is not None else list(candidates)
-    return answer, max(pool, key=lambda c: c.score, default=None)
 
 
 def _path(env: Env, root: Hashable, rollout: Rollout) -> list[Hashable]:
