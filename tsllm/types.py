@@ -157,7 +157,10 @@ class Env(Protocol):
 class PolicyValueFn(Protocol):
     """Batched policy + value. One call serves every frontier state of every tree in flight."""
 
-    def expand(self, states: Sequence[State], width: int) -> list[Expansion]: ...
+    def expand(self, states: Sequence[State], width: int | Sequence[int]) -> list[Expansion]:
+        """Up to `width` unique children per state: one int for all states, or one per state
+        (parallel search gives each candidate its own rollout allocation)."""
+        ...
 
     def evaluate(self, states: Sequence[State]) -> list[float]: ...
 

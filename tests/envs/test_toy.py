@@ -90,3 +90,14 @@ def test_random_tree_shapes_and_informative_values():
         if not env.is_terminal(node_id):
             kids = [informative[c]["value"] for c in node["children"]]
             assert node["value"] == pytest.approx(float(np.clip(np.mean(kids), -1, 1)))
+
+
+def test_expand_takes_one_width_per_state():
+    env = FixedTreeEnv(NODES)
+    pv = FixedTreePolicyValue(env)
+    one, three = pv.expand(["root", "root"], [1, 3])
+    assert one.actions == ["A"] and one.priors == [1.0]
+    assert three.actions == ["A", "B", "C"]
+    assert pv.expand_calls == 1
+    with pytest.raises(ValueError, match="2 widths for 1 states"):
+        pv.expand(["root"], [1, 2])

@@ -66,8 +66,9 @@ class FixedTreeEnv:
 class FixedTreePolicyValue:
     """The toy `PolicyValueFn`: reads priors, step scores and values off the tree.
 
-    `expand(states, width)` returns up to `width` children in listed order, keeping the `width`
-    highest priors when there are more (ties: earlier listed child wins); priors are renormalised
+    `expand(states, width)` returns up to `width` children in listed order (`width` is one int or
+    one per state), keeping the `width` highest priors when there are more (ties: earlier listed
+    child wins); priors are renormalised
     over the returned children. `rollout` samples children proportionally to their priors with a
     seeded generator, so runs are reproducible. Call counters let tests check batching.
     """
@@ -89,11 +90,14 @@ class FixedTreePolicyValue:
             return children, [1.0 / len(children)] * len(children) if children else []
         return children, [p / total for p in raw]
 
-    def expand(self, states: Sequence[Hashable], width: int) -> list[Expansion]:
+    def expand(self, states: Sequence[Hashable], width: int | Sequence[int]) -> list[Expansion]:
+        widths = [width] * len(states) if isinstance(width, int) else list(width)
+        if len(widths) != len(states):
+            raise ValueError(f"expand: {len(widths)} widths for {len(states)} states")
         self.expand_calls += 1
         self.states_expanded += len(states)
         out = []
-        for state in states:
+        for state, width in zip(states, widths):
             children, priors = self._priors(state)
             if width < len(children):
                 keep = sorted(range(len(children)), key=lambda i: (-priors[i], i))[:width]

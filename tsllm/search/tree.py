@@ -67,13 +67,17 @@ def new_root(env: Env, state: Hashable, budget: Budget, fresh: bool = True) -> N
     return Node(state, budget.fresh() if fresh else budget, terminal=env.is_terminal(state))
 
 
-def expand_nodes(env: Env, pv: PolicyValueFn, nodes: Sequence[Node], width: int) -> None:
-    """Expand every node in one batched policy call; children get priors, step scores and token
-    counts, and are marked terminal by the env. Already expanded or terminal nodes are skipped."""
-    todo = [n for n in nodes if not n.expanded and not n.terminal]
+def expand_nodes(env: Env, pv: PolicyValueFn, nodes: Sequence[Node], width: int | Sequence[int]) -> None:
+    """Expand every node in one batched policy call (`width`: one for all, or one per node);
+    children get priors, step scores and token counts, and are marked terminal by the env.
+    Already expanded or terminal nodes are skipped."""
+    widths = [width] * len(nodes) if isinstance(width, int) else list(width)
+    todo = [(n, w) for n, w in zip(nodes, widths, strict=True) if not n.expanded and not n.terminal]
     if not todo:
         return
-    for node, exp in zip(todo, pv.expand([n.state for n in todo], width)):
+    todo_nodes = [n for n, _ in todo]
+    request = width if isinstance(width, int) else [w for _, w in todo]  # keep the int form when given
+    for node, exp in zip(todo_nodes, pv.expand([n.state for n in todo_nodes], request)):
         node.budget.charge_expansion(exp)
         scores = exp.step_scores or [0.0] * len(exp.actions)
         for action, prior, tokens, score in zip(exp.actions, exp.priors, exp.token_counts, scores):
