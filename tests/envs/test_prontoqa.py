@@ -1,0 +1,161 @@
+"""PrOntoQA: generated labels are right (re-derived by an independent reasoner written here),
+gold proofs pass the proof checker and earn +1, tampered proofs fail, the published json shape
+loads, and bad rows name their file and line."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tsllm.envs import prontoqa
+from tsllm.envs.base import DataError
+from tsllm.envs.prontoqa import ProntoQAEnv, check_proof, extract_answer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def independent_label(context: str, query: str) -> bool | None:
+    """A second reasoner using plain word splitting (not the module's regexes): collect the
+    concepts the entity belongs to by following positive rules, then read the rule into the
+    queried concept from any of them."""
+    words = lambda s: s.rstrip(".").split()
+    rules, start = [], None
+    for sentence in context.split(". "):
+        w = words(sentence)
+        if w[0] in ("Every", "Each"):
+            negated = w[3] == "not"
+            rules.append((w[1], w[-1], not negated))
+        else:
+            start = w[-1]
+    q = words(query.removeprefix("True or false: "))
+    target, query_positive = q[-1], q[2] != "not"
+    member, frontier = {start}, [start]
+    while frontier:
+        c = frontier.pop()
+        for subject, obj, positive in rules:
+            if subject == c and positive and obj not in member:
+                member.add(obj)
+                frontier.append(obj)
+    if target in member:
+        return query_positive
+    for subject, obj, positive in rules:
+        if subject in member and obj == target and not positive:
+            return not query_positive
+    return None
+
+
+PROBLEMS = prontoqa.generate(300, seed=11)
+
+
+def test_generated_labels_match_an_independent_reasoner():
+    for p in PROBLEMS:
+        assert independent_label(p["question"], p["query"]) == (p["answer"] == "True"), p
+
+
+def test_generator_covers_depths_labels_and_distractors():
+    assert set(Counter(p["depth"] for p in PROBLEMS)) == {1, 2, 3, 4, 5}
+    labels = Counter(p["answer"] for p in PROBLEMS)
+    assert labels["True"] > 100 and labels["False"] > 100
+    for p in PROBLEMS:
+        target = p["query"].rstrip(".").split()[-1]
+        rules_on_target = [s for s in p["question"].split(". ") if s.rstrip(".").endswith(" " + target)]
+        polarities = {" not " in s for s in rules_on_target}
+        assert polarities == {True, False}, p  # the tempting opposite rule is always there
+        assert len(p["chain_of_thought"]) == 2 * p["depth"] + 1
+    assert prontoqa.generate(5, seed=1) == prontoqa.generate(5, seed=1)
+
+
+def test_gold_proofs_pass_the_proof_checker_and_earn_plus_one():
+    env, strict = ProntoQAEnv(), ProntoQAEnv(strict=True)
+    for p in PROBLEMS:
+        steps = p["solution"].split("\n")
+        assert check_proof(f"{p['question']} {p['query']}", steps, p["answer"] == "True"), p
+        state = env.initial_state(p)
+        for step in steps:
+            assert not env.is_terminal(state)
+            state = env.step(state, step)
+        assert env.is_terminal(state)
+        assert env.reward(state) == 1.0 and strict.reward(state) == 1.0
+        assert env.answer(state) == (p["answer"] == "True")
+
+
+def test_tampered_proofs_fail():
+    p = next(q for q in PROBLEMS if q["depth"] == 3)
+    question, label = f"{p['question']} {p['query']}", p["answer"] == "True"
+    steps = p["solution"].split("\n")
+    assert check_proof(question, steps, label)
+    assert not check_proof(question, steps[:1] + steps[3:], label)  # skips a rule and its conclusion
+    flipped_answer = steps[:-1] + [f"The answer is {'false' if label else 'true'}."]
+    assert not check_proof(question, flipped_answer, label)
+    assert not check_proof(question, steps, not label)
+    invented = steps[:1] + ["Every wumpus is a jompus."] + steps[1:]
+    if "Every wumpus is a jompus." not in p["question"]:
+        assert not check_proof(question, invented, label)
+    last_fact = steps[-2]
+    flipped_fact = last_fact.replace(" is not ", " is ") if " not " in last_fact else last_fact.replace(" is ", " is not ")
+    assert not check_proof(question, steps[:-2] + [flipped_fact, steps[-1]], label)
+    assert not check_proof(question, steps[:-1], label)  # no answer line
+    # The wrong final answer still ends the episode, with reward -1.
+    env = ProntoQAEnv()
+    state = env.initial_state(p)
+    for step in flipped_answer:
+        state = env.step(state, step)
+    assert env.is_terminal(state) and env.reward(state) == -1.0
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Alex is a wumpus.\nThe answer is true.", True),
+        ("The answer is: False", False),
+        ("the answer is TRUE. Wait, the answer is false.", False),
+        ("Alex is a wumpus.\nFalse", False),
+        ("true", True),
+        ("Alex is a wumpus.", None),
+        ("The answer is maybe.", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) is expected
+
+
+@settings(max_examples=1000)
+@given(st.text(max_size=300))
+def test_checkers_never_raise(text):
+    assert extract_answer(text) in (True, False, None)
+    assert check_proof("Every a is a b. Alex is a a. True or false: Alex is a b.", text.split("\n"), True) in (True, False)
+
+
+def test_load_published_json_fixture():
+    problems = prontoqa.load_json(FIXTURES / "prontoqa_sample.json")
+    assert [p["id"] for p in problems] == ["example1", "example2"]
+    first = problems[0]  # the nested test_example, not the in-context example
+    assert first["query"] == "True or false: Max is a rompus." and first["answer"] == "False"
+    env = ProntoQAEnv(strict=True)
+    for p in problems:
+        assert env.check(p, p["solution"])
+        label = p["answer"] == "True"
+        assert check_proof(f"{p['question']} {p['query']}", p["solution"].split("\n"), label)
+        assert independent_label(p["question"], p["query"]) == label
+
+
+def test_loading_errors_name_file_and_line(tmp_path):
+    rows = tmp_path / "p.jsonl"
+    good = {"question": "Every a is a b. Sam is a a.", "query": "True or false: Sam is a b.", "answer": "True"}
+    rows.write_text(json.dumps(good) + "\n" + json.dumps({**good, "answer": "Maybe"}) + "\n")
+    with pytest.raises(DataError, match=rf"{rows}:2: .*True or False"):
+        prontoqa.load_jsonl(rows)
+    broken = tmp_path / "p.json"
+    broken.write_text('{\n  "example1": {\n    "question": "x",\n  }\n}\n')
+    with pytest.raises(DataError, match=rf"{broken}:4:"):
+        prontoqa.load_json(broken)
+    missing = tmp_path / "m.json"
+    missing.write_text(json.dumps({"ex": {"question": "x"}}))
+    with pytest.raises(DataError, match="example 'ex': missing"):
+        prontoqa.load_json(missing)
+    rows.write_text(json.dumps(good) + "\n")
+    assert prontoqa.load_jsonl(rows)[0]["answer"] == "True"
