@@ -1,16 +1,13 @@
 """best_first: hand-worked trees (incl. the noisy-verifier failure of seed 000), budgets, batching
 across roots, and a golden tree."""
 
-import json
-import os
-from pathlib import Path
 
 import pytest
 
+from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.best_first import best_first
 
-GOLDEN = Path(__file__).parent / "golden"
 
 
 class RecordingPV(FixedTreePolicyValue):
@@ -171,33 +168,9 @@ def test_roots_are_batched_one_call_per_round_and_searched_independently():
         assert a.tree == t.tree and a.best_path == t.best_path and a.root_value == t.root_value
 
 
-def _summary(out):
-    return {
-        "tree": out.tree,
-        "best_path": out.best_path,
-        "answer": out.answer,
-        "root_value": round(out.root_value, 6),
-        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
-        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
-    }
-
-
-def check_golden(name, make_nodes, search):
-    """Compare `search(nodes)` with the stored output. The input tree is stored with it, so a
-    change to random_tree does not invalidate the hand-checked file."""
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
-        nodes = make_nodes()
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"nodes": nodes, "output": _summary(search(nodes))}, indent=1) + "\n")
-    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
-    stored = json.loads(path.read_text())
-    assert json.loads(json.dumps(_summary(search(stored["nodes"])))) == stored["output"]
-
-
 def test_golden_tree():
     def search(nodes):
         env = FixedTreeEnv(nodes)
         return best_first(env, FixedTreePolicyValue(env), ["root"], max_expansions=4)[0]
 
-    check_golden("best_first_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+    check_search_golden("best_first_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)

@@ -1,14 +1,11 @@
 """dfs (DFS-V): value order, both pruning rules, answer limit, budgets, batching across roots,
 and a golden tree."""
 
-import json
-import os
-from pathlib import Path
 
+from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.dfs import dfs
 
-GOLDEN = Path(__file__).parent / "golden"
 
 
 class RecordingPV(FixedTreePolicyValue):
@@ -111,33 +108,9 @@ def test_roots_advance_one_expansion_per_round():
         assert a.tree == t.tree and [c.path for c in a.candidates] == [c.path for c in t.candidates]
 
 
-def _summary(out):
-    return {
-        "tree": out.tree,
-        "best_path": out.best_path,
-        "answer": out.answer,
-        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
-        "stats": out.stats,
-        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
-    }
-
-
-def check_golden(name, make_nodes, search):
-    """Compare `search(nodes)` with the stored output. The input tree is stored with it, so a
-    change to random_tree does not invalidate the hand-checked file."""
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
-        nodes = make_nodes()
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"nodes": nodes, "output": _summary(search(nodes))}, indent=1) + "\n")
-    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
-    stored = json.loads(path.read_text())
-    assert json.loads(json.dumps(_summary(search(stored["nodes"])))) == stored["output"]
-
-
 def test_golden_tree():
     def search(nodes):
         env = FixedTreeEnv(nodes)
         return dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, prune_threshold=-0.75)[0]
 
-    check_golden("dfs_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+    check_search_golden("dfs_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)

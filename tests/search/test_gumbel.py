@@ -4,20 +4,17 @@ determinism, budgets, batching and a golden tree.
 σ(q̂) = (50 + max_visits) * 0.1 * q̂ with q̂ the completed Q min-max normalised over the siblings.
 """
 
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import GumbelRule, gumbel_mcts, sigma_q
 from tsllm.search.tree import Node
 from tsllm.types import Budget
 
-GOLDEN = Path(__file__).parent / "golden"
 
 # Prior and critic both favour "a", but a's only continuation is worth -1; b's is worth 0.8.
 TRAP = {
@@ -168,20 +165,8 @@ def test_visit_counts_add_up(seed, sims, k, paths, mode):
 
 
 def test_golden_gumbel():
-    nodes = random_tree(depth=3, branching=2, seed=11, value_noise=0.4)
-    (out,), _ = run(nodes, num_simulations=4, rng=np.random.default_rng(0))
-    data = json.loads(json.dumps({
-        "tree": out.tree,
-        "best_path": out.best_path,
-        "answer": out.answer,
-        "root_value": round(out.root_value, 6),
-        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
-        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
-        "stats": out.stats,
-    }))
-    path = GOLDEN / "gumbel_depth3_branch2_seed11.json"
-    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(data, indent=1) + "\n")
-    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
-    assert data == json.loads(path.read_text())
+    def search(nodes):
+        return run(nodes, num_simulations=4, rng=np.random.default_rng(0))[0][0]
+
+    check_search_golden("gumbel_depth3_branch2_seed11",
+                        lambda: random_tree(depth=3, branching=2, seed=11, value_noise=0.4), search)

@@ -1,16 +1,13 @@
 """mcts: hand-worked simulations (PUCT, UCT, critic vs terminal reward), budgets, lockstep
 batching across roots, and a golden tree."""
 
-import json
-import os
-from pathlib import Path
 
 import pytest
 
+from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.mcts import mcts
 
-GOLDEN = Path(__file__).parent / "golden"
 
 
 class RecordingPV(FixedTreePolicyValue):
@@ -121,33 +118,9 @@ def test_roots_advance_in_lockstep_one_call_per_round():
         assert a.tree == t.tree and a.best_path == t.best_path
 
 
-def _summary(out):
-    return {
-        "tree": out.tree,
-        "best_path": out.best_path,
-        "answer": out.answer,
-        "root_value": round(out.root_value, 6),
-        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
-        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
-    }
-
-
-def check_golden(name, make_nodes, search):
-    """Compare `search(nodes)` with the stored output. The input tree is stored with it, so a
-    change to random_tree does not invalidate the hand-checked file."""
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
-        nodes = make_nodes()
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"nodes": nodes, "output": _summary(search(nodes))}, indent=1) + "\n")
-    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
-    stored = json.loads(path.read_text())
-    assert json.loads(json.dumps(_summary(search(stored["nodes"])))) == stored["output"]
-
-
 def test_golden_tree():
     def search(nodes):
         env = FixedTreeEnv(nodes)
         return mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=5, c_puct=1.0)[0]
 
-    check_golden("mcts_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+    check_search_golden("mcts_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)

@@ -4,22 +4,19 @@ PUCT numbers below use c(N) = log((N + 19652 + 1) / 19652) + 1.25 ≈ 1.25 (the 
 3e-4 for N < 6, far too small to change any comparison worked out here).
 """
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import gumbel_mcts
 from tsllm.search.mcts_alpha import mcts_alpha, mcts_rollout, most_visited, puct_scores
 from tsllm.search.tree import Node
 from tsllm.types import Budget
 
-GOLDEN = Path(__file__).parent / "golden"
 
 # The critic loves "a" (0.9) but a's only continuation is worth -1; "b" is a modest 0.5 all the way.
 TRAP = {
@@ -368,35 +365,18 @@ def test_visit_counts_add_up(seed, sims, paths, mode, noise):
 # Golden trees
 
 
-def summary(out):
-    return {
-        "tree": out.tree,
-        "best_path": out.best_path,
-        "answer": out.answer,
-        "root_value": round(out.root_value, 6),
-        "candidates": [[c.path, c.answer, round(c.score, 6), c.count] for c in out.candidates],
-        "spent": {k: out.budget.spent()[k] for k in ("tokens", "expansions", "value_calls")},
-        "stats": out.stats,
-    }
-
-
-def check_golden(name, data):
-    path = GOLDEN / f"{name}.json"
-    data = json.loads(json.dumps(data))
-    if os.environ.get("TSLLM_REGEN_GOLDEN") == "1":
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(data, indent=1) + "\n")
-    assert path.exists(), f"{path} missing: run with TSLLM_REGEN_GOLDEN=1 and check it by eye"
-    assert data == json.loads(path.read_text())
-
-
 def test_golden_mcts_alpha_intra():
-    nodes = random_tree(depth=3, branching=2, seed=11, value_noise=0.4)
-    (out,), _ = run_alpha(nodes, num_simulations=3, num_paths=2, tree_mode="intra")
-    check_golden("mcts_alpha_depth3_branch2_seed11", summary(out))
+    def search(nodes):
+        return run_alpha(nodes, num_simulations=3, num_paths=2, tree_mode="intra")[0][0]
+
+    check_search_golden("mcts_alpha_depth3_branch2_seed11",
+                        lambda: random_tree(depth=3, branching=2, seed=11, value_noise=0.4), search)
 
 
 def test_golden_mcts_rollout():
-    env = FixedTreeEnv(random_tree(depth=3, branching=2, seed=11, value_noise=0.4))
-    (out,) = mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=3)
-    check_golden("mcts_rollout_depth3_branch2_seed11", summary(out))
+    def search(nodes):
+        env = FixedTreeEnv(nodes)
+        return mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=3)[0]
+
+    check_search_golden("mcts_rollout_depth3_branch2_seed11",
+                        lambda: random_tree(depth=3, branching=2, seed=11, value_noise=0.4), search)

@@ -1,19 +1,15 @@
 """Parallel search with rollout allocation, on hand-written toy trees whose allocations are
 worked out in the comments."""
 
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.search.golden import check_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue
 from tsllm.search.parallel import RULES, parallel_search, text_embedding
-from tsllm.search.tree import snapshot
 
-GOLDEN = Path(__file__).parent / "golden"
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
 
@@ -303,9 +299,4 @@ def test_golden_tree(rule):
 
     [out] = parallel_search(ENV, FixedTreePolicyValue(ENV), ["x/root"], rule=rule, num_rollouts=8,
                             temperature=0.5, beam_width=2, embed=last_index)
-    got = {"answer": out.answer, "best_path": out.best_path, "tree": out.tree}
-    path = GOLDEN / f"parallel_{rule}.json"
-    if os.environ.get("TSLLM_REGEN_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps(got, indent=1) + "\n")
-    assert got == json.loads(path.read_text())
+    check_golden(f"parallel_{rule}", {"answer": out.answer, "best_path": out.best_path, "tree": out.tree})

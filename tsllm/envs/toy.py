@@ -178,5 +178,5 @@ def random_tree(depth: int, branching: int, seed: int = 0, prefix: str = "",
         parent = node_id.rsplit(".", 1)[0] if node_id != root else None
         value = float(np.clip(truth[node_id] + rng.normal(0, value_noise), -1, 1))
         node.update(value=value, score=value - (truth[parent] if parent else 0.0),
-                    prior=float(np.exp(truth[node_id]) * rng.uniform(0.5, 1.5)))
+                    prior=float(np.exp(0.3 * truth[node_id] + rng.normal(0, 0.7))))
     return nodes
