@@ -9,16 +9,13 @@ Each algorithm runs on the same batch with a fresh toy policy; the table shows t
 time of --repeats runs, and per-second rates of states expanded and states valued (from the toy
 policy's counters), batched expand calls, tree nodes and generated tokens.
 
-Algorithms are looked up by name in the search modules that exist; one that is missing, or whose
-knobs changed, is reported and skipped, so the script runs while modules are still being written.
-Each algorithm gets only the knobs its signature accepts, plus the same per-root --max-expansions.
+Algorithms come from the `tsllm.search.ALGORITHMS` registry; each gets the knobs below plus the
+same per-root --max-expansions. One that raises is reported and the others are still measured.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import statistics
 import sys
@@ -28,34 +25,22 @@ from pathlib import Path
 import numpy as np
 
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
+from tsllm.search import ALGORITHMS
 
-# name -> (module, function, knobs). Knobs a function does not accept are dropped.
-ALGORITHMS: dict[str, tuple[str, str, dict]] = {
-    "cot_greedy": ("tsllm.search.sampling", "cot_greedy", {}),
-    "cot_sc": ("tsllm.search.sampling", "cot_sc", {"k": 8}),
-    "best_of_n": ("tsllm.search.sampling", "best_of_n", {"n": 8}),
-    "bfs": ("tsllm.search.bfs", "bfs", {"beam_width": 4, "width": 4}),
-    "dfs": ("tsllm.search.dfs", "dfs", {"width": 4, "max_answers": 4}),
-    "best_first": ("tsllm.search.best_first", "best_first", {"width": 4}),
-    "mcts": ("tsllm.search.mcts", "mcts", {"num_simulations": 16, "width": 4}),
-    "mcts_alpha": ("tsllm.search.mcts_alpha", "mcts_alpha", {"num_simulations": 10, "width": 4}),
-    "mcts_rollout": ("tsllm.search.mcts_alpha", "mcts_rollout", {"num_paths": 8, "width": 4}),
-    "gumbel_mcts": ("tsllm.search.gumbel", "gumbel_mcts", {"num_simulations": 16, "width": 4}),
-    **{f"parallel_{rule}": ("tsllm.search.parallel", "parallel_search",
-                            {"rule": rule, "num_rollouts": 16, "beam_width": 4})
-       for rule in ("sampling", "beam", "dvts", "rebase", "dora")},
+# name in tsllm.search.ALGORITHMS -> knobs (the parallel rules share num_rollouts/beam_width)
+KNOBS: dict[str, dict] = {
+    "cot_greedy": {},
+    "cot_sc": {"k": 8},
+    "best_of_n": {"n": 8},
+    "bfs": {"beam_width": 4, "width": 4},
+    "dfs": {"width": 4, "max_answers": 4},
+    "best_first": {"width": 4},
+    "mcts": {"num_simulations": 16, "width": 4},
+    "mcts_alpha": {"num_simulations": 10, "width": 4},
+    "mcts_rollout": {"num_paths": 8, "width": 4},
+    "gumbel_mcts": {"num_simulations": 16, "width": 4},
 }
-
-
-def load(name: str):
-    """The algorithm function, or an error string when it is not there (yet)."""
-    module_name, func_name, _ = ALGORITHMS[name]
-    try:
-        return getattr(importlib.import_module(module_name), func_name)
-    except ImportError as e:
-        return f"not available: {e}"
-    except AttributeError:
-        return f"not available: {module_name} has no {func_name}"
+PARALLEL_KNOBS = {"num_rollouts": 16, "beam_width": 4}
 
 
 def build_batch(roots: int, depth: int, branching: int, distinct: int) -> tuple[FixedTreeEnv, list[str]]:
@@ -94,11 +79,8 @@ def run_once(func, knobs: dict, env: FixedTreeEnv, roots: list[str], max_expansi
 
 
 def bench(name: str, env, roots, repeats: int, max_expansions: int) -> dict:
-    func = load(name)
-    if isinstance(func, str):
-        return {"algorithm": name, "error": func}
-    accepted = inspect.signature(func).parameters
-    knobs = {k: v for k, v in ALGORITHMS[name][2].items() if k in accepted}
+    func = ALGORITHMS[name]
+    knobs = KNOBS.get(name, PARALLEL_KNOBS)
     try:
         runs = [run_once(func, knobs, env, roots, max_expansions) for _ in range(repeats)]
     except Exception as e:  # a broken algorithm must not stop the others being measured
