@@ -33,8 +33,9 @@ class Expansion:
     priors: list[float]
     token_counts: list[int]
     step_scores: list[float] | None = None
-    prompt_tokens: int = 0  # prompt tokens the backend computed for this expansion
-    cached_tokens: int = 0  # prompt tokens served from a prefix cache
+    prompt_tokens: int = 0  # prompt tokens the backend processed (computed + served from cache)
+    cached_tokens: int = 0  # of those, served from a prefix cache
+    dropped_tokens: int = 0  # generated for candidates dropped as empty or duplicate (still paid)
 
     def __post_init__(self) -> None:
         n = len(self.actions)
@@ -69,8 +70,8 @@ class Budget:
     expansions: int = 0  # states expanded (one policy call each, batched across roots)
     value_calls: int = 0  # states scored by the value model
     value_tokens: int = 0
-    prompt_tokens: int = 0  # prompt tokens computed
-    cached_tokens: int = 0  # prompt tokens served from cache
+    prompt_tokens: int = 0  # prompt tokens processed (computed = prompt_tokens - cached_tokens)
+    cached_tokens: int = 0  # prompt tokens served from a prefix cache
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
@@ -89,7 +90,7 @@ class Budget:
 
     def charge_expansion(self, expansion: Expansion) -> None:
         self.expansions += 1
-        self.tokens += sum(expansion.token_counts)
+        self.tokens += sum(expansion.token_counts) + expansion.dropped_tokens
         self.prompt_tokens += expansion.prompt_tokens
         self.cached_tokens += expansion.cached_tokens
 

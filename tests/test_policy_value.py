@@ -1,0 +1,163 @@
+"""The policy/value bridge: pure rules checked with a scripted generator, then the real HF
+generator on a tiny model driving unchanged search algorithms on Game24 and a token-level env."""
+
+import math
+
+import pytest
+import torch
+
+from tsllm.envs.base import TextState
+from tsllm.envs.game24 import Game24Env, make_problem
+from tsllm.envs.rlhf import RLHFEnv
+from tsllm.generation.hf import HFGenerator
+from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+from tsllm.policy_value import LLMPolicyValue, TokenPolicyValue
+from tsllm.search import best_first, cot_sc, mcts_alpha, parallel_search
+from tsllm.types import Completion
+
+
+class ScriptedGenerator:
+    """Returns the completions scripted per prompt (pure-logic tests of the bridge's rules)."""
+
+    def __init__(self, script):
+        self.script, self.calls = script, []
+
+    def generate(self, prompts, sampling):
+        self.calls.append((list(prompts), sampling))
+        return [[Completion(text=t, token_ids=[], logprob=lp, num_tokens=n, prompt_tokens=len(p),
+                            cached_tokens=3) for t, lp, n in self.script[p][: sampling.n]]
+                for p in prompts]
+
+    def update_weights(self, path):
+        pass
+
+
+ENV = Game24Env()
+ROOT = ENV.initial_state(make_problem([4, 9, 10, 13]))
+
+
+def test_expand_dedupes_drops_empty_and_normalises_priors_by_length():
+    prompt = ENV.prompt(ROOT)
+    gen = ScriptedGenerator({prompt: [
+        ("13 - 9 = 4 (left: 4 4 10)", math.log(0.5) * 4, 4),  # per-token prob 0.5
+        ("  ", -1.0, 2),  # empty after strip: dropped, tokens still paid
+        ("13 - 9 = 4 (left: 4 4 10) ", -9.0, 5),  # duplicate after strip: dropped
+        ("10 - 4 = 6 (left: 6 9 13)", math.log(0.25) * 2, 2),  # per-token prob 0.25
+    ]})
+    pv = LLMPolicyValue(ENV, gen, lambda texts: [0.0] * len(texts))
+    [exp] = pv.expand([ROOT], 4)
+    assert exp.actions == ["13 - 9 = 4 (left: 4 4 10)", "10 - 4 = 6 (left: 6 9 13)"]
+    # TS-LLM priors: exp(logprob / tokens) renormalised over the unique children: .5 / .75, .25 / .75
+    assert exp.priors == pytest.approx([2 / 3, 1 / 3])
+    assert exp.token_counts == [4, 2] and exp.dropped_tokens == 7
+    assert exp.prompt_tokens == 4 * len(prompt) and exp.cached_tokens == 4 * 3  # summed over samples
+    params = gen.calls[0][1]
+    assert params.n == 4 and params.stop == ["\n"]
+
+
+def test_one_generator_call_per_distinct_width_and_dead_ends_counted():
+    child = ENV.step(ROOT, "13 - 9 = 4 (left: 4 4 10)")
+    gen = ScriptedGenerator({ENV.prompt(ROOT): [("a", -1.0, 1), ("b", -1.0, 1)],
+                             ENV.prompt(child): [("", -1.0, 3), (" ", -1.0, 2)]})
+    pv = LLMPolicyValue(ENV, gen, lambda texts: [0.0] * len(texts))
+    same = pv.expand([ROOT, child], 2)
+    assert len(gen.calls) == 1 and same[1].actions == [] and pv.dead_ends == 1
+    pv.expand([ROOT, child, ROOT], [1, 2, 1])
+    assert len(gen.calls) == 3  # widths 1 and 2: two calls
+    assert [len(p) for p, _ in gen.calls[1:]] == [2, 1]
+
+
+def test_values_are_cached_per_state_and_batched():
+    seen = []
+
+    def value_fn(texts):
+        seen.append(list(texts))
+        return [len(t) / 100 for t in texts]
+
+    child = ENV.step(ROOT, "13 - 9 = 4 (left: 4 4 10)")
+    pv = LLMPolicyValue(ENV, ScriptedGenerator({}), value_fn)
+    assert pv.evaluate([ROOT, child, ROOT]) == pytest.approx([len(ENV.prompt(ROOT)) / 100,
+                                                                len(ENV.prompt(child)) / 100,
+                                                                len(ENV.prompt(ROOT)) / 100])
+    pv.evaluate([child, ROOT])
+    assert seen == [[ENV.prompt(ROOT), ENV.prompt(child)]]  # one call, each state once
+    assert pv.value.value_calls == 2
+
+
+def test_rollout_splits_steps_and_stops_at_the_terminal_step():
+    text = "13 - 9 = 4 (left: 4 4 10)\n10 - 4 = 6 (left: 4 6)\n4 * 6 = 24 (left: 24)\nAnswer: (13-9)*(10-4) = 24\nextra\n"
+    pv = LLMPolicyValue(ENV, ScriptedGenerator({ENV.prompt(ROOT): [(text, -3.0, 70)]}),
+                        lambda t: [0.0] * len(t))
+    [[r]] = pv.rollout([ROOT], 1)
+    assert r.actions[-1] == "Answer: (13-9)*(10-4) = 24" and len(r.actions) == 4
+    end = ROOT
+    for a in r.actions:
+        end = ENV.step(end, a)
+    assert ENV.is_terminal(end) and ENV.reward(end) == 1.0 and r.token_count == 70
+
+
+def test_token_level_env_is_refused_by_the_sentence_bridge():
+    env = RLHFEnv(lambda p, r: 0.0, eos_id=2, decode=str)
+    with pytest.raises(ValueError, match="TokenPolicyValue"):
+        LLMPolicyValue(env, ScriptedGenerator({}), lambda t: t)
+
+
+# --- the real HF generator on a tiny model ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    tokenizer = build_char_tokenizer()
+    config = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                             max_position_embeddings=256, seed=0)
+    model = build_tiny_llama(config, tokenizer)
+    path = tmp_path_factory.mktemp("models") / "policy"
+    save_model(model, tokenizer, path)
+    return path, model, tokenizer
+
+
+def real_pv(path, **kw):
+    return LLMPolicyValue(ENV, HFGenerator(path), lambda texts: [-len(t) / 1000 for t in texts],
+                          max_step_tokens=12, rollout_tokens=40, **kw)
+
+
+def test_searches_run_unchanged_on_a_real_model(tiny):
+    path, _, _ = tiny
+    roots = [ENV.initial_state(make_problem(p)) for p in ([4, 9, 10, 13], [1, 2, 3, 4], [2, 3, 4, 6])]
+    pv = real_pv(path)
+    outs = mcts_alpha(ENV, pv, roots, num_simulations=3, width=3, max_expansions=6)
+    for root, out in zip(roots, outs):
+        assert out.best_path[0] == root and len(out.best_path) >= 2
+        assert all(isinstance(s, TextState) for s in out.best_path)
+        # what the budget saw is what the generator produced
+        assert out.budget.tokens > 0 and out.budget.prompt_tokens > 0
+    # every expansion round was one generator call for all roots (widths are uniform here)
+    assert pv.generate_calls <= max(o.budget.expansions for o in outs)
+    # vcn: the cache scores each distinct state once
+    nodes = sum(o.stats["nodes"] for o in outs)
+    assert pv.value.value_calls <= nodes
+
+    sc = cot_sc(ENV, real_pv(path), roots[:2], k=3)
+    assert all(o.budget.tokens > 0 for o in sc)
+    bf = best_first(ENV, real_pv(path), roots[:1], width=2, max_expansions=2)[0]
+    assert bf.root_value is not None
+    par = parallel_search(ENV, real_pv(path), roots[:2], rule="rebase", num_rollouts=4, max_depth=2)
+    assert all(o.stats["rollouts"] >= 4 for o in par)
+
+
+def test_token_level_children_are_the_top_k_next_tokens(tiny):
+    _, model, tokenizer = tiny
+    env = RLHFEnv(lambda p, r: float(len(r)), eos_id=tokenizer.eos_token_id, decode=tokenizer.decode, max_depth=5)
+    pv = TokenPolicyValue(env, model, tokenizer, lambda texts: [0.0] * len(texts))
+    states = [env.initial_state("hello"), env.step(env.initial_state("abc"), tokenizer.convert_tokens_to_ids("x"))]
+    exps = pv.expand(states, 3)
+    assert pv.forward_calls == 1
+    for state, exp in zip(states, exps):
+        ids = torch.tensor([pv._ids(state)])
+        with torch.no_grad():
+            probs = torch.softmax(model(input_ids=ids).logits[0, -1], -1)
+        top = probs.topk(3)
+        assert exp.actions == top.indices.tolist()  # left padding does not change the answer
+        assert exp.priors == pytest.approx((top.values / top.values.sum()).tolist(), abs=1e-5)
+    torch.manual_seed(0)
+    [[a, b]] = pv.rollout(states[:1], 2)
+    assert 1 <= len(a.actions) <= 5 and a.token_count == len(a.actions)

@@ -1,0 +1,210 @@
+"""The one bridge from language models to search: a batched `PolicyValueFn` built from a
+`Generator` (the policy) and a value function (the critic), so every algorithm of tsllm.search
+runs unchanged on real models.
+
+Sentence level (`LLMPolicyValue`), TS-LLM's rules:
+- `expand(states, width)`: one generator call samples `width` candidate next steps for every state
+  (stopping at the env's step separator); empty and duplicate steps are dropped (their tokens are
+  still paid, as `Expansion.dropped_tokens`); priors are the length-normalised sequence
+  probabilities exp(logprob / tokens), renormalised over the unique children. A state whose
+  samples give no usable step gets an empty expansion: that branch ends, the run goes on
+  (counted in `dead_ends`).
+- `evaluate(states)`: one value call for all states not seen before; values are cached per state,
+  so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
+- `rollout(states, n)`: `n` full continuations per state from one generator call, split into steps
+  with the env, cut at the first terminal step.
+
+Token level (`TokenPolicyValue`, TS-LLM's RLHF setting): the children of a state are the top-k
+next tokens with their probabilities, from one forward pass over all frontier states.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Callable, Hashable, Sequence
+
+from tsllm.types import Completion, Expansion, Generator, Rollout, SamplingParams
+
+ValueFn = Callable[[list[str]], list[float]]  # texts (env.prompt of each state) -> values
+
+
+def _widths(states: Sequence[Any], width: int | Sequence[int]) -> list[int]:
+    widths = [width] * len(states) if isinstance(width, int) else list(width)
+    if len(widths) != len(states):
+        raise ValueError(f"expand: {len(widths)} widths for {len(states)} states")
+    return widths
+
+
+class CachedValue:
+    """Values of states, each computed once: one batched `value_fn` call per `evaluate` for the
+    states not seen before."""
+
+    def __init__(self, env: Any, value_fn: ValueFn):
+        self.env, self.value_fn = env, value_fn
+        self.cache: dict[Hashable, float] = {}
+        self.value_calls = 0  # states actually sent to the value model
+        self.batches = 0
+
+    def __call__(self, states: Sequence[Hashable]) -> list[float]:
+        todo = list(dict.fromkeys(s for s in states if s not in self.cache))
+        if todo:
+            values = self.value_fn([self.env.prompt(s) for s in todo])
+            if len(values) != len(todo):
+                raise ValueError(f"value function returned {len(values)} values for {len(todo)} texts")
+            self.cache.update(zip(todo, map(float, values)))
+            self.value_calls += len(todo)
+            self.batches += 1
+        return [self.cache[s] for s in states]
+
+
+class LLMPolicyValue:
+    """Sentence-level policy/value over a text env (see the module docstring).
+
+    `env` needs `prompt(state)`, `step_separator`, `split_steps(text)`, `step` and `is_terminal`
+    (every `tsllm.envs.base.TextEnv` has them). `max_step_tokens` caps one step; `rollout_tokens`
+    caps a full rollout."""
+
+    def __init__(self, env: Any, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
+                 rollout_tokens: int = 512, seed: int | None = 0):
+        if not getattr(env, "step_separator", ""):
+            raise ValueError("LLMPolicyValue needs a sentence-level env with a step_separator; "
+                             "use TokenPolicyValue for token-level envs")
+        self.env, self.generator = env, generator
+        self.sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k)
+        self.max_step_tokens, self.rollout_tokens, self.seed = max_step_tokens, rollout_tokens, seed
+        self.value = CachedValue(env, value_fn)
+        self.dead_ends = 0  # states whose samples gave no usable step
+        self.generate_calls = 0
+        self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
+
+    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str]) -> list[list[Completion]]:
+        self._calls += 1
+        self.generate_calls += 1
+        seed = None if self.seed is None else self.seed + self._calls
+        params = SamplingParams(n=n, max_new_tokens=max_new_tokens, stop=stop, seed=seed, **self.sampling)
+        return self.generator.generate(prompts, params)
+
+    def expand(self, states: Sequence[Hashable], width: int | Sequence[int]) -> list[Expansion]:
+        widths = _widths(states, width)
+        by_width: dict[int, list[int]] = defaultdict(list)  # one generator call per distinct width
+        for i, w in enumerate(widths):
+            if w > 0:
+                by_width[w].append(i)
+        completions: list[list[Completion]] = [[] for _ in states]
+        for w, idx in by_width.items():
+            outs = self._generate([self.env.prompt(states[i]) for i in idx], w, self.max_step_tokens,
+                                  [self.env.step_separator])
+            for i, out in zip(idx, outs):
+                completions[i] = out
+        return [self._expansion(c) for c in completions]
+
+    def _expansion(self, completions: list[Completion]) -> Expansion:
+        actions, scores, tokens, dropped = [], [], [], 0
+        for c in completions:
+            step = c.text.strip()
+            if not step or step in actions or self.env.step_separator in step:
+                dropped += c.num_tokens
+                continue
+            actions.append(step)
+            scores.append(math.exp(c.logprob / max(c.num_tokens, 1)))  # length-normalised probability
+            tokens.append(c.num_tokens)
+        total = sum(scores)
+        priors = [s / total for s in scores] if total > 0 else [1.0 / len(scores) for _ in scores]
+        if not actions and completions:
+            self.dead_ends += 1
+        # each completion reports the prompt tokens it went through and how many came from a
+        # cache (HF recomputes the prompt per sample; vLLM serves the repeats from its cache)
+        return Expansion(actions=actions, priors=priors, token_counts=tokens, dropped_tokens=dropped,
+                         prompt_tokens=sum(c.prompt_tokens for c in completions),
+                         cached_tokens=sum(c.cached_tokens for c in completions))
+
+    def evaluate(self, states: Sequence[Hashable]) -> list[float]:
+        return self.value(states)
+
+    def rollout(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
+        if not states:
+            return []
+        outs = self._generate([self.env.prompt(s) for s in states], n, self.rollout_tokens, [])
+        return [[self._to_rollout(s, c) for c in row] for s, row in zip(states, outs)]
+
+    def _to_rollout(self, state: Hashable, c: Completion) -> Rollout:
+        actions, cur = [], state
+        for step in self.env.split_steps(c.text):
+            if self.env.is_terminal(cur):
+                break
+            cur = self.env.step(cur, step)
+            actions.append(step)
+        return Rollout(actions=actions, token_count=c.num_tokens, logprob=c.logprob)
+
+
+class TokenPolicyValue:
+    """Token-level policy/value for `tsllm.envs.rlhf.RLHFEnv`: children are the top-`width` next
+    tokens and their probabilities (renormalised over the kept tokens), computed for every frontier
+    state in one padded forward pass of an HF causal LM. Each child costs one generated token."""
+
+    def __init__(self, env: Any, model: Any, tokenizer: Any, value_fn: ValueFn, *, rollout_tokens: int = 64,
+                 temperature: float = 1.0):
+        self.env, self.model, self.tokenizer = env, model, tokenizer
+        self.value = CachedValue(env, value_fn)
+        self.rollout_tokens, self.temperature = rollout_tokens, temperature
+        self.forward_calls = 0
+
+    def _ids(self, state: Any) -> list[int]:
+        # the prompt is encoded once; response tokens are appended as ids (never re-tokenised)
+        return list(self.tokenizer(state.prompt)["input_ids"]) + list(state.tokens)
+
+    def _next_token_logprobs(self, states: Sequence[Any]):
+        import torch
+
+        rows = [self._ids(s) for s in states]
+        length = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.tensor([[pad] * (length - len(r)) + r for r in rows])  # left padding
+        mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows])
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask).logits[:, -1, :].float()
+        self.forward_calls += 1
+        return torch.log_softmax(logits / self.temperature, dim=-1)
+
+    def expand(self, states: Sequence[Any], width: int | Sequence[int]) -> list[Expansion]:
+        widths = _widths(states, width)
+        if not states:
+            return []
+        logprobs = self._next_token_logprobs(states)
+        out = []
+        for row, w in zip(logprobs, widths):
+            top = row.topk(min(w, row.numel()))
+            probs = top.values.exp().tolist()
+            total = sum(probs)
+            out.append(Expansion(actions=top.indices.tolist(), priors=[p / total for p in probs],
+                                 token_counts=[1] * len(probs)))
+        return out
+
+    def evaluate(self, states: Sequence[Any]) -> list[float]:
+        return self.value(states)
+
+    def rollout(self, states: Sequence[Any], n: int) -> list[list[Rollout]]:
+        """Sample n continuations per state token by token (one forward per depth for all)."""
+        import torch
+
+        walkers = [(i, s) for i, s in enumerate(states) for _ in range(n)]
+        paths: list[list[int]] = [[] for _ in walkers]
+        logps = [0.0] * len(walkers)
+        active = [k for k, (_, s) in enumerate(walkers) if not self.env.is_terminal(s)]
+        cur = [s for _, s in walkers]
+        for _ in range(self.rollout_tokens):
+            if not active:
+                break
+            rows = self._next_token_logprobs([cur[k] for k in active])
+            picks = torch.multinomial(rows.exp(), 1).squeeze(1).tolist()
+            for k, tok, row in zip(active, picks, rows):
+                cur[k] = self.env.step(cur[k], tok)
+                paths[k].append(tok)
+                logps[k] += float(row[tok])
+            active = [k for k in active if not self.env.is_terminal(cur[k])]
+        result: list[list[Rollout]] = [[] for _ in states]
+        for k, (i, _) in enumerate(walkers):
+            result[i].append(Rollout(actions=paths[k], token_count=len(paths[k]), logprob=logps[k]))
+        return result
