@@ -1,6 +1,7 @@
 """The `tsllm` command.
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
+    tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
 It builds a batch of random reasoning trees whose value estimates are informative but noisy (what
@@ -95,8 +96,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="std of the Gaussian noise on the value estimates (0 = perfect critic)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search)")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    engine = bench_sub.add_parser("engine", help="tse/prf/vcn of MCTS-α vs flat sampling on one backend")
+    engine.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    engine.add_argument("--model", help="policy folder (default: a tiny random Llama built on the fly)")
+    engine.add_argument("--value-model", help="value model folder (needed with --model)")
+    engine.add_argument("--roots", type=int, default=16, help="Game24 puzzles searched together")
+    engine.add_argument("--simulations", type=int, default=8, help="MCTS-α simulations per move")
+    engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
+    engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
+    engine.add_argument("--out", metavar="FILE.json", help="write the results here")
     args = parser.parse_args(argv)
 
+    if args.command == "bench":
+        from tsllm.bench import print_engine_table, run_engine_bench, write_json
+
+        for name in ("roots", "simulations", "width", "repeats"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name} must be >= 1")
+        result = run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
+                                  simulations=args.simulations, width=args.width, repeats=args.repeats)
+        print_engine_table(result)
+        if args.out:
+            write_json(result, args.out)
     if args.command == "demo":
         for name in ("roots", "depth", "branching"):
             if getattr(args, name) < 1:

@@ -63,10 +63,10 @@ def forward_logprob(generator, prompt, token_ids):
 
 
 def test_generator_follows_the_protocol_and_factory_builds_it(base_dir):
-    generator = make_generator("hf", model_or_path=base_dir)
+    generator = make_generator("hf", base_dir)
     assert isinstance(generator, HFGenerator) and isinstance(generator, Generator)
     with pytest.raises(ValueError, match="choose one of: hf, vllm"):
-        make_generator("llama.cpp")
+        make_generator("llama.cpp", base_dir)
 
 
 def test_all_prompts_share_one_generate_call(generator, monkeypatch):

@@ -23,9 +23,10 @@ _BACKENDS = {
 }
 
 
-def make_generator(backend: str, **kwargs: Any) -> Generator:
-    """Build the generator named `backend` ("hf" or "vllm") with the backend's own keyword
-    arguments, e.g. `make_generator("hf", model_or_path="out/tiny", device="cpu")`."""
+def make_generator(backend: str, model: Any, **kwargs: Any) -> Generator:
+    """Build the generator named `backend` ("hf" or "vllm") for `model` (a folder or hub id; the
+    HF backend also takes a model object) with the backend's own keyword arguments, e.g.
+    `make_generator("hf", "out/tiny", device="cpu")`."""
     if backend not in _BACKENDS:
         raise ValueError(
             f"unknown generation backend {backend!r}; choose one of: {', '.join(sorted(_BACKENDS))}"
@@ -37,4 +38,4 @@ def make_generator(backend: str, **kwargs: Any) -> Generator:
         raise ImportError(
             f"generation backend {backend!r} could not be imported ({err}); {install_hint}"
         ) from err
-    return getattr(module, class_name)(**kwargs)
+    return getattr(module, class_name)(model, **kwargs)

@@ -1,0 +1,137 @@
+"""Engine benchmark: how well a generation backend serves tree search (DESIGN.md section 7).
+
+    tsllm bench engine --backend hf --out engine_hf.json
+
+It runs MCTS-α on Game24 with a policy and a value model, and a flat batched sampling run of
+about as many generated tokens on the same backend, model and settings, interleaved and
+repeated in one process, and reports:
+- tse: tree tokens/s / flat tokens/s (median of repeats); 1.0 means search costs no more per
+  token than plain sampling.
+- prf: prompt tokens the backend computed (not served from its prefix cache) / distinct token
+  positions in the search trees; 1.0 means every tree position was computed once.
+- vcn: value-model calls per created node; 1.0 means each node was scored once.
+Without --model a tiny random Llama with the character tokenizer is built (random weights make
+random steps, which is fine for throughput); the value model is a tiny random token-classification
+model with the same tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tsllm.envs.base import TextState
+from tsllm.envs.game24 import Game24Env, make_problem, split
+from tsllm.search import mcts_alpha
+from tsllm.types import SamplingParams
+
+
+def _tiny_models(workdir: Path) -> tuple[Path, Any]:
+    from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+    from tsllm.models.value import ValueFunction, build_value_model
+
+    tokenizer = build_char_tokenizer()
+    config = TinyModelConfig(max_position_embeddings=512)
+    path = workdir / "policy"
+    save_model(build_tiny_llama(config, tokenizer), tokenizer, path)
+    value_model, value_tokenizer = build_value_model(tiny=config, tokenizer=tokenizer)
+    return path, ValueFunction(value_model, value_tokenizer)
+
+
+
+def run_engine_bench(backend: str = "hf", model: str | None = None, value_model: str | None = None,
+                     roots: int = 16, simulations: int = 8, width: int = 4, repeats: int = 3,
+                     max_step_tokens: int = 32, seed: int = 0, **generator_kwargs: Any) -> dict:
+    from tsllm.generation import make_generator
+    from tsllm.models.value import ValueFunction
+    from tsllm.policy_value import LLMPolicyValue
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if model is None:
+            model_path, value_fn = _tiny_models(Path(tmp))
+        else:
+            model_path = Path(model)
+            if value_model is None:
+                raise ValueError("--model needs --value-model (a value model folder) too")
+            value_fn = ValueFunction(value_model)
+        generator = make_generator(backend, str(model_path), **generator_kwargs)
+        tokenizer = getattr(generator, "tokenizer", None) or value_fn.tokenizer
+        env = Game24Env()
+        _, test = split(seed=seed, test_size=max(roots, 1))
+        states = [env.initial_state(make_problem(p["numbers"], with_solution=False)) for p in test[:roots]]
+        prompts = [env.prompt(s) for s in states]
+        prompt_len_cache: dict = {}
+
+        def prompt_len(state) -> int:
+            if state not in prompt_len_cache:
+                prompt_len_cache[state] = len(tokenizer(env.prompt(state))["input_ids"])
+            return prompt_len_cache[state]
+
+        tree_rates, flat_rates, runs = [], [], []
+        for r in range(repeats):
+            pv = LLMPolicyValue(env, generator, value_fn, max_step_tokens=max_step_tokens, seed=seed + r)
+            start = time.perf_counter()
+            outs = mcts_alpha(env, pv, states, num_simulations=simulations, width=width)
+            tree_s = time.perf_counter() - start
+            tokens = sum(o.budget.tokens for o in outs)
+            computed = sum(o.budget.prompt_tokens - o.budget.cached_tokens for o in outs)
+            nodes = sum(o.stats["nodes"] for o in outs)
+            distinct = distinct_positions(states, pv.value.cache, prompt_len)
+            tree_rates.append(tokens / tree_s)
+
+            # flat: the same prompts, about as many generated tokens, no stop string
+            per_prompt = max(1, round(tokens / (len(prompts) * max_step_tokens * 2)))
+            params = SamplingParams(n=per_prompt, max_new_tokens=max_step_tokens * 2, seed=seed + r)
+            start = time.perf_counter()
+            flat = generator.generate(prompts, params)
+            flat_s = time.perf_counter() - start
+            flat_tokens = sum(c.num_tokens for row in flat for c in row)
+            flat_rates.append(flat_tokens / flat_s)
+            runs.append({"tree_tokens": tokens, "tree_seconds": tree_s, "flat_tokens": flat_tokens,
+                         "flat_seconds": flat_s, "prompt_tokens_computed": computed,
+                         "distinct_positions": distinct, "nodes": nodes,
+                         "value_calls": pv.value.value_calls, "dead_ends": pv.dead_ends})
+        last = runs[-1]
+        return {
+            "backend": backend,
+            "model": str(model) if model else "tiny-random",
+            "repeats": repeats,
+            "tse": statistics.median(tree_rates) / statistics.median(flat_rates),
+            "prf": last["prompt_tokens_computed"] / max(last["distinct_positions"], 1),
+            "vcn": last["value_calls"] / max(last["nodes"], 1),
+            "generated_tokens": last["tree_tokens"],
+            "wall_seconds": sum(r["tree_seconds"] + r["flat_seconds"] for r in runs),
+            "tree_tokens_per_s": statistics.median(tree_rates),
+            "flat_tokens_per_s": statistics.median(flat_rates),
+            "settings": {"roots": roots, "simulations": simulations, "width": width,
+                         "max_step_tokens": max_step_tokens, "algorithm": "mcts_alpha"},
+            "runs": runs,
+        }
+
+
+
+def distinct_positions(roots, valued_states, prompt_len) -> int:
+    """Token positions in the search trees: each root's prompt, plus for every other state the
+    tokens its step added (its prompt length minus its parent's). Every created node is valued
+    once by the bridge, so the value cache holds exactly the trees' states."""
+    total = sum(prompt_len(r) for r in set(roots))
+    for state in set(valued_states) - set(roots):
+        parent = TextState(state.question, state.steps[:-1], state.gold)
+        total += prompt_len(state) - prompt_len(parent)
+    return total
+
+
+def print_engine_table(result: dict) -> None:
+    print(f"backend {result['backend']}  model {result['model']}  repeats {result['repeats']}")
+    for key in ("tse", "prf", "vcn"):
+        print(f"  {key:<4} {result[key]:8.3f}")
+    print(f"  tree {result['tree_tokens_per_s']:.0f} tok/s, flat {result['flat_tokens_per_s']:.0f} tok/s, "
+          f"{result['generated_tokens']} tokens per tree run, {result['wall_seconds']:.1f} s in all")
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1) + "\n")
