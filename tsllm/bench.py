@@ -71,6 +71,11 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
                 prompt_len_cache[state] = len(tokenizer(env.prompt(state))["input_ids"])
             return prompt_len_cache[state]
 
+        # warm-up (untimed): first calls pay for compilation, allocation and cache set-up
+        warm = LLMPolicyValue(env, generator, value_fn, max_step_tokens=max_step_tokens, seed=seed)
+        mcts_alpha(env, warm, states[:2], num_simulations=2, width=width)
+        generator.generate(prompts[:2], SamplingParams(n=2, max_new_tokens=max_step_tokens, seed=seed))
+
         tree_rates, flat_rates, runs = [], [], []
         for r in range(repeats):
             pv = LLMPolicyValue(env, generator, value_fn, max_step_tokens=max_step_tokens, seed=seed + r)
@@ -94,7 +99,8 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
             runs.append({"tree_tokens": tokens, "tree_seconds": tree_s, "flat_tokens": flat_tokens,
                          "flat_seconds": flat_s, "prompt_tokens_computed": computed,
                          "distinct_positions": distinct, "nodes": nodes,
-                         "value_calls": pv.value.value_calls, "dead_ends": pv.dead_ends})
+                         "value_calls": pv.value.value_calls, "dead_ends": pv.dead_ends,
+                         "generate_seconds": pv.generate_seconds, "value_seconds": pv.value.seconds})
         last = runs[-1]
         return {
             "backend": backend,
@@ -131,6 +137,10 @@ def print_engine_table(result: dict) -> None:
         print(f"  {key:<4} {result[key]:8.3f}")
     print(f"  tree {result['tree_tokens_per_s']:.0f} tok/s, flat {result['flat_tokens_per_s']:.0f} tok/s, "
           f"{result['generated_tokens']} tokens per tree run, {result['wall_seconds']:.1f} s in all")
+    run = result["runs"][-1]
+    rest = run["tree_seconds"] - run["generate_seconds"] - run["value_seconds"]
+    print(f"  tree time: generate {run['generate_seconds']:.1f} s, value {run['value_seconds']:.1f} s, "
+          f"search code {rest:.1f} s")
 
 
 def write_json(result: dict, path: str | Path) -> None:

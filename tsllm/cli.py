@@ -86,6 +86,9 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
+    the main module, so engine-building commands run only under `if __name__ == "__main__"` or
+    through this console script.)"""
     parser = argparse.ArgumentParser(prog="tsllm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="compare every search algorithm on noisy toy trees (no model)")
@@ -106,6 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--simulations", type=int, default=8, help="MCTS-α simulations per move")
     engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
     engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
+    engine.add_argument("--block-size", type=int, default=32,
+                        help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
+                             "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
     args = parser.parse_args(argv)
 
@@ -115,8 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in ("roots", "simulations", "width", "repeats"):
             if getattr(args, name) < 1:
                 parser.error(f"--{name} must be >= 1")
+        extra = {"block_size": args.block_size, "enforce_eager": True} if args.backend == "vllm" else {}
         result = run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
-                                  simulations=args.simulations, width=args.width, repeats=args.repeats)
+                                  simulations=args.simulations, width=args.width, repeats=args.repeats,
+                                  **extra)
         print_engine_table(result)
         if args.out:
             write_json(result, args.out)

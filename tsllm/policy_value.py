@@ -21,6 +21,7 @@ next tokens with their probabilities, from one forward pass over all frontier st
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from typing import Any, Callable, Hashable, Sequence
 
@@ -45,11 +46,14 @@ class CachedValue:
         self.cache: dict[Hashable, float] = {}
         self.value_calls = 0  # states actually sent to the value model
         self.batches = 0
+        self.seconds = 0.0  # wall time inside the value model
 
     def __call__(self, states: Sequence[Hashable]) -> list[float]:
         todo = list(dict.fromkeys(s for s in states if s not in self.cache))
         if todo:
+            start = time.perf_counter()
             values = self.value_fn([self.env.prompt(s) for s in todo])
+            self.seconds += time.perf_counter() - start
             if len(values) != len(todo):
                 raise ValueError(f"value function returned {len(values)} values for {len(todo)} texts")
             self.cache.update(zip(todo, map(float, values)))
@@ -77,6 +81,7 @@ class LLMPolicyValue:
         self.value = CachedValue(env, value_fn)
         self.dead_ends = 0  # states whose samples gave no usable step
         self.generate_calls = 0
+        self.generate_seconds = 0.0  # wall time inside the generator
         self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str]) -> list[list[Completion]]:
@@ -84,7 +89,10 @@ class LLMPolicyValue:
         self.generate_calls += 1
         seed = None if self.seed is None else self.seed + self._calls
         params = SamplingParams(n=n, max_new_tokens=max_new_tokens, stop=stop, seed=seed, **self.sampling)
-        return self.generator.generate(prompts, params)
+        start = time.perf_counter()
+        out = self.generator.generate(prompts, params)
+        self.generate_seconds += time.perf_counter() - start
+        return out
 
     def expand(self, states: Sequence[Hashable], width: int | Sequence[int]) -> list[Expansion]:
         widths = _widths(states, width)
