@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import gumbel_mcts
-from tsllm.search.mcts_alpha import mcts_alpha, mcts_rollout, most_visited, puct_scores
+from tsllm.search.mcts_alpha import VirtualLosses, mcts_alpha, mcts_rollout, most_visited, puct_scores
 from tsllm.search.tree import Node
 from tsllm.types import Budget
 
@@ -379,4 +379,208 @@ def test_golden_mcts_rollout():
         return mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=3)[0]
 
     check_search_golden("mcts_rollout_depth3_branch2_seed11",
+                        lambda: random_tree(depth=3, branching=2, seed=11, value_noise=0.4), search)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel simulations with virtual loss
+
+
+def record_expansions(pv):
+    """Wrap pv.expand so each batched call's states are kept in pv.expanded (one list per call)."""
+    pv.expanded = []
+    inner = pv.expand
+
+    def expand(states, width):
+        pv.expanded.append(list(states))
+        return inner(states, width)
+
+    pv.expand = expand
+    return pv
+
+
+def fan(prefix):
+    """`prefix` -> 8 children c0..c7, each with two terminal children; every value 0, priors uniform."""
+    nodes = {prefix: {"children": [f"{prefix}c{i}" for i in range(8)]}}
+    for i in range(8):
+        kid = f"{prefix}c{i}"
+        nodes[kid] = {"children": [f"{kid}.0", f"{kid}.1"]}
+        nodes[f"{kid}.0"], nodes[f"{kid}.1"] = {}, {}
+    return nodes
+
+
+@pytest.mark.parametrize("algo,knobs", [(mcts_alpha, {"num_simulations": 8}),
+                                        (mcts_rollout, {"num_paths": 8})])
+@pytest.mark.parametrize("k,calls", [(1, 9), (2, 5), (4, 3), (8, 2)])
+def test_parallel_simulations_cut_expand_calls_by_k(algo, knobs, k, calls):
+    # Three copies of `fan`. Round 1 expands the three roots. All values are 0, so a visited
+    # child has Q = 0 like an unvisited one but a smaller exploration bonus, and sequential PUCT
+    # takes the unvisited children in order c0, c1, ...; inside a round the virtual loss (Q = -1)
+    # does the same. So every round expands the next k children of each root: 8 / k rounds, each
+    # one batched call for all three roots, after the root round: 1 + 8 / k calls. (MCTS-α then
+    # commits c0, all tied at 1 visit, and its 8 terminal-bound simulations expand nothing;
+    # MCTS-Rollout's next 8 simulations reach c0.0 ... c7.0 and expand nothing either.)
+    nodes = {**fan("x"), **fan("y"), **fan("z")}
+    env = FixedTreeEnv(nodes, root="x")
+    pv = record_expansions(FixedTreePolicyValue(env))
+    outs = algo(env, pv, ["x", "y", "z"], width=8, parallel_simulations=k, **knobs)
+    assert pv.expand_calls == calls and pv.evaluate_calls == calls
+    assert [len(batch) for batch in pv.expanded] == [3] + [3 * k] * (8 // k)
+    assert pv.states_expanded == 3 * 9  # the same work, in fewer and bigger batches
+    root, visits = outs[0].tree, [c["visits"] for c in outs[0].tree["children"]]
+    if algo is mcts_alpha:  # c0: 1 + 8 simulations of move 2, split 4-4 between its children
+        assert root["visits"] == 9 and visits == [9] + [1] * 7
+        assert [g["visits"] for g in root["children"][0]["children"]] == [4, 4]
+        assert outs[0].stats["simulations"] == 16  # exactly 8 per move whatever k is
+    else:  # each child: its expansion, then one trip to its first terminal
+        assert root["visits"] == 17 and visits == [2] * 8 and outs[0].stats["simulations"] == 17
+        assert [c.path[-1] for c in outs[0].candidates] == [f"xc{i}.0" for i in range(8)]
+
+
+# The critic loves "a"; "b" and "c" look bad. One child each below, so nothing is hidden deeper.
+FAVOURITE = {
+    "root": {"children": ["a", "b", "c"]},
+    "a": {"value": 0.9, "children": ["a1"]}, "b": {"value": -0.9, "children": ["b1"]},
+    "c": {"value": -0.9, "children": ["c1"]},
+    "a1": {"value": 0.9}, "b1": {"value": -0.9}, "c1": {"value": -0.9},
+}
+
+
+@pytest.mark.parametrize("loss,round_two", [(1.0, ["a", "b", "c"]), (0.0, ["a"])])
+def test_virtual_loss_spreads_one_rounds_descents(loss, round_two):
+    # Priors 1/3, so PUCT = Q + 0.4167 sqrt(N) / (1 + n). Round 2 (after the root round), N = 1:
+    # a 0.9 + 0.417 = 1.317, b = c = -0.9 + 0.417 = -0.483 -> a. Nothing in the tree changes
+    # between the round's descents except the virtual loss, so without one all three pick a.
+    #  loss 1: a counts 1 visit of -1.  N=2: a -1 + 0.295 = -0.705, b -0.9 + 0.589 = -0.311 -> b;
+    #          N=3: a = b = -1 + 0.361 = -0.639, c -0.9 + 0.722 = -0.178 -> c.
+    #  loss 0: a counts 1 visit of 0.   N=2: a 0 + 0.295 = 0.295 > b -0.311 -> a again;
+    #          N=3: a 0 + 0.241 > b -0.178 -> a: one leaf three times, expanded once.
+    env = FixedTreeEnv(FAVOURITE)
+    pv = record_expansions(FixedTreePolicyValue(env))
+    (out,) = mcts_alpha(env, pv, ["root"], num_simulations=3, parallel_simulations=3, virtual_loss=loss)
+    assert pv.expanded == [["root"], round_two]
+    a = child(out.tree, "a")
+    # a is committed either way (loss 1: 1-1-1 tie goes to the earlier child; loss 0: 3-0-0) and
+    # gets the 3 simulations of move 2; with loss 0 its 3 duplicate selections were each backed up.
+    assert a["visits"] == (1 if loss else 3) + 3 and out.best_path == ["root", "a", "a1"]
+    # Sequentially (k=1) every simulation picks a too: sim 2 at N=2 gives a 0.9 + 0.295 > b -0.311.
+    sequential = record_expansions(FixedTreePolicyValue(env))
+    mcts_alpha(env, sequential, ["root"], num_simulations=3)
+    assert sequential.expanded == [["root"], ["a"]]
+
+
+def test_hand_worked_two_parallel_simulations():
+    nodes = {
+        "root": {"children": ["t1", "t2"]},
+        "t1": {"prior": 0.5, "value": 0.9, "reward": -1.0, "answer": "bad"},
+        "t2": {"prior": 0.5, "value": 0.0, "reward": 1.0, "answer": "good"},
+    }
+    # PUCT = Q + 0.625 sqrt(N) / (1 + n), virtual loss 1, 5 simulations in rounds of 2, 2, 1.
+    # Critic only:
+    #  round 2, N=1: t1 1.525 t2 0.625 -> t1; t1 gets a virtual -1: N=2: t1 -1 + 0.442 = -0.558,
+    #           t2 0 + 0.884 -> t2.  Back up t1 0.9, t2 0.
+    #  round 3, N=3: t1 0.9 + 0.541 = 1.441, t2 0.541 -> t1; virtual -1 on t1 (2 visits, Q -0.05):
+    #           N=4: t1 -0.05 + 0.417 = 0.367, t2 0 + 0.625 -> t2.  Back up t1 0.9, t2 0.
+    #  round 4, N=5: t1 0.9 + 0.466 = 1.366, t2 0 + 0.466 -> t1.
+    # Visits t1 3, t2 2 (one at a time they are 4-1: the virtual loss spends a simulation on t2).
+    (out,), _ = run_alpha(nodes, num_simulations=5, parallel_simulations=2)
+    assert [c["visits"] for c in out.tree["children"]] == [3, 2] and out.answer == "bad"
+    assert out.tree["visits"] == 6 and out.root_value == pytest.approx(3 * 0.9 / 6)  # no loss left behind
+    # With terminal rewards round 2 is the same (t1, t2), but they back up -1 and +1:
+    #  round 3, N=3: t1 -1 + 0.541, t2 1 + 0.541 -> t2; virtual -1 on t2 (2 visits, Q 0):
+    #           N=4: t1 -1 + 0.625 = -0.375, t2 0 + 0.417 -> t2 again: a duplicate, backed up twice.
+    #  round 4, N=5: t1 -1 + 0.699, t2 1 + 0.349 -> t2.  Visits 1-4, as one at a time.
+    (out,), _ = run_alpha(nodes, num_simulations=5, parallel_simulations=2, use_terminal_reward=True)
+    assert [c["visits"] for c in out.tree["children"]] == [1, 4] and out.answer == "good"
+    assert child(out.tree, "t2")["q"] == 1.0 and out.root_value == pytest.approx(3 / 6)
+
+
+def test_virtual_losses_are_undone_exactly():
+    root = Node("r", Budget())
+    a = Node("a", root.budget, root)
+    a1 = Node("a1", root.budget, a)
+    root.visits, root.value_sum, a.visits, a.value_sum = 3, 0.1, 2, 0.7
+    losses = VirtualLosses(0.3)
+    losses.add(a1, root)
+    losses.add(a, root)
+    assert (root.visits, a.visits, a1.visits) == (5, 4, 1)
+    assert root.value_sum == pytest.approx(0.1 - 0.6) and a1.q == pytest.approx(-0.3)
+    losses.undo()
+    # exact, where adding the losses back would not be: 0.1 - 0.3 - 0.3 + 0.3 + 0.3 != 0.1
+    assert (root.visits, root.value_sum, a.visits, a.value_sum, a1.visits, a1.value_sum) == (
+        3, 0.1, 2, 0.7, 0, 0.0)
+    losses.add(a1, a)  # stops at the move root: nodes above it are left alone
+    assert (root.visits, a.visits, a1.visits) == (3, 3, 1)
+
+
+def test_parallel_budget_is_checked_per_round():
+    # fan: round 1 expands the root (1 < 2, go on); round 2 started under the limit, so all 4 of
+    # its simulations complete, each expanding a child: 5 spent. Then the budget stops the search.
+    env = FixedTreeEnv(fan("x"), root="x")
+    (out,) = mcts_alpha(env, FixedTreePolicyValue(env), ["x"], num_simulations=8, width=8,
+                        parallel_simulations=4, max_expansions=2)
+    assert out.budget.expansions == 5 and out.stats["budget_exhausted"] == 1.0
+    assert out.stats["simulations"] == 4 and out.tree["visits"] == 5
+
+
+def test_parallel_rollout_does_not_overshoot_num_paths():
+    nodes = {
+        "root": {"children": ["t1", "t2", "t3"]},
+        "t1": {"value": 0.2, "answer": "X"},
+        "t2": {"value": 0.1, "answer": "Y"},
+        "t3": {"value": 0.15, "answer": "Y"},
+    }
+    # PUCT = Q + 0.4167 sqrt(N) / (1 + n). Round 1 expands the root. Round 2 (2 wanted), N=1:
+    # t1 0.617 t2 0.517 t3 0.567 -> t1; virtual -1: N=2: t1 -1 + 0.295, t2 0.1 + 0.589, t3 0.15 +
+    # 0.589 -> t3. Round 3 wants 1 terminal more, so selects 1: N=3: t1 0.561 t2 0.822 t3 0.511
+    # -> t2. The same three as one at a time, in 3 rounds and 4 simulations (not 5).
+    env = FixedTreeEnv(nodes)
+    (out,) = mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=3, parallel_simulations=2)
+    assert [(c.path[-1], c.count) for c in out.candidates] == [("t1", 1), ("t3", 1), ("t2", 1)]
+    assert out.stats["simulations"] == 4 and out.stats["paths"] == 3 and out.tree["visits"] == 4
+
+
+@pytest.mark.parametrize("knobs", [{"parallel_simulations": 0}, {"virtual_loss": -1.0}])
+@pytest.mark.parametrize("algo", [mcts_alpha, mcts_rollout])
+def test_parallel_knobs_are_checked(algo, knobs):
+    env = FixedTreeEnv(TRAP)
+    with pytest.raises(ValueError):
+        algo(env, FixedTreePolicyValue(env), ["root"], **knobs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), sims=st.integers(0, 6), paths=st.integers(1, 3),
+       mode=st.sampled_from(["intra", "inter"]), k=st.integers(1, 4), loss=st.sampled_from([0.0, 1.0, 3.0]))
+def test_parallel_visits_add_up_once_virtual_losses_are_undone(seed, sims, paths, mode, k, loss):
+    nodes = random_tree(depth=3, branching=3, seed=seed, value_noise=0.5)
+    (out,), _ = run_alpha(nodes, num_simulations=sims, num_paths=paths, tree_mode=mode,
+                          parallel_simulations=k, virtual_loss=loss)
+    on_path = {s for c in out.candidates for s in c.path}
+    for node, committed in walk(out.tree, on_path):
+        if node["children"] and not committed:
+            # the simulations that ended here all came in the round that expanded it: 1 to k of
+            # them (1 to k selections of one leaf), each backing up its critic value; every other
+            # visit passed to a child. A virtual loss left behind would break both sums.
+            ends = node["visits"] - sum(c["visits"] for c in node["children"])
+            assert 1 <= ends <= k
+            passed = sum(c["q"] * c["visits"] for c in node["children"])
+            assert node["q"] * node["visits"] == pytest.approx(ends * node["value"] + passed, abs=1e-4)
+        assert -1.0 <= node["q"] <= 1.0
+    # depth-3 tree: 3 moves per path, exactly `sims` simulations each
+    assert out.stats["simulations"] == paths * 3 * sims
+    assert out.tree["visits"] == 1 + (paths if mode == "intra" else 1) * sims
+
+
+def test_golden_mcts_alpha_two_parallel_simulations():
+    # Checked by hand (PUCT with the stored priors, virtual loss 1): path 1, move 1 selects
+    # [root.1, root.0] then [root.1.1, root.0.1]; visits tie 2-2, so the higher prior root.1 is
+    # committed. Move 2 selects [root.1.1.0, root.1.0] then root.1.1.0 twice (a duplicate, backed
+    # up twice) -> root.1.1 (4 visits vs 1). Path 2 opens with [root.0.0, root.1.1.0], the only
+    # time root.0 is chosen again: root.0 ends with 3 visits, root 1 + 2 x 4, 24 simulations
+    # (2 paths x 3 moves x 4), 7 expansions, 15 value calls.
+    def search(nodes):
+        return run_alpha(nodes, num_simulations=4, num_paths=2, tree_mode="intra",
+                         parallel_simulations=2)[0][0]
+
+    check_search_golden("mcts_alpha_parallel2_depth3_branch2_seed11",
                         lambda: random_tree(depth=3, branching=2, seed=11, value_noise=0.4), search)

@@ -13,11 +13,19 @@ terminal when `use_terminal_reward=True` -- is added to every node from the leaf
 root (visits += 1, value_sum += v); nodes above the move root are left alone (AlphaZero: the
 committed subtree is the new search tree).
 
-Rounds and batching: roots advance in lockstep. In each round every unfinished root runs one
-simulation; all leaves that need expanding go into ONE `pv.expand` call and all new nodes into
-ONE `pv.evaluate` call. A root's budget is checked before each of its simulations; the simulation
-that crosses a limit completes, so spending can pass a limit by at most one expansion (and its
-children's value calls).
+Rounds and batching: roots advance in lockstep. In each round every unfinished root selects up to
+`parallel_simulations` leaves (default 1) by repeated descents from its move root. After each
+descent a *virtual loss* is laid on the path: every node from the leaf up to the move root counts
+one extra visit worth `-virtual_loss` (default 1.0), so the next descent of the same round is
+steered away from it. Then all leaves of all roots that can be expanded go into ONE `pv.expand`
+call (a leaf selected twice is expanded once) and all new nodes into ONE `pv.evaluate` call; the
+virtual losses are undone (each touched node gets its saved visits and value sum back exactly) and
+every selected leaf backs up its real value, a duplicate once per selection. A round never selects
+more simulations than the move has left, so a move still runs exactly `num_simulations` (its last
+round may select fewer); with `parallel_simulations=1` no descent ever sees a virtual loss and the
+search is the plain one-simulation-per-round search. A root's budget is checked once per round,
+before its selections; the round completes, so spending can pass a limit by at most
+`parallel_simulations` expansions per root (and their children's value calls).
 
 MCTS-α moves: a move root that is not yet expanded is first expanded (this does not count as one of
 the `num_simulations`); then `num_simulations` simulations run from it and a child is committed:
@@ -41,7 +49,10 @@ MCTS-Rollout (TS-LLM's offline variant): no commit step. Simulations run from th
 reached (a safety stop for trees whose leaves are depth-capped). Each terminal reached is a
 candidate; reaching the same terminal again adds a vote (`count`) rather than a new candidate. The
 seed paper does not fix the vote, so `aggregation` defaults to "majority"; TS-LLM also reports
-ORM-vote and ORM-max, available as "orm_vote" and "orm_max".
+ORM-vote and ORM-max, available as "orm_vote" and "orm_max". With `parallel_simulations` > 1 a
+round selects no more leaves than terminals are still wanted and simulations are left, so neither
+`num_paths` nor `max_simulations` is overshot; an unexpanded root is a round (and one simulation)
+of its own.
 
 Candidate scores: a terminal scores env.reward when `use_terminal_reward=True`, otherwise its critic
 value; a non-terminal end scores its critic value (0.0 if it was never scored) and has answer None.
@@ -52,6 +63,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -97,7 +109,8 @@ def most_visited(node: Node) -> Node:
 
 
 # ----------------------------------------------------------------------------------------------
-# The lockstep engine: one simulation per unfinished root per round, one expand + one evaluate call
+# The lockstep engine: per round up to `parallel_simulations` simulations per unfinished root,
+# one expand + one evaluate call for all of them
 
 
 def can_expand(node: Node, max_depth: int | None) -> bool:
@@ -120,15 +133,21 @@ def needs_value(node: Node, use_terminal_reward: bool) -> bool:
     return node.value is None and not (use_terminal_reward and node.terminal)
 
 
-def backup(leaf: Node, value: float, top: Node) -> None:
-    """Add `value` to every node from `leaf` up to and including `top` (the move root)."""
+def path_up(leaf: Node, top: Node):
+    """The nodes from `leaf` up to and including `top` (the move root)."""
     node: Node | None = leaf
     while node is not None:
-        node.visits += 1
-        node.value_sum += value
+        yield node
         if node is top:
             break
         node = node.parent
+
+
+def backup(leaf: Node, value: float, top: Node) -> None:
+    """Add `value` to every node from `leaf` up to and including `top` (the move root)."""
+    for node in path_up(leaf, top):
+        node.visits += 1
+        node.value_sum += value
 
 
 def descend(node: Node, choose, max_depth: int | None) -> Node:
@@ -138,11 +157,52 @@ def descend(node: Node, choose, max_depth: int | None) -> Node:
     return node
 
 
+class VirtualLosses:
+    """The virtual losses of one round: each `add` counts one visit worth `-loss` on every node
+    from a selected leaf up to the move root, so later descents of the round look elsewhere.
+    `undo` puts back the visits and value sums saved before the first loss touched each node, so
+    no rounding is left behind."""
+
+    def __init__(self, loss: float):
+        self.loss = loss
+        self.saved: dict[int, tuple[Node, int, float]] = {}
+
+    def add(self, leaf: Node, top: Node) -> None:
+        for node in path_up(leaf, top):
+            self.saved.setdefault(id(node), (node, node.visits, node.value_sum))
+            node.visits += 1
+            node.value_sum -= self.loss
+
+    def undo(self) -> None:
+        for node, visits, value_sum in self.saved.values():
+            node.visits, node.value_sum = visits, value_sum
+        self.saved.clear()
+
+
+def select_leaves(top: Node, count: int, descend_once, losses: VirtualLosses) -> list[Node]:
+    """`count` leaves from `descend_once()`, a virtual loss laid on each path before the next
+    descent (the last path needs none: nothing descends after it this round)."""
+    leaves: list[Node] = []
+    for _ in range(count):
+        if leaves:
+            losses.add(leaves[-1], top)
+        leaves.append(descend_once())
+    return leaves
+
+
+def check_parallel(parallel_simulations: int, virtual_loss: float) -> None:
+    if parallel_simulations < 1:
+        raise ValueError(f"parallel_simulations must be >= 1, got {parallel_simulations}")
+    if virtual_loss < 0:
+        raise ValueError(f"virtual_loss must be >= 0, got {virtual_loss}")
+
+
 def simulate_round(env: Env, pv: PolicyValueFn, walks: Sequence[tuple[Node, Node]], *, width: int,
                    max_depth: int | None, use_terminal_reward: bool) -> None:
     """Finish one simulation per `(move_root, leaf)` pair: expand the leaves that can be expanded
-    (one batched call), score new children and unscored leaves (one batched call), back up."""
-    grow = [leaf for _, leaf in walks if can_expand(leaf, max_depth)]
+    (one batched call; a leaf listed twice is expanded once), score new children and unscored
+    leaves (one batched call), back up every pair. Virtual losses must be undone already."""
+    grow = list(dict.fromkeys(leaf for _, leaf in walks if can_expand(leaf, max_depth)))
     expand_nodes(env, pv, grow, width)
     score = [leaf for _, leaf in walks if needs_value(leaf, use_terminal_reward)]
     evaluate_nodes(pv, score + [c for leaf in grow for c in leaf.children])
@@ -235,11 +295,10 @@ def _finish_path(env: Env, search: RootSearch, end: Node, *, num_paths: int, tre
         search.move_root, search.move_sims, search.move_data = search.tree, 0, None
 
 
-def _next_leaf(env: Env, search: RootSearch, rule: SelectionRule, rng: np.random.Generator, *,
-               num_paths: int, tree_mode: str, max_depth: int | None,
-               use_terminal_reward: bool) -> Node | None:
-    """Do the free book-keeping (end paths, commit moves, start paths) and return the leaf of this
-    root's next simulation, or None when the root is done."""
+def _advance(env: Env, search: RootSearch, rule: SelectionRule, rng: np.random.Generator, *,
+             num_paths: int, tree_mode: str, max_depth: int | None, use_terminal_reward: bool) -> bool:
+    """Do the free book-keeping (end paths, commit moves, start paths) until the move root needs
+    work: True when it does (expansion, or simulations left), False when the root is done."""
     while not search.done:
         root = search.move_root
         if is_path_end(root, max_depth) and not needs_value(root, use_terminal_reward):
@@ -255,18 +314,30 @@ def _next_leaf(env: Env, search: RootSearch, rule: SelectionRule, rng: np.random
                 node = most_visited(node)
             _finish_path(env, search, node, num_paths=num_paths, tree_mode=tree_mode)
             continue
-        if not root.children:
-            return root  # expand (or score) the move root itself; not one of num_simulations
-        search.move_sims += 1
-        search.simulations += 1
-        return descend(rule.root_child(search, root, rng), rule.interior_child, max_depth)
-    return None
+        return True
+    return False
+
+
+def _round_leaves(search: RootSearch, rule: SelectionRule, rng: np.random.Generator,
+                  losses: VirtualLosses, *, parallel_simulations: int, max_depth: int | None) -> list[Node]:
+    """This round's leaves for a root that needs work: its move root alone when that is not
+    expanded yet (not one of num_simulations), else up to `parallel_simulations` simulations,
+    never more than the move has left."""
+    root = search.move_root
+    if not root.children:
+        return [root]
+    count = min(parallel_simulations, rule.num_simulations - search.move_sims)
+    search.move_sims += count
+    search.simulations += count
+    return select_leaves(root, count, lambda: descend(rule.root_child(search, root, rng),
+                                                      rule.interior_child, max_depth), losses)
 
 
 def run_move_search(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], rule: SelectionRule, *,
                     width: int, num_paths: int, tree_mode: str, max_depth: int | None,
                     use_terminal_reward: bool, aggregation: str, template: Budget,
-                    rng: np.random.Generator) -> list[SearchOutput]:
+                    rng: np.random.Generator, parallel_simulations: int = 1,
+                    virtual_loss: float = 1.0) -> list[SearchOutput]:
     """Search every root with `rule` in lockstep rounds and package the outputs."""
     if tree_mode not in ("intra", "inter"):
         raise ValueError(f"tree_mode must be 'intra' or 'inter', got {tree_mode!r}")
@@ -276,6 +347,7 @@ def run_move_search(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], rule
         raise ValueError(f"num_simulations must be >= 0, got {rule.num_simulations}")
     if aggregation not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {sorted(AGGREGATORS)}")
+    check_parallel(parallel_simulations, virtual_loss)
     searches = []
     for state in roots:
         search = RootSearch(state, template.fresh())
@@ -283,13 +355,16 @@ def run_move_search(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], rule
         searches.append(search)
     while True:
         walks = []
+        losses = VirtualLosses(virtual_loss)
         for search in searches:
-            leaf = _next_leaf(env, search, rule, rng, num_paths=num_paths, tree_mode=tree_mode,
-                              max_depth=max_depth, use_terminal_reward=use_terminal_reward)
-            if leaf is not None:
-                walks.append((search.move_root, leaf))
+            if _advance(env, search, rule, rng, num_paths=num_paths, tree_mode=tree_mode,
+                        max_depth=max_depth, use_terminal_reward=use_terminal_reward):
+                leaves = _round_leaves(search, rule, rng, losses, parallel_simulations=parallel_simulations,
+                                       max_depth=max_depth)
+                walks.extend((search.move_root, leaf) for leaf in leaves)
         if not walks:
             break
+        losses.undo()
         simulate_round(env, pv, walks, width=width, max_depth=max_depth,
                        use_terminal_reward=use_terminal_reward)
     return [_output(env, s, aggregation, use_terminal_reward) for s in searches]
@@ -359,19 +434,22 @@ def mcts_alpha(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_si
                dirichlet_alpha: float = DIRICHLET_ALPHA, noise_weight: float = NOISE_WEIGHT,
                temperature: float = 0.0, num_paths: int = 1, tree_mode: str = "intra",
                aggregation: str = "majority", max_depth: int | None = None,
-               use_terminal_reward: bool = False, budget: Budget | None = None,
+               use_terminal_reward: bool = False, parallel_simulations: int = 1,
+               virtual_loss: float = 1.0, budget: Budget | None = None,
                max_tokens: int | None = None, max_expansions: int | None = None,
                max_value_calls: int | None = None, max_seconds: float | None = None,
                rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """TS-LLM MCTS-α from every root (see the module docstring). `rng` drives root noise and
-    temperature sampling only; with neither the search is deterministic."""
+    """TS-LLM MCTS-α from every root (see the module docstring; `parallel_simulations` and
+    `virtual_loss` under "Rounds and batching"). `rng` drives root noise and temperature sampling
+    only; with neither the search is deterministic."""
     template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
                            max_value_calls=max_value_calls, max_seconds=max_seconds)
     rule = AlphaRule(num_simulations, c_init, c_base, add_noise, dirichlet_alpha, noise_weight, temperature)
     return run_move_search(env, pv, roots, rule, width=width, num_paths=num_paths, tree_mode=tree_mode,
                            max_depth=max_depth, use_terminal_reward=use_terminal_reward,
                            aggregation=aggregation, template=template,
-                           rng=rng if rng is not None else np.random.default_rng(0))
+                           rng=rng if rng is not None else np.random.default_rng(0),
+                           parallel_simulations=parallel_simulations, virtual_loss=virtual_loss)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -382,6 +460,7 @@ def mcts_rollout(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_
                  width: int = 6, c_init: float = C_INIT, c_base: float = C_BASE,
                  aggregation: str = "majority", max_simulations: int = 1000,
                  max_depth: int | None = None, use_terminal_reward: bool = False,
+                 parallel_simulations: int = 1, virtual_loss: float = 1.0,
                  budget: Budget | None = None, max_tokens: int | None = None,
                  max_expansions: int | None = None, max_value_calls: int | None = None,
                  max_seconds: float | None = None,
@@ -392,6 +471,7 @@ def mcts_rollout(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_
         raise ValueError(f"num_paths must be >= 1, got {num_paths}")
     if aggregation not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {sorted(AGGREGATORS)}")
+    check_parallel(parallel_simulations, virtual_loss)
     template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
                            max_value_calls=max_value_calls, max_seconds=max_seconds)
     trees = [new_root(env, s, template) for s in roots]
@@ -405,6 +485,7 @@ def mcts_rollout(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_
 
     while True:
         walks, owners = [], []
+        losses = VirtualLosses(virtual_loss)
         for i, root in enumerate(trees):
             stuck = root.value is not None and is_path_end(root, max_depth) and not root.terminal
             if len(reached[i]) >= num_paths or sims[i] >= max_simulations or stuck or exhausted[i]:
@@ -412,11 +493,15 @@ def mcts_rollout(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_
             if root.budget.exhausted():
                 exhausted[i] = True
                 continue
-            sims[i] += 1
-            walks.append((root, descend(root, choose, max_depth)))
-            owners.append(i)
+            count = 1 if not root.children else min(
+                parallel_simulations, num_paths - len(reached[i]), max_simulations - sims[i])
+            sims[i] += count
+            for leaf in select_leaves(root, count, partial(descend, root, choose, max_depth), losses):
+                walks.append((root, leaf))
+                owners.append(i)
         if not walks:
             break
+        losses.undo()
         simulate_round(env, pv, walks, width=width, max_depth=max_depth,
                        use_terminal_reward=use_terminal_reward)
         for i, (_, leaf) in zip(owners, walks):
