@@ -45,6 +45,7 @@ def _tiny_models(workdir: Path) -> tuple[Path, Any]:
 
 def run_engine_bench(backend: str = "hf", model: str | None = None, value_model: str | None = None,
                      roots: int = 16, simulations: int = 8, width: int = 4, repeats: int = 3,
+                     parallel_simulations: int = 4,
                      max_step_tokens: int = 32, seed: int = 0, **generator_kwargs: Any) -> dict:
     from tsllm.generation import make_generator
     from tsllm.models.value import ValueFunction
@@ -80,7 +81,8 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
         for r in range(repeats):
             pv = LLMPolicyValue(env, generator, value_fn, max_step_tokens=max_step_tokens, seed=seed + r)
             start = time.perf_counter()
-            outs = mcts_alpha(env, pv, states, num_simulations=simulations, width=width)
+            outs = mcts_alpha(env, pv, states, num_simulations=simulations, width=width,
+                              parallel_simulations=parallel_simulations)
             tree_s = time.perf_counter() - start
             tokens = sum(o.budget.tokens for o in outs)
             computed = sum(o.budget.prompt_tokens - o.budget.cached_tokens for o in outs)
@@ -114,6 +116,7 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
             "tree_tokens_per_s": statistics.median(tree_rates),
             "flat_tokens_per_s": statistics.median(flat_rates),
             "settings": {"roots": roots, "simulations": simulations, "width": width,
+                         "parallel_simulations": parallel_simulations,
                          "max_step_tokens": max_step_tokens, "algorithm": "mcts_alpha"},
             "runs": runs,
         }

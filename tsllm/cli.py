@@ -108,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--roots", type=int, default=16, help="Game24 puzzles searched together")
     engine.add_argument("--simulations", type=int, default=8, help="MCTS-α simulations per move")
     engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
+    engine.add_argument("--parallel-simulations", type=int, default=4,
+                        help="MCTS-α simulations batched per round with virtual loss")
     engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
     engine.add_argument("--block-size", type=int, default=32,
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
@@ -118,13 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 
-        for name in ("roots", "simulations", "width", "repeats"):
+        for name in ("roots", "simulations", "width", "repeats", "parallel_simulations"):
             if getattr(args, name) < 1:
-                parser.error(f"--{name} must be >= 1")
+                parser.error(f"--{name.replace('_', '-')} must be >= 1")
         extra = {"block_size": args.block_size, "enforce_eager": True} if args.backend == "vllm" else {}
         result = run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
                                   simulations=args.simulations, width=args.width, repeats=args.repeats,
-                                  **extra)
+                                  parallel_simulations=args.parallel_simulations, **extra)
         print_engine_table(result)
         if args.out:
             write_json(result, args.out)
