@@ -1,6 +1,7 @@
 """The `tsllm` command.
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
+    tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [key=value ...]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
@@ -85,6 +86,38 @@ def print_table(rows: list[dict]) -> None:
     print("calls = batched policy calls for all questions together")
 
 
+def run_loop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tsllm.config import ConfigError, load_config, to_dict
+    from tsllm.loop import Loop, LoopConfig, check_output_dir
+    from tsllm.tracking import make_tracker, plot_accuracy_per_round, plot_accuracy_vs_tokens
+
+    overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
+    try:
+        config = load_config(LoopConfig, args.config, overrides)
+        check_output_dir(config, "overwrite" if args.overwrite else "resume" if args.resume else "refuse")
+    except ConfigError as error:
+        print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    out = Path(config.output_dir)
+    tracker = make_tracker(config.tracking, out, project=config.wandb_project, run_name=out.name,
+                           config=to_dict(config), mode=config.wandb_mode)
+    try:
+        rows = Loop(config, tracker, progress=not args.no_progress).run()
+    finally:
+        tracker.finish()
+    plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
+    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
+    print(f"\n{'round':>5}{'greedy':>9}{'search':>9}{'cot_sc':>9}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
+    for r in rows:
+        losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
+        print(f"{r['round']:>5}{r['greedy_accuracy']:>9.1%}{r['search_accuracy']:>9.1%}"
+              f"{r['baseline_accuracy']:>9.1%}{r['tokens_per_question']:>8.0f}{losses[0]:>12}{losses[1]:>12}")
+    print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
@@ -99,6 +132,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="std of the Gaussian noise on the value estimates (0 = perfect critic)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the table as JSON")
+    run = sub.add_parser("run", help="the iteration loop (default config: the embedded tiny Game24 run)")
+    run.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    run.add_argument("--output-dir", help="where the run lives (overrides output_dir)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue a run even if its config changed")
+    mode.add_argument("--overwrite", action="store_true", help="delete the run in --output-dir and start over")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     engine = bench_sub.add_parser("engine", help="tse/prf/vcn of MCTS-α vs flat sampling on one backend")
@@ -117,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
     args = parser.parse_args(argv)
 
+    if args.command == "run":
+        return run_loop(args)
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 

@@ -1,0 +1,123 @@
+"""The iteration loop: stage atomicity and resume, output-dir safety, config errors, and a real
+kill of a running loop that must resume to the same trajectories and rounds as an uninterrupted
+run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tsllm.config import ConfigError, load_config
+from tsllm.loop import LoopConfig, check_output_dir, run_stage
+
+# a loop small enough for CI: 1 round on 6 questions, warm start of a few seconds
+TINY = ["rounds=1", "train_questions=6", "test_questions=4", "warmstart.max_seconds=4",
+        "samples_per_question=2", "max_step_tokens=24", "search.knobs={num_simulations: 2, width: 2}",
+        "value.epochs=1", "policy.num_epochs=1", "tracking=none",
+        "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
+
+
+def test_run_stage_skips_complete_and_redoes_interrupted_stages(tmp_path):
+    calls = []
+
+    def work(tmp):
+        calls.append(tmp)
+        (tmp / "out.txt").write_text("x")
+        return {"n": len(calls)}
+
+    stage = tmp_path / "round_0" / "sample"
+    assert run_stage(stage, work)["n"] == 1
+    assert (stage / "out.txt").is_file() and (stage / "done.json").is_file()
+    assert run_stage(stage, work)["n"] == 1 and len(calls) == 1  # complete: skipped
+
+    other = tmp_path / "round_0" / "search"
+    partial = other.with_name("search.tmp")
+    partial.mkdir()
+    (partial / "half.jsonl").write_text("{}")
+    run_stage(other, work)  # not resumable: the partial work is discarded
+    assert not (other / "half.jsonl").exists()
+
+    trainer = tmp_path / "round_0" / "value"
+    kept = trainer.with_name("value.tmp")
+    kept.mkdir()
+    (kept / "checkpoint").write_text("step 3")
+
+    def resume(tmp):
+        return {"resumed_from": (tmp / "checkpoint").read_text()}
+
+    assert run_stage(trainer, resume, resumable=True)["resumed_from"] == "step 3"
+
+
+def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
+    first = load_config(LoopConfig, None, [f"output_dir={tmp_path}", "rounds=1"])
+    check_output_dir(first)
+    check_output_dir(first)  # same config: a plain restart resumes
+    other = load_config(LoopConfig, None, [f"output_dir={tmp_path}", "rounds=3"])
+    with pytest.raises(ConfigError, match=r"different config \(keys \['rounds'\]\).*--resume.*--overwrite"):
+        check_output_dir(other)
+    check_output_dir(other, "resume")
+    assert json.loads((tmp_path / "config.json").read_text())["rounds"] == 3
+    (tmp_path / "round_0").mkdir()
+    check_output_dir(first, "overwrite")
+    assert not (tmp_path / "round_0").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["rounds=0"], "config key 'rounds': must be >= 1"),
+    (["search.algorithm=mcts_beta"], "config key 'search.algorithm': unknown algorithm 'mcts_beta'"),
+    (["value.lrr=1"], "config key 'value.lrr': not a setting the loop passes on"),
+    (["policy.output_dir=x"], "config key 'policy.output_dir': not a setting"),
+    (["base_model=/no/such/model"], "config key 'base_model': /no/such/model does not exist"),
+    (["task=chess"], "config key 'task': must be one of"),
+    (["backend=onnx"], "config key 'backend': must be one of"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LoopConfig, None, override)
+
+
+def test_shipped_configs_load():
+    for path in sorted(Path("configs").glob("*/*.yaml")):
+        if path.parent.name in ("game24", "prontoqa"):
+            cfg = load_config(LoopConfig, path)
+            assert cfg.rounds >= 1
+            assert path.read_text().startswith("# tsllm run --config"), f"{path} must open with its launch line"
+
+
+def _tsllm(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tsllm.cli", "run", "--output-dir", str(out), "--no-progress", *TINY, *extra]
+
+
+def _summary(out: Path) -> dict:
+    rows = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    counts = {str(p.relative_to(out)): sum(1 for _ in open(p))
+              for p in sorted(out.glob("round_*/*/trajectories.jsonl"))}
+    return {"rounds": [r["round"] for r in rows], "trajectories": counts}
+
+
+def test_killed_loop_resumes_to_the_same_result(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    straight = tmp_path / "straight"
+    subprocess.run(_tsllm(straight), env=env, check=True, capture_output=True, timeout=600)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_tsllm(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (killed / "round_0" / "value" / "done.json").exists():  # mid-round: after sample and value
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "round_0" / "policy" / "done.json").exists()  # really interrupted mid-round
+
+    resumed = subprocess.run(_tsllm(killed), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _summary(killed) == _summary(straight)
+    assert _summary(killed)["rounds"] == [0, 1]
+    assert not list(killed.glob("round_*/*.tmp"))  # nothing half-written left behind

@@ -1,0 +1,393 @@
+"""The AlphaZero-style iteration loop (DESIGN.md section 1).
+
+Round k, with policy_k (round 0: the warm-started policy):
+  sample  N trajectories per training question with policy_k       -> trajectories.jsonl
+  value   train value_k on every sampled trajectory so far          -> model/
+  eval    policy_k greedy, the configured search (policy_k, value_k)
+          and CoT-SC at about the search's token budget, on held-out -> metrics.json
+  search  the configured search on training questions with value_k  -> trajectories.jsonl
+  policy  LoRA SFT of policy_k on the correct search trajectories    -> model/ (policy_k+1)
+After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
+
+Every stage writes under <output_dir>/round_<k>/<stage>/ through a temporary sibling folder that
+is renamed into place with its done.json last, so a stage is either complete or absent. On
+restart complete stages are skipped; an interrupted training stage keeps its temporary folder so
+the trainer resumes from its own checkpoints; other interrupted stages start over. A killed run
+therefore resumes where it stopped and neither loses nor duplicates trajectories.
+
+The loop receives a built `LoopConfig` and never parses files or the command line itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from tsllm.config import ConfigError, bad, to_dict
+from tsllm.models.tiny import TinyModelConfig
+
+TASKS = ("game24", "prontoqa")
+
+
+@dataclass
+class SearchSection:
+    algorithm: str = "mcts_alpha"  # any name in tsllm.search.ALGORITHMS
+    knobs: dict[str, Any] = field(default_factory=lambda: {"num_simulations": 6, "width": 3,
+                                                           "parallel_simulations": 3})
+    max_tokens: int | None = None  # per question; None: the algorithm's own stopping rule
+
+    def validate(self) -> None:
+        from tsllm.search import ALGORITHMS
+
+        if self.algorithm not in ALGORITHMS:
+            raise bad("search.algorithm", f"unknown algorithm {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+
+
+@dataclass
+class LoopConfig:
+    """The whole run. Sections `value` and `policy` hold overrides for the trainers' own configs
+    (tsllm.training.value_trainer.ValueTrainConfig, tsllm.training.policy_trainer.PolicyTrainConfig)."""
+
+    task: Literal["game24", "prontoqa"] = "game24"
+    output_dir: str = "runs/game24-tiny"
+    rounds: int = 2
+    seed: int = 0
+    train_questions: int = 128  # training questions used per round
+    test_questions: int = 64  # held-out questions for evaluation
+    base_model: str | None = None  # a causal-LM folder; None: build the tiny model and warm-start it
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    warmstart: dict[str, Any] = field(default_factory=lambda: {"max_seconds": 240.0})  # PolicyTrainConfig overrides
+    backend: Literal["hf", "vllm"] = "hf"
+    generator: dict[str, Any] = field(default_factory=dict)  # extra generator arguments
+    samples_per_question: int = 4
+    temperature: float = 1.0
+    max_step_tokens: int = 48
+    value: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    search: SearchSection = field(default_factory=SearchSection)
+    tracking: Literal["wandb", "none"] = "wandb"
+    wandb_project: str = "tsllm"
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+
+    def validate(self) -> None:
+        from tsllm.training.policy_trainer import PolicyTrainConfig
+        from tsllm.training.value_trainer import ValueTrainConfig
+
+        for key in ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens"):
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.temperature < 0:
+            raise bad("temperature", f"must be >= 0, got {self.temperature}")
+        if self.base_model is not None and not Path(self.base_model).exists():
+            raise bad("base_model", f"{self.base_model} does not exist; train one or leave base_model unset "
+                                    "to warm-start the tiny model")
+        for section, cls, owned in (("value", ValueTrainConfig, {"train_files", "output_dir", "backbone", "tiny", "task"}),
+                                    ("policy", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"}),
+                                    ("warmstart", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"})):
+            known = {f for f in cls.__dataclass_fields__} - owned
+            for key in getattr(self, section):
+                if key not in known:
+                    raise bad(f"{section}.{key}", f"not a setting the loop passes on; valid: {sorted(known)}")
+
+
+# ------------------------------------------------------------------------------- stages
+
+def run_stage(folder: Path, work: Callable[[Path], dict], resumable: bool = False) -> dict:
+    """Run `work(tmp)` unless `folder` is complete; `work` writes into `tmp`, which becomes
+    `folder` once done.json is in it. Returns the stage's done.json content."""
+    done = folder / "done.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists() and not resumable:
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = work(tmp)
+    result = {**result, "seconds": time.perf_counter() - start}
+    (tmp / "done.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    if folder.exists():  # a leftover without done.json: never complete, safe to replace
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return result
+
+
+def write_jsonl(rows: list[dict], path: Path) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------- the loop
+
+class Loop:
+    """Runs the rounds of `config`; `tracker` receives one row per round (see tsllm.tracking)."""
+
+    def __init__(self, config: LoopConfig, tracker: Any = None, progress: bool = True):
+        from tsllm.envs.game24 import Game24Env
+        from tsllm.envs.prontoqa import ProntoQAEnv
+
+        self.config, self.tracker, self.progress = config, tracker, progress
+        self.out = Path(config.output_dir)
+        self.env = Game24Env() if config.task == "game24" else ProntoQAEnv()
+        self.train, self.test = self._questions()
+        self._generator = None
+        self._generator_policy: str | None = None
+
+    def _questions(self) -> tuple[list[dict], list[dict]]:
+        cfg = self.config
+        if cfg.task == "game24":
+            from tsllm.envs.game24 import split
+
+            train, test = split(seed=cfg.seed, test_size=cfg.test_questions)
+            return train[: cfg.train_questions], test
+        from tsllm.envs import prontoqa
+
+        train = prontoqa.generate(cfg.train_questions, seed=cfg.seed + 1)
+        test = prontoqa.generate(cfg.test_questions, seed=cfg.seed + 10_000)
+        return train, test
+
+    # --- models -------------------------------------------------------------------------
+    def generator(self, policy: str):
+        """One generator for the run; a new policy is loaded into it (vLLM keeps its engine)."""
+        from tsllm.generation import make_generator
+
+        if self._generator is None:
+            self._generator = make_generator(self.config.backend, policy, **self.config.generator)
+        elif self._generator_policy != policy:
+            self._generator.update_weights(policy)
+        self._generator_policy = policy
+        return self._generator
+
+    def policy_value(self, policy: str, value: str | None, temperature: float | None = None):
+        from tsllm.models.value import ValueFunction
+        from tsllm.policy_value import LLMPolicyValue
+
+        value_fn = ValueFunction(value) if value else (lambda texts: [0.0] * len(texts))
+        temp = self.config.temperature if temperature is None else temperature
+        return LLMPolicyValue(self.env, self.generator(policy), value_fn, temperature=temp,
+                              max_step_tokens=self.config.max_step_tokens,
+                              rollout_tokens=self.config.max_step_tokens * (self.env.max_steps + 1),
+                              seed=self.config.seed)
+
+    def warm_start(self) -> str:
+        cfg = self.config
+        if cfg.base_model:
+            return cfg.base_model
+
+        def work(tmp: Path) -> dict:
+            from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
+            from tsllm.training.warmstart import WarmStartConfig, game24_rows, prontoqa_rows
+
+            if cfg.task == "game24":  # the same split as the evaluation: no test puzzle is seen
+                rows = game24_rows(WarmStartConfig(game24_split_seed=cfg.seed, game24_test_size=cfg.test_questions))
+            else:
+                rows = prontoqa_rows(WarmStartConfig(prontoqa_seed=cfg.seed + 20_000))
+            write_jsonl(rows, tmp / "trajectories.jsonl")
+            settings = {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "per_device_batch_size": 32,
+                        "num_epochs": 50.0, "seed": cfg.seed, **cfg.warmstart}
+            metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
+                                                     task=cfg.task, output_dir=str(tmp / "model"), **settings))
+            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"]}
+
+        return run_stage(self.out / "warmstart", work, resumable=False)["policy"]
+
+    # --- stages -----------------------------------------------------------------------
+    def sample(self, k: int, policy: str) -> dict:
+        def work(tmp: Path) -> dict:
+            pv = self.policy_value(policy, None)
+            rows = self._rollout_rows(pv, self.train, self.config.samples_per_question, f"sample round {k}")
+            write_jsonl(rows, tmp / "trajectories.jsonl")
+            return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows)}
+
+        return run_stage(self.out / f"round_{k}" / "sample", work)
+
+    def _rollout_rows(self, pv, problems: list[dict], n: int, label: str) -> list[dict]:
+        rows = []
+        for chunk in self._chunks(problems, 32, label):
+            states = [self.env.initial_state(p) for p in chunk]
+            for problem, state, rollouts in zip(chunk, states, pv.rollout(states, n)):
+                for r in rollouts:
+                    end = state
+                    for step in r.actions:
+                        end = self.env.step(end, step)
+                    rows.append(self._row(problem, end, "sample", r.token_count))
+        return rows
+
+    def _row(self, problem: dict, state, source: str, tokens: int) -> dict:
+        reward = self.env.reward(state) if self.env.is_terminal(state) else -1.0  # no answer: wrong
+        return {"question": state.question, "gold": state.gold, "steps": list(state.steps), "reward": reward,
+                "task": self.config.task, "source": source, "tokens": tokens}
+
+    def train_value(self, k: int, policy: str) -> dict:
+        def work(tmp: Path) -> dict:
+            from tsllm.training.value_trainer import ValueTrainConfig, train_value
+
+            files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
+            settings = {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32, "seed": self.config.seed,
+                        **self.config.value}
+            metrics = train_value(ValueTrainConfig(train_files=files, backbone=policy, task=self.config.task,
+                                                   output_dir=str(tmp), **settings))
+            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["final_train_loss"],
+                    "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"]}
+
+        return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
+
+    def _search(self, policy: str, value: str, problems: list[dict], label: str):
+        from tsllm.search import get_algorithm
+
+        s = self.config.search
+        algorithm = get_algorithm(s.algorithm)
+        pv = self.policy_value(policy, value)
+        outs = []
+        for chunk in self._chunks(problems, 32, label):
+            states = [self.env.initial_state(p) for p in chunk]
+            outs += algorithm(self.env, pv, states, max_tokens=s.max_tokens, **s.knobs)
+        return outs, pv
+
+    def search(self, k: int, policy: str, value: str) -> dict:
+        def work(tmp: Path) -> dict:
+            outs, _ = self._search(policy, value, self.train, f"search round {k}")
+            rows = []
+            for out in outs:
+                seen = set()
+                for cand in out.candidates:  # every complete path the search found, once
+                    end = cand.path[-1]
+                    if end in seen or not self.env.is_terminal(end):
+                        continue
+                    seen.add(end)
+                    rows.append(self._row({}, end, "search", 0))
+            write_jsonl(rows, tmp / "trajectories.jsonl")
+            return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
+                    "tokens_per_question": sum(o.budget.tokens for o in outs) / len(outs)}
+
+        return run_stage(self.out / f"round_{k}" / "search", work)
+
+    def train_policy(self, k: int, policy: str) -> dict:
+        def work(tmp: Path) -> dict:
+            from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
+
+            files = [str(self.out / f"round_{j}" / "search" / "trajectories.jsonl") for j in range(k + 1)]
+            files = [f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
+            if not files:  # the search found nothing correct: keep the policy
+                return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
+            settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0,
+                        "per_device_batch_size": 16, "seed": self.config.seed, **self.config.policy}
+            metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
+                                                     output_dir=str(tmp / "model"), **settings))
+            return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
+                    "loss": metrics["eval_loss_after"] if metrics["eval_loss_after"] is not None
+                    else (metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None)}
+
+        return run_stage(self.out / f"round_{k}" / "policy", work)
+
+    def evaluate(self, k: int, policy: str, value: str) -> dict:
+        def work(tmp: Path) -> dict:
+            from tsllm.search import cot_sc
+
+            greedy_pv = self.policy_value(policy, None, temperature=0.0)
+            greedy = self._rollout_rows(greedy_pv, self.test, 1, f"eval greedy {k}")
+            outs, _ = self._search(policy, value, self.test, f"eval search {k}")
+            search_correct = [self._correct(o) for o in outs]
+            search_tokens = sum(o.budget.tokens for o in outs) / len(outs)
+            greedy_tokens = sum(r["tokens"] for r in greedy) / len(greedy)
+            votes = max(1, round(search_tokens / max(greedy_tokens, 1.0)))  # CoT-SC at about the same budget
+            sc_pv = self.policy_value(policy, None)
+            sc = []
+            for chunk in self._chunks(self.test, 32, f"eval cot_sc@{votes} {k}"):
+                sc += cot_sc(self.env, sc_pv, [self.env.initial_state(p) for p in chunk], k=votes)
+            metrics = {
+                "greedy_accuracy": sum(r["reward"] > 0 for r in greedy) / len(greedy),
+                "search_accuracy": sum(search_correct) / len(outs),
+                "baseline_accuracy": sum(self._correct(o) for o in sc) / len(sc),
+                "tokens_per_question": search_tokens,
+                "greedy_tokens_per_question": greedy_tokens,
+                "baseline_tokens_per_question": sum(o.budget.tokens for o in sc) / len(sc),
+                "baseline_votes": votes,
+                "search_nodes_per_question": sum(o.stats.get("nodes", 0) for o in outs) / len(outs),
+            }
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+            return metrics
+
+        return run_stage(self.out / f"round_{k}" / "eval", work)
+
+    def _correct(self, out) -> bool:
+        end = out.best_path[-1]
+        if out.answer is not None and self.env.is_terminal(end) and self.env.answer(end) == out.answer:
+            return self.env.reward(end) > 0
+        # a vote picked an answer: it is right if any terminal with that answer checks
+        return any(self.env.is_terminal(c.path[-1]) and c.answer == out.answer and self.env.reward(c.path[-1]) > 0
+                   for c in out.candidates) if out.answer is not None else False
+
+    def _chunks(self, items: list, size: int, label: str):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(items), desc=label, unit="q", disable=not self.progress, leave=False)
+        for i in range(0, len(items), size):
+            yield items[i:i + size]
+            bar.update(min(size, len(items) - i))
+        bar.close()
+
+    # --- the run ------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        cfg, rows = self.config, []
+        start = time.perf_counter()
+        policy, value = self.warm_start(), ""
+        for k in range(cfg.rounds + 1):
+            round_start = time.perf_counter()
+            if k == cfg.rounds:  # the final evaluation of the last policy, with the last value model
+                stages = {"eval": self.evaluate(k, policy, value)}
+            else:
+                stages = {"sample": self.sample(k, policy)}
+                stages["value"] = self.train_value(k, policy)
+                value = stages["value"]["value"]
+                stages["eval"] = self.evaluate(k, policy, value)
+                stages["search"] = self.search(k, policy, value)
+                stages["policy"] = self.train_policy(k, policy)
+            row = {"round": k, **{key: v for key, v in stages["eval"].items() if key != "seconds"},
+                   "value_loss": stages.get("value", {}).get("loss"),
+                   "policy_loss": stages.get("policy", {}).get("loss"),
+                   "wall_seconds": sum(s.get("seconds", 0.0) for s in stages.values()),
+                   "elapsed_this_run": time.perf_counter() - round_start,
+                   **{f"{name}_seconds": s.get("seconds") for name, s in stages.items()}}
+            if "search" in stages:
+                row["search_train_correct"] = stages["search"]["correct"]
+                row["search_train_trajectories"] = stages["search"]["trajectories"]
+                row["sample_correct"] = stages["sample"]["correct"]
+            rows.append(row)
+            if self.tracker is not None:
+                self.tracker.log(row, step=k)
+            if k < cfg.rounds:
+                policy = stages["policy"]["policy"]
+        self.total_seconds = time.perf_counter() - start
+        return rows
+
+
+def check_output_dir(config: LoopConfig, mode: Literal["refuse", "resume", "overwrite"] = "refuse") -> None:
+    """Refuse an output dir that holds a different config's run unless told to resume or
+    overwrite; record this run's config in it."""
+    out = Path(config.output_dir)
+    saved = out / "config.json"
+    current = to_dict(config)
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        if mode == "overwrite":
+            shutil.rmtree(out)
+        elif previous != current and mode != "resume":
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise ConfigError(f"output dir {out} holds a run with a different config (keys {changed}); "
+                              "pass --resume to continue it with this config, --overwrite to start over, "
+                              "or choose another --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(current, indent=1) + "\n")
