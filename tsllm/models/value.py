@@ -1,0 +1,257 @@
+"""The value / outcome-reward model: a language-model backbone with a scalar head on every token.
+
+It is transformers' `AutoModelForTokenClassification` with `num_labels=1` (HF-native: saves and
+loads with `save_pretrained`, works with PEFT and DeepSpeed). The value of a prefix text is the
+head's output at the prefix's LAST real token; the ORM is the same model read at a finished
+trajectory. The head is a plain linear regression onto the targets (TS-LLM: MSE to returns in
+[-1, 1]), with no squashing and no dropout (dropout would make values noisy and resumes inexact).
+
+    model, tokenizer = build_value_model("out/policy")           # a causal-LM folder: backbone + new head
+    model, tokenizer = build_value_model(tiny=TinyModelConfig())  # a fresh tiny backbone
+    model = add_lora(model, r=8, alpha=16)                        # optional
+    save_value_model(model, tokenizer, "out/value")               # merged, safetensors, atomic
+    values = ValueFunction("out/value")(["Input: 4 4 6 8\\n", ...])
+
+Tokenizers: the policy/value bridge hands the value model TEXT (env.prompt(state)), never token
+ids, so a value model with another tokenizer still scores the right prefixes. What differs is cost
+accounting (value tokens are counted in the value tokenizer) and, usually, intent: a value model
+is normally initialised from the policy. `check_same_tokenizer` therefore raises by default and
+explains; pass `allow_different=True` to accept a different tokenizer on purpose (a warning).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    LlamaForTokenClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from tsllm.models.tiny import (
+    TinyModelConfig,
+    build_char_tokenizer,
+    build_tiny_llama,
+    resolve_dtype,
+)
+
+LORA_TARGETS_DEFAULT = "all-linear"  # every linear layer of the backbone; the head is fully trained
+
+
+def build_value_model(
+    backbone: str | os.PathLike | None = None,
+    tiny: TinyModelConfig | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    dtype: str | torch.dtype = "float32",
+    head_seed: int = 0,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(value model in train mode, tokenizer). Exactly one of:
+    - `backbone`: a saved causal LM (its body is loaded, the head is new, seeded by `head_seed`)
+      or a saved value model (loaded whole), a local folder or a hub id;
+    - `tiny`: a fresh tiny Llama built from the config with the character tokenizer (or `tokenizer`).
+    """
+    if (backbone is None) == (tiny is None):
+        raise ValueError("build_value_model: pass exactly one of backbone=<model folder> or tiny=TinyModelConfig(...)")
+    with torch.random.fork_rng(devices=[]):  # the head's init must not depend on, or move, the global RNG
+        torch.manual_seed(head_seed)
+        if tiny is not None:
+            tokenizer = tokenizer or build_char_tokenizer()
+            body = build_tiny_llama(tiny, tokenizer)
+            config = body.config
+            config.num_labels, config.classifier_dropout = 1, 0.0
+            model = LlamaForTokenClassification(config)
+            model.model.load_state_dict(body.model.state_dict())
+        else:
+            source = str(backbone)
+            if Path(source).expanduser().exists() and not (Path(source).expanduser() / "config.json").is_file():
+                raise FileNotFoundError(f"value backbone {source} has no config.json, so it is not a saved "
+                                        "model; save one with tsllm.models.tiny.save_model or pass tiny=...")
+            config = AutoConfig.from_pretrained(source, num_labels=1, classifier_dropout=0.0)
+            model = AutoModelForTokenClassification.from_pretrained(source, config=config, dtype=resolve_dtype(dtype))
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ValueError("build_value_model: the tokenizer has neither a pad nor an eos token; set one")
+        tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked; any id will do
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model.train(), tokenizer
+
+
+def add_lora(model: PreTrainedModel, r: int = 8, alpha: int = 16,
+             target_modules: str | Sequence[str] = LORA_TARGETS_DEFAULT, dropout: float = 0.0):
+    """`model` wrapped with LoRA adapters (PEFT TOKEN_CLS); the scalar head stays fully trainable
+    (modules_to_save), since it starts from random."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = target_modules if isinstance(target_modules, str) else list(target_modules)
+    config = LoraConfig(task_type=TaskType.TOKEN_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=targets, modules_to_save=["score"])
+    return get_peft_model(model, config)
+
+
+def merged(model) -> PreTrainedModel:
+    """A plain value model: LoRA adapters folded into the weights (the model itself if none)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def save_value_model(model, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:
+    """Save a value model (merged if it carries LoRA) and its tokenizer to the folder `path` as
+    safetensors, via a temporary sibling renamed into place: never a half-written folder."""
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    merged(model).save_pretrained(staging)  # safetensors is the default format
+    tokenizer.save_pretrained(staging)
+    replace_dir(staging, target)
+    return target
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Move the finished folder `staging` to `target`, replacing any previous one."""
+    if target.exists():
+        retired = target.with_name(f"{target.name}.old-{os.getpid()}")
+        shutil.rmtree(retired, ignore_errors=True)
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(target)
+
+
+def load_value_model(path: str | os.PathLike, dtype: str | torch.dtype = "float32",
+                     device: str | torch.device = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(value model in eval mode, tokenizer) from a folder written by `save_value_model`, or from a
+    PEFT adapter folder whose base model is recorded in its adapter_config.json."""
+    folder = Path(path).expanduser()
+    adapter_config = folder / "adapter_config.json"
+    if adapter_config.is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        if not base:
+            raise FileNotFoundError(f"{folder} is a LoRA adapter without a recorded base model; load the "
+                                    "merged model (the trainer writes it to <output_dir>/model)")
+        model, _ = build_value_model(base, dtype=dtype)
+        model = PeftModel.from_pretrained(model, folder).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(folder if (folder / "tokenizer_config.json").is_file() else base)
+    else:
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"value model folder {folder} has no config.json; train one with "
+                                    "recipes/train_value.py (it writes <output_dir>/model)")
+        config = AutoConfig.from_pretrained(folder)
+        if config.num_labels != 1:
+            raise ValueError(f"{folder} holds a model with num_labels={config.num_labels}, not a value model "
+                             "(num_labels=1); to start a value model from a causal LM use build_value_model")
+        model = AutoModelForTokenClassification.from_pretrained(folder, dtype=resolve_dtype(dtype))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model.to(device).eval(), tokenizer
+
+
+# ------------------------------------------------------------------------------- scoring
+
+
+def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so left padding does not shift them (a plain
+    forward numbers positions 0..T-1 including the pads)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last real token of each row, for left or right padding alike."""
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
+    return (attention_mask.long() * (positions + 1)).argmax(-1)
+
+
+class ValueFunction:
+    """Scores prefix texts: `values = ValueFunction(model_or_path)(texts)`, one float per text.
+
+    Texts are scored in padded batches of up to `max_batch_size` (sorted by length so a batch
+    pads little), each read at its last real token. `tokens_scored` and `calls` accumulate what
+    was spent, for budgets.
+    """
+
+    def __init__(self, model_or_path, tokenizer: PreTrainedTokenizerBase | None = None,
+                 max_batch_size: int = 64, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32") -> None:
+        if isinstance(model_or_path, (str, os.PathLike)):
+            model, loaded = load_value_model(model_or_path, dtype=dtype, device=device)
+            tokenizer = tokenizer or loaded
+        else:
+            model = model_or_path
+            if tokenizer is None:
+                raise ValueError("ValueFunction: a model object needs its tokenizer; pass tokenizer=...")
+        if max_batch_size < 1:
+            raise ValueError(f"ValueFunction: max_batch_size must be >= 1, got {max_batch_size}")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.tokens_scored = 0
+        self.calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        texts = list(texts)
+        values = [0.0] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            batch = self.tokenizer([texts[i] for i in chunk], padding=True, return_tensors="pt").to(self.device)
+            mask = batch["attention_mask"]
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=mask,
+                                position_ids=position_ids_for(mask)).logits[..., 0]
+            picked = logits.gather(1, last_token_index(mask)[:, None])[:, 0].float().tolist()
+            for i, v in zip(chunk, picked):
+                values[i] = v
+            self.tokens_scored += int(mask.sum())
+            self.calls += 1
+        return values
+
+
+# ------------------------------------------------------------------------------- tokenizers
+
+
+def check_same_tokenizer(policy_tokenizer: PreTrainedTokenizerBase, value_tokenizer: PreTrainedTokenizerBase,
+                         allow_different: bool = False) -> bool:
+    """True if both tokenizers map the same strings to the same ids (vocabulary and bos/eos).
+    Otherwise ValueError naming the first difference, or, with `allow_different=True`, a warning
+    and False: scoring still works (the value model gets text), see the module docstring."""
+    difference = _tokenizer_difference(policy_tokenizer, value_tokenizer)
+    if difference is None:
+        return True
+    message = (f"policy and value tokenizers differ: {difference}. The value model scores text, so this "
+               "works, but it usually means the wrong value checkpoint; build the value model from the "
+               "policy (build_value_model(<policy folder>)) or pass allow_different=True if intended")
+    if not allow_different:
+        raise ValueError(message)
+    warnings.warn(message, stacklevel=2)
+    return False
+
+
+def _tokenizer_difference(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> str | None:
+    vocab_a, vocab_b = a.get_vocab(), b.get_vocab()
+    if len(vocab_a) != len(vocab_b):
+        return f"vocabulary sizes {len(vocab_a)} vs {len(vocab_b)}"
+    for token, index in sorted(vocab_a.items(), key=lambda kv: kv[1]):
+        if vocab_b.get(token) != index:
+            return f"token {token!r} has id {index} vs {vocab_b.get(token)}"
+    for name in ("bos_token_id", "eos_token_id"):
+        if getattr(a, name) != getattr(b, name):
+            return f"{name} {getattr(a, name)} vs {getattr(b, name)}"
+    return None

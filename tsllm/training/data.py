@@ -1,0 +1,312 @@
+"""Value/ORM training data from trajectories. Pure Python: no torch, so it is cheap to test.
+
+A trajectories file (jsonl) holds one sampled or searched trajectory per row:
+
+    {"question": str, "steps": [str, ...], "reward": float,
+     "gold": ..., "task": str, "source": "sample"|"search"|"warmstart",   (optional)
+     "values": [float, ...]}                                               (optional, for TD(lambda))
+
+One trajectory becomes ONE `ValueExample`: the text of the full trajectory plus, for every prefix
+(the question alone, then each step added), the character index where that prefix's text ends and
+its regression target. Training reads the model's head at the token holding each of those
+characters, so one forward pass labels every prefix. `render(question, steps) -> str` gives the
+exact text the models see (for text envs `lambda q, s: env.prompt(TextState(q, tuple(s)))`, which
+ends every prefix with the "\\n" that closes its last step), so this module knows no task.
+
+Targets (TS-LLM, gamma = 1, rewards only at the end):
+- Monte-Carlo (default): every prefix gets the final reward R.
+- TD(lambda), when `td_lambda` is set and each row holds `values` = the value estimates of its
+  len(steps)+1 prefixes (what a critic said during sampling/search): with prefixes t = 0..T,
+      G_T = R                                   (the final prefix's outcome is known)
+      G_t = (1 - lambda) * V_{t+1} + lambda * G_{t+1}      for t < T
+  so lambda = 1 is Monte-Carlo and lambda = 0 is one-step TD (G_t = V_{t+1}, and G_{T-1} = R).
+  `values[T]` is ignored: the final prefix is scored by its reward.
+- ORM (`build_orm_examples`): one label, the full text -> R.
+
+Identical (text, targets) examples are kept once; the same prefix reached by different
+trajectories keeps one label per trajectory, so the MSE fit is their mean (the MC estimate).
+`split_by_question` holds whole questions out, so evaluation measures unseen questions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tsllm.envs.base import DataError, TextState, iter_jsonl
+
+Render = Callable[[str, Sequence[str]], str]
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    question: str
+    steps: tuple[str, ...]
+    reward: float
+    values: tuple[float, ...] | None = None  # one per prefix (len(steps) + 1), for TD(lambda)
+    task: str | None = None  # the row's task, when it names one (picks the prompt format)
+    where: str = ""  # "file:line", for error messages
+
+
+@dataclass(frozen=True)
+class ValueExample:
+    question: str
+    text: str
+    label_chars: tuple[int, ...]  # index of the last character of each labelled prefix in `text`
+    targets: tuple[float, ...]
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
+    """One validated row; DataError("<where>: ...") says which field is wrong and how."""
+    question, steps, reward = row["question"], row["steps"], row["reward"]
+    if not isinstance(question, str):
+        raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise DataError(f"{where}: 'steps' must be a list of strings, got {steps!r:.80}")
+    if any("\n" in s or not s.strip() for s in steps):
+        raise DataError(f"{where}: a step is empty or holds a newline; write one line per step")
+    if not _number(reward):
+        raise DataError(f"{where}: 'reward' must be a finite number, got {reward!r}")
+    task = row.get("task")
+    if task is not None and not isinstance(task, str):
+        raise DataError(f"{where}: 'task' must be a string, got {task!r}")
+    values = row.get("values")
+    if values is not None:
+        if not isinstance(values, list) or not all(_number(v) for v in values):
+            raise DataError(f"{where}: 'values' must be a list of finite numbers, got {values!r:.80}")
+        if len(values) != len(steps) + 1:
+            raise DataError(
+                f"{where}: 'values' needs one estimate per prefix, len(steps)+1 = {len(steps) + 1}, "
+                f"got {len(values)}"
+            )
+        values = tuple(float(v) for v in values)
+    return Trajectory(question, tuple(steps), float(reward), values, task, where)
+
+
+def read_trajectories(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Trajectory]:
+    """Every trajectory of one or more jsonl files, validated. A missing or empty file is an
+    error naming it (an empty training set is never what was meant)."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Trajectory] = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise FileNotFoundError(f"trajectories file {path} does not exist; write it with the loop's "
+                                    "collect stage or point the config at an existing jsonl file")
+        before = len(out)
+        for lineno, row in iter_jsonl(path, required=("question", "steps", "reward")):
+            out.append(parse_trajectory(row, f"{path}:{lineno}"))
+        if len(out) == before:
+            raise DataError(f"{path}: no trajectories in the file (it is empty); one JSON object per "
+                            "line with 'question', 'steps' and 'reward' is expected")
+    return out
+
+
+# --------------------------------------------------------------------------------- targets
+
+
+def monte_carlo_targets(reward: float, num_prefixes: int) -> list[float]:
+    return [float(reward)] * num_prefixes
+
+
+def td_lambda_targets(values: Sequence[float], reward: float, lam: float) -> list[float]:
+    """Lambda-returns for prefixes 0..T from their value estimates (see the module docstring)."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"td_lambda must be in [0, 1], got {lam}")
+    estimates = [float(v) for v in values[:-1]] + [float(reward)]  # the final prefix's value is its outcome
+    targets = list(estimates)
+    for t in range(len(values) - 2, -1, -1):
+        targets[t] = (1.0 - lam) * estimates[t + 1] + lam * targets[t + 1]
+    return targets
+
+
+# --------------------------------------------------------------------------------- examples
+
+
+def prefix_ends(render: Render, question: str, steps: Sequence[str], where: str = "") -> tuple[str, list[int]]:
+    """(full text, index of the last character of each prefix 0..len(steps)). Every prefix's text
+    must start the next one's, else the labels would point at text the model never saw there."""
+    full = render(question, list(steps))
+    ends = []
+    for k in range(len(steps) + 1):
+        prefix = full if k == len(steps) else render(question, list(steps[:k]))
+        if not prefix or not full.startswith(prefix):
+            raise DataError(f"{where}: the rendered prefix with {k} step(s) is empty or does not start "
+                            "the full trajectory text; render(question, steps) must extend prefixes")
+        if ends and len(prefix) - 1 <= ends[-1]:
+            raise DataError(f"{where}: step {k} adds no text (an empty step?); drop empty steps")
+        ends.append(len(prefix) - 1)
+    return full, ends
+
+
+def build_value_examples(trajectories: Iterable[Trajectory], render: Render,
+                         td_lambda: float | None = None) -> list[ValueExample]:
+    """One example per trajectory labelling every prefix; MC targets, or TD(lambda) when asked."""
+    examples = []
+    for traj in trajectories:
+        text, ends = prefix_ends(render, traj.question, traj.steps, traj.where)
+        if td_lambda is None:
+            targets = monte_carlo_targets(traj.reward, len(ends))
+        elif traj.values is None:
+            raise DataError(f"{traj.where}: td_lambda={td_lambda} needs per-prefix 'values' in every "
+                            "row; add them or unset td_lambda to use Monte-Carlo returns")
+        else:
+            targets = td_lambda_targets(traj.values, traj.reward, td_lambda)
+        examples.append(ValueExample(traj.question, text, tuple(ends), tuple(targets)))
+    return deduplicate(examples)
+
+
+def build_orm_examples(trajectories: Iterable[Trajectory], render: Render) -> list[ValueExample]:
+    """Outcome examples: the final text, labelled at its last character with the reward."""
+    examples = []
+    for traj in trajectories:
+        text = render(traj.question, list(traj.steps))
+        if not text:
+            raise DataError(f"{traj.where}: the rendered trajectory is empty")
+        examples.append(ValueExample(traj.question, text, (len(text) - 1,), (traj.reward,)))
+    return deduplicate(examples)
+
+
+def deduplicate(examples: Iterable[ValueExample]) -> list[ValueExample]:
+    """Keep the first of identical (text, labels, targets); order is otherwise preserved."""
+    seen: set[tuple] = set()
+    out = []
+    for ex in examples:
+        key = (ex.text, ex.label_chars, ex.targets)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
+    return out
+
+
+def split_by_question(examples: Sequence[ValueExample], eval_fraction: float,
+                      seed: int) -> tuple[list[ValueExample], list[ValueExample]]:
+    """(train, eval): round(eval_fraction * questions) whole questions (at least one when the
+    fraction is positive and there are two or more), chosen by a seeded shuffle of the sorted
+    question set, so the split is the same on every machine and rank."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    questions = sorted({ex.question for ex in examples})
+    random.Random(seed).shuffle(questions)
+    n_eval = round(eval_fraction * len(questions))
+    if eval_fraction > 0 and len(questions) >= 2:
+        n_eval = min(max(n_eval, 1), len(questions) - 1)
+    held_out = set(questions[:n_eval])
+    train = [ex for ex in examples if ex.question not in held_out]
+    evaluation = [ex for ex in examples if ex.question in held_out]
+    return train, evaluation
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+TASKS = ("game24", "gsm8k", "prontoqa", "text")  # text tasks whose prompt format render_for_task knows
+
+
+def render_for_task(task: str, template: str | None = None) -> Render:
+    """`render(question, steps)` with the prompt format of a text task ("game24", "gsm8k",
+    "prontoqa", or "text" for the plain TextEnv), optionally with another template."""
+    from tsllm.envs.base import TextEnv
+    from tsllm.envs.game24 import Game24Env
+    from tsllm.envs.gsm8k import GSM8kEnv
+    from tsllm.envs.prontoqa import ProntoQAEnv
+
+    envs = {"game24": Game24Env, "gsm8k": GSM8kEnv, "prontoqa": ProntoQAEnv, "text": TextEnv}
+    if task not in envs:
+        raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")
+    env = envs[task](template=template)
+    return lambda question, steps: env.prompt(TextState(question, tuple(steps)))
+
+
+# --------------------------------------------------------------------------------- demo data
+
+
+def game24_contrast_trajectories(num_puzzles: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Demo/test value data without a policy: per puzzle, the solver's trace (reward +1) and a
+    losing trace (reward -1) whose first step is valid but leaves an unsolvable position, followed
+    by random valid steps and a wrong answer line. Steps in both combine two numbers into a
+    non-negative integer where possible, as the solver's do, so the value model has to judge the
+    numbers left, not the look of the step."""
+    from tsllm.envs.game24 import all_puzzles, solve
+
+    rng = random.Random(seed)
+    puzzles = list(all_puzzles())
+    rng.shuffle(puzzles)
+    rows = []
+    for numbers in puzzles:
+        if len(rows) >= 2 * num_puzzles:
+            break
+        losing = _losing_trace(numbers, rng)
+        if losing is None:  # every integer first step keeps 24 reachable
+            continue
+        question = " ".join(map(str, numbers))
+        rows.append({"question": question, "steps": solve(numbers), "reward": 1.0, "task": "game24"})
+        rows.append({"question": question, "steps": losing, "reward": -1.0, "task": "game24"})
+    return rows
+
+
+def _moves(left: list) -> list[tuple[str, list]]:
+    """(step line, numbers left) for every pair and op with a non-negative integer result."""
+    from fractions import Fraction
+
+    from tsllm.envs.game24 import format_number
+
+    out = []
+    for i, a in enumerate(left):
+        for j, b in enumerate(left):
+            if i == j:
+                continue
+            rest = [x for k, x in enumerate(left) if k not in (i, j)]
+            results = [("+", a + b), ("*", a * b), ("-", a - b)] + ([("/", Fraction(a) / b)] if b else [])
+            for op, r in results:
+                if r >= 0 and Fraction(r).denominator == 1:
+                    new = sorted(rest + [Fraction(r)])
+                    line = (f"{format_number(Fraction(a))} {op} {format_number(Fraction(b))} = "
+                            f"{format_number(Fraction(r))} (left: {' '.join(format_number(x) for x in new)})")
+                    out.append((line, new))
+    return out
+
+
+def _losing_trace(numbers: Sequence[int], rng: random.Random) -> list[str] | None:
+    from fractions import Fraction
+
+    from tsllm.envs.game24 import is_solvable
+
+    left = [Fraction(n) for n in numbers]
+    first = [(line, new) for line, new in _moves(left) if not is_solvable(new)]
+    if not first:
+        return None
+    line, left = rng.choice(sorted(first))
+    steps = [line]
+    while len(left) > 1:
+        options = _moves(left)
+        if not options:
+            break
+        line, left = rng.choice(sorted(options))
+        steps.append(line)
+    return steps + ["Answer: no solution"]
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write rows atomically (temp sibling, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with staging.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    staging.replace(path)
+    return path
