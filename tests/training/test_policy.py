@@ -1,0 +1,274 @@
+"""Policy SFT with TRL + PEFT on a real tiny Llama: the loss falls on held-out pairs, prompt tokens
+never enter the loss, merged and adapter saves reload to the same model, a 2-process torchrun run
+takes the expected optimizer steps, and bad input fails at start naming file and line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tsllm.config import ConfigError, load_config
+from tsllm.envs.base import DataError
+from tsllm.envs.game24 import Game24Env, split
+from tsllm.generation.hf import HFGenerator
+from tsllm.models.tiny import (
+    TinyModelConfig,
+    build_char_tokenizer,
+    build_tiny_llama,
+    load_causal_lm,
+    save_model,
+)
+from tsllm.training.policy_trainer import (
+    METRICS_FILE,
+    PolicyTrainConfig,
+    build_trainer,
+    load_base,
+    merge_adapter,
+    read_examples,
+    split_examples,
+    train_policy,
+)
+from tsllm.types import SamplingParams
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=160)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    tokenizer = build_char_tokenizer()
+    path = tmp_path_factory.mktemp("models") / "base"
+    save_model(build_tiny_llama(TinyModelConfig(**SMALL, seed=0), tokenizer), tokenizer, path)
+    return path
+
+
+def solver_rows(count, start=0):
+    train, _ = split()
+    return [{"question": p["question"], "gold": p["numbers"], "steps": p["solution"].split("\n"),
+             "reward": 1.0, "task": "game24", "source": "warmstart"} for p in train[start:start + count]]
+
+
+def write_rows(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def traj_file(tmp_path_factory):
+    return write_rows(tmp_path_factory.mktemp("data") / "traj.jsonl", solver_rows(64))
+
+
+def config(base_dir, out, **overrides):
+    settings = dict(base_model=str(base_dir), output_dir=str(out), learning_rate=1e-2, num_epochs=3,
+                    per_device_batch_size=8, eval_fraction=0.25, logging_steps=5, max_length=160)
+    settings.update(overrides)
+    return PolicyTrainConfig(**settings)
+
+
+def no_leftovers(out: Path):
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(out.name + ".")]
+
+
+# ------------------------------------------------------------------------------ data
+
+
+def test_pairs_are_env_prompt_and_rendered_steps_with_reward_filter(tmp_path):
+    rows = solver_rows(3)
+    rows[1]["reward"] = -1.0
+    path = write_rows(tmp_path / "t.jsonl", rows)
+    env = Game24Env()
+    examples = read_examples([path])
+    assert len(examples) == 2  # the -1 row is dropped by default
+    assert examples[0]["prompt"] == env.prompt(env.initial_state(rows[0]["question"])) == f"Input: {rows[0]['question']}\n"
+    assert examples[0]["completion"] == "".join(s + "\n" for s in rows[0]["steps"])
+    assert len(read_examples([path], min_reward=None)) == 3
+    assert len(read_examples([path, path])) == 4  # several files (earlier rounds) are concatenated
+
+
+def test_held_out_split_keeps_each_question_on_one_side():
+    examples = [{"prompt": f"q{i % 10}", "completion": str(i)} for i in range(40)]  # 4 samples per question
+    train, held_out = split_examples(examples, 0.2, seed=0)
+    assert len(held_out) == 8 and len(train) == 32
+    assert not {e["prompt"] for e in train} & {e["prompt"] for e in held_out}
+    assert split_examples(examples, 0.2, seed=0) == (train, held_out)
+    assert split_examples(examples, 0.0, seed=0)[1] == []
+    with pytest.raises(DataError, match="lower eval_fraction"):
+        split_examples(examples[:1], 0.1, seed=0)
+
+
+def test_bad_trajectory_files_name_file_and_line(tmp_path, base_dir):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match=f"{empty}: no trajectories"):
+        read_examples([empty])
+    rows = [json.dumps(r) for r in solver_rows(2)]
+    cases = {
+        "{not json": "invalid JSON",
+        json.dumps({"question": "1 2 3 4", "steps": ["x"]}): r"missing field\(s\) \['reward'\]",
+        json.dumps({"question": "1 2 3 4", "steps": "a line", "reward": 1}): "'steps' must be a list of strings",
+        json.dumps({"question": "1 2 3 4", "steps": ["a\nb"], "reward": 1}): "holds a newline",
+        json.dumps({"question": "1 2 3 4", "steps": ["x"], "reward": "high"}): "'reward' must be a finite number",
+        json.dumps({"question": "1 2 3 4", "steps": ["x"], "reward": 1, "task": "chess"}): "unknown task 'chess'",
+    }
+    for bad_line, message in cases.items():
+        path = tmp_path / "bad.jsonl"
+        path.write_text("\n".join(rows + [bad_line]) + "\n")
+        with pytest.raises(DataError, match=f"{path}:3: .*{message}"):
+            read_examples([path])
+    only_wrong = write_rows(tmp_path / "wrong.jsonl", [dict(r, reward=-1.0) for r in solver_rows(2)])
+    with pytest.raises(DataError, match="steps and reward > 0.*min_reward=null"):
+        read_examples([only_wrong])
+    with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
+        read_examples([tmp_path / "missing.jsonl"])
+
+
+def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, base_dir):
+    cfg = PolicyTrainConfig(base_model=str(tmp_path / "no_model"), data_files=[str(traj_file)])
+    with pytest.raises(FileNotFoundError, match="no_model does not exist.*tiny"):
+        train_policy(cfg)
+    with pytest.raises(ConfigError, match="'max_length': 400 exceeds the model's context of 160"):
+        load_base(PolicyTrainConfig(base_model=str(base_dir), max_length=400))
+    with pytest.raises(ConfigError, match="'base_model'"):
+        PolicyTrainConfig(data_files=[str(traj_file)])
+    with pytest.raises(ConfigError, match="'merge'.*use_lora"):
+        PolicyTrainConfig(base_model="m", use_lora=False, merge="adapter")
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        load_config(PolicyTrainConfig, None, ["base_model=m", "learning_rat=1"])
+    # The recipe turns bad input into one line on stderr and exit status 2, not a traceback.
+    result = subprocess.run(
+        [sys.executable, str(REPO / "recipes/train_policy.py"), f"base_model={tmp_path / 'no_model'}",
+         f"data_files=[{traj_file}]"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120,
+    )
+    assert result.returncode == 2 and "no_model does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ masking
+
+
+def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
+    cfg = config(base_dir, tmp_path / "out", per_device_batch_size=4)
+    examples = read_examples([traj_file])[:4]
+    model, tokenizer = load_base(cfg)
+    trainer = build_trainer(cfg, examples, [], model, tokenizer)
+
+    for example, row in zip(examples, trainer.train_dataset):
+        prompt_ids = tokenizer(example["prompt"])["input_ids"]  # <bos> + one id per character
+        n = len(prompt_ids)
+        assert row["input_ids"][:n] == prompt_ids
+        assert row["labels"][:n] == [-100] * n  # no prompt token is a target
+        assert row["labels"][n:] == row["input_ids"][n:]  # every completion token is
+        assert row["input_ids"][-1] == tokenizer.eos_token_id  # and the policy learns to stop
+        assert tokenizer.decode(row["input_ids"][n:-1]) == example["completion"]
+
+    # The loss the trainer optimises is the mean NLL over completion tokens only.
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert (batch["labels"] != -100).sum() < batch["attention_mask"].sum()
+    loss = trainer.compute_loss(trainer.model, dict(batch))
+    with torch.no_grad():
+        logits = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def nll(labels):
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+    assert loss.item() == pytest.approx(nll(batch["labels"]).item(), rel=1e-4)
+    all_tokens = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    assert abs(loss.item() - nll(all_tokens).item()) > 1e-3  # the prompt would change it
+
+
+# ------------------------------------------------------------------------------ training and saving
+
+
+def test_lora_sft_lowers_held_out_loss_and_merged_save_reloads_identically(base_dir, traj_file, tmp_path):
+    out = tmp_path / "merged"
+    metrics = train_policy(config(base_dir, out, data_files=[str(traj_file)]))
+    assert metrics["train_examples"] == 48 and metrics["eval_examples"] == 16
+    assert metrics["optimizer_steps"] == 3 * 48 // 8
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - 0.1
+    curve = [loss for _, loss in metrics["train_loss_curve"]]
+    assert len(curve) == 3 and curve[-1] < curve[0]
+    assert metrics["tokens"] > 48 * 3 * 60 and metrics["seconds"] > 0  # non-padding tokens seen
+
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", METRICS_FILE}
+    assert not (out / "adapter_config.json").exists() and not no_leftovers(out)
+    saved = json.loads((out / METRICS_FILE).read_text())
+    assert saved["optimizer_steps"] == metrics["optimizer_steps"]
+
+    reloaded, tokenizer = load_causal_lm(out)
+    ids = tokenizer(["Input: 4 6 8 2\n6 * 4 = 24"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, metrics["model"](ids).logits)
+        base, _ = load_causal_lm(base_dir)
+        assert not torch.allclose(base(ids).logits, reloaded(ids).logits, atol=1e-3)  # it did train
+
+
+def test_adapter_save_applies_through_the_generator_like_the_merged_model(base_dir, traj_file, tmp_path):
+    adapter = tmp_path / "adapter"
+    metrics = train_policy(config(base_dir, adapter, data_files=[str(traj_file)], merge="adapter"))
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    assert not (adapter / "model.safetensors").exists() and not no_leftovers(adapter)
+
+    merged_dir = merge_adapter(base_dir, adapter, tmp_path / "merged")
+    in_memory = metrics["model"].merge_and_unload()
+    tokenizer = metrics["tokenizer"]
+    through_update = HFGenerator(base_dir)
+    through_update.update_weights(str(adapter))
+    greedy = SamplingParams(temperature=0, max_new_tokens=40, stop=["\n"])
+    prompts = [f"Input: {p['question']}\n" for p in split()[1][:4]]
+    expected = [row[0].text for row in HFGenerator(in_memory, tokenizer).generate(prompts, greedy)]
+    assert [row[0].text for row in through_update.generate(prompts, greedy)] == expected
+    assert [row[0].text for row in HFGenerator(merged_dir).generate(prompts, greedy)] == expected
+    base_out = [row[0].text for row in HFGenerator(base_dir).generate(prompts, greedy)]
+    assert base_out != expected  # the adapter changed what the policy writes
+
+
+def test_full_finetune_from_a_fresh_tiny_model(traj_file, tmp_path):
+    cfg = load_config(PolicyTrainConfig, None, [
+        f"data_files=[{traj_file}]", f"output_dir={tmp_path / 'fresh'}", "use_lora=false", "learning_rate=3e-3",
+        "num_epochs=2", "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
+        "tiny.max_position_embeddings=160", "max_length=160", "max_steps=4",
+    ])
+    metrics = train_policy(cfg)
+    assert metrics["optimizer_steps"] == 4  # max_steps wins over epochs
+    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
+    model, _ = load_causal_lm(tmp_path / "fresh")
+    assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
+
+
+def test_pairs_cut_at_max_length_are_reported(base_dir, traj_file, tmp_path):
+    cfg = config(base_dir, tmp_path / "short", data_files=[str(traj_file)], max_length=40, max_steps=1,
+                 eval_fraction=0.0)
+    with pytest.warns(UserWarning, match="64 training pair\\(s\\) were cut at max_length=40"):
+        train_policy(cfg)
+
+
+# ------------------------------------------------------------------------------ two processes
+
+
+def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
+    out = tmp_path / "ddp"
+    rows = [json.loads(line) for line in traj_file.read_text().splitlines()][:40]
+    data = write_rows(tmp_path / "t40.jsonl", rows)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [
+        str(torchrun), "--nproc_per_node", "2", str(REPO / "recipes/train_policy.py"),
+        "--config", str(REPO / "configs/policy/tiny.yaml"),
+        f"data_files=[{data}]", f"output_dir={out}", "min_reward=0", "eval_fraction=0.2",
+        "per_device_batch_size=4", "gradient_accumulation_steps=2", "num_epochs=2", "max_seconds=null",
+        "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    # 32 training pairs / (4 per process x 2 processes) = 4 batches per process per epoch,
+    # 2 batches per optimizer step, 2 epochs -> 4 steps (one process would take 8).
+    assert metrics["world_size"] == 2 and metrics["train_examples"] == 32
+    assert metrics["optimizer_steps"] == 4
+    assert (out / "model.safetensors").is_file() and not no_leftovers(out)

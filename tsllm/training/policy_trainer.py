@@ -1,0 +1,372 @@
+"""Policy SFT with TRL's `SFTTrainer`, optionally through a PEFT LoRA adapter.
+
+    cfg = PolicyTrainConfig(base_model="out/tiny", data_files=["round_0/search/trajectories.jsonl"])
+    metrics = train_policy(cfg)        # writes cfg.output_dir atomically, returns losses and throughput
+
+Data: trajectories jsonl rows (`question`, `steps`, `reward`, optional `task`, `gold`, `source`)
+become prompt/completion pairs. The prompt is exactly what the env shows the policy before its first
+step (`env.prompt(TextState(question))`), the completion is every step followed by "\\n", and TRL
+appends the tokenizer's EOS so the policy learns to stop after the answer line. TRL's
+prompt-completion format with `completion_only_loss=True` sets prompt labels to -100: the policy is
+trained on its own steps, never on the question it is given.
+
+Output (`merge`): "merged" saves a full checkpoint (LoRA folded into the base; what `load_causal_lm`
+and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
+`HFGenerator.update_weights(path)` applies to its base). Either way with the tokenizer, in
+safetensors, written to a temporary sibling folder and renamed into place.
+
+Runs as one process, or under `torchrun --nproc_per_node 2` / `accelerate launch` (the Trainer
+picks the process group up from the launcher's environment; gloo on CPU). TSLLM_PROGRESS=0 turns
+the progress bars off (tests, logs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from tsllm.config import ConfigError, bad, to_dict
+from tsllm.envs.base import DataError
+from tsllm.models.tiny import (
+    TinyModelConfig,
+    build_char_tokenizer,
+    build_tiny_llama,
+    load_causal_lm,
+)
+from tsllm.training.data import (
+    TASKS,
+    Render,
+    Trajectory,
+    read_trajectories,
+    render_for_task,
+)
+
+LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+METRICS_FILE = "train_metrics.json"
+
+
+@dataclass
+class PolicyTrainConfig:
+    """One policy SFT run. Keys are settable from YAML and as key=value overrides."""
+
+    base_model: str = ""  # local folder (or hub id) of the causal LM to fine-tune
+    tiny: TinyModelConfig | None = None  # instead of base_model: a fresh tiny Llama + char tokenizer
+    data_files: list[str] = field(default_factory=list)  # trajectories jsonl; earlier rounds mixed in
+    task: str = "game24"  # env whose template renders prompts, for rows without a "task" field
+    min_reward: float | None = 0.0  # keep rows with reward > min_reward; None keeps every row
+    output_dir: str = "out/policy"
+    merge: Literal["merged", "adapter"] = "merged"  # full checkpoint, or the LoRA adapter only
+    use_lora: bool = True  # False: full fine-tuning (a warm start from random weights needs it)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
+    learning_rate: float = 1e-3
+    num_epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides num_epochs
+    max_seconds: float | None = None  # stop after this much training wall time (all ranks agree)
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512  # tokens per prompt+completion; longer rows are truncated at the end
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    eval_fraction: float = 0.1  # share of pairs held out for the before/after loss
+    logging_steps: int = 10
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not self.base_model and self.tiny is None:
+            raise bad("base_model", "set a model folder, or set `tiny: {}` to start from a fresh tiny Llama")
+        if self.base_model and self.tiny is not None:
+            raise bad("tiny", "set either base_model or tiny, not both")
+        if self.task not in TASKS:
+            raise bad("task", f"must be one of {list(TASKS)}, got {self.task!r}")
+        if self.merge == "adapter" and not self.use_lora:
+            raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
+        positive = {
+            "learning_rate": self.learning_rate, "num_epochs": self.num_epochs, "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha, "per_device_batch_size": self.per_device_batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_length": self.max_length, "logging_steps": self.logging_steps,
+        }
+        for key, value in positive.items():
+            if value <= 0:
+                raise bad(key, f"must be > 0, got {value}")
+        if not 0 <= self.eval_fraction < 1:
+            raise bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise bad("warmup_ratio", f"must be in [0, 1) (a share of the optimizer steps), got {self.warmup_ratio}")
+        if not 0 <= self.lora_dropout < 1:
+            raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise bad("max_seconds", f"must be > 0 or null, got {self.max_seconds}")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]:
+    """The prompt/completion pair of one trajectory: the env's prompt before the first step, and
+    the steps as the env renders them after it (each followed by the step separator)."""
+    prompt = render(trajectory.question, ())
+    full = render(trajectory.question, trajectory.steps)
+    return {"prompt": prompt, "completion": full[len(prompt):]}
+
+
+def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
+                  min_reward: float | None = 0.0) -> list[dict[str, str]]:
+    """Prompt/completion pairs from trajectories files (read and validated by
+    `tsllm.training.data`), keeping rows with steps and reward > min_reward (all rows when None).
+    Malformed rows raise DataError naming file and line."""
+    paths = [Path(p) for p in paths]
+    renders: dict[str, Render] = {}
+    examples: list[dict[str, str]] = []
+    for trajectory in read_trajectories(paths):
+        task = trajectory.task or default_task
+        if task not in renders:
+            try:
+                renders[task] = render_for_task(task)
+            except ValueError as err:
+                raise DataError(f"{trajectory.where}: {err}") from None
+        if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
+            examples.append(trajectory_example(trajectory, renders[task]))
+    if not examples:
+        raise DataError(
+            f"no trajectory in {[str(p) for p in paths]} has steps and reward > {min_reward}; "
+            "collect correct trajectories first, or set min_reward=null to train on all of them"
+        )
+    return examples
+
+
+def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: int
+                   ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Seeded (train, held-out) split by prompt: all pairs of one question land on the same side,
+    so the held-out loss is measured on questions the policy was not trained on. At least one
+    question is held out when eval_fraction > 0."""
+    prompts = list(dict.fromkeys(e["prompt"] for e in examples))
+    random.Random(seed).shuffle(prompts)
+    count = 0 if eval_fraction == 0 else max(1, round(len(prompts) * eval_fraction))
+    if count >= len(prompts):
+        raise DataError(f"{len(prompts)} question(s) cannot leave {count} held out and any to train on; "
+                        "add data or lower eval_fraction")
+    held = set(prompts[:count])
+    order = {prompt: index for index, prompt in enumerate(prompts)}
+    ranked = sorted(examples, key=lambda e: order[e["prompt"]])  # seeded order, stable within a question
+    return [e for e in ranked if e["prompt"] not in held], [e for e in ranked if e["prompt"] in held]
+
+
+# ---------------------------------------------------------------------------------- model
+
+
+def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model to fine-tune (fp32, train mode) and its tokenizer."""
+    if config.tiny is not None:
+        tokenizer = build_char_tokenizer()
+        model = build_tiny_llama(config.tiny, tokenizer)
+    else:
+        try:
+            model, tokenizer = load_causal_lm(config.base_model)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"base_model: {err}; or set `tiny: {{}}` to start from a fresh tiny Llama") from None
+    # Positions past the context would train on rotary angles the model never sees at inference.
+    context = getattr(model.config, "max_position_embeddings", None)
+    if context is not None and config.max_length > context:
+        raise bad("max_length", f"{config.max_length} exceeds the model's context of {context} positions; "
+                  f"set max_length<={context}")
+    return model.train(), tokenizer
+
+
+def _atomic_write(target: str | Path, write: Any) -> Path:
+    """Call write(folder) on a temporary sibling of `target`, then swap it into place."""
+    target = Path(target).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    write(staging)
+    if target.exists():
+        retired = target.with_name(f"{target.name}.old-{os.getpid()}")
+        target.rename(retired)
+        staging.rename(target)
+        shutil.rmtree(retired)
+    else:
+        staging.rename(target)
+    return target
+
+
+def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path, merge: str,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Save `model` (a PeftModel or plain model) as a merged checkpoint or an adapter, with the
+    tokenizer and an optional metrics json, atomically."""
+    from peft import PeftModel
+
+    if merge == "merged" and isinstance(model, PeftModel):
+        model = model.merge_and_unload()  # LoRA folded into the base weights; plain model again
+    if merge == "adapter" and not isinstance(model, PeftModel):
+        raise ValueError("save_policy: merge='adapter' needs a PEFT model (train with use_lora=true)")
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)  # safetensors is the default format
+        tokenizer.save_pretrained(folder)
+        if extra is not None:
+            (folder / METRICS_FILE).write_text(json.dumps(extra, indent=1))
+
+    return _atomic_write(out, write)
+
+
+def merge_adapter(base_path: str | Path, adapter_path: str | Path, out_path: str | Path) -> Path:
+    """Fold the LoRA adapter in `adapter_path` into the base model and save a full checkpoint."""
+    from peft import PeftModel
+
+    if not (Path(adapter_path) / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"merge_adapter: {adapter_path} has no adapter_config.json; pass a LoRA adapter folder")
+    model, tokenizer = load_causal_lm(base_path)
+    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    return save_policy(merged, tokenizer, out_path, merge="merged")
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+class _StopAfterSeconds(TrainerCallback):
+    """Stop once `seconds` of training have passed. Rank 0's clock decides and every rank follows,
+    since a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = torch.tensor([float(time.perf_counter() - self.started > self.seconds)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.broadcast(stop, src=0)
+        if stop.item():
+            control.should_training_stop = True
+
+
+def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(scratch),  # the Trainer wants one; nothing is saved there (save_strategy="no")
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        lr_scheduler_type=config.lr_scheduler_type,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        completion_only_loss=True,  # prompt labels are -100: learn the steps, not the question
+        gradient_checkpointing=False,  # TRL turns it on by default; it only costs time on tiny models
+        bf16=False,  # TRL defaults to bf16; fp32 on CPU (and tiny models gain nothing from bf16)
+        fp16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",  # held-out loss is measured once before and once after training
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
+        ddp_find_unused_parameters=False,
+    )
+
+
+def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_out: list[dict[str, str]],
+                  model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    peft_config = None
+    if config.use_lora:
+        peft_config = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM",
+        )
+    out = Path(config.output_dir).expanduser()
+    return SFTTrainer(
+        model=model,
+        args=_sft_config(config, out.with_name(f"{out.name}.trainer-{os.getpid()}")),
+        train_dataset=Dataset.from_list(train),
+        eval_dataset=Dataset.from_list(held_out) if held_out else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
+    )
+
+
+def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Fine-tune the policy on prompt/completion pairs (`examples`, or those read from
+    `config.data_files`), save it to `config.output_dir`, and return the metrics: loss curve,
+    held-out loss before/after, optimizer steps, non-padding tokens and seconds (also saved as
+    train_metrics.json), plus the in-memory `model` and `tokenizer` that were saved."""
+    config.validate()
+    if examples is None:
+        if not config.data_files:
+            raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
+        examples = read_examples(config.data_files, config.task, config.min_reward)
+    train, held_out = split_examples(examples, config.eval_fraction, config.seed)
+    model, tokenizer = load_base(config)
+    trainer = build_trainer(config, train, held_out, model, tokenizer)
+    out = Path(config.output_dir).expanduser()
+    truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])
+    if truncated or len(trainer.train_dataset) < len(train):
+        warnings.warn(f"{truncated} training pair(s) were cut at max_length={config.max_length} tokens (their "
+                      f"ends, EOS included, are not learned) and {len(train) - len(trainer.train_dataset)} "
+                      "had no completion left and were dropped; raise max_length if the model's context allows")
+
+    eval_before = trainer.evaluate()["eval_loss"] if held_out else None
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    eval_after = trainer.evaluate()["eval_loss"] if held_out else None
+
+    state = trainer.state
+    metrics = {
+        "train_examples": len(trainer.train_dataset),
+        "eval_examples": len(trainer.eval_dataset) if held_out else 0,
+        "world_size": trainer.args.world_size,
+        "optimizer_steps": state.global_step,
+        "train_loss_curve": [[e["step"], e["loss"]] for e in state.log_history if "loss" in e],
+        "eval_loss_before": eval_before,
+        "eval_loss_after": eval_after,
+        "tokens": int(state.num_input_tokens_seen),  # non-padding, summed over ranks
+        "seconds": seconds,
+        "tokens_per_second": state.num_input_tokens_seen / seconds if seconds > 0 else None,
+        "output_dir": str(out),
+        "config": to_dict(config),
+    }
+    model = trainer.model
+    if config.merge == "merged" and config.use_lora:
+        model = model.merge_and_unload()  # LoRA folded into the base weights; a plain model again
+    if trainer.is_world_process_zero():
+        save_policy(model, tokenizer, out, config.merge, extra=metrics)
+    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank returns before the checkpoint exists
+    # In-memory results for callers (not JSON): the saved model (merged, or PEFT with the adapter).
+    return {**metrics, "model": model.eval(), "tokenizer": tokenizer}

@@ -1,0 +1,300 @@
+"""Warm-start demonstrations for the embedded default: Game24 solver traces and PrOntoQA gold
+proofs, mixed with a seeded share of imperfect ones, written as trajectories jsonl.
+
+    python -m tsllm.training.warmstart --out out/warmstart.jsonl [imperfect_fraction=0.2 prontoqa_problems=0]
+
+Why imperfect traces: a policy fine-tuned only on perfect solver traces of every training puzzle
+would leave search and iteration little to find; the point of round 0 is a policy that is good but
+wrong often enough that value-guided search can beat it. Each chosen problem's trace is *replaced*
+by one flawed variant, so the imperfect share of rows equals `imperfect_fraction` exactly:
+
+- Game24 `slip`: one step states a wrong result (off by 1 or 2); later steps redo the same
+  operations on the slipped number, and the answer line keeps the right expression.
+- Game24 `wrong_answer`: every step is right but one operator of the final expression is changed.
+- Game24 `wrong_branch`: the first step leads to numbers that cannot make 24; the trace goes on
+  with valid arithmetic and ends claiming an expression that is not 24.
+- PrOntoQA `skipped_step`: one derived fact is left out, so the next one does not follow.
+- PrOntoQA `wrong_answer`: the proof is right, the final true/false is flipped.
+- PrOntoQA `wrong_branch`: the last rule applied is the tempting distractor (the queried concept
+  with the opposite polarity), so the proof concludes the wrong answer.
+
+Rewards come from the envs' strict checkers (`Game24Env(strict=True)`, `ProntoQAEnv(strict=True)`):
+every perfect row is +1, every imperfect one -1 (asserted). Set the policy trainer's
+`min_reward: null` to train on both. Game24 uses only the TRAIN side of `game24.split`; PrOntoQA
+has no fixed split, so its problems come from `prontoqa_seed`: evaluate on another seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from tsllm.config import bad, load_config
+from tsllm.envs import game24, prontoqa
+from tsllm.envs.base import TextState
+from tsllm.envs.game24 import Game24Env, format_number
+from tsllm.envs.prontoqa import ProntoQAEnv
+from tsllm.training.data import write_jsonl  # atomic: temporary sibling, then rename
+
+SOURCE = "warmstart"
+
+
+@dataclass
+class WarmStartConfig:
+    game24_puzzles: int | None = None  # train-split puzzles to use (None: all 1262 of them)
+    game24_split_seed: int = 0  # game24.split(seed, test_size): must match the evaluation's split
+    game24_test_size: int = 100
+    prontoqa_problems: int = 1000
+    prontoqa_seed: int = 1  # evaluation sets should be generated from a different seed
+    prontoqa_max_depth: int = 5
+    imperfect_fraction: float = 0.2  # share of rows replaced by one flawed variant each
+    seed: int = 0  # which rows are flawed, and how
+
+    def validate(self) -> None:
+        if not 0 <= self.imperfect_fraction <= 1:
+            raise bad("imperfect_fraction", f"must be in [0, 1], got {self.imperfect_fraction}")
+        if self.game24_puzzles is not None and self.game24_puzzles < 0:
+            raise bad("game24_puzzles", f"must be >= 0 or null (all), got {self.game24_puzzles}")
+        if self.prontoqa_problems < 0:
+            raise bad("prontoqa_problems", f"must be >= 0, got {self.prontoqa_problems}")
+        if not 1 <= self.prontoqa_max_depth <= 5:
+            raise bad("prontoqa_max_depth", f"must be in 1..5, got {self.prontoqa_max_depth}")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+
+# ---------------------------------------------------------------------------------- Game24
+
+
+def _step_line(a: Fraction, op: str, b: Fraction, result: Fraction, left: Sequence[Fraction]) -> str:
+    """A step in the solver's format: `a op b = c (left: ascending numbers)`."""
+    left_text = " ".join(format_number(x) for x in sorted(left))
+    return f"{format_number(a)} {op} {format_number(b)} = {format_number(result)} (left: {left_text})"
+
+
+def _parse_step(line: str) -> tuple[Fraction, str, Fraction, Fraction]:
+    a, op, b, _, c = line.split(" ")[:5]  # solver lines only: "a op b = c (left: ...)"
+    return Fraction(a), op, Fraction(b), Fraction(c)
+
+
+def _apply(a: Fraction, op: str, b: Fraction) -> Fraction:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    return a / b  # ZeroDivisionError for b == 0: callers skip that variant
+
+
+def _can_reach_24(values: Sequence[Fraction]) -> bool:
+    if len(values) == 1:
+        return values[0] == game24.TARGET
+    for i, j in itertools.combinations(range(len(values)), 2):
+        rest = [v for k, v in enumerate(values) if k not in (i, j)]
+        x, y = values[i], values[j]
+        candidates = {x + y, x - y, y - x, x * y} | ({x / y} if y else set()) | ({y / x} if x else set())
+        if any(_can_reach_24(rest + [r]) for r in candidates):
+            return True
+    return False
+
+
+def game24_slip(numbers: Sequence[int], trace: list[str], rng: random.Random) -> list[str] | None:
+    """One step's stated result is off by 1 or 2; later steps redo their operations on it."""
+    steps = trace[:-1]
+    at = rng.randrange(len(steps))
+    for delta in rng.sample([-2, -1, 1, 2], 4):
+        pool = [(Fraction(n), Fraction(n)) for n in numbers]  # (value in the solver trace, value here)
+        lines = []
+        try:
+            for index, line in enumerate(steps):
+                a, op, b, c = _parse_step(line)
+                operands = []
+                for wanted in (a, b):
+                    k = next(k for k, (gold, _) in enumerate(pool) if gold == wanted)
+                    operands.append(pool.pop(k)[1])
+                result = _apply(operands[0], op, operands[1]) + (delta if index == at else 0)
+                pool.append((c, result))
+                lines.append(_step_line(operands[0], op, operands[1], result, [v for _, v in pool]))
+        except ZeroDivisionError:
+            continue
+        return lines + [trace[-1]]
+    return None
+
+
+def game24_wrong_answer(numbers: Sequence[int], trace: list[str], rng: random.Random) -> list[str] | None:
+    """The steps stay right; one operator of the final expression changes so it is not 24."""
+    expr = game24.extract_expression(trace[-1])
+    positions = [i for i, ch in enumerate(expr) if ch in "+-*/"]
+    for i in rng.sample(positions, len(positions)):
+        for op in rng.sample([o for o in "+-*/" if o != expr[i]], 3):
+            wrong = expr[:i] + op + expr[i + 1:]
+            if game24.evaluate_expression(numbers, wrong) != game24.TARGET:
+                return trace[:-1] + [f"Answer: {wrong} = {game24.TARGET}"]
+    return None
+
+
+def _moves(x: tuple[Fraction, str], y: tuple[Fraction, str]) -> list[tuple[Fraction, str, Fraction, str, Fraction]]:
+    """Steps a weak solver might write for a pair: (a, op, b, expression, result) with a
+    non-negative integer result, larger operand first as in the solver's traces."""
+    (a, ta), (b, tb) = sorted((x, y), key=lambda item: item[0], reverse=True)
+    wrap = lambda t: t if t.isdigit() else f"({t})"
+    out = []
+    for op in "+*-/":
+        if op == "/" and b == 0:
+            continue
+        r = _apply(a, op, b)
+        if r >= 0 and r.denominator == 1:
+            out.append((a, op, b, f"{wrap(ta)}{op}{wrap(tb)}", r))
+    return out
+
+
+def game24_wrong_branch(numbers: Sequence[int], trace: list[str], rng: random.Random) -> list[str] | None:
+    """A first step after which 24 is out of reach, then valid steps, then a false answer."""
+    items = [(Fraction(n), str(n)) for n in numbers]
+    dead_ends = []
+    for i, j in itertools.combinations(range(4), 2):
+        rest = [items[k] for k in range(4) if k not in (i, j)]
+        for move in _moves(items[i], items[j]):
+            if not _can_reach_24([v for v, _ in rest] + [move[4]]):
+                dead_ends.append((rest, move))
+    if not dead_ends:
+        return None
+    rest, move = rng.choice(dead_ends)
+    lines = []
+    while True:
+        a, op, b, text, r = move
+        items = rest + [(r, text)]
+        lines.append(_step_line(a, op, b, r, [v for v, _ in items]))
+        if len(items) == 1:
+            break
+        pairs = list(itertools.combinations(range(len(items)), 2))
+        options = [(i, j, m) for i, j in pairs for m in _moves(items[i], items[j])]
+        if not options:
+            return None
+        i, j, move = rng.choice(options)
+        rest = [items[k] for k in range(len(items)) if k not in (i, j)]
+    return lines + [f"Answer: {items[0][1]} = {game24.TARGET}"]
+
+
+GAME24_FLAWS: dict[str, Callable[..., list[str] | None]] = {
+    "slip": game24_slip, "wrong_answer": game24_wrong_answer, "wrong_branch": game24_wrong_branch,
+}
+
+
+# ---------------------------------------------------------------------------------- PrOntoQA
+
+
+def _flip(answer_line: str) -> str:
+    return "The answer is false." if "true" in answer_line.lower() else "The answer is true."
+
+
+def prontoqa_wrong_answer(problem: dict[str, Any], proof: list[str], rng: random.Random) -> list[str] | None:
+    return proof[:-1] + [_flip(proof[-1])]
+
+
+def prontoqa_skipped_step(problem: dict[str, Any], proof: list[str], rng: random.Random) -> list[str] | None:
+    """Leave out one derived fact (positions 2, 4, ...: after each rule), so what follows it, or
+    the answer, no longer rests on established facts."""
+    derived = list(range(2, len(proof) - 1, 2))
+    drop = rng.choice(derived)
+    return proof[:drop] + proof[drop + 1:]
+
+
+def prontoqa_wrong_branch(problem: dict[str, Any], proof: list[str], rng: random.Random) -> list[str] | None:
+    """Apply the distractor rule about the queried concept (opposite polarity) as the last rule."""
+    last_rule = prontoqa.parse_sentence(proof[-3])
+    fact = prontoqa.parse_sentence(proof[-2])
+    context, _ = prontoqa.split_question(problem["question"])
+    traps = [r for r in map(prontoqa.parse_sentence, context) if isinstance(r, prontoqa.Rule)
+             and r.concept == last_rule.concept and r.positive != last_rule.positive]
+    if not traps:
+        return None
+    trap = rng.choice(traps)
+    wrong_fact = prontoqa.Fact(fact.entity, trap.concept, trap.positive)
+    return proof[:-3] + [prontoqa.rule_text(trap), prontoqa.fact_text(wrong_fact), _flip(proof[-1])]
+
+
+PRONTOQA_FLAWS: dict[str, Callable[..., list[str] | None]] = {
+    "skipped_step": prontoqa_skipped_step, "wrong_answer": prontoqa_wrong_answer,
+    "wrong_branch": prontoqa_wrong_branch,
+}
+
+
+# ---------------------------------------------------------------------------------- assembly
+
+
+def _with_flaws(demos: list[tuple[Any, list[str]]], flaws: dict[str, Callable], fraction: float,
+                rng: random.Random) -> list[tuple[Any, list[str], bool]]:
+    """(problem, steps, flawed) for each demo; round(fraction * n) of them, chosen by `rng`, get one
+    flaw (a kind that cannot apply to a problem falls through to the next kind)."""
+    flawed = set(rng.sample(range(len(demos)), round(fraction * len(demos))))
+    out = []
+    for index, (problem, steps) in enumerate(demos):
+        if index in flawed:
+            kinds = rng.sample(list(flaws), len(flaws))
+            variant = next(v for k in kinds if (v := flaws[k](problem, steps, rng)) is not None)
+            out.append((problem, variant, True))
+        else:
+            out.append((problem, steps, False))
+    return out
+
+
+def _row(env: Any, task: str, problem: Any, steps: list[str], flawed: bool) -> dict[str, Any]:
+    state = env.initial_state(problem)
+    reward = env.reward(TextState(state.question, tuple(steps), state.gold))
+    assert reward == (-1.0 if flawed else 1.0), f"warm-start bug: {task} {state.question!r} {steps} -> {reward}"
+    gold = list(state.gold) if isinstance(state.gold, tuple) else state.gold
+    return {"question": state.question, "gold": gold, "steps": steps, "reward": reward,
+            "task": task, "source": SOURCE}
+
+
+def game24_rows(config: WarmStartConfig) -> list[dict[str, Any]]:
+    train, _ = game24.split(config.game24_split_seed, config.game24_test_size)
+    if config.game24_puzzles is not None:
+        train = train[: config.game24_puzzles]
+    demos = [(p["numbers"], p["solution"].split("\n")) for p in train]
+    rng = random.Random(f"game24-{config.seed}")
+    env = Game24Env(strict=True)  # strict: a slipped step makes the row wrong even if the answer checks
+    return [_row(env, "game24", {"numbers": numbers}, steps, flawed)
+            for numbers, steps, flawed in _with_flaws(demos, GAME24_FLAWS, config.imperfect_fraction, rng)]
+
+
+def prontoqa_rows(config: WarmStartConfig) -> list[dict[str, Any]]:
+    problems = prontoqa.generate(config.prontoqa_problems, seed=config.prontoqa_seed,
+                                 max_depth=config.prontoqa_max_depth)
+    demos = [(p, p["solution"].split("\n")) for p in problems]
+    rng = random.Random(f"prontoqa-{config.seed}")
+    env = ProntoQAEnv(strict=True)
+    return [_row(env, "prontoqa", problem, steps, flawed)
+            for problem, steps, flawed in _with_flaws(demos, PRONTOQA_FLAWS, config.imperfect_fraction, rng)]
+
+
+def build_warmstart(config: WarmStartConfig) -> list[dict[str, Any]]:
+    """Game24 rows, then PrOntoQA rows (trajectories format, source "warmstart")."""
+    return game24_rows(config) + prontoqa_rows(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write warm-start trajectories jsonl.")
+    parser.add_argument("--out", required=True, help="jsonl file to write")
+    parser.add_argument("--config", help="YAML file of WarmStartConfig keys")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. prontoqa_problems=0")
+    args = parser.parse_args(argv)
+    config = load_config(WarmStartConfig, args.config, args.overrides)
+    rows = build_warmstart(config)
+    write_jsonl(rows, args.out)
+    flawed = sum(row["reward"] < 0 for row in rows)
+    print(f"wrote {len(rows)} trajectories ({flawed} imperfect) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
