@@ -57,6 +57,15 @@ def _import_vllm() -> Any:
     return vllm
 
 
+def _context_length(model_path: Path) -> int:
+    """The model's context from its config.json (what vLLM uses when max_model_len is unset)."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return int(config.get("max_position_embeddings") or 0)
+
+
 def _cpu_kv_cache_env() -> bool:
     return bool(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
 
@@ -104,6 +113,12 @@ class VLLMGenerator:
             engine_kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
         elif gpu_memory_utilization is None and current_platform.is_cpu() and not _cpu_kv_cache_env():
             engine_kwargs["kv_cache_memory_bytes"] = int(_DEFAULT_CPU_KV_CACHE_GIB * 2**30)
+        if current_platform.is_cpu():
+            # vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps, and every request here is seeded: prefill whole prompts.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
+            context = max_model_len or _context_length(Path(model_path))
+            engine_kwargs.setdefault("max_num_batched_tokens", max(context, 8192))
         if enable_lora:
             engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         self.enable_lora = enable_lora
