@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.models.tiny import TinyModelConfig
 
@@ -117,12 +118,6 @@ def run_stage(folder: Path, work: Callable[[Path], dict], resumable: bool = Fals
     return result
 
 
-def write_jsonl(rows: list[dict], path: Path) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> list[dict]:

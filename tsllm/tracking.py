@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
+from tsllm.atomic import write_text
+
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 RUN_ID_FILE = "wandb_run_id.txt"
 
@@ -124,13 +126,6 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class WandbTracker:
@@ -163,7 +158,7 @@ class WandbTracker:
             config = dataclasses.asdict(config)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id = resume_id or self._saved_run_id() or _new_run_id()
-        _write_text_atomic(self.dir / RUN_ID_FILE, self.run_id + "\n")
+        write_text(self.dir / RUN_ID_FILE, self.run_id + "\n")
         settings = dict(settings or {})
         self.mode = self._resolve_mode(mode, settings.get("base_url"))
         init_args = dict(project=project, name=run_name, config=dict(config or {}), dir=str(self.dir),
@@ -299,7 +294,7 @@ class RoundsLog:
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(self.path, "".join(json.dumps(r, default=_json_value) + "\n" for r in rows))
+        write_text(self.path, "".join(json.dumps(r, default=_json_value) + "\n" for r in rows))
 
     def summary(self, values: dict[str, Any]) -> None:
         pass  # the file holds per-round rows only; run summaries live in W&B

@@ -10,18 +10,6 @@ from tsllm.search.best_first import best_first
 
 
 
-class RecordingPV(FixedTreePolicyValue):
-    """The toy pv, also remembering which states each batched expand call received."""
-
-    def __init__(self, env):
-        super().__init__(env)
-        self.expand_batches = []
-
-    def expand(self, states, width):
-        self.expand_batches.append(list(states))
-        return super().expand(states, width)
-
-
 # g = step scores summed from the root, h = "value". Frontier priorities after expanding the root:
 # A: .2+.3=.5, B: .5+.1=.6, C: .1+.7=.8  -> C is expanded second.
 # Then C1: (.1+.4)+.5=1.0 beats B .6, so C1 is third; then B (.6), then A (.5).
@@ -54,7 +42,7 @@ def test_one_frontier_expansion_recommends_the_visible_frontier_leaf():
 
 def test_two_expansions_back_up_the_terminal_and_find_the_answer():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = best_first(env, pv, ["root"], max_expansions=2)[0]
     assert pv.expand_batches == [["root"], ["C"], ["C1"]]
     # V(C1) = max(.3 + 0, -.5 + 0) = .3; V(C) = max(.4 + .3, -.2) = .7; V(root) = max(.5, .6, .1 + .7) = .8
@@ -70,7 +58,7 @@ def test_two_expansions_back_up_the_terminal_and_find_the_answer():
 
 def test_unlimited_budget_expands_everything_in_priority_order():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = best_first(env, pv, ["root"])[0]
     assert pv.expand_batches == [["root"], ["C"], ["C1"], ["B"], ["A"]]
     # B: .5 + .2 = .7 and A: .2 + 0 = .2 both stay below C's .8
@@ -82,7 +70,7 @@ def test_unlimited_budget_expands_everything_in_priority_order():
 
 def test_expand_per_round_takes_the_top_k_of_the_frontier():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     best_first(env, pv, ["root"], expand_per_round=2, max_expansions=2)
     # round 2 pops the two best of {A .5, B .6, C .8}; the limit of 2 (after the free root)
     # leaves room for exactly that
@@ -101,7 +89,7 @@ NOISY = {
 
 def test_noisy_verifier_pulls_the_search_onto_the_wrong_branch():
     env = FixedTreeEnv(NOISY)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = best_first(env, pv, ["root"])[0]
     # W (.9 + .2 = 1.1) is expanded before R (.1 + .2 = .3); with both visible,
     # V(root) = max(.9 + .3, .1 + .3) = 1.2 through W, so the wrong branch is recommended

@@ -10,16 +10,6 @@ from tsllm.search.bfs import bfs
 
 
 
-class RecordingPV(FixedTreePolicyValue):
-    def __init__(self, env):
-        super().__init__(env)
-        self.expand_batches = []
-
-    def expand(self, states, width):
-        self.expand_batches.append(list(states))
-        return super().expand(states, width)
-
-
 # With beam_width=2:
 # level 1: D is terminal (candidate .3); non-terminals ranked B .9, A .5, C .1 -> beam [B, A], C dropped.
 # level 2: B -> B1 (terminal .2), B2 (.4); A -> A1 (.8), A2 (terminal .95) -> beam [A1, B2].
@@ -42,7 +32,7 @@ NODES = {
 
 def test_beam_keeps_the_best_values_across_the_level():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = bfs(env, pv, ["root"], beam_width=2, max_depth=5)[0]
     assert pv.expand_batches == [["root"], ["B", "A"], ["A1", "B2"]]
     assert [c.answer for c in out.candidates] == ["d", "y", "a2", "x", "y"]  # in the order reached
@@ -76,7 +66,7 @@ def test_max_depth_and_no_terminal_found():
 
 def test_expansion_budget_cuts_the_beam():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = bfs(env, pv, ["root"], beam_width=2, max_expansions=2)[0]
     # the root uses 1 expansion; of the beam [B, A] only B still fits
     assert pv.expand_batches == [["root"], ["B"]]

@@ -8,16 +8,6 @@ from tsllm.search.dfs import dfs
 
 
 
-class RecordingPV(FixedTreePolicyValue):
-    def __init__(self, env):
-        super().__init__(env)
-        self.expand_batches = []
-
-    def expand(self, states, width):
-        self.expand_batches.append(list(states))
-        return super().expand(states, width)
-
-
 # Children are visited best value first: root -> B (.9), A (.5), C (.1); B -> B2 (.4), B1 (-.2).
 # C1 (value 1.0) is the best terminal but sits under the worst-looking child.
 NODES = {
@@ -35,7 +25,7 @@ NODES = {
 
 def test_value_ordered_depth_first_stops_after_max_answers():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = dfs(env, pv, ["root"], max_answers=2)[0]
     # root, then B (best), then B2 (.4 before B1 -.2); B2x is answer 1, B1 (next on the stack) answer 2
     assert pv.expand_batches == [["root"], ["B"], ["B2"]]
@@ -46,7 +36,7 @@ def test_value_ordered_depth_first_stops_after_max_answers():
 
 def test_absolute_threshold_prunes_low_children():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = dfs(env, pv, ["root"], max_answers=2, prune_threshold=0.0)[0]
     # B1 (-.2 < 0) is pruned, so after B2x the search backtracks to A and finds A1
     assert pv.expand_batches == [["root"], ["B"], ["B2"], ["A"]]

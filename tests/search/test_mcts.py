@@ -10,16 +10,6 @@ from tsllm.search.mcts import mcts
 
 
 
-class RecordingPV(FixedTreePolicyValue):
-    def __init__(self, env):
-        super().__init__(env)
-        self.expand_batches = []
-
-    def expand(self, states, width):
-        self.expand_batches.append(list(states))
-        return super().expand(states, width)
-
-
 # The critic likes B (.6) and its terminal B1 (.5), but B1 is wrong; it dislikes A1 (-.9), which is right.
 NODES = {
     "root": {"children": ["A", "B"]},
@@ -36,7 +26,7 @@ def _visits(out):
 
 def test_puct_with_critic_values_follows_the_critic():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = mcts(env, pv, ["root"], num_simulations=4, c_puct=1.0)[0]
     # P = .5 each.  sim1: root has N=0, so PUCT = Q only: B (.6) > A (.2); B expanded, B1 backs up .5.
     # sim2: N=1: A = .2 + .5*1/1 = .7, B = .5 + .5*1/2 = .75 -> B again (.5).
@@ -62,7 +52,7 @@ def test_terminal_reward_corrects_the_critic():
 
 def test_uct_visits_unvisited_children_first_by_critic_value():
     env = FixedTreeEnv(NODES)
-    pv = RecordingPV(env)
+    pv = FixedTreePolicyValue(env)
     out = mcts(env, pv, ["root"], num_simulations=3, selection="uct", c_puct=1.0)[0]
     # sim1: both unvisited -> higher critic value B; sim2: A is the only unvisited child.
     # sim3: A = -.9 + sqrt(ln 2 / 1) = -.067, B = .5 + .833 = 1.333 -> B.

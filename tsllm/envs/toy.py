@@ -81,6 +81,7 @@ class FixedTreePolicyValue:
         self.rollout_calls = 0
         self.states_expanded = 0
         self.states_evaluated = 0
+        self.expand_batches: list[list[Hashable]] = []  # the states of each batched expand call
 
     def _priors(self, state: Hashable) -> tuple[list[Hashable], list[float]]:
         children = self.env.children(state)
@@ -96,6 +97,7 @@ class FixedTreePolicyValue:
             raise ValueError(f"expand: {len(widths)} widths for {len(states)} states")
         self.expand_calls += 1
         self.states_expanded += len(states)
+        self.expand_batches.append(list(states))
         out = []
         for state, width in zip(states, widths):
             children, priors = self._priors(state)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+
+from tsllm.atomic import write_dir
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
@@ -121,20 +122,11 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path:
     Written to a sibling temporary folder first and renamed into place, so a killed run never
     leaves a half-written checkpoint under `path`.
     """
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)  # safetensors is the default format
-    tokenizer.save_pretrained(staging)
-    if target.exists():
-        retired = target.with_name(f"{target.name}.old-{os.getpid()}")
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(target)
-    return target
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)  # safetensors is the default format
+        tokenizer.save_pretrained(folder)
+
+    return write_dir(path, write)
 
 
 # ---------------------------------------------------------------------------------- loading

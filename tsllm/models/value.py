@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from tsllm.atomic import write_dir
 from tsllm.models.tiny import (
     TinyModelConfig,
     build_char_tokenizer,
@@ -107,26 +107,13 @@ def merged(model) -> PreTrainedModel:
 def save_value_model(model, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:
     """Save a value model (merged if it carries LoRA) and its tokenizer to the folder `path` as
     safetensors, via a temporary sibling renamed into place: never a half-written folder."""
-    target = Path(path).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    merged(model).save_pretrained(staging)  # safetensors is the default format
-    tokenizer.save_pretrained(staging)
-    replace_dir(staging, target)
-    return target
+    plain = merged(model)
 
+    def write(folder: Path) -> None:
+        plain.save_pretrained(folder)  # safetensors is the default format
+        tokenizer.save_pretrained(folder)
 
-def replace_dir(staging: Path, target: Path) -> None:
-    """Move the finished folder `staging` to `target`, replacing any previous one."""
-    if target.exists():
-        retired = target.with_name(f"{target.name}.old-{os.getpid()}")
-        shutil.rmtree(retired, ignore_errors=True)
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(target)
+    return write_dir(path, write)
 
 
 def load_value_model(path: str | os.PathLike, dtype: str | torch.dtype = "float32",

@@ -30,7 +30,6 @@ trajectories keeps one label per trajectory, so the MSE fit is their mean (the M
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -39,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tsllm.atomic import write_jsonl  # noqa: F401  (re-exported: trajectories files are written with it)
 from tsllm.envs.base import DataError, TextState, iter_jsonl
 
 Render = Callable[[str, Sequence[str]], str]
@@ -300,13 +300,3 @@ def _losing_trace(numbers: Sequence[int], rng: random.Random) -> list[str] | Non
     return steps + ["Answer: no solution"]
 
 
-def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Write rows atomically (temp sibling, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with staging.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    staging.replace(path)
-    return path

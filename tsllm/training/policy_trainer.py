@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
+from tsllm.atomic import write_dir
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.tiny import (
@@ -191,21 +192,6 @@ def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTok
     return model.train(), tokenizer
 
 
-def _atomic_write(target: str | Path, write: Any) -> Path:
-    """Call write(folder) on a temporary sibling of `target`, then swap it into place."""
-    target = Path(target).expanduser()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    write(staging)
-    if target.exists():
-        retired = target.with_name(f"{target.name}.old-{os.getpid()}")
-        target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired)
-    else:
-        staging.rename(target)
-    return target
 
 
 def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path, merge: str,
@@ -225,7 +211,7 @@ def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path,
         if extra is not None:
             (folder / METRICS_FILE).write_text(json.dumps(extra, indent=1))
 
-    return _atomic_write(out, write)
+    return write_dir(out, write)
 
 
 def merge_adapter(base_path: str | Path, adapter_path: str | Path, out_path: str | Path) -> Path:

@@ -47,6 +47,7 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from tsllm.atomic import replace_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.tiny import TinyModelConfig
@@ -56,7 +57,6 @@ from tsllm.models.value import (
     build_value_model,
     merged,
     position_ids_for,
-    replace_dir,
     save_value_model,
 )
 from tsllm.training.data import (
@@ -482,10 +482,6 @@ def _no_zero3_init():
         hf_deepspeed.set_hf_deepspeed_config(registered)
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    staging = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    staging.write_text(json.dumps(data, indent=1))
-    staging.replace(path)
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -679,6 +675,6 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     if not stopped_early:
         metrics["model_dir"] = str(save_final_model(accelerator, model, tokenizer, config))
         if accelerator.is_main_process:
-            write_json_atomic(metrics, output_dir / "metrics.json")
+            write_json(metrics, output_dir / "metrics.json")
     accelerator.wait_for_everyone()
     return metrics
