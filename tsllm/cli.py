@@ -2,6 +2,7 @@
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [key=value ...]
+    tsllm eval --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
@@ -118,6 +119,58 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from tsllm.config import ConfigError, parse_overrides
+    from tsllm.envs.base import DataError
+    from tsllm.evaluate import evaluate_methods, load_problems, print_table, save_results
+    from tsllm.search import ALGORITHMS
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ("greedy", "cot_sc") and m not in ALGORITHMS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose greedy, cot_sc or one of {sorted(ALGORITHMS)}")
+    if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
+        parser.error("value-guided searches need --value (a value model folder)")
+    for flag in ("policy", "value", "data"):
+        path = getattr(args, flag)
+        if path and not Path(path).exists():
+            parser.error(f"--{flag} {path} does not exist")
+    try:
+        knobs = parse_overrides(args.set)
+        problems = load_problems(args.task, args.data, args.test_questions, args.seed)
+    except (ConfigError, DataError) as error:
+        print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
+    if bad_knobs:
+        parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
+
+    from tsllm.envs.game24 import Game24Env
+    from tsllm.envs.prontoqa import ProntoQAEnv
+    from tsllm.generation import make_generator
+    from tsllm.models.value import ValueFunction
+    from tsllm.policy_value import LLMPolicyValue
+
+    env = Game24Env() if args.task == "game24" else ProntoQAEnv()
+    generator = make_generator(args.backend, args.policy)
+    value_fn = ValueFunction(args.value) if args.value else None
+
+    def make_pv(temperature, with_value):
+        value = value_fn if with_value else (lambda texts: [0.0] * len(texts))
+        return LLMPolicyValue(env, generator, value, max_step_tokens=args.max_step_tokens,
+                              rollout_tokens=args.max_step_tokens * (env.max_steps + 1), seed=args.seed,
+                              temperature=args.temperature if temperature is None else temperature)
+
+    results = evaluate_methods(env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
+    print_table(results)
+    if args.out:
+        save_results(results, args.out, {"policy": args.policy, "value": args.value, "task": args.task,
+                                         "data": args.data, "questions": len(problems)})
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
@@ -140,6 +193,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--overwrite", action="store_true", help="delete the run in --output-dir and start over")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
+    ev = sub.add_parser("eval", help="evaluate a policy (+ value) checkpoint with search methods")
+    ev.add_argument("--policy", required=True, help="policy model folder")
+    ev.add_argument("--value", help="value model folder (needed by value-guided searches)")
+    ev.add_argument("--task", choices=["game24", "prontoqa"], default="game24")
+    ev.add_argument("--data", help="problems file (Game24: ToT ranked CSV or jsonl; PrOntoQA: json/jsonl); "
+                                   "default: the task's held-out split")
+    ev.add_argument("--test-questions", type=int, default=100, help="size of the held-out split")
+    ev.add_argument("--seed", type=int, default=0, help="split seed (must match training's)")
+    ev.add_argument("--methods", default="greedy,mcts_alpha,cot_sc",
+                    help="comma-separated: greedy, cot_sc, or any search algorithm name")
+    ev.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
+                    help="a method's knob, e.g. mcts_alpha.num_simulations=8 (repeatable)")
+    ev.add_argument("--no-match-budget", action="store_true",
+                    help="do not size cot_sc's votes to the tree search's tokens per question")
+    ev.add_argument("--backend", choices=["hf", "vllm"], default="hf")
+    ev.add_argument("--max-step-tokens", type=int, default=48)
+    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (not greedy)")
+    ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     engine = bench_sub.add_parser("engine", help="tse/prf/vcn of MCTS-α vs flat sampling on one backend")
@@ -160,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "run":
         return run_loop(args)
+    if args.command == "eval":
+        return run_eval(args, parser)
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Literal
 
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, bad, to_dict
+from tsllm.evaluate import chunks
 from tsllm.models.tiny import TinyModelConfig
 
 TASKS = ("game24", "prontoqa")
@@ -210,7 +211,7 @@ class Loop:
 
     def _rollout_rows(self, pv, problems: list[dict], n: int, label: str) -> list[dict]:
         rows = []
-        for chunk in self._chunks(problems, 32, label):
+        for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
             for problem, state, rollouts in zip(chunk, states, pv.rollout(states, n)):
                 for r in rollouts:
@@ -246,7 +247,7 @@ class Loop:
         algorithm = get_algorithm(s.algorithm)
         pv = self.policy_value(policy, value)
         outs = []
-        for chunk in self._chunks(problems, 32, label):
+        for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
             outs += algorithm(self.env, pv, states, max_tokens=s.max_tokens, **s.knobs)
         return outs, pv
@@ -289,50 +290,28 @@ class Loop:
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
         def work(tmp: Path) -> dict:
-            from tsllm.search import cot_sc
+            from tsllm.evaluate import evaluate_methods, save_results
 
-            greedy_pv = self.policy_value(policy, None, temperature=0.0)
-            greedy = self._rollout_rows(greedy_pv, self.test, 1, f"eval greedy {k}")
-            outs, _ = self._search(policy, value, self.test, f"eval search {k}")
-            search_correct = [self._correct(o) for o in outs]
-            search_tokens = sum(o.budget.tokens for o in outs) / len(outs)
-            greedy_tokens = sum(r["tokens"] for r in greedy) / len(greedy)
-            votes = max(1, round(search_tokens / max(greedy_tokens, 1.0)))  # CoT-SC at about the same budget
-            sc_pv = self.policy_value(policy, None)
-            sc = []
-            for chunk in self._chunks(self.test, 32, f"eval cot_sc@{votes} {k}"):
-                sc += cot_sc(self.env, sc_pv, [self.env.initial_state(p) for p in chunk], k=votes)
-            metrics = {
-                "greedy_accuracy": sum(r["reward"] > 0 for r in greedy) / len(greedy),
-                "search_accuracy": sum(search_correct) / len(outs),
-                "baseline_accuracy": sum(self._correct(o) for o in sc) / len(sc),
-                "tokens_per_question": search_tokens,
-                "greedy_tokens_per_question": greedy_tokens,
-                "baseline_tokens_per_question": sum(o.budget.tokens for o in sc) / len(sc),
-                "baseline_votes": votes,
-                "search_nodes_per_question": sum(o.stats.get("nodes", 0) for o in outs) / len(outs),
+            s = self.config.search
+            methods = ["greedy", s.algorithm, "cot_sc"]  # cot_sc at about the search's token budget
+            knobs = {s.algorithm: {"max_tokens": s.max_tokens, **s.knobs}}
+            results = evaluate_methods(self.env, lambda temp, with_value: self.policy_value(
+                policy, value if with_value else None, temperature=temp), self.test, methods, knobs,
+                progress=self.progress)
+            save_results(results, tmp / "results.json", {"round": k, "policy": policy, "value": value})
+            greedy, search, baseline = (results[m] for m in methods)
+            return {
+                "greedy_accuracy": greedy["accuracy"],
+                "search_accuracy": search["accuracy"],
+                "baseline_accuracy": baseline["accuracy"],
+                "tokens_per_question": search["tokens_per_question"],
+                "greedy_tokens_per_question": greedy["tokens_per_question"],
+                "baseline_tokens_per_question": baseline["tokens_per_question"],
+                "baseline_votes": baseline["knobs"].get("k"),
+                "search_nodes_per_question": sum(o.stats.get("nodes", 0) for o in search["outputs"]) / len(self.test),
             }
-            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-            return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)
-
-    def _correct(self, out) -> bool:
-        end = out.best_path[-1]
-        if out.answer is not None and self.env.is_terminal(end) and self.env.answer(end) == out.answer:
-            return self.env.reward(end) > 0
-        # a vote picked an answer: it is right if any terminal with that answer checks
-        return any(self.env.is_terminal(c.path[-1]) and c.answer == out.answer and self.env.reward(c.path[-1]) > 0
-                   for c in out.candidates) if out.answer is not None else False
-
-    def _chunks(self, items: list, size: int, label: str):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(items), desc=label, unit="q", disable=not self.progress, leave=False)
-        for i in range(0, len(items), size):
-            yield items[i:i + size]
-            bar.update(min(size, len(items) - i))
-        bar.close()
 
     # --- the run ------------------------------------------------------------------------
     def run(self) -> list[dict]:

@@ -1,0 +1,59 @@
+"""`tsllm eval` on a real (tiny, random) policy and value model: methods, matched budgets, the
+JSON it writes, and its errors for bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tsllm.cli import main
+from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+from tsllm.models.value import build_value_model, save_value_model
+
+TOT_CSV = Path(__file__).parent / "envs" / "fixtures" / "24_tot_sample.csv"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_models")
+    tokenizer = build_char_tokenizer()
+    config = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64)
+    save_model(build_tiny_llama(config, tokenizer), tokenizer, root / "policy")
+    value, value_tokenizer = build_value_model(tiny=config, tokenizer=tokenizer)
+    save_value_model(value, value_tokenizer, root / "value")
+    return root / "policy", root / "value"
+
+
+def test_eval_writes_accuracy_and_tokens_per_method(models, tmp_path, capsys):
+    policy, value = models
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--policy", str(policy), "--value", str(value), "--data", str(TOT_CSV),
+                 "--methods", "greedy,mcts_alpha,cot_sc", "--set", "mcts_alpha.num_simulations=2",
+                 "--set", "mcts_alpha.width=2", "--max-step-tokens", "16", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    rows = sum(1 for line in TOT_CSV.read_text().splitlines()[1:] if line.strip())
+    assert result["questions"] == rows
+    methods = result["methods"]
+    assert list(methods) == ["greedy", "mcts_alpha", "cot_sc"]
+    for r in methods.values():
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_per_question"] > 0
+        assert len(r["per_question"]) == rows
+        assert r["accuracy"] == sum(q["correct"] for q in r["per_question"]) / rows
+    # CoT-SC at about the tree search's budget: votes = search tokens / greedy tokens, rounded
+    expected_k = max(1, round(methods["mcts_alpha"]["tokens_per_question"] / methods["greedy"]["tokens_per_question"]))
+    assert methods["cot_sc"]["knobs"]["k"] == expected_k
+    assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "greedy,mcts_gamma"], "unknown method"),
+    (["--methods", "mcts_alpha"], "need --value"),
+    (["--methods", "greedy", "--set", "bfs.width=2"], "not in --methods"),
+    (["--methods", "greedy", "--data", "/no/such.csv"], "does not exist"),
+])
+def test_eval_rejects_bad_input(models, args, message, capsys):
+    policy, _ = models
+    with pytest.raises(SystemExit):
+        main(["eval", "--policy", str(policy), *args])
+    assert message in capsys.readouterr().err

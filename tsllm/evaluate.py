@@ -1,0 +1,108 @@
+"""Evaluating a policy (+ value) checkpoint with decoding methods at their token budgets.
+
+    tsllm eval --policy DIR [--value DIR] [--task game24] [--data FILE] \
+               [--methods greedy,mcts_alpha,cot_sc] [--set mcts_alpha.num_simulations=8] [--out FILE.json]
+
+Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency; with `--match-budget` its
+vote count is set so its tokens per question match the first tree search's), and any name in
+tsllm.search.ALGORITHMS (value-guided; needs --value). Per method: accuracy (exact checker) and
+generated tokens per question, written as JSON with the per-question results. The loop's eval
+stage uses the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from tsllm.atomic import write_json
+
+
+def chunks(items: list, size: int, label: str, progress: bool = True) -> Iterator[list]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), desc=label, unit="q", disable=not progress, leave=False)
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+        bar.update(min(size, len(items) - i))
+    bar.close()
+
+
+def is_correct(env: Any, out: Any) -> bool:
+    """Whether a SearchOutput's answer checks: its best path's end when that carries the answer,
+    else any complete candidate path with the chosen answer (votes pick answers, not paths)."""
+    if out.answer is None:
+        return False
+    end = out.best_path[-1]
+    if env.is_terminal(end) and env.answer(end) == out.answer:
+        return env.reward(end) > 0
+    return any(env.is_terminal(c.path[-1]) and c.answer == out.answer and env.reward(c.path[-1]) > 0
+               for c in out.candidates)
+
+
+def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
+               progress: bool = True) -> dict[str, Any]:
+    """Accuracy and tokens per question of one method. `make_pv(temperature, with_value)` builds
+    the LLMPolicyValue to use."""
+    from tsllm.search import cot_greedy, get_algorithm
+
+    if method == "greedy":
+        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {"width": 1, **knobs}
+    elif method == "cot_sc":
+        algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
+    else:
+        algorithm, pv = get_algorithm(method), make_pv(None, True)
+    outs = []
+    for chunk in chunks(problems, 32, method, progress):
+        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], **knobs)
+    correct = [is_correct(env, o) for o in outs]
+    tokens = [o.budget.tokens for o in outs]
+    return {"method": method, "knobs": knobs, "accuracy": sum(correct) / len(outs),
+            "tokens_per_question": sum(tokens) / len(outs), "outputs": outs,
+            "per_question": [{"question": o.root.question, "answer": o.answer, "correct": c, "tokens": t}
+                             for o, c, t in zip(outs, correct, tokens)]}
+
+
+def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str],
+                     knobs: dict[str, dict[str, Any]], match_budget: bool = True,
+                     progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Every method in order; with `match_budget`, cot_sc's vote count comes from the greedy and
+    tree-search token counts measured before it (CoT-SC at about the search's budget)."""
+    results: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        method_knobs = dict(knobs.get(method, {}))
+        if method == "cot_sc" and match_budget and "k" not in method_knobs:
+            tree = next((r for m, r in results.items() if m not in ("greedy", "cot_sc")), None)
+            greedy = results.get("greedy")
+            if tree is not None and greedy is not None:
+                method_knobs["k"] = max(1, round(tree["tokens_per_question"] / max(greedy["tokens_per_question"], 1.0)))
+        results[method] = run_method(env, make_pv, problems, method, method_knobs, progress)
+    return results
+
+
+def load_problems(task: str, data: str | None, test_questions: int, seed: int) -> list[dict]:
+    """The task's held-out split, or the problems in `data` (Game24: a ToT ranked CSV or jsonl;
+    PrOntoQA: its published json or jsonl)."""
+    if task == "game24":
+        from tsllm.envs import game24
+
+        if data is None:
+            return game24.split(seed=seed, test_size=test_questions)[1]
+        return game24.load_tot_csv(data) if data.endswith(".csv") else game24.load_jsonl(data)
+    from tsllm.envs import prontoqa
+
+    if data is None:
+        return prontoqa.generate(test_questions, seed=seed + 10_000)
+    return prontoqa.load_json(data) if data.endswith(".json") else prontoqa.load_jsonl(data)
+
+
+def print_table(results: dict[str, dict[str, Any]]) -> None:
+    print(f"\n{'method':<16}{'accuracy':>10}{'tokens/q':>10}")
+    for method, r in results.items():
+        print(f"{method:<16}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}")
+
+
+def save_results(results: dict[str, dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:
+    plain = {m: {k: v for k, v in r.items() if k != "outputs"} for m, r in results.items()}
+    return write_json({**meta, "methods": json.loads(json.dumps(plain, default=str))}, path)
