@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--out", default="out/probe")
     parser.add_argument("--samples", type=int, default=8, help="k for pass@k (temperature 1)")
     parser.add_argument("--imperfect-fraction", type=float, default=0.2)
+    parser.add_argument("--traces-per-puzzle", type=int, default=1,
+                        help="WarmStartConfig.game24_traces_per_puzzle: different valid traces per puzzle")
     parser.add_argument("--policy", help="evaluate this checkpoint folder instead of training one")
     parser.add_argument("overrides", nargs="*", help="PolicyTrainConfig key=value overrides")
     args = parser.parse_args()
@@ -65,13 +67,15 @@ def main() -> None:
         generator = HFGenerator(args.policy, max_batch_size=256)
         results["policy"] = args.policy
     else:
-        rows = game24_rows(WarmStartConfig(prontoqa_problems=0, imperfect_fraction=args.imperfect_fraction))
+        rows = game24_rows(WarmStartConfig(prontoqa_problems=0, imperfect_fraction=args.imperfect_fraction,
+                                           game24_traces_per_puzzle=args.traces_per_puzzle))
         data = write_jsonl(rows, out / "warmstart.jsonl")
         config = load_config(PolicyTrainConfig, REPO / "configs/policy/tiny.yaml",
                              [f"data_files=[{data}]", f"output_dir={out / 'policy'}", *args.overrides])
         metrics = train_policy(config)
         generator = HFGenerator(metrics["model"], metrics["tokenizer"], max_batch_size=256)
         results.update({
+            "train_rows": len(rows),
             "train_seconds": round(metrics["seconds"], 1),
             "optimizer_steps": metrics["optimizer_steps"],
             "epochs": round(metrics["optimizer_steps"] * config.per_device_batch_size / metrics["train_examples"], 1),

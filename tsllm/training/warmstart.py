@@ -54,6 +54,9 @@ class WarmStartConfig:
     prontoqa_seed: int = 1  # evaluation sets should be generated from a different seed
     prontoqa_max_depth: int = 5
     imperfect_fraction: float = 0.2  # share of rows replaced by one flawed variant each
+    # > 1: up to this many different valid Game24 traces per puzzle (the solver's, then others that
+    # open with a different first step), so a small policy sees several routes, not one per puzzle
+    game24_traces_per_puzzle: int = 1
     seed: int = 0  # which rows are flawed, and how
 
     def validate(self) -> None:
@@ -61,6 +64,8 @@ class WarmStartConfig:
             raise bad("imperfect_fraction", f"must be in [0, 1], got {self.imperfect_fraction}")
         if self.game24_puzzles is not None and self.game24_puzzles < 0:
             raise bad("game24_puzzles", f"must be >= 0 or null (all), got {self.game24_puzzles}")
+        if self.game24_traces_per_puzzle < 1:
+            raise bad("game24_traces_per_puzzle", f"must be >= 1, got {self.game24_traces_per_puzzle}")
         if self.prontoqa_problems < 0:
             raise bad("prontoqa_problems", f"must be >= 0, got {self.prontoqa_problems}")
         if not 1 <= self.prontoqa_max_depth <= 5:
@@ -184,6 +189,36 @@ def game24_wrong_branch(numbers: Sequence[int], trace: list[str], rng: random.Ra
     return lines + [f"Answer: {items[0][1]} = {game24.TARGET}"]
 
 
+def game24_traces(numbers: Sequence[int], limit: int, rng: random.Random) -> list[list[str]]:
+    """The solver's trace, then up to `limit - 1` other valid traces, each opening with a different
+    first step (chosen by `rng`) and finished by the solver, in the solver's own line format."""
+    solver_trace = game24.solve(numbers)
+    assert solver_trace is not None, f"warm-start bug: unsolvable training puzzle {numbers}"
+    if limit == 1:
+        return [solver_trace]
+    G = game24  # the solver's own helpers keep the lines exactly in its format and tie order
+    items = sorted((G._Item(Fraction(n), str(int(n)), 3) for n in numbers), key=lambda it: it.value)
+    allow = next(a for a in G._ALLOW if G._reaches(tuple(it.value for it in items), a))
+    others: dict[str, list[str]] = {}
+    for i, j in itertools.combinations(range(4), 2):
+        rest = items[:i] + items[i + 1:j] + items[j + 1:]
+        for swap, op in G._moves(items[i].value, items[j].value):
+            first, second = (items[j], items[i]) if swap else (items[i], items[j])
+            r = G._apply(first.value, op, second.value)
+            if not G._allowed(r, allow) or not G._reaches(tuple(sorted([it.value for it in rest] + [r])), allow):
+                continue
+            left = sorted(rest + [G._join(first, op, second, r)], key=lambda it: it.value)
+            lines = [_step_line(first.value, op, second.value, r, [it.value for it in left])]
+            while len(left) > 1:
+                left, line = G._one_step(left, allow)
+                lines.append(line)
+            lines.append(f"Answer: {left[0].text} = {game24.TARGET}")
+            if lines[0] != solver_trace[0]:
+                others.setdefault(lines[0], lines)  # equal numbers give the same first step twice
+    picked = rng.sample(list(others.values()), min(limit - 1, len(others)))
+    return [solver_trace] + picked
+
+
 GAME24_FLAWS: dict[str, Callable[..., list[str] | None]] = {
     "slip": game24_slip, "wrong_answer": game24_wrong_answer, "wrong_branch": game24_wrong_branch,
 }
@@ -260,8 +295,13 @@ def game24_rows(config: WarmStartConfig) -> list[dict[str, Any]]:
     train, _ = game24.split(config.game24_split_seed, config.game24_test_size)
     if config.game24_puzzles is not None:
         train = train[: config.game24_puzzles]
-    demos = [(p["numbers"], p["solution"].split("\n")) for p in train]
     rng = random.Random(f"game24-{config.seed}")
+    if config.game24_traces_per_puzzle == 1:  # the solver's trace only (and the rng stays untouched)
+        demos = [(p["numbers"], p["solution"].split("\n")) for p in train]
+    else:
+        traces_rng = random.Random(f"game24-traces-{config.seed}")
+        demos = [(p["numbers"], trace) for p in train
+                 for trace in game24_traces(p["numbers"], config.game24_traces_per_puzzle, traces_rng)]
     env = Game24Env(strict=True)  # strict: a slipped step makes the row wrong even if the answer checks
     return [_row(env, "game24", {"numbers": numbers}, steps, flawed)
             for numbers, steps, flawed in _with_flaws(demos, GAME24_FLAWS, config.imperfect_fraction, rng)]
