@@ -176,15 +176,14 @@ def _parse_number(text: str) -> Fraction:
     return Fraction(int(num), int(den)) if den else Fraction(int(num))
 
 
-def _apply(a: Fraction, op: str, b: Fraction) -> Fraction:
+def apply_op(a: Fraction, op: str, b: Fraction) -> Fraction:
+    """`a op b` exactly; ZeroDivisionError for a division by zero."""
     if op == "+":
         return a + b
     if op == "-":
         return a - b
     if op == "*":
         return a * b
-    if b == 0:
-        raise _Reject
     return a / b
 
 
@@ -200,9 +199,9 @@ def check_step(left: Sequence[Fraction | int], line: str) -> list[Fraction] | No
     try:
         a, op, b, c = _parse_number(match[1]), match[2], _parse_number(match[3]), _parse_number(match[4])
         stated_left = [_parse_number(t) for t in match[5].split(" ")]
-        if _apply(a, op, b) != c:
+        if apply_op(a, op, b) != c:
             return None
-    except _Reject:
+    except (_Reject, ZeroDivisionError):
         return None
     pool = Counter(Fraction(x) for x in left)
     for operand in (a, b):
@@ -278,7 +277,7 @@ def _reaches(values: tuple[Fraction, ...], allow: str) -> bool:
         rest = values[:i] + values[i + 1 : j] + values[j + 1 :]
         for swap, op in _moves(values[i], values[j]):
             x, y = (values[j], values[i]) if swap else (values[i], values[j])
-            r = _apply(x, op, y)
+            r = apply_op(x, op, y)
             if _allowed(r, allow) and _reaches(tuple(sorted(rest + (r,))), allow):
                 return True
     return False
@@ -325,6 +324,11 @@ def _needed(a: Fraction, target: Fraction) -> set[Fraction]:
         if target:
             out.add(a / target)
     return out
+
+
+def can_reach_24(values: Sequence[Fraction]) -> bool:
+    """Whether these numbers (any intermediates allowed) can still be combined into 24."""
+    return _reaches(tuple(sorted(Fraction(v) for v in values)), "any")
 
 
 def is_solvable(numbers: Sequence[int]) -> bool:
@@ -377,7 +381,7 @@ def _one_step(items: list[_Item], allow: str) -> tuple[list[_Item], str]:
         rest = items[:i] + items[i + 1 : j] + items[j + 1 :]
         for swap, op in _moves(items[i].value, items[j].value):
             first, second = (items[j], items[i]) if swap else (items[i], items[j])
-            r = _apply(first.value, op, second.value)
+            r = apply_op(first.value, op, second.value)
             if not _allowed(r, allow):
                 continue
             if _reaches(tuple(sorted([it.value for it in rest] + [r])), allow):

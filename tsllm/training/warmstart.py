@@ -38,7 +38,7 @@ from typing import Any
 from tsllm.config import bad, load_config
 from tsllm.envs import game24, prontoqa
 from tsllm.envs.base import TextState
-from tsllm.envs.game24 import Game24Env, format_number
+from tsllm.envs.game24 import Game24Env, apply_op, can_reach_24, format_number
 from tsllm.envs.prontoqa import ProntoQAEnv
 from tsllm.training.data import write_jsonl  # atomic: temporary sibling, then rename
 
@@ -89,26 +89,6 @@ def _parse_step(line: str) -> tuple[Fraction, str, Fraction, Fraction]:
     return Fraction(a), op, Fraction(b), Fraction(c)
 
 
-def _apply(a: Fraction, op: str, b: Fraction) -> Fraction:
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    return a / b  # ZeroDivisionError for b == 0: callers skip that variant
-
-
-def _can_reach_24(values: Sequence[Fraction]) -> bool:
-    if len(values) == 1:
-        return values[0] == game24.TARGET
-    for i, j in itertools.combinations(range(len(values)), 2):
-        rest = [v for k, v in enumerate(values) if k not in (i, j)]
-        x, y = values[i], values[j]
-        candidates = {x + y, x - y, y - x, x * y} | ({x / y} if y else set()) | ({y / x} if x else set())
-        if any(_can_reach_24(rest + [r]) for r in candidates):
-            return True
-    return False
 
 
 def game24_slip(numbers: Sequence[int], trace: list[str], rng: random.Random) -> list[str] | None:
@@ -125,7 +105,7 @@ def game24_slip(numbers: Sequence[int], trace: list[str], rng: random.Random) ->
                 for wanted in (a, b):
                     k = next(k for k, (gold, _) in enumerate(pool) if gold == wanted)
                     operands.append(pool.pop(k)[1])
-                result = _apply(operands[0], op, operands[1]) + (delta if index == at else 0)
+                result = apply_op(operands[0], op, operands[1]) + (delta if index == at else 0)
                 pool.append((c, result))
                 lines.append(_step_line(operands[0], op, operands[1], result, [v for _, v in pool]))
         except ZeroDivisionError:
@@ -155,7 +135,7 @@ def _moves(x: tuple[Fraction, str], y: tuple[Fraction, str]) -> list[tuple[Fract
     for op in "+*-/":
         if op == "/" and b == 0:
             continue
-        r = _apply(a, op, b)
+        r = apply_op(a, op, b)
         if r >= 0 and r.denominator == 1:
             out.append((a, op, b, f"{wrap(ta)}{op}{wrap(tb)}", r))
     return out
@@ -168,7 +148,7 @@ def game24_wrong_branch(numbers: Sequence[int], trace: list[str], rng: random.Ra
     for i, j in itertools.combinations(range(4), 2):
         rest = [items[k] for k in range(4) if k not in (i, j)]
         for move in _moves(items[i], items[j]):
-            if not _can_reach_24([v for v, _ in rest] + [move[4]]):
+            if not can_reach_24([v for v, _ in rest] + [move[4]]):
                 dead_ends.append((rest, move))
     if not dead_ends:
         return None
@@ -204,7 +184,7 @@ def game24_traces(numbers: Sequence[int], limit: int, rng: random.Random) -> lis
         rest = items[:i] + items[i + 1:j] + items[j + 1:]
         for swap, op in G._moves(items[i].value, items[j].value):
             first, second = (items[j], items[i]) if swap else (items[i], items[j])
-            r = G._apply(first.value, op, second.value)
+            r = G.apply_op(first.value, op, second.value)
             if not G._allowed(r, allow) or not G._reaches(tuple(sorted([it.value for it in rest] + [r])), allow):
                 continue
             left = sorted(rest + [G._join(first, op, second, r)], key=lambda it: it.value)
