@@ -57,7 +57,8 @@ def test_expand_dedupes_drops_empty_and_normalises_priors_by_length():
 
 def test_one_generator_call_per_distinct_width_and_dead_ends_counted():
     child = ENV.step(ROOT, "13 - 9 = 4 (left: 4 4 10)")
-    gen = ScriptedGenerator({ENV.prompt(ROOT): [("a", -1.0, 1), ("b", -1.0, 1)],
+    gen = ScriptedGenerator({ENV.prompt(ROOT): [("9 + 4 = 13 (left: 10 13 13)", -1.0, 1),
+                                                ("13 - 9 = 4 (left: 4 4 10)", -1.0, 1)],
                              ENV.prompt(child): [("", -1.0, 3), (" ", -1.0, 2)]})
     pv = LLMPolicyValue(ENV, gen, lambda texts: [0.0] * len(texts))
     same = pv.expand([ROOT, child], 2)
@@ -65,6 +66,24 @@ def test_one_generator_call_per_distinct_width_and_dead_ends_counted():
     pv.expand([ROOT, child, ROOT], [1, 2, 1])
     assert len(gen.calls) == 3  # widths 1 and 2: two calls
     assert [len(p) for p, _ in gen.calls[1:]] == [2, 1]
+
+
+def test_steps_that_break_the_rules_are_dropped_like_illegal_moves():
+    prompt = ENV.prompt(ROOT)  # puzzle 4 9 10 13
+    gen = ScriptedGenerator({prompt: [
+        ("13 - 9 = 5 (left: 4 5 10)", -1.0, 3),  # wrong result
+        ("13 - 9 = 4 (left: 4 4 10)", -1.0, 4),  # legal
+        ("7 * 2 = 14 (left: 4 9 10 13 14)", -1.0, 5),  # numbers that are not there
+        ("Answer: (10-4)*(13-9) = 24", -2.0, 6),  # an answer using each number once: legal
+        ("Answer: 4*6 = 24", -1.0, 7),  # makes 24 but not from the puzzle: illegal
+    ]})
+    pv = LLMPolicyValue(ENV, gen, lambda texts: [0.0] * len(texts))
+    [exp] = pv.expand([ROOT], 5)
+    assert exp.actions == ["13 - 9 = 4 (left: 4 4 10)", "Answer: (10-4)*(13-9) = 24"]
+    assert exp.dropped_tokens == 3 + 5 + 7 and pv.illegal_steps == 3
+    assert sum(exp.priors) == pytest.approx(1.0)
+    everything = LLMPolicyValue(ENV, gen, lambda texts: [0.0] * len(texts), legal_steps_only=False)
+    assert len(everything.expand([ROOT], 5)[0].actions) == 5 and everything.illegal_steps == 0
 
 
 def test_values_are_cached_per_state_and_batched():
@@ -116,8 +135,9 @@ def tiny(tmp_path_factory):
 
 
 def real_pv(path, **kw):
+    # a random model's steps are almost never legal moves: keep them, to exercise the searches
     return LLMPolicyValue(ENV, HFGenerator(path), lambda texts: [-len(t) / 1000 for t in texts],
-                          max_step_tokens=12, rollout_tokens=40, **kw)
+                          max_step_tokens=12, rollout_tokens=40, legal_steps_only=False, **kw)
 
 
 def test_searches_run_unchanged_on_a_real_model(tiny):

@@ -153,15 +153,16 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tsllm.models.value import ValueFunction
     from tsllm.policy_value import LLMPolicyValue
 
-    env = Game24Env() if args.task == "game24" else ProntoQAEnv()
+    env = (Game24Env if args.task == "game24" else ProntoQAEnv)(strict=not args.lenient)
     generator = make_generator(args.backend, args.policy)
     value_fn = ValueFunction(args.value) if args.value else None
 
-    def make_pv(temperature, with_value):
-        value = value_fn if with_value else (lambda texts: [0.0] * len(texts))
+    def make_pv(temperature, guided):
+        value = value_fn if guided else (lambda texts: [0.0] * len(texts))
         return LLMPolicyValue(env, generator, value, max_step_tokens=args.max_step_tokens,
                               rollout_tokens=args.max_step_tokens * (env.max_steps + 1), seed=args.seed,
-                              temperature=args.temperature if temperature is None else temperature)
+                              temperature=args.temperature if temperature is None else temperature,
+                              legal_steps_only=guided and not args.allow_illegal_steps)
 
     results = evaluate_methods(env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
     print_table(results)
@@ -210,6 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     ev.add_argument("--max-step-tokens", type=int, default=48)
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (not greedy)")
+    ev.add_argument("--lenient", action="store_true",
+                    help="count a right final answer as solved even when a step broke the task's rules "
+                         "(the loop scores strictly by default)")
+    ev.add_argument("--allow-illegal-steps", action="store_true",
+                    help="let searches keep proposed steps that break the task's rules (env.legal_step)")
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

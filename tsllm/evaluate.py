@@ -5,7 +5,8 @@
 
 Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency; with `--match-budget` its
 vote count is set so its tokens per question match the first tree search's), and any name in
-tsllm.search.ALGORITHMS (value-guided; needs --value). Per method: accuracy (exact checker) and
+tsllm.search.ALGORITHMS (value-guided; needs --value; proposals that break the task's rules are
+dropped, see Env.legal_step). Per method: accuracy (exact checker) and
 generated tokens per question, written as JSON with the per-question results. The loop's eval
 stage uses the same functions.
 """
@@ -43,8 +44,9 @@ def is_correct(env: Any, out: Any) -> bool:
 
 def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
                progress: bool = True) -> dict[str, Any]:
-    """Accuracy and tokens per question of one method. `make_pv(temperature, with_value)` builds
-    the LLMPolicyValue to use."""
+    """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
+    LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
+    greedy and cot_sc get the policy alone."""
     from tsllm.search import cot_greedy, get_algorithm
 
     if method == "greedy":

@@ -42,6 +42,7 @@ class SearchSection:
     knobs: dict[str, Any] = field(default_factory=lambda: {"num_simulations": 6, "width": 3,
                                                            "parallel_simulations": 3})
     max_tokens: int | None = None  # per question; None: the algorithm's own stopping rule
+    legal_steps_only: bool = True  # drop proposed steps that break the task's rules (env.legal_step)
 
     def validate(self) -> None:
         from tsllm.search import ALGORITHMS
@@ -56,6 +57,7 @@ class LoopConfig:
     (tsllm.training.value_trainer.ValueTrainConfig, tsllm.training.policy_trainer.PolicyTrainConfig)."""
 
     task: Literal["game24", "prontoqa"] = "game24"
+    strict: bool = True  # a solution must follow every step rule too, not only end on the right answer
     output_dir: str = "runs/game24-tiny"
     rounds: int = 2
     seed: int = 0
@@ -136,7 +138,7 @@ class Loop:
 
         self.config, self.tracker, self.progress = config, tracker, progress
         self.out = Path(config.output_dir)
-        self.env = Game24Env() if config.task == "game24" else ProntoQAEnv()
+        self.env = (Game24Env if config.task == "game24" else ProntoQAEnv)(strict=config.strict)
         self.train, self.test = self._questions()
         self._generator = None
         self._generator_policy: str | None = None
@@ -166,7 +168,8 @@ class Loop:
         self._generator_policy = policy
         return self._generator
 
-    def policy_value(self, policy: str, value: str | None, temperature: float | None = None):
+    def policy_value(self, policy: str, value: str | None, temperature: float | None = None,
+                     rules: bool = True):
         from tsllm.models.value import ValueFunction
         from tsllm.policy_value import LLMPolicyValue
 
@@ -175,7 +178,7 @@ class Loop:
         return LLMPolicyValue(self.env, self.generator(policy), value_fn, temperature=temp,
                               max_step_tokens=self.config.max_step_tokens,
                               rollout_tokens=self.config.max_step_tokens * (self.env.max_steps + 1),
-                              seed=self.config.seed)
+                              seed=self.config.seed, legal_steps_only=rules and self.config.search.legal_steps_only)
 
     def warm_start(self) -> str:
         cfg = self.config
@@ -298,8 +301,8 @@ class Loop:
             s = self.config.search
             methods = ["greedy", s.algorithm, "cot_sc"]  # cot_sc at about the search's token budget
             knobs = {s.algorithm: {"max_tokens": s.max_tokens, **s.knobs}}
-            results = evaluate_methods(self.env, lambda temp, with_value: self.policy_value(
-                policy, value if with_value else None, temperature=temp), self.test, methods, knobs,
+            results = evaluate_methods(self.env, lambda temp, guided: self.policy_value(
+                policy, value if guided else None, temperature=temp, rules=guided), self.test, methods, knobs,
                 progress=self.progress)
             save_results(results, tmp / "results.json", {"round": k, "policy": policy, "value": value})
             greedy, search, baseline = (results[m] for m in methods)

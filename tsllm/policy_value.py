@@ -4,8 +4,9 @@ runs unchanged on real models.
 
 Sentence level (`LLMPolicyValue`), TS-LLM's rules:
 - `expand(states, width)`: one generator call samples `width` candidate next steps for every state
-  (stopping at the env's step separator); empty and duplicate steps are dropped (their tokens are
-  still paid, as `Expansion.dropped_tokens`); priors are the length-normalised sequence
+  (stopping at the env's step separator); empty and duplicate steps, and steps that break the
+  task's rules (`env.legal_step`, AlphaZero's legal-move mask; off with `legal_steps_only=False`),
+  are dropped (their tokens are still paid, as `Expansion.dropped_tokens`); priors are the length-normalised sequence
   probabilities exp(logprob / tokens), renormalised over the unique children. A state whose
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
@@ -71,7 +72,7 @@ class LLMPolicyValue:
 
     def __init__(self, env: Any, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
-                 rollout_tokens: int = 512, seed: int | None = 0):
+                 rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True):
         if not getattr(env, "step_separator", ""):
             raise ValueError("LLMPolicyValue needs a sentence-level env with a step_separator; "
                              "use TokenPolicyValue for token-level envs")
@@ -79,6 +80,9 @@ class LLMPolicyValue:
         self.sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k)
         self.max_step_tokens, self.rollout_tokens, self.seed = max_step_tokens, rollout_tokens, seed
         self.value = CachedValue(env, value_fn)
+        # drop proposals that break the task's rules (env.legal_step), as AlphaZero masks illegal moves
+        self.legal_steps_only = legal_steps_only and hasattr(env, "legal_step")
+        self.illegal_steps = 0
         self.dead_ends = 0  # states whose samples gave no usable step
         self.generate_calls = 0
         self.generate_seconds = 0.0  # wall time inside the generator
@@ -106,13 +110,21 @@ class LLMPolicyValue:
                                   [self.env.step_separator])
             for i, out in zip(idx, outs):
                 completions[i] = out
-        return [self._expansion(c) for c in completions]
+        return [self._expansion(s, c) for s, c in zip(states, completions)]
 
-    def _expansion(self, completions: list[Completion]) -> Expansion:
+    def _usable(self, state: Hashable, step: str, actions: list[str]) -> bool:
+        if not step or step in actions or self.env.step_separator in step:
+            return False
+        if self.legal_steps_only and not self.env.legal_step(state, step):
+            self.illegal_steps += 1
+            return False
+        return True
+
+    def _expansion(self, state: Hashable, completions: list[Completion]) -> Expansion:
         actions, scores, tokens, dropped = [], [], [], 0
         for c in completions:
             step = c.text.strip()
-            if not step or step in actions or self.env.step_separator in step:
+            if not self._usable(state, step, actions):
                 dropped += c.num_tokens
                 continue
             actions.append(step)

@@ -313,6 +313,23 @@ def test_env_strict_mode_requires_valid_steps():
     assert strict.reward(state) == -1.0 and not strict.check_steps(state)
 
 
+def test_legal_steps_follow_the_rules_from_the_puzzle_alone():
+    env = Game24Env()
+    root = env.initial_state({"question": "1 6 8 13"})  # no solution given: the rules need none
+    assert env.legal_step(root, "6 * 1 = 6 (left: 6 8 13)")
+    assert not env.legal_step(root, "8 + 6 = 11 (left: 1 11 13)")  # wrong sum
+    assert not env.legal_step(root, "8 + 6 = 14 (left: 14 13)")  # the 1 went missing
+    assert env.legal_step(root, "Answer: 13+8+6*1 = 24")  # each number once: legal, though it is 27
+    assert not env.legal_step(root, "Answer: 13+8+3 = 24")  # 3 is not a number of the puzzle
+    after = env.step(root, "13 - 6 = 7 (left: 1 7 8)")
+    assert env.legal_step(after, "8 - 1 = 7 (left: 7 7)") and not env.legal_step(after, "13 - 6 = 7 (left: 1 7 8)")
+    end = env.step(env.step(after, "8 - 1 = 7 (left: 7 7)"), "7 * 7 = 49 (left: 49)")
+    assert not env.legal_step(end, "49 - 1 = 48 (left: 48)")  # one number left: only the answer
+    assert not env.legal_step(env.step(end, "Answer: (13-6)*(8-1) = 24"), "1 + 1 = 2 (left: 2)")
+    sampled = env.step(root, "8 + 6 = 11 (left: 1 11 13)")  # an illegal history rules nothing out
+    assert env.legal_step(sampled, "anything")
+
+
 def test_env_depth_cap_and_question_forms():
     env = Game24Env(max_steps=4)
     state = _run(env, [4, 9, 10, 13], ["a", "b", "c", "d"])

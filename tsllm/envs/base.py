@@ -104,6 +104,12 @@ class TextEnv:
     def check(self, problem: Any, text: str) -> bool:
         raise NotImplementedError
 
+    def legal_step(self, state: TextState, step: str) -> bool:
+        """Whether `step` obeys the task's rules after `state`: AlphaZero's legal-move mask, which
+        searches apply to the policy's proposals. Only rules that need no gold answer belong here
+        (the outcome stays hidden); by default a task has none."""
+        return True
+
     # --- the Env protocol --------------------------------------------------------------
     def initial_state(self, question: Any) -> TextState:
         """`question` is a problem dict (from the loaders) or the bare question text (then

@@ -519,6 +519,23 @@ class Game24Env(TextEnv):
         expr = extract_expression(text)
         return expr is not None and check_answer(numbers, expr)
 
+    def legal_step(self, state: TextState, step: str) -> bool:
+        """The rules of the game, which need only the puzzle: a step combines two of the numbers
+        left and states its result and the numbers then left correctly; the answer line is an
+        expression using each number exactly once. Whether it makes 24 is the outcome, not a rule.
+        After an illegal history (a sampled path, never a searched one) nothing more is ruled out."""
+        left: list[Fraction] | None = [Fraction(n) for n in state.gold]
+        for line in state.steps:
+            if self.is_final_step(line):
+                return False
+            left = check_step(left, line)
+            if left is None:
+                return True
+        if self.is_final_step(step):
+            expr = extract_expression(step)
+            return expr is not None and evaluate_expression(state.gold, expr) is not None
+        return check_step(left, step) is not None
+
     def check_steps(self, state: TextState) -> bool:
         """Whether every non-answer step so far is a valid step (prefix validation)."""
         left: list[Fraction] | None = [Fraction(n) for n in state.gold]
