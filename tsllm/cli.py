@@ -90,18 +90,35 @@ def print_table(rows: list[dict]) -> None:
 def run_loop(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tsllm import distributed as dist
     from tsllm.config import ConfigError, load_config, to_dict
     from tsllm.loop import Loop, LoopConfig, check_output_dir
-    from tsllm.tracking import make_tracker, plot_accuracy_per_round, plot_accuracy_vs_tokens
+    from tsllm.tracking import NoOpTracker, make_tracker, plot_accuracy_per_round, plot_accuracy_vs_tokens
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     try:
         config = load_config(LoopConfig, args.config, overrides)
-        check_output_dir(config, "overwrite" if args.overwrite else "resume" if args.resume else "refuse")
-    except ConfigError as error:
-        print(f"tsllm: {error}", file=sys.stderr)
+    except ConfigError as error:  # every rank reads the same config and stops the same way
+        if dist.is_main():
+            print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    dist.setup()  # under torchrun / accelerate launch: join the process group
+    refused = None
+    if dist.is_main():  # one process judges (and may clear) the output dir; the others follow
+        try:
+            check_output_dir(config, "overwrite" if args.overwrite else "resume" if args.resume else "refuse")
+        except ConfigError as error:
+            refused = str(error)
+    refused = dist.broadcast(refused)
+    if refused:
+        if dist.is_main():
+            print(f"tsllm: {refused}", file=sys.stderr)
         return 2
     out = Path(config.output_dir)
+    if not dist.is_main():  # tracking, plots and the summary belong to the main process
+        Loop(config, NoOpTracker(), progress=False).run()
+        return 0
+    print(f"tsllm run: task {config.task}, {dist.world_size()} process(es), output {out}", file=sys.stderr)
     tracker = make_tracker(config.tracking, out, project=config.wandb_project, run_name=out.name,
                            config=to_dict(config), mode=config.wandb_mode)
     try:
