@@ -6,15 +6,12 @@ starts the same processes; it is checked by hand (README), not here, to keep the
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from tests.launch import TORCHRUN, run_launcher
 from tsllm.envs.game24 import Game24Env, split
 
 REPO = Path(__file__).resolve().parents[1]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 TRAIN_QUESTIONS, SAMPLES = 6, 2
 # one round on 6 questions, a warm start of a few optimizer steps, the smallest tiny model
 TINY = ["rounds=1", f"train_questions={TRAIN_QUESTIONS}", "test_questions=4", "warmstart.max_steps=5",
@@ -32,16 +29,7 @@ def test_two_processes_shard_generation_and_train_together(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2",  # standalone: a free port
                str(REPO / "recipes" / "iterate.py"), "--output-dir", str(out), "--no-progress", *TINY]
-    # A session of its own, so a hung run is killed with its workers instead of leaving them behind.
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        _, stderr = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    _, stderr = run_launcher(command, tmp_path, env)
     assert "2 process(es)" in stderr
 
     # each rank sampled and searched its own problems: problems[rank::2]

@@ -187,13 +187,18 @@ class Loop:
     # --- models -------------------------------------------------------------------------
     def generator(self, policy: str):
         """One generator per process for the run; a new policy is loaded into it (vLLM keeps
-        its engine). The HF backend runs on this process's device unless the config says."""
+        its engine). The HF backend runs on this process's device unless the config says. Under a
+        launcher each vLLM engine runs inside its own rank's process ("external_launcher", as
+        TRL's colocated vLLM does), so it uses that rank's device instead of all ranks starting
+        engine processes on the first GPU (checked with 2 processes on CPU)."""
         from tsllm.generation import make_generator
 
         if self._generator is None:
             extra = dict(self.config.generator)
             if self.config.backend == "hf":
                 extra.setdefault("device", self.device)
+            elif dist.world_size() > 1:
+                extra.setdefault("distributed_executor_backend", "external_launcher")
             self._generator = make_generator(self.config.backend, policy, **extra)
         elif self._generator_policy != policy:
             self._generator.update_weights(policy)

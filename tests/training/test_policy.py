@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.launch import TORCHRUN, run_launcher
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.envs.game24 import Game24Env, split
@@ -284,16 +285,13 @@ def test_zero3_lora_saves_the_whole_merged_model(base_dir, traj_file, tmp_path):
     checkpoint must still be whole, with the trained LoRA folded in. One process: DeepSpeed on
     several CPU processes is refused (tests/test_loop_tasks.py)."""
     out = tmp_path / "zero3"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "1", str(REPO / "recipes/train_policy.py"),
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "1", str(REPO / "recipes/train_policy.py"),
                f"base_model={base_dir}", f"data_files=[{traj_file}]", f"output_dir={out}", "max_steps=3",
                "learning_rate=1e-2", "per_device_batch_size=8", "max_length=160",
                f"deepspeed={REPO / 'configs/deepspeed/zero3.json'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
-                            check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    stdout, _ = run_launcher(command, tmp_path, env, timeout=300)
+    metrics = json.loads(stdout.strip().splitlines()[-1])
     assert metrics["optimizer_steps"] == 3 and metrics["eval_loss_before"] is None  # not measurable under DeepSpeed
     base, _ = load_causal_lm(base_dir)
     trained, _ = load_causal_lm(out)
