@@ -4,6 +4,7 @@ run."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,10 +84,12 @@ def test_config_errors_name_the_key(override, message):
 
 def test_shipped_configs_load():
     for path in sorted(Path("configs").glob("*/*.yaml")):
-        if path.parent.name in ("game24", "prontoqa"):
+        if path.parent.name in ("game24", "prontoqa"):  # gsm8k/rlhf: tests/test_loop_tasks.py
             cfg = load_config(LoopConfig, path)
             assert cfg.rounds >= 1
-            assert path.read_text().startswith("# tsllm run --config"), f"{path} must open with its launch line"
+            launch = path.read_text().splitlines()[0]
+            assert re.match(rf"# (tsllm run|torchrun .*recipes/iterate.py) --config {path}$", launch), \
+                f"{path} must open with its launch line"
 
 
 def _tsllm(out: Path, *extra: str) -> list[str]:

@@ -90,18 +90,40 @@ def print_table(rows: list[dict]) -> None:
 def run_loop(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tsllm import distributed as dist
     from tsllm.config import ConfigError, load_config, to_dict
     from tsllm.loop import Loop, LoopConfig, check_output_dir
-    from tsllm.tracking import make_tracker, plot_accuracy_per_round, plot_accuracy_vs_tokens
+    from tsllm.tracking import (
+        NoOpTracker,
+        make_tracker,
+        plot_accuracy_per_round,
+        plot_accuracy_vs_tokens,
+    )
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     try:
         config = load_config(LoopConfig, args.config, overrides)
-        check_output_dir(config, "overwrite" if args.overwrite else "resume" if args.resume else "refuse")
-    except ConfigError as error:
-        print(f"tsllm: {error}", file=sys.stderr)
+    except ConfigError as error:  # every rank reads the same config and stops the same way
+        if dist.is_main():
+            print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    dist.setup()  # under torchrun / accelerate launch: join the process group
+    refused = None
+    if dist.is_main():  # one process judges (and may clear) the output dir; the others follow
+        try:
+            check_output_dir(config, "overwrite" if args.overwrite else "resume" if args.resume else "refuse")
+        except ConfigError as error:
+            refused = str(error)
+    refused = dist.broadcast(refused)
+    if refused:
+        if dist.is_main():
+            print(f"tsllm: {refused}", file=sys.stderr)
         return 2
     out = Path(config.output_dir)
+    if not dist.is_main():  # tracking, plots and the summary belong to the main process
+        Loop(config, NoOpTracker(), progress=False).run()
+        return 0
+    print(f"tsllm run: task {config.task}, {dist.world_size()} process(es), output {out}", file=sys.stderr)
     tracker = make_tracker(config.tracking, out, project=config.wandb_project, run_name=out.name,
                            config=to_dict(config), mode=config.wandb_mode)
     try:
@@ -110,11 +132,15 @@ def run_loop(args: argparse.Namespace) -> int:
         tracker.finish()
     plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
     plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
-    print(f"\n{'round':>5}{'greedy':>9}{'search':>9}{'cot_sc':>9}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
+    # rlhf is judged by the reward model's mean score (its baseline is best-of-N), the others by accuracy
+    metric, baseline = ("reward", "best_of_n") if config.task == "rlhf" else ("accuracy", "cot_sc")
+    print(f"\n{'round':>5}{'greedy':>10}{'search':>10}{baseline:>10}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
-        print(f"{r['round']:>5}{r['greedy_accuracy']:>9.1%}{r['search_accuracy']:>9.1%}"
-              f"{r['baseline_accuracy']:>9.1%}{r['tokens_per_question']:>8.0f}{losses[0]:>12}{losses[1]:>12}")
+        scores = [r.get(f"{m}_{metric}") for m in ("greedy", "search", "baseline")]
+        shown = ["-" if v is None else f"{v:.1%}" if metric == "accuracy" else f"{v:.3f}" for v in scores]
+        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>10}{shown[2]:>10}{r['tokens_per_question']:>8.0f}"
+              f"{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
     return 0
 

@@ -58,12 +58,31 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
     outs = []
     for chunk in chunks(problems, 32, method, progress):
         outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], **knobs)
-    correct = [is_correct(env, o) for o in outs]
-    tokens = [o.budget.tokens for o in outs]
-    return {"method": method, "knobs": knobs, "accuracy": sum(correct) / len(outs),
-            "tokens_per_question": sum(tokens) / len(outs), "outputs": outs,
-            "per_question": [{"question": o.root.question, "answer": o.answer, "correct": c, "tokens": t}
-                             for o, c, t in zip(outs, correct, tokens)]}
+    return {**summarize(method, knobs, [question_result(env, o) for o in outs]), "outputs": outs}
+
+
+def question_result(env: Any, out: Any) -> dict[str, Any]:
+    """One question's outcome: its answer, whether it checks, tokens spent, tree nodes, and the
+    reward of the path the method chose (None when that path is unfinished)."""
+    end = out.best_path[-1]
+    root = out.root
+    return {"question": getattr(root, "question", getattr(root, "prompt", None)), "answer": out.answer,
+            "correct": is_correct(env, out), "tokens": out.budget.tokens, "nodes": out.stats.get("nodes", 0),
+            "reward": env.reward(end) if env.is_terminal(end) else None}
+
+
+def summarize(method: str, knobs: dict[str, Any], per_question: list[dict[str, Any]]) -> dict[str, Any]:
+    """A method's accuracy and tokens per question from its per-question results (which may come
+    from several processes, each having run a share of the questions)."""
+    n = max(len(per_question), 1)
+    return {"method": method, "knobs": knobs, "accuracy": sum(q["correct"] for q in per_question) / n,
+            "tokens_per_question": sum(q["tokens"] for q in per_question) / n, "per_question": per_question}
+
+
+def matched_votes(tree_tokens_per_question: float, greedy_tokens_per_question: float) -> int:
+    """How many sampled paths cost about as many tokens as the tree search: its tokens per
+    question over one greedy path's."""
+    return max(1, round(tree_tokens_per_question / max(greedy_tokens_per_question, 1.0)))
 
 
 def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str],
@@ -78,7 +97,7 @@ def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str]
             tree = next((r for m, r in results.items() if m not in ("greedy", "cot_sc")), None)
             greedy = results.get("greedy")
             if tree is not None and greedy is not None:
-                method_knobs["k"] = max(1, round(tree["tokens_per_question"] / max(greedy["tokens_per_question"], 1.0)))
+                method_knobs["k"] = matched_votes(tree["tokens_per_question"], greedy["tokens_per_question"])
         results[method] = run_method(env, make_pv, problems, method, method_knobs, progress)
     return results
 

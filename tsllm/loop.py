@@ -15,6 +15,15 @@ restart complete stages are skipped; an interrupted training stage keeps its tem
 the trainer resumes from its own checkpoints; other interrupted stages start over. A killed run
 therefore resumes where it stopped and neither loses nor duplicates trajectories.
 
+Under `torchrun --nproc_per_node N` or `accelerate launch --multi_gpu --num_processes N` the same
+loop runs in N processes: sample, search and eval give each rank problems[rank::N] (its own
+generator), every rank writes its part into the stage's temporary folder, and the main process
+merges the parts in problem order into the files a one-process run writes and computes the
+metrics over all problems. The training stages run on every rank through the trainers
+(Accelerate / TRL: DDP or DeepSpeed). Only the main process creates, fills and renames stage
+folders; the others wait at barriers (tsllm/distributed.py), so a killed multi-process run resumes
+like a single one. Task-specific parts (data, env, policy/value bridge) live in tsllm/loop_tasks.py.
+
 The loop receives a built `LoopConfig` and never parses files or the command line itself.
 """
 
@@ -28,12 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from tsllm import distributed as dist
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.evaluate import chunks
+from tsllm.loop_tasks import check_path, make_task, validate_task
 from tsllm.models.tiny import TinyModelConfig
 
-TASKS = ("game24", "prontoqa")
+TASKS = ("game24", "prontoqa", "gsm8k", "rlhf")
 
 
 @dataclass
@@ -58,7 +69,7 @@ class LoopConfig:
     """The whole run. Sections `value` and `policy` hold overrides for the trainers' own configs
     (tsllm.training.value_trainer.ValueTrainConfig, tsllm.training.policy_trainer.PolicyTrainConfig)."""
 
-    task: Literal["game24", "prontoqa"] = "game24"
+    task: Literal["game24", "prontoqa", "gsm8k", "rlhf"] = "game24"
     strict: bool = True  # a solution must follow every step rule too, not only end on the right answer
     output_dir: str = "runs/game24-tiny"
     rounds: int = 2
@@ -66,6 +77,16 @@ class LoopConfig:
     train_questions: int = 128  # training questions used per round
     test_questions: int = 64  # held-out questions for evaluation
     base_model: str | None = None  # a causal-LM folder; None: build the tiny model and warm-start it
+    value_backbone: str | None = None  # the value model's starting LM; None: the current policy
+    # gsm8k / rlhf data: a local jsonl file or a hub dataset id (read with the split below);
+    # gsm8k without them uses synthetic problems (offline)
+    train_data: str | None = None
+    test_data: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    prompt_field: str = "prompt"  # rlhf: the prompts' column
+    reward_model: str | None = None  # rlhf: a sequence-classification reward model folder
+    max_response_tokens: int = 64  # rlhf: the token-level tree's depth (TS-LLM: 64)
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))  # 2 layers learn faster per CPU second
     warmstart: dict[str, Any] = field(default_factory=lambda: {"max_seconds": 240.0})  # PolicyTrainConfig overrides
     backend: Literal["hf", "vllm"] = "hf"
@@ -81,7 +102,10 @@ class LoopConfig:
     wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
 
     def validate(self) -> None:
-        from tsllm.training.policy_trainer import PolicyTrainConfig
+        from tsllm.training.policy_trainer import (
+            PolicyTrainConfig,
+            check_deepspeed_launch,
+        )
         from tsllm.training.value_trainer import ValueTrainConfig
 
         for key in ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens"):
@@ -89,9 +113,13 @@ class LoopConfig:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.temperature < 0:
             raise bad("temperature", f"must be >= 0, got {self.temperature}")
-        if self.base_model is not None and not Path(self.base_model).exists():
-            raise bad("base_model", f"{self.base_model} does not exist; train one or leave base_model unset "
-                                    "to warm-start the tiny model")
+        if self.base_model is not None and self.task != "rlhf":  # rlhf needs one: validate_task says so
+            check_path("base_model", self.base_model, "a causal-LM folder, or leave base_model unset "
+                                                        "to warm-start the tiny model")
+        if self.value_backbone is not None:
+            check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
+                                                                "start the value model from the policy")
+        validate_task(self)
         for section, cls, owned in (("value", ValueTrainConfig, {"train_files", "output_dir", "backbone", "tiny", "task"}),
                                     ("policy", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"}),
                                     ("warmstart", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"})):
@@ -99,30 +127,41 @@ class LoopConfig:
             for key in getattr(self, section):
                 if key not in known:
                     raise bad(f"{section}.{key}", f"not a setting the loop passes on; valid: {sorted(known)}")
+            if getattr(self, section).get("deepspeed") is not None:
+                check_path(f"{section}.deepspeed", getattr(self, section)["deepspeed"],
+                           "a DeepSpeed json such as configs/deepspeed/zero2.json")
+                if section != "value":
+                    check_deepspeed_launch(f"{section}.deepspeed")
 
 
 # ------------------------------------------------------------------------------- stages
 
 def run_stage(folder: Path, work: Callable[[Path], dict], resumable: bool = False) -> dict:
     """Run `work(tmp)` unless `folder` is complete; `work` writes into `tmp`, which becomes
-    `folder` once done.json is in it. Returns the stage's done.json content."""
+    `folder` once done.json is in it. Returns the stage's done.json content.
+
+    With several processes every rank calls this and runs `work`; the main process alone
+    decides whether the stage is complete, prepares `tmp`, writes done.json and renames, and
+    its result (what `work` returned there) is what every rank gets back."""
     done = folder / "done.json"
-    if done.is_file():
+    if dist.broadcast(done.is_file()):
         return json.loads(done.read_text())
     tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists() and not resumable:
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        if tmp.exists() and not resumable:
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     start = time.perf_counter()
     result = work(tmp)
-    result = {**result, "seconds": time.perf_counter() - start}
-    (tmp / "done.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    if folder.exists():  # a leftover without done.json: never complete, safe to replace
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return result
-
-
+    result = {**result, "seconds": time.perf_counter() - start, "world_size": dist.world_size()}
+    dist.barrier()  # every rank has finished writing into tmp
+    if dist.is_main():
+        (tmp / "done.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        if folder.exists():  # a leftover without done.json: never complete, safe to replace
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    return dist.broadcast(result)  # the others wait here until the folder is in place
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -135,36 +174,32 @@ class Loop:
     """Runs the rounds of `config`; `tracker` receives one row per round (see tsllm.tracking)."""
 
     def __init__(self, config: LoopConfig, tracker: Any = None, progress: bool = True):
-        from tsllm.envs.game24 import Game24Env
-        from tsllm.envs.prontoqa import ProntoQAEnv
-
-        self.config, self.tracker, self.progress = config, tracker, progress
+        self.config, self.tracker = config, tracker
+        self.progress = progress and dist.is_main()  # one set of bars, not one per rank
         self.out = Path(config.output_dir)
-        self.env = (Game24Env if config.task == "game24" else ProntoQAEnv)(strict=config.strict)
-        self.train, self.test = self._questions()
+        self.device = dist.device()
+        self.task = make_task(config, self.device)
+        self.env = self.task.env
+        self.train, self.test = self.task.problems()
         self._generator = None
         self._generator_policy: str | None = None
 
-    def _questions(self) -> tuple[list[dict], list[dict]]:
-        cfg = self.config
-        if cfg.task == "game24":
-            from tsllm.envs.game24 import split
-
-            train, test = split(seed=cfg.seed, test_size=cfg.test_questions)
-            return train[: cfg.train_questions], test
-        from tsllm.envs import prontoqa
-
-        train = prontoqa.generate(cfg.train_questions, seed=cfg.seed + 1)
-        test = prontoqa.generate(cfg.test_questions, seed=cfg.seed + 10_000)
-        return train, test
-
     # --- models -------------------------------------------------------------------------
     def generator(self, policy: str):
-        """One generator for the run; a new policy is loaded into it (vLLM keeps its engine)."""
+        """One generator per process for the run; a new policy is loaded into it (vLLM keeps
+        its engine). The HF backend runs on this process's device unless the config says. Under a
+        launcher each vLLM engine runs inside its own rank's process ("external_launcher", as
+        TRL's colocated vLLM does), so it uses that rank's device instead of all ranks starting
+        engine processes on the first GPU (checked with 2 processes on CPU)."""
         from tsllm.generation import make_generator
 
         if self._generator is None:
-            self._generator = make_generator(self.config.backend, policy, **self.config.generator)
+            extra = dict(self.config.generator)
+            if self.config.backend == "hf":
+                extra.setdefault("device", self.device)
+            elif dist.world_size() > 1:
+                extra.setdefault("distributed_executor_backend", "external_launcher")
+            self._generator = make_generator(self.config.backend, policy, **extra)
         elif self._generator_policy != policy:
             self._generator.update_weights(policy)
         self._generator_policy = policy
@@ -173,14 +208,11 @@ class Loop:
     def policy_value(self, policy: str, value: str | None, temperature: float | None = None,
                      rules: bool = True):
         from tsllm.models.value import ValueFunction
-        from tsllm.policy_value import LLMPolicyValue
 
-        value_fn = ValueFunction(value) if value else (lambda texts: [0.0] * len(texts))
+        value_fn = ValueFunction(value, device=self.device) if value else (lambda texts: [0.0] * len(texts))
         temp = self.config.temperature if temperature is None else temperature
-        return LLMPolicyValue(self.env, self.generator(policy), value_fn, temperature=temp,
-                              max_step_tokens=self.config.max_step_tokens,
-                              rollout_tokens=self.config.max_step_tokens * (self.env.max_steps + 1),
-                              seed=self.config.seed, legal_steps_only=rules and self.config.search.legal_steps_only)
+        return self.task.policy_value(policy, self.generator, value_fn, temp,
+                                      legal_steps_only=rules and self.config.search.legal_steps_only)
 
     def warm_start(self) -> str:
         cfg = self.config
@@ -189,13 +221,22 @@ class Loop:
 
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
-            from tsllm.training.warmstart import WarmStartConfig, game24_rows, prontoqa_rows
+            from tsllm.training.warmstart import (
+                WarmStartConfig,
+                game24_rows,
+                gsm8k_rows,
+                prontoqa_rows,
+            )
 
             if cfg.task == "game24":  # the same split as the evaluation: no test puzzle is seen
                 rows = game24_rows(WarmStartConfig(game24_split_seed=cfg.seed, game24_test_size=cfg.test_questions))
+            elif cfg.task == "gsm8k":  # the training problems' own solutions
+                rows = gsm8k_rows(self.task.gsm8k_pool())
             else:
                 rows = prontoqa_rows(WarmStartConfig(prontoqa_seed=cfg.seed + 20_000))
-            write_jsonl(rows, tmp / "trajectories.jsonl")
+            if dist.is_main():
+                write_jsonl(rows, tmp / "trajectories.jsonl")
+            dist.barrier()
             # measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per
             # second; a schedule that finishes within the time cap. ~216 s -> greedy 10%, pass@8 17%.
             settings = {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
@@ -203,7 +244,8 @@ class Loop:
                         "eval_fraction": 0.05, "seed": cfg.seed, **cfg.warmstart}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
                                                      task=cfg.task, output_dir=str(tmp / "model"), **settings))
-            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"]}
+            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"],
+                    "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / "warmstart", work, resumable=False)["policy"]
 
@@ -211,28 +253,28 @@ class Loop:
     def sample(self, k: int, policy: str) -> dict:
         def work(tmp: Path) -> dict:
             pv = self.policy_value(policy, None)
-            rows = self._rollout_rows(pv, self.train, self.config.samples_per_question, f"sample round {k}")
+            mine = self._rollout_rows(pv, dist.shard(self.train), self.config.samples_per_question,
+                                      f"sample round {k}")
+            rows = dist.merge_parts(tmp, "trajectories", mine)
+            if rows is None:  # not the main process: its part is written
+                return {}
             write_jsonl(rows, tmp / "trajectories.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows)}
 
         return run_stage(self.out / f"round_{k}" / "sample", work)
 
-    def _rollout_rows(self, pv, problems: list[dict], n: int, label: str) -> list[dict]:
+    def _rollout_rows(self, pv, problems: list[tuple[int, dict]], n: int, label: str) -> list[tuple[int, dict]]:
+        """(problem index, trajectory row) for n rollouts of each (index, problem)."""
         rows = []
         for chunk in chunks(problems, 32, label, self.progress):
-            states = [self.env.initial_state(p) for p in chunk]
-            for problem, state, rollouts in zip(chunk, states, pv.rollout(states, n)):
+            states = [self.env.initial_state(p) for _, p in chunk]
+            for (index, _), state, rollouts in zip(chunk, states, pv.rollout(states, n)):
                 for r in rollouts:
                     end = state
                     for step in r.actions:
                         end = self.env.step(end, step)
-                    rows.append(self._row(problem, end, "sample", r.token_count))
+                    rows.append((index, self.task.row(end, "sample", r.token_count)))
         return rows
-
-    def _row(self, problem: dict, state, source: str, tokens: int) -> dict:
-        reward = self.env.reward(state) if self.env.is_terminal(state) else -1.0  # no answer: wrong
-        return {"question": state.question, "gold": state.gold, "steps": list(state.steps), "reward": reward,
-                "task": self.config.task, "source": source, "tokens": tokens}
 
     def train_value(self, k: int, policy: str) -> dict:
         def work(tmp: Path) -> dict:
@@ -241,10 +283,12 @@ class Loop:
             files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
             settings = {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32, "seed": self.config.seed,
                         **self.config.value}
-            metrics = train_value(ValueTrainConfig(train_files=files, backbone=policy, task=self.config.task,
+            backbone = self.config.value_backbone or policy
+            metrics = train_value(ValueTrainConfig(train_files=files, backbone=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
             return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["final_train_loss"],
-                    "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"]}
+                    "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
+                    "trainer_processes": metrics["num_processes"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
 
@@ -262,19 +306,24 @@ class Loop:
 
     def search(self, k: int, policy: str, value: str) -> dict:
         def work(tmp: Path) -> dict:
-            outs, _ = self._search(policy, value, self.train, f"search round {k}")
-            rows = []
-            for out in outs:
+            mine = dist.shard(self.train)
+            outs, _ = self._search(policy, value, [p for _, p in mine], f"search round {k}")
+            found, spent = [], []
+            for (index, _), out in zip(mine, outs):
+                spent.append((index, {"tokens": out.budget.tokens}))
                 seen = set()
                 for cand in out.candidates:  # every complete path the search found, once
                     end = cand.path[-1]
                     if end in seen or not self.env.is_terminal(end):
                         continue
                     seen.add(end)
-                    rows.append(self._row({}, end, "search", 0))
+                    found.append((index, self.task.row(end, "search", 0)))
+            rows, budgets = dist.merge_parts(tmp, "trajectories", found), dist.merge_parts(tmp, "tokens", spent)
+            if rows is None:
+                return {}
             write_jsonl(rows, tmp / "trajectories.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
-                    "tokens_per_question": sum(o.budget.tokens for o in outs) / len(outs)}
+                    "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
 
         return run_stage(self.out / f"round_{k}" / "search", work)
 
@@ -283,41 +332,84 @@ class Loop:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
             files = [str(self.out / f"round_{j}" / "search" / "trajectories.jsonl") for j in range(k + 1)]
-            files = [f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
+            top_reward = self.config.task == "rlhf"  # top-reward paths instead of correct ones (DESIGN.md 5)
+            files = self._top_reward_file(files, tmp) if top_reward else [
+                f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
             if not files:  # the search found nothing correct: keep the policy
                 return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
             settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0,
-                        "per_device_batch_size": 16, "seed": self.config.seed, **self.config.policy}
+                        "per_device_batch_size": 16, "seed": self.config.seed,
+                        **({"min_reward": None} if top_reward else {}), **self.config.policy}
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
                                                      output_dir=str(tmp / "model"), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
                     "loss": metrics["eval_loss_after"] if metrics["eval_loss_after"] is not None
-                    else (metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None)}
+                    else (metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None),
+                    "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)
 
-    def evaluate(self, k: int, policy: str, value: str) -> dict:
-        def work(tmp: Path) -> dict:
-            from tsllm.evaluate import evaluate_methods, save_results
+    def _top_reward_file(self, files: list[str], tmp: Path) -> list[str]:
+        """[a file holding each question's highest-reward trajectory with a response], or []."""
+        best: dict[str, dict] = {}
+        for row in (r for f in files for r in read_jsonl(Path(f)) if r["steps"]):
+            if row["question"] not in best or row["reward"] > best[row["question"]]["reward"]:
+                best[row["question"]] = row
+        if not best:
+            return []
+        if dist.is_main():
+            write_jsonl(best.values(), tmp / "policy_data.jsonl")
+        dist.barrier()
+        return [str(tmp / "policy_data.jsonl")]
 
-            s = self.config.search
-            methods = ["greedy", s.algorithm, "cot_sc"]  # cot_sc at about the search's token budget
-            knobs = {s.algorithm: {"max_tokens": s.max_tokens, **s.knobs}}
-            results = evaluate_methods(self.env, lambda temp, guided: self.policy_value(
-                policy, value if guided else None, temperature=temp, rules=guided), self.test, methods, knobs,
-                progress=self.progress)
+    def evaluate(self, k: int, policy: str, value: str) -> dict:
+        """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)
+        with its vote count sized to the search's tokens per question over ALL held-out
+        questions, so a sharded run sizes it as a one-process run does."""
+        def work(tmp: Path) -> dict:
+            from tsllm.evaluate import (
+                matched_votes,
+                run_method,
+                save_results,
+                summarize,
+            )
+
+            s, task = self.config.search, self.task
+            methods = ["greedy", s.algorithm, task.baseline]
+            knobs = {"greedy": {}, s.algorithm: {"max_tokens": s.max_tokens, **s.knobs},
+                     task.baseline: dict(task.baseline_knobs)}
+            mine = dist.shard(self.test)
+            results: dict[str, dict] = {}
+            for method in methods:
+                if method == task.baseline:
+                    votes = matched_votes(results[s.algorithm]["tokens_per_question"],
+                                          results["greedy"]["tokens_per_question"]) if dist.is_main() else None
+                    knobs[method][task.votes_knob] = dist.broadcast(votes)
+                mine_results = run_method(self.env, lambda temp, guided: self.policy_value(
+                    policy, value if guided else None, temperature=temp, rules=guided), [p for _, p in mine],
+                    method, knobs[method], progress=self.progress)["per_question"]
+                merged = dist.merge_parts(tmp, f"eval_{method}", list(zip((i for i, _ in mine), mine_results)))
+                if merged is not None:
+                    results[method] = summarize(method, knobs[method], merged)
+            if not dist.is_main():
+                return {}
             save_results(results, tmp / "results.json", {"round": k, "policy": policy, "value": value})
             greedy, search, baseline = (results[m] for m in methods)
-            return {
+            metrics = {
                 "greedy_accuracy": greedy["accuracy"],
                 "search_accuracy": search["accuracy"],
                 "baseline_accuracy": baseline["accuracy"],
                 "tokens_per_question": search["tokens_per_question"],
                 "greedy_tokens_per_question": greedy["tokens_per_question"],
                 "baseline_tokens_per_question": baseline["tokens_per_question"],
-                "baseline_votes": baseline["knobs"].get("k"),
-                "search_nodes_per_question": sum(o.stats.get("nodes", 0) for o in search["outputs"]) / len(self.test),
+                "baseline_votes": knobs[task.baseline][task.votes_knob],
+                "search_nodes_per_question": sum(q["nodes"] for q in search["per_question"]) / len(self.test),
             }
+            if self.config.task == "rlhf":  # alignment is judged by the reward model's mean score
+                for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
+                    scores = [q["reward"] for q in result["per_question"] if q["reward"] is not None]
+                    metrics[f"{name}_reward"] = sum(scores) / len(scores) if scores else None
+            return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)
 

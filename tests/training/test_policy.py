@@ -2,6 +2,7 @@
 never enter the loss, merged and adapter saves reload to the same model, a 2-process torchrun run
 takes the expected optimizer steps, and bad input fails at start naming file and line."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.launch import TORCHRUN, run_launcher
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.envs.game24 import Game24Env, split
@@ -272,3 +274,29 @@ def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
     assert metrics["world_size"] == 2 and metrics["train_examples"] == 32
     assert metrics["optimizer_steps"] == 4
     assert (out / "model.safetensors").is_file() and not no_leftovers(out)
+
+
+# ------------------------------------------------------------------------------ DeepSpeed
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed")
+def test_zero3_lora_saves_the_whole_merged_model(base_dir, traj_file, tmp_path):
+    """Under ZeRO-3 every rank holds a shard of each weight (shape (0,) in the module): the saved
+    checkpoint must still be whole, with the trained LoRA folded in. One process: DeepSpeed on
+    several CPU processes is refused (tests/test_loop_tasks.py)."""
+    out = tmp_path / "zero3"
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "1", str(REPO / "recipes/train_policy.py"),
+               f"base_model={base_dir}", f"data_files=[{traj_file}]", f"output_dir={out}", "max_steps=3",
+               "learning_rate=1e-2", "per_device_batch_size=8", "max_length=160",
+               f"deepspeed={REPO / 'configs/deepspeed/zero3.json'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0"}
+    stdout, _ = run_launcher(command, tmp_path, env, timeout=300)
+    metrics = json.loads(stdout.strip().splitlines()[-1])
+    assert metrics["optimizer_steps"] == 3 and metrics["eval_loss_before"] is None  # not measurable under DeepSpeed
+    base, _ = load_causal_lm(base_dir)
+    trained, _ = load_causal_lm(out)
+    base_weights, trained_weights = base.state_dict(), trained.state_dict()
+    assert {k: v.shape for k, v in trained_weights.items()} == {k: v.shape for k, v in base_weights.items()}
+    changed = [k for k in base_weights if not torch.equal(base_weights[k], trained_weights[k])]
+    assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                "down_proj")) for k in changed)  # LoRA targets only

@@ -16,19 +16,16 @@ import importlib.util
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.launch import TORCHRUN, run_launcher
 from tsllm.models.value import ValueFunction
 from tsllm.training.data import game24_contrast_trajectories, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
-TORCHRUN = Path(sys.executable).with_name("torchrun")
 TEXTS = ["Input: 4 4 6 8\n", "Input: 4 4 6 8\n4 + 4 = 8 (left: 6 8 8)\n", "Input: 1 1 1 1\n"]
 N, WORLD, BATCH, ACCUMULATION, EPOCHS = 23, 2, 2, 4, 3
 STEPS_PER_EPOCH = math.ceil(math.ceil(N / (WORLD * BATCH)) / ACCUMULATION)
@@ -46,16 +43,7 @@ def launch(tmp_path: Path, name: str, *overrides: str) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(WORLD),  # standalone: a free port
                str(REPO / "recipes" / "train_value.py"), "--config", str(tmp_path / "value.yaml"), *overrides]
-    # A session of its own, so a hung run is killed with its workers instead of leaving them behind.
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    assert proc.returncode == 0, stderr[-3000:]
+    stdout, _ = run_launcher(command, tmp_path, env)
     printed = json.loads(stdout.strip().splitlines()[-1])  # rank 0's one JSON line
     saved = json.loads((tmp_path / name / "metrics.json").read_text())
     assert printed["global_step"] == saved["global_step"]

@@ -76,13 +76,16 @@ def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
         raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
     if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
         raise DataError(f"{where}: 'steps' must be a list of strings, got {steps!r:.80}")
-    if any("\n" in s or not s.strip() for s in steps):
-        raise DataError(f"{where}: a step is empty or holds a newline; write one line per step")
     if not _number(reward):
         raise DataError(f"{where}: 'reward' must be a finite number, got {reward!r}")
     task = row.get("task")
     if task is not None and not isinstance(task, str):
         raise DataError(f"{where}: 'task' must be a string, got {task!r}")
+    if task in JOINED_TASKS:  # steps are pieces of one response: any text, but not empty
+        if not all(steps):
+            raise DataError(f"{where}: a step is empty; drop empty steps")
+    elif any("\n" in s or not s.strip() for s in steps):
+        raise DataError(f"{where}: a step is empty or holds a newline; write one line per step")
     values = row.get("values")
     if values is not None:
         if not isinstance(values, list) or not all(_number(v) for v in values):
@@ -213,17 +216,26 @@ def split_by_question(examples: Sequence[ValueExample], eval_fraction: float,
 # --------------------------------------------------------------------------------- rendering
 
 
-TASKS = ("game24", "gsm8k", "prontoqa", "text")  # text tasks whose prompt format render_for_task knows
+TASKS = ("game24", "gsm8k", "prontoqa", "text", "rlhf")  # tasks whose prompt format render_for_task knows
+# Tasks whose steps are pieces of one response (tokens, for rlhf): rendered as the prompt followed
+# by the pieces joined as they are, with no separator, so a piece may hold any text.
+JOINED_TASKS = ("rlhf",)
 
 
 def render_for_task(task: str, template: str | None = None) -> Render:
     """`render(question, steps)` with the prompt format of a text task ("game24", "gsm8k",
-    "prontoqa", or "text" for the plain TextEnv), optionally with another template."""
+    "prontoqa", or "text" for the plain TextEnv), optionally with another template; for "rlhf"
+    the prompt followed by the response pieces (what RLHFEnv.prompt shows)."""
     from tsllm.envs.base import TextEnv
     from tsllm.envs.game24 import Game24Env
     from tsllm.envs.gsm8k import GSM8kEnv
     from tsllm.envs.prontoqa import ProntoQAEnv
 
+    if task in JOINED_TASKS:
+        form = template or "{question}"
+        if "{question}" not in form:
+            raise ValueError("template must contain '{question}'")
+        return lambda question, steps: form.format(question=question) + "".join(steps)
     envs = {"game24": Game24Env, "gsm8k": GSM8kEnv, "prontoqa": ProntoQAEnv, "text": TextEnv}
     if task not in envs:
         raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")

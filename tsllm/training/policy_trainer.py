@@ -16,7 +16,9 @@ and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
 safetensors, written to a temporary sibling folder and renamed into place.
 
 Runs as one process, or under `torchrun --nproc_per_node 2` / `accelerate launch` (the Trainer
-picks the process group up from the launcher's environment; gloo on CPU). TSLLM_PROGRESS=0 turns
+picks the process group up from the launcher's environment; gloo on CPU). `deepspeed=<json>`
+trains through DeepSpeed ZeRO (configs/deepspeed/) on GPUs, or in one CPU process: on several
+CPU processes Transformers sets up no backend for it, so that combination is refused at start. TSLLM_PROGRESS=0 turns
 the progress bars off (tests, logs).
 """
 
@@ -52,6 +54,7 @@ from tsllm.training.data import (
     read_trajectories,
     render_for_task,
 )
+from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 METRICS_FILE = "train_metrics.json"
@@ -86,6 +89,8 @@ class PolicyTrainConfig:
     eval_fraction: float = 0.1  # share of pairs held out for the before/after loss
     logging_steps: int = 10
     seed: int = 0
+    deepspeed: str | None = None  # DeepSpeed json (configs/deepspeed/zero2.json, zero3.json) or None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # bf16 on recent GPUs; "no" (fp32) on CPU
 
     def validate(self) -> None:
         if not self.base_model and self.tiny is None:
@@ -113,6 +118,8 @@ class PolicyTrainConfig:
             raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise bad("max_seconds", f"must be > 0 or null, got {self.max_seconds}")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise bad("deepspeed", f"file {self.deepspeed} does not exist (see configs/deepspeed/)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -247,6 +254,14 @@ class _StopAfterSeconds(TrainerCallback):
             control.should_training_stop = True
 
 
+def check_deepspeed_launch(key: str = "deepspeed") -> None:
+    """Transformers' Trainer gives DeepSpeed no process-group backend on a CPU-only machine, so
+    under several CPU processes it would train with the wrong world size; refuse at start."""
+    if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise bad(key, "the policy trainer (TRL) cannot run DeepSpeed across several CPU processes; "
+                       "unset it to train with DDP on CPU (DeepSpeed policy training needs GPUs, or one process)")
+
+
 def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
     from trl import SFTConfig
 
@@ -267,9 +282,12 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
         data_seed=config.seed,
         completion_only_loss=True,  # prompt labels are -100: learn the steps, not the question
         gradient_checkpointing=False,  # TRL turns it on by default; it only costs time on tiny models
-        bf16=False,  # TRL defaults to bf16; fp32 on CPU (and tiny models gain nothing from bf16)
-        fp16=False,
-        use_cpu=not torch.cuda.is_available(),
+        # TRL defaults to bf16; fp32 unless asked (CPU, and tiny models gain nothing from bf16)
+        bf16=config.mixed_precision == "bf16",
+        fp16=config.mixed_precision == "fp16",
+        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (DESIGN.md section 6)
+        use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
+        deepspeed=config.deepspeed,
         report_to="none",
         save_strategy="no",
         eval_strategy="no",  # held-out loss is measured once before and once after training
@@ -280,19 +298,40 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
     )
 
 
+def lora_config(config: PolicyTrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM")
+
+
+def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
+    """The trained model whole, on the main process (None elsewhere). Under ZeRO-3 every rank
+    holds only a shard of each weight, so the full weights are gathered (every rank takes part)
+    into a fresh copy built on this process alone; otherwise the Trainer's model is already whole."""
+    stage = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else None
+    if stage != 3:
+        return trainer.model if trainer.is_world_process_zero() else None
+    from peft import get_peft_model
+
+    
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
+    if not trainer.is_world_process_zero():
+        return None
+    with no_zero3_init():
+        fresh, _ = load_base(config)
+        if config.use_lora:
+            fresh = get_peft_model(fresh, lora_config(config))
+    fresh.load_state_dict(state_dict)
+    return fresh
+
+
 def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_out: list[dict[str, str]],
                   model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
     """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected)."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTTrainer
 
-    peft_config = None
-    if config.use_lora:
-        peft_config = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM",
-        )
     out = Path(config.output_dir).expanduser()
     return SFTTrainer(
         model=model,
@@ -300,7 +339,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
-        peft_config=peft_config,
+        peft_config=lora_config(config) if config.use_lora else None,
         callbacks=[_StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
     )
 
@@ -311,6 +350,8 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     held-out loss before/after, optimizer steps, non-padding tokens and seconds (also saved as
     train_metrics.json), plus the in-memory `model` and `tokenizer` that were saved."""
     config.validate()
+    if config.deepspeed is not None:
+        check_deepspeed_launch()
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
@@ -325,7 +366,10 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
                       f"ends, EOS included, are not learned) and {len(train) - len(trainer.train_dataset)} "
                       "had no completion left and were dropped; raise max_length if the model's context allows")
 
-    eval_before = trainer.evaluate()["eval_loss"] if held_out else None
+    # Under DeepSpeed the loss before training is not measured: Transformers refuses to evaluate
+    # before training with ZeRO-1/2, and with ZeRO-3 the inference engine it builds for that
+    # leaves the Trainer without a training engine (backward on None).
+    eval_before = trainer.evaluate()["eval_loss"] if held_out and config.deepspeed is None else None
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -346,13 +390,17 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
         "output_dir": str(out),
         "config": to_dict(config),
     }
-    model = trainer.model
-    if config.merge == "merged" and config.use_lora:
-        model = model.merge_and_unload()  # LoRA folded into the base weights; a plain model again
-    if trainer.is_world_process_zero():
+    model = gathered_model(trainer, config)
+    if model is not None:  # the main process saves
+        if config.merge == "merged" and config.use_lora:
+            model = model.merge_and_unload()  # LoRA folded into the base weights; a plain model again
         save_policy(model, tokenizer, out, config.merge, extra=metrics)
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the checkpoint exists
-    # In-memory results for callers (not JSON): the saved model (merged, or PEFT with the adapter).
+    if config.deepspeed is not None:
+        forget_zero3()
+    # In-memory results for callers (not JSON): the saved model (merged, or PEFT with the adapter);
+    # the other processes return the Trainer's model (a shard of it under ZeRO-3).
+    model = model if model is not None else trainer.model
     return {**metrics, "model": model.eval(), "tokenizer": tokenizer}

@@ -70,6 +70,7 @@ from tsllm.training.data import (
     render_for_task,
     split_by_question,
 )
+from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 IGNORE = -100.0  # label of tokens that end no prefix
 # Keys that may change between a run and its resume without changing what is trained.
@@ -450,7 +451,7 @@ def save_final_model(accelerator, model, tokenizer, config: ValueTrainConfig) ->
     target = Path(config.output_dir) / "model"
     if accelerator.is_main_process:
         if config.use_lora:  # fold the adapters into a fresh CPU copy (the trained one may be sharded)
-            with _no_zero3_init():  # built by this rank alone: no partitioning collectives
+            with no_zero3_init():  # built by this rank alone: no partitioning collectives
                 fresh, _ = build_model(config)
             fresh.load_state_dict(state_dict)
             save_value_model(merged(fresh), tokenizer, target)
@@ -462,26 +463,6 @@ def save_final_model(accelerator, model, tokenizer, config: ValueTrainConfig) ->
             replace_dir(staging, target)
     accelerator.wait_for_everyone()
     return target
-
-
-@contextlib.contextmanager
-def _no_zero3_init():
-    """Build models whole even under ZeRO-3: transformers partitions every model it creates while
-    a DeepSpeed ZeRO-3 config is registered (Accelerate's own switch for this does not reach it)."""
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
-    registered = ref() if ref is not None else None
-    if registered is None:
-        yield
-        return
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed.set_hf_deepspeed_config(registered)
-
-
 
 
 # ------------------------------------------------------------------------------- evaluation
@@ -538,7 +519,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     if trainer_state:
         check_resume(trainer_state, config, accelerator.num_processes, resume_from)
     # A tiny model is built whole (ZeRO-3 partitions it at prepare); a big backbone loads partitioned.
-    with _no_zero3_init() if config.tiny is not None else contextlib.nullcontext():
+    with no_zero3_init() if config.tiny is not None else contextlib.nullcontext():
         model, tokenizer = build_model(config, weights=resume_from)
     train_features, dropped = tokenize_examples(train_examples, tokenizer, config.max_length)
     eval_features, eval_dropped = tokenize_examples(eval_examples, tokenizer, config.max_length)
@@ -677,4 +658,6 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
         if accelerator.is_main_process:
             write_json(metrics, output_dir / "metrics.json")
     accelerator.wait_for_everyone()
+    if use_ds:
+        forget_zero3()
     return metrics

@@ -297,6 +297,23 @@ def prontoqa_rows(config: WarmStartConfig) -> list[dict[str, Any]]:
             for problem, steps, flawed in _with_flaws(demos, PRONTOQA_FLAWS, config.imperfect_fraction, rng)]
 
 
+def gsm8k_rows(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """GSM8k problems' own solutions (calculator notes removed) as +1 trajectories, for a warm
+    start from scratch (the tiny model; real runs start from an SFT checkpoint instead). A
+    solution the checker does not accept is left out rather than taught."""
+    from tsllm.envs.gsm8k import GSM8kEnv, solution_steps
+
+    env = GSM8kEnv()
+    rows = []
+    for problem in problems:
+        state = env.initial_state(problem)
+        steps = solution_steps(problem["solution"])
+        if env.reward(TextState(state.question, tuple(steps), state.gold)) > 0:
+            rows.append({"question": state.question, "gold": state.gold, "steps": steps, "reward": 1.0,
+                         "task": "gsm8k", "source": SOURCE})
+    return rows
+
+
 def build_warmstart(config: WarmStartConfig) -> list[dict[str, Any]]:
     """Game24 rows, then PrOntoQA rows (trajectories format, source "warmstart")."""
     return game24_rows(config) + prontoqa_rows(config)
