@@ -99,8 +99,9 @@ def test_held_out_split_keeps_each_question_on_one_side():
     assert not {e["prompt"] for e in train} & {e["prompt"] for e in held_out}
     assert split_examples(examples, 0.2, seed=0) == (train, held_out)
     assert split_examples(examples, 0.0, seed=0)[1] == []
+    assert split_examples(examples[:1], 0.1, seed=0) == (examples[:1], [])  # one question: all of it trains
     with pytest.raises(DataError, match="lower eval_fraction"):
-        split_examples(examples[:1], 0.1, seed=0)
+        split_examples(examples[:3], 0.9, seed=0)  # 3 questions, 3 held out: none left to train on
 
 
 def test_bad_trajectory_files_name_file_and_line(tmp_path, base_dir):

@@ -165,10 +165,11 @@ def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: i
                    ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Seeded (train, held-out) split by prompt: all pairs of one question land on the same side,
     so the held-out loss is measured on questions the policy was not trained on. At least one
-    question is held out when eval_fraction > 0."""
+    question is held out when eval_fraction > 0, unless there is only one question: then all of
+    it trains (a loop round whose search solved one question must not fail for want of a loss)."""
     prompts = list(dict.fromkeys(e["prompt"] for e in examples))
     random.Random(seed).shuffle(prompts)
-    count = 0 if eval_fraction == 0 else max(1, round(len(prompts) * eval_fraction))
+    count = 0 if eval_fraction == 0 or len(prompts) < 2 else max(1, round(len(prompts) * eval_fraction))
     if count >= len(prompts):
         raise DataError(f"{len(prompts)} question(s) cannot leave {count} held out and any to train on; "
                         "add data or lower eval_fraction")
