@@ -75,7 +75,7 @@ class LoopConfig:
     rounds: int = 2
     seed: int = 0
     train_questions: int = 128  # training questions used per round
-    test_questions: int = 64  # held-out questions for evaluation
+    test_questions: int = 128  # held-out questions for evaluation (fewer: noisier accuracies)
     base_model: str | None = None  # a causal-LM folder; None: build the tiny model and warm-start it
     value_backbone: str | None = None  # the value model's starting LM; None: the current policy
     # gsm8k / rlhf data: a local jsonl file or a hub dataset id (read with the split below);
