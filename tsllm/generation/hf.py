@@ -39,7 +39,7 @@ from transformers import (
 )
 
 from tsllm.models.tiny import load_causal_lm
-from tsllm.models.value import position_ids_for
+from tsllm.models.value import left_padded, position_ids_for
 from tsllm.types import Completion, SamplingParams
 
 # A character can take up to 4 byte-level tokens, so a stop string of k characters ends within the
@@ -126,11 +126,15 @@ class HFGenerator:
         greedy = sampling.temperature == 0
         copies = 1 if greedy else sampling.n  # greedy copies would be identical: decode once
         prompts_per_call = max(1, self.max_batch_size // copies)
-        results: list[list[Completion]] = []
+        # prompts of similar length share a batch: every row of a batch pays for the longest
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[Completion]] = [[] for _ in prompt_ids]
         with self._seeded(sampling.seed):
-            for start in range(0, len(prompt_ids), prompts_per_call):
-                chunk = prompt_ids[start : start + prompts_per_call]
-                results.extend(self._generate_batch(chunk, sampling, copies, stops))
+            for start in range(0, len(order), prompts_per_call):
+                chunk = order[start : start + prompts_per_call]
+                batch = self._generate_batch([prompt_ids[i] for i in chunk], sampling, copies, stops)
+                for index, row in zip(chunk, batch):
+                    results[index] = row
         if greedy and sampling.n > 1:
             results = [[row[0]] + [_cached_copy(row[0]) for _ in range(sampling.n - 1)] for row in results]
         return results
@@ -139,8 +143,7 @@ class HFGenerator:
         self, prompt_ids: list[list[int]], sampling: SamplingParams, copies: int, stops: list[str]
     ) -> list[list[Completion]]:
         """Sample `copies` completions of each prompt in one batch (see `_decode`)."""
-        width = max(len(ids) for ids in prompt_ids)
-        generated, logprobs, lengths = self._decode(prompt_ids, width, sampling, copies, stops)
+        generated, logprobs, lengths = self._decode(prompt_ids, sampling, copies, stops)
         generated, logprobs, lengths = generated.tolist(), logprobs.tolist(), lengths.tolist()
         # rows are prompt-major: prompt 0's copies first, then prompt 1's, ...
         return [
@@ -154,7 +157,7 @@ class HFGenerator:
 
     @torch.inference_mode()
     def _decode(
-        self, prompt_ids: list[list[int]], width: int, sampling: SamplingParams, copies: int, stops: list[str]
+        self, prompt_ids: list[list[int]], sampling: SamplingParams, copies: int, stops: list[str]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(tokens, their raw log-probs, generated length) per row; rows = prompts x copies.
 
@@ -163,12 +166,10 @@ class HFGenerator:
         KV cache copied for its samples, and rows that stopped (eos, stop string, length) leave
         the batch, so a step pays only for rows still running."""
         device, max_new = self.device, sampling.max_new_tokens
-        input_ids = torch.full((len(prompt_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(prompt_ids), width + max_new), dtype=torch.long)
-        mask[:, width:] = 1  # generated positions; the causal mask hides those not reached yet
-        for row, ids in enumerate(prompt_ids):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids) : width] = 1
+        input_ids, prompt_mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        # generated positions are real from the start; the causal mask hides those not reached yet
+        mask = torch.cat([prompt_mask, torch.ones((len(prompt_ids), max_new), dtype=torch.long)], dim=1)
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = position_ids_for(mask)
 

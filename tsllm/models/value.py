@@ -32,6 +32,7 @@ from transformers import (
     AutoConfig,
     AutoModelForTokenClassification,
     AutoTokenizer,
+    DynamicCache,
     LlamaForTokenClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -160,17 +161,72 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long() * (positions + 1)).argmax(-1)
 
 
+def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids, attention mask) of `rows` padded on the left to the longest row."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        if row:
+            ids[index, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[index, width - len(row) :] = 1
+    return ids, mask
+
+
+def shared_prefix_groups(rows: Sequence[Sequence[int]]) -> list[tuple[int, list[int]]]:
+    """Rows that start alike, as `(prefix length, row indices)` groups: every row of a group
+    starts with the group's first `prefix length` tokens and has at least one token after them.
+
+    Scoring a group runs its prefix once and the rest of each row on top, so a group of k rows
+    costs (sum of their lengths) - (k - 1) * prefix tokens. In sorted order rows that share a
+    prefix sit together, and the groups are the runs of that order of least total cost (a
+    dynamic programme over where runs end). Children of one tree node share the node's text, so
+    they end up in one group."""
+    order = sorted(range(len(rows)), key=lambda i: list(rows[i]))
+    lengths = [len(rows[i]) for i in order]
+    common = [0] * len(order)  # common[k]: tokens row order[k] shares with row order[k - 1]
+    for k in range(1, len(order)):
+        a, b = rows[order[k - 1]], rows[order[k]]
+        common[k] = next((t for t, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    best = [0] * (len(order) + 1)  # best[end]: least cost of order[:end]
+    start_of = [0] * (len(order) + 1)  # where the last run of that best split starts
+    prefix_of = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        best[end] = -1
+        prefix, total = lengths[end - 1] - 1, 0
+        for start in range(end - 1, -1, -1):  # the last run is order[start:end]
+            total += lengths[start]
+            prefix = min(prefix, lengths[start] - 1, common[start + 1] if start < end - 1 else prefix)
+            cost = best[start] + total - (end - start - 1) * prefix
+            if best[end] < 0 or cost < best[end]:
+                best[end], start_of[end], prefix_of[end] = cost, start, prefix
+            if prefix == 0:  # a longer run shares nothing: never cheaper than splitting here
+                break
+    groups = []
+    end = len(order)
+    while end:
+        start = start_of[end]
+        groups.append((prefix_of[end], order[start:end]))
+        end = start
+    return groups[::-1]
+
+
 class ValueFunction:
     """Scores prefix texts: `values = ValueFunction(model_or_path)(texts)`, one float per text.
 
-    Texts are scored in padded batches of up to `max_batch_size` (sorted by length so a batch
-    pads little), each read at its last real token. `tokens_scored` and `calls` accumulate what
-    was spent, for budgets.
+    Each text is read at its last real token. Texts that share a beginning (the children of one
+    tree node share the node's text) are scored from one computation of it: the shared prefix of
+    each group (see `shared_prefix_groups`) is run once, its KV cache copied to the group's texts,
+    and only the rest of each text is run on top. That gives the values a full forward gives (a
+    causal model's value at a token depends only on the tokens up to it) for a fraction of the
+    work. Models whose attention is not causal, or `share_prefixes=False`, score every text whole.
+    Batches hold up to `max_batch_size` texts. `tokens_scored` counts the texts' tokens,
+    `tokens_computed` those actually run through the model, `calls` the batches.
     """
 
     def __init__(self, model_or_path, tokenizer: PreTrainedTokenizerBase | None = None,
                  max_batch_size: int = 64, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32") -> None:
+                 dtype: str | torch.dtype = "float32", share_prefixes: bool = True) -> None:
         if isinstance(model_or_path, (str, os.PathLike)):
             model, loaded = load_value_model(model_or_path, dtype=dtype, device=device)
             tokenizer = tokenizer or loaded
@@ -185,7 +241,9 @@ class ValueFunction:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        self.share_prefixes = share_prefixes and any(getattr(m, "is_causal", False) for m in model.modules())
         self.tokens_scored = 0
+        self.tokens_computed = 0
         self.calls = 0
 
     @property
@@ -195,20 +253,60 @@ class ValueFunction:
     @torch.inference_mode()
     def __call__(self, texts: Sequence[str]) -> list[float]:
         texts = list(texts)
+        if not texts:
+            return []
+        rows = self.tokenizer(texts)["input_ids"]
+        self.tokens_scored += sum(len(row) for row in rows)
+        if self.share_prefixes and min(len(row) for row in rows) >= 2:
+            groups = shared_prefix_groups(rows)
+        else:  # every text whole: a group of one with no prefix
+            groups = [(0, [i]) for i in range(len(rows))]
         values = [0.0] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.max_batch_size):
-            chunk = order[start : start + self.max_batch_size]
-            batch = self.tokenizer([texts[i] for i in chunk], padding=True, return_tensors="pt").to(self.device)
-            mask = batch["attention_mask"]
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=mask,
-                                position_ids=position_ids_for(mask)).logits[..., 0]
-            picked = logits.gather(1, last_token_index(mask)[:, None])[:, 0].float().tolist()
-            for i, v in zip(chunk, picked):
-                values[i] = v
-            self.tokens_scored += int(mask.sum())
-            self.calls += 1
+        for batch in self._batches(rows, groups):
+            for index, value in zip((i for _, members in batch for i in members), self._score(rows, batch)):
+                values[index] = value
         return values
+
+    def _batches(self, rows, groups):
+        """Groups packed into batches of at most `max_batch_size` texts, similar lengths together
+        so a batch pads little; a group larger than a batch is split."""
+        pieces = [(prefix, members[k : k + self.max_batch_size]) for prefix, members in groups
+                  for k in range(0, len(members), self.max_batch_size)]
+        pieces.sort(key=lambda piece: (piece[0], max(len(rows[i]) for i in piece[1])))
+        batch: list[tuple[int, list[int]]] = []
+        for piece in pieces:
+            if batch and sum(len(m) for _, m in batch) + len(piece[1]) > self.max_batch_size:
+                yield batch
+                batch = []
+            batch.append(piece)
+        if batch:
+            yield batch
+
+    def _score(self, rows, batch: list[tuple[int, list[int]]]) -> list[float]:
+        """Values of the batch's texts in group order: each group's prefix run once (if any), its
+        KV cache copied to the members, then each member's remaining tokens."""
+        pad = self.tokenizer.pad_token_id
+        owners = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=self.device)
+        rests, cache, mask = [], None, None
+        if any(prefix for prefix, _ in batch):
+            prefix_ids, mask = (t.to(self.device) for t in left_padded(
+                [rows[members[0]][:prefix] for prefix, members in batch], pad))
+            cache = DynamicCache()
+            self.model(input_ids=prefix_ids, attention_mask=mask, position_ids=position_ids_for(mask),
+                       past_key_values=cache, use_cache=True)
+            self.tokens_computed += int(mask.sum())
+            cache.reorder_cache(owners)
+            mask = mask[owners]
+        for prefix, members in batch:
+            rests.extend(rows[i][prefix:] for i in members)
+        rest_ids, rest_mask = (t.to(self.device) for t in left_padded(rests, pad))
+        full_mask = rest_mask if mask is None else torch.cat([mask, rest_mask], dim=1)
+        positions = position_ids_for(full_mask)[:, -rest_ids.shape[1] :]
+        logits = self.model(input_ids=rest_ids, attention_mask=full_mask, position_ids=positions,
+                            past_key_values=cache, use_cache=cache is not None).logits
+        self.tokens_computed += int(rest_mask.sum())
+        self.calls += 1
+        return logits[:, -1, 0].float().tolist()
 
 
 # ------------------------------------------------------------------------------- tokenizers
