@@ -12,9 +12,9 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   (counted in `dead_ends`).
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
-- `overlap_value=True`: `expand` also scores the children it makes, prompt by prompt as the
+- `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
   generator finishes them (the `on_finished` callback), so the critic runs while the policy is
-  still decoding the other prompts; the search's `evaluate` of those children then hits the cache.
+  still decoding the other samples; the search's `evaluate` of those children hits the cache.
   Worth it with the vllm backend, whose engine decodes in other processes; it scores children the
   search might not evaluate (all the tree searches here do, except `cot_greedy`).
 - `rollout(states, n)`: `n` full continuations per state from one generator call, split into steps
@@ -36,6 +36,9 @@ from typing import Any, Callable, Hashable, Sequence
 from tsllm.types import Completion, Expansion, Generator, Rollout, SamplingParams
 
 ValueFn = Callable[[list[str]], list[float]]  # texts (env.prompt of each state) -> values
+
+# overlap_value scores finished children in batches of at least this many (see _score_finished)
+OVERLAP_BATCH = 64
 
 
 def _widths(states: Sequence[Any], width: int | Sequence[int]) -> list[int]:
@@ -120,32 +123,40 @@ class LLMPolicyValue:
         for i, w in enumerate(widths):
             if w > 0:
                 by_width[w].append(i)
-        expansions: list[Expansion | None] = [None] * len(states)
+        completions: list[list[Completion]] = [[] for _ in states]
+        pending: list[Hashable] = []  # children of finished samples, not scored yet
         for w, idx in by_width.items():
-            early = partial(self._expand_and_score, states, idx, expansions) if self.overlap_value else None
+            early = partial(self._score_finished, [states[i] for i in idx], pending) if self.overlap_value else None
             outs = self._generate([self.env.prompt(states[i]) for i in idx], w, self.max_step_tokens,
                                   [self.env.step_separator], on_finished=early)
             for i, out in zip(idx, outs):
-                if expansions[i] is None:
-                    expansions[i] = self._expansion(states[i], out)
-        return [e if e is not None else self._expansion(s, []) for s, e in zip(states, expansions)]
+                completions[i] = out
+        return [self._expansion(s, c) for s, c in zip(states, completions)]
 
-    def _expand_and_score(self, states, idx: list[int], expansions: list, finished) -> None:
-        """on_finished: make the expansions of the prompts just finished and score their children
-        (one value call) while the generator keeps decoding the others."""
+    def _score_finished(self, states: list[Hashable], pending: list[Hashable],
+                        finished: list[tuple[int, Completion]]) -> None:
+        """on_finished: collect the children the samples just finished make, and score them (one
+        value call) once there are enough for a full batch, while the generator goes on decoding
+        the other samples. Fewer at a time would pay the critic's per-call cost over and over; the
+        last ones wait for the search's evaluate. Children `_expansion` will drop are skipped; a
+        duplicate is scored once (the value cache)."""
         start = time.perf_counter()
-        children = []
-        for k, completions in finished:
-            state = states[idx[k]]
-            expansions[idx[k]] = expansion = self._expansion(state, completions)
-            children.extend(self.env.step(state, action) for action in expansion.actions)
-        self.value(children)
+        for index, completion in finished:
+            step = completion.text.strip()
+            if step and self.env.step_separator not in step and self._legal(states[index], step):
+                pending.append(self.env.step(states[index], step))
+        if len(pending) >= OVERLAP_BATCH:
+            self.value(pending)
+            pending.clear()
         self._finished_seconds += time.perf_counter() - start
+
+    def _legal(self, state: Hashable, step: str) -> bool:
+        return not self.legal_steps_only or self.env.legal_step(state, step)
 
     def _usable(self, state: Hashable, step: str, actions: list[str]) -> bool:
         if not step or step in actions or self.env.step_separator in step:
             return False
-        if self.legal_steps_only and not self.env.legal_step(state, step):
+        if not self._legal(state, step):
             self.illegal_steps += 1
             return False
         return True

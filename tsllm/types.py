@@ -192,15 +192,15 @@ class SamplingParams:
     seed: int | None = None
 
 
-# (prompt index, its completions) for prompts whose completions are all done
-FinishedCallback = Callable[[list[tuple[int, list[Completion]]]], None]
+# completions that just finished, each with the index of its prompt
+FinishedCallback = Callable[[list[tuple[int, Completion]]], None]
 
 
 @runtime_checkable
 class Generator(Protocol):
     """Batched sampling. The built-in backends also take `generate(..., on_finished=callback)`:
-    the callback gets prompts as soon as they finish, before `generate` returns, so the caller can
-    work on them while the rest still decode (`LLMPolicyValue(overlap_value=True)` scores
+    the callback gets completions as soon as they finish, before `generate` returns, so the caller
+    can work on them while the rest still decode (`LLMPolicyValue(overlap_value=True)` scores
     children that way)."""
 
     def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]: ...

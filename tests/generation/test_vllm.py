@@ -187,8 +187,8 @@ def test_finished_prompts_come_back_while_the_rest_decode(generator):
     out = generator.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, stop=[stop]),
                              on_finished=calls.append)
     arrived = [index for call in calls for index, _ in call]
-    assert sorted(arrived) == [0, 1, 2, 3]  # every prompt once, with what generate returns
-    assert all(completions == out[index] for call in calls for index, completions in call)
+    assert sorted(arrived) == [0, 1, 2, 3]  # every completion once, as generate returns it
+    assert all([completion] == out[index] for call in calls for index, completion in call)
     first_call_of = {index: k for k, call in enumerate(calls) for index, _ in call}
     assert first_call_of[early] < first_call_of[late]  # not held back until the last one ends
     assert out[early][0].finish_reason == "stop" and out[late][0].num_tokens == 12

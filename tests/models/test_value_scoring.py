@@ -60,3 +60,30 @@ def test_bidirectional_models_score_whole_texts():
     assert not scorer.share_prefixes  # a later token changes an earlier one's value: no splitting
     scorer(tree_texts())
     assert scorer.tokens_computed == scorer.tokens_scored
+
+
+def test_kept_kv_caches_score_later_children_from_their_parents():
+    model, tokenizer = build_value_model(tiny=TINY)
+    env = Game24Env()
+    root = env.initial_state(make_problem([4, 9, 10, 13]))
+    parents = [env.step(root, s) for s in ("13 - 9 = 4 (left: 4 4 10)", "10 - 4 = 6 (left: 6 9 13)")]
+    steps = ("4 + 4 = 8 (left: 8 10)", "9 + 6 = 15 (left: 13 15)")
+    children = [env.step(p, s) for p in parents for s in steps]
+    whole = ValueFunction(model, tokenizer, share_prefixes=False)
+    kept = ValueFunction(model, tokenizer)
+    kept([env.prompt(s) for s in [root, *parents]])  # round 1 scores the parents
+    before = kept.tokens_computed
+    texts = [env.prompt(s) for s in children]
+    assert kept(texts) == pytest.approx(whole(texts), abs=1e-5)  # round 2, from the parents' KV
+    # one token per character: a child's own tokens are the characters after its parent's text
+    own_tokens = sum(len(env.prompt(env.step(p, s))) - len(env.prompt(p)) for p in parents for s in steps)
+    assert kept.tokens_computed - before == own_tokens  # only the children's own steps ran
+
+    kept.clear_cache()
+    kept(texts)
+    assert kept.tokens_computed - before > 2 * own_tokens  # without the parents, their text runs again
+    tiny_store = ValueFunction(model, tokenizer, kv_cache_mib=0.05)  # ~50 KB: a few short texts
+    tiny_store([env.prompt(s) for s in [root, *parents, *children]])
+    assert 0 < tiny_store.kv_store.bytes <= 0.05 * 2**20  # least recently used entries were dropped
+    with pytest.raises(ValueError, match="kv_cache_mib must be >= 0"):
+        ValueFunction(model, tokenizer, kv_cache_mib=-1)

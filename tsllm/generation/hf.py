@@ -115,8 +115,8 @@ class HFGenerator:
     def generate(self, prompts: Sequence[str], sampling: SamplingParams,
                  on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
         """`sampling.n` completions per prompt, in prompt order. `on_finished([(prompt index,
-        completions), ...])` is called after each batch (the vllm backend's interface; here
-        nothing runs alongside, so it only lets callers start on finished prompts early)."""
+        completion), ...])` is called after each batch (the vllm backend's interface; here nothing
+        decodes meanwhile, so it only lets callers start on finished completions early)."""
         if isinstance(prompts, str):
             raise TypeError("HFGenerator.generate: prompts must be a list of strings, not one string")
         _check_sampling(sampling)
@@ -141,7 +141,7 @@ class HFGenerator:
                 for index, row in zip(chunk, batch):
                     results[index] = row
                 if on_finished is not None:
-                    on_finished(list(zip(chunk, batch)))
+                    on_finished([(index, completion) for index, row in zip(chunk, batch) for completion in row])
         return results
 
     def _generate_batch(

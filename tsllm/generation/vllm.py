@@ -77,21 +77,18 @@ def _require_local_folder(path: str | os.PathLike, what: str) -> Path:
     return folder
 
 
-def _completions(output: Any, copies: int) -> list[Completion]:
-    """The Completions of one finished vLLM RequestOutput, each choice repeated `copies` times."""
-    return [
-        Completion(
-            text=choice.text,
-            token_ids=list(choice.token_ids),
-            logprob=float(choice.cumulative_logprob or 0.0),
-            num_tokens=len(choice.token_ids),
-            prompt_tokens=len(output.prompt_token_ids),
-            cached_tokens=output.num_cached_tokens or 0,
-            finish_reason=choice.finish_reason or "",
-        )
-        for choice in output.outputs
-        for _ in range(copies)
-    ]
+def _completion(output: Any) -> Completion:
+    """The Completion of a finished one-sample vLLM RequestOutput."""
+    choice = output.outputs[0]
+    return Completion(
+        text=choice.text,
+        token_ids=list(choice.token_ids),
+        logprob=float(choice.cumulative_logprob or 0.0),
+        num_tokens=len(choice.token_ids),
+        prompt_tokens=len(output.prompt_token_ids),
+        cached_tokens=output.num_cached_tokens or 0,
+        finish_reason=choice.finish_reason or "",
+    )
 
 
 class VLLMGenerator:
@@ -164,48 +161,53 @@ class VLLMGenerator:
                  on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
         """`sampling.n` completions per prompt, in prompt order.
 
-        A seeded request gives prompt i the seed `sampling.seed + i`, so prompts in one batch draw
-        independent samples and a rerun reproduces them. `logprob` is the model's own cumulative
-        log-probability of the generated tokens (before temperature/top-k/top-p). Stop strings are cut
-        from `text`; `token_ids` and `num_tokens` still count the tokens that were generated.
+        Each sample is its own request (prefix caching computes a prompt once for all of them); a
+        seeded call gives sample k of prompt i the seed `sampling.seed + i * n + k`, so samples in
+        one batch are independent and a rerun reproduces them. `logprob` is the model's own
+        cumulative log-probability of the generated tokens (before temperature/top-k/top-p). Stop
+        strings are cut from `text`; `token_ids` and `num_tokens` still count the tokens generated.
 
-        `on_finished([(prompt index, completions), ...])` is called, while the engine keeps
-        decoding the other prompts, each time some prompts have all their completions: work
-        on finished prompts (scoring them, say) overlaps generation instead of waiting for it.
+        `on_finished([(prompt index, completion), ...])` gets samples as they finish, while the
+        engine keeps decoding the others: work on them (scoring, say) overlaps generation.
         """
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts, not one string")
         from vllm.inputs import TokensPrompt
 
         token_ids = self._tokenize_and_check(prompts)
-        requests = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
-        # vLLM refuses n > 1 when greedy; the n completions would be identical, so decode once and
-        # copy (as the hf backend does).
+        # Greedy samples would all be equal (and vLLM refuses n > 1 greedy): decode once, copy.
         greedy = sampling.temperature < _GREEDY_BELOW
+        samples = 1 if greedy else sampling.n
         copies = sampling.n if greedy else 1
-        params = [self._vllm_sampling(sampling, sampling.n // copies, index) for index in range(len(prompts))]
-        # add requests + step, the loop LLM.generate runs inside, so finished prompts come back early
+        # add requests + step (the loop LLM.generate runs inside), so samples come back as they end
         engine = self.llm.llm_engine
         self._calls += 1
-        index_of, added = {}, []
+        where: dict[str, tuple[int, int]] = {}  # request id -> (prompt index, sample index)
+        added = []
         try:
-            for index, (request, param) in enumerate(zip(requests, params)):
-                request_id = f"tsllm-{self._calls}-{index}"
-                index_of[request_id] = index
-                added.append(engine.add_request(request_id, request, param, lora_request=self._lora_request))
+            for index, ids in enumerate(token_ids):
+                for sample in range(samples):
+                    request_id = f"tsllm-{self._calls}-{index}-{sample}"
+                    where[request_id] = (index, sample)
+                    params = self._vllm_sampling(sampling, index * samples + sample)
+                    added.append(engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), params,
+                                                    lora_request=self._lora_request))
         except Exception:
             if added:  # a half-added batch would run into the next call
                 engine.abort_request(added, internal=True)
             raise
-        results: list[list[Completion]] = [[] for _ in prompts]
+        results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
         while engine.has_unfinished_requests():
-            finished = [(index_of[out.request_id], _completions(out, copies))
-                        for out in engine.step() if out.finished]
-            for index, completions in finished:
-                results[index] = completions
+            finished = []
+            for output in engine.step():
+                if output.finished:
+                    index, sample = where[output.request_id]
+                    for duplicate in range(copies):
+                        results[index][sample + duplicate] = completion = _completion(output)
+                        finished.append((index, completion))
             if finished and on_finished is not None:
                 on_finished(finished)
-        return results
+        return results  # type: ignore[return-value]  # every slot is filled once all requests end
 
     def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
         # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
@@ -226,19 +228,19 @@ class VLLMGenerator:
             token_ids.append(ids)
         return token_ids
 
-    def _vllm_sampling(self, sampling: SamplingParams, n: int, index: int) -> Any:
+    def _vllm_sampling(self, sampling: SamplingParams, seed_offset: int) -> Any:
         from vllm.sampling_params import RequestOutputKind
 
         return self._vllm.SamplingParams(
-            n=n,
+            n=1,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
             max_tokens=sampling.max_new_tokens,
             stop=list(sampling.stop),
-            seed=None if sampling.seed is None else sampling.seed + index,
+            seed=None if sampling.seed is None else sampling.seed + seed_offset,
             logprobs=0,  # the sampled token's log-prob only: enough for cumulative_logprob
-            output_kind=RequestOutputKind.FINAL_ONLY,  # each prompt's n completions once, at its end
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
         )
 
     # -- weights ----------------------------------------------------------------------------------
