@@ -11,6 +11,7 @@ from tsllm.envs.game24 import Game24Env, make_problem
 from tsllm.envs.rlhf import RLHFEnv
 from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+from tsllm import policy_value
 from tsllm.policy_value import LLMPolicyValue, TokenPolicyValue
 from tsllm.search import best_first, cot_sc, mcts_alpha, parallel_search
 from tsllm.types import Completion
@@ -162,6 +163,45 @@ def test_searches_run_unchanged_on_a_real_model(tiny):
     assert bf.root_value is not None
     par = parallel_search(ENV, real_pv(path), roots[:2], rule="rebase", num_rollouts=4, max_depth=2)
     assert all(o.stats["rollouts"] >= 4 for o in par)
+
+
+def test_overlap_value_scores_children_while_generating_and_changes_nothing_else(tiny, monkeypatch):
+    path, _, _ = tiny
+    monkeypatch.setattr(policy_value, "OVERLAP_BATCH", 2)  # score as soon as two children are ready
+    roots = [ENV.initial_state(make_problem(p)) for p in ([4, 9, 10, 13], [1, 2, 3, 4], [2, 3, 4, 6])]
+    inside_generate = []
+
+    def value_fn(texts):
+        inside_generate.append(generating[0])
+        return [-len(t) / 1000 for t in texts]
+
+    generating = [False]
+    gen = HFGenerator(path, max_batch_size=4)  # 3 roots x width 2: batches of 2 prompts, so 2 callbacks
+    real_generate = gen.generate
+
+    def tracked_generate(prompts, sampling, on_finished=None):
+        generating[0] = True
+        try:
+            return real_generate(prompts, sampling, on_finished=on_finished)
+        finally:
+            generating[0] = False
+
+    gen.generate = tracked_generate
+    # a random model's steps are almost never legal moves: keep them
+    overlapped = LLMPolicyValue(ENV, gen, value_fn, max_step_tokens=12, legal_steps_only=False, overlap_value=True)
+    plain = LLMPolicyValue(ENV, HFGenerator(path, max_batch_size=4), lambda t: [-len(x) / 1000 for x in t],
+                           max_step_tokens=12, legal_steps_only=False)
+    a, b = overlapped.expand(roots, 2), plain.expand(roots, 2)
+    assert [e.actions for e in a] == [e.actions for e in b] and [e.priors for e in a] == [e.priors for e in b]
+    assert inside_generate and all(inside_generate)  # children were scored during generation
+    children = [ENV.step(r, action) for r, e in zip(roots, a) for action in e.actions]
+    scored_early = overlapped.value.value_calls
+    assert scored_early >= len(children) - 1  # all but a last one left short of a batch
+    assert overlapped.evaluate(children) == plain.evaluate(children)
+    assert overlapped.value.value_calls == len(children)  # evaluate scored only what was left
+    assert overlapped.generate_seconds > 0 and overlapped.value.seconds > 0
+    with pytest.raises(ValueError, match="takes on_finished"):
+        LLMPolicyValue(ENV, ScriptedGenerator({}), value_fn, overlap_value=True)
 
 
 def test_token_level_children_are_the_top_k_next_tokens(tiny):

@@ -254,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
     engine.add_argument("--parallel-simulations", type=int, default=4,
                         help="MCTS-α simulations batched per round with virtual loss")
+    engine.add_argument("--overlap-value", action=argparse.BooleanOptionalAction, default=None,
+                        help="score new children while the policy still decodes other prompts "
+                             "(default: on with vllm, whose engine runs in other processes; off with hf)")
     engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
     engine.add_argument("--block-size", type=int, default=32,
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
@@ -274,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = {"block_size": args.block_size, "enforce_eager": True} if args.backend == "vllm" else {}
         result = run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
                                   simulations=args.simulations, width=args.width, repeats=args.repeats,
-                                  parallel_simulations=args.parallel_simulations, **extra)
+                                  parallel_simulations=args.parallel_simulations,
+                                  overlap_value=args.overlap_value, **extra)
         print_engine_table(result)
         if args.out:
             write_json(result, args.out)

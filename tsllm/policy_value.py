@@ -12,6 +12,11 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   (counted in `dead_ends`).
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
+- `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
+  generator finishes them (the `on_finished` callback), so the critic runs while the policy is
+  still decoding the other samples; the search's `evaluate` of those children hits the cache.
+  Worth it with the vllm backend, whose engine decodes in other processes; it scores children the
+  search might not evaluate (all the tree searches here do, except `cot_greedy`).
 - `rollout(states, n)`: `n` full continuations per state from one generator call, split into steps
   with the env, cut at the first terminal step.
 
@@ -21,14 +26,19 @@ next tokens with their probabilities, from one forward pass over all frontier st
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections import defaultdict
+from functools import partial
 from typing import Any, Callable, Hashable, Sequence
 
 from tsllm.types import Completion, Expansion, Generator, Rollout, SamplingParams
 
 ValueFn = Callable[[list[str]], list[float]]  # texts (env.prompt of each state) -> values
+
+# overlap_value scores finished children in batches of at least this many (see _score_finished)
+OVERLAP_BATCH = 64
 
 
 def _widths(states: Sequence[Any], width: int | Sequence[int]) -> list[int]:
@@ -72,10 +82,15 @@ class LLMPolicyValue:
 
     def __init__(self, env: Any, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
-                 rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True):
+                 rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True,
+                 overlap_value: bool = False):
         if not getattr(env, "step_separator", ""):
             raise ValueError("LLMPolicyValue needs a sentence-level env with a step_separator; "
                              "use TokenPolicyValue for token-level envs")
+        if overlap_value and "on_finished" not in inspect.signature(generator.generate).parameters:
+            raise ValueError(f"overlap_value=True needs a generator whose generate() takes on_finished "
+                             f"(the hf and vllm backends do); {type(generator).__name__} does not: "
+                             "pass overlap_value=False")
         self.env, self.generator = env, generator
         self.sampling = dict(temperature=temperature, top_p=top_p, top_k=top_k)
         self.max_step_tokens, self.rollout_tokens, self.seed = max_step_tokens, rollout_tokens, seed
@@ -83,19 +98,23 @@ class LLMPolicyValue:
         # drop proposals that break the task's rules (env.legal_step), as AlphaZero masks illegal moves
         self.legal_steps_only = legal_steps_only and hasattr(env, "legal_step")
         self.illegal_steps = 0
+        self.overlap_value = overlap_value
         self.dead_ends = 0  # states whose samples gave no usable step
         self.generate_calls = 0
-        self.generate_seconds = 0.0  # wall time inside the generator
+        self.generate_seconds = 0.0  # wall time waiting for the generator (not in on_finished work)
+        self._finished_seconds = 0.0  # wall time in on_finished callbacks
         self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
 
-    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str]) -> list[list[Completion]]:
+    def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
+                  on_finished=None) -> list[list[Completion]]:
         self._calls += 1
         self.generate_calls += 1
         seed = None if self.seed is None else self.seed + self._calls
         params = SamplingParams(n=n, max_new_tokens=max_new_tokens, stop=stop, seed=seed, **self.sampling)
-        start = time.perf_counter()
-        out = self.generator.generate(prompts, params)
-        self.generate_seconds += time.perf_counter() - start
+        start, before = time.perf_counter(), self._finished_seconds
+        extra = {} if on_finished is None else {"on_finished": on_finished}
+        out = self.generator.generate(prompts, params, **extra)
+        self.generate_seconds += time.perf_counter() - start - (self._finished_seconds - before)
         return out
 
     def expand(self, states: Sequence[Hashable], width: int | Sequence[int]) -> list[Expansion]:
@@ -105,17 +124,39 @@ class LLMPolicyValue:
             if w > 0:
                 by_width[w].append(i)
         completions: list[list[Completion]] = [[] for _ in states]
+        pending: list[Hashable] = []  # children of finished samples, not scored yet
         for w, idx in by_width.items():
+            early = partial(self._score_finished, [states[i] for i in idx], pending) if self.overlap_value else None
             outs = self._generate([self.env.prompt(states[i]) for i in idx], w, self.max_step_tokens,
-                                  [self.env.step_separator])
+                                  [self.env.step_separator], on_finished=early)
             for i, out in zip(idx, outs):
                 completions[i] = out
         return [self._expansion(s, c) for s, c in zip(states, completions)]
 
+    def _score_finished(self, states: list[Hashable], pending: list[Hashable],
+                        finished: list[tuple[int, Completion]]) -> None:
+        """on_finished: collect the children the samples just finished make, and score them (one
+        value call) once there are enough for a full batch, while the generator goes on decoding
+        the other samples. Fewer at a time would pay the critic's per-call cost over and over; the
+        last ones wait for the search's evaluate. Children `_expansion` will drop are skipped; a
+        duplicate is scored once (the value cache)."""
+        start = time.perf_counter()
+        for index, completion in finished:
+            step = completion.text.strip()
+            if step and self.env.step_separator not in step and self._legal(states[index], step):
+                pending.append(self.env.step(states[index], step))
+        if len(pending) >= OVERLAP_BATCH:
+            self.value(pending)
+            pending.clear()
+        self._finished_seconds += time.perf_counter() - start
+
+    def _legal(self, state: Hashable, step: str) -> bool:
+        return not self.legal_steps_only or self.env.legal_step(state, step)
+
     def _usable(self, state: Hashable, step: str, actions: list[str]) -> bool:
         if not step or step in actions or self.env.step_separator in step:
             return False
-        if self.legal_steps_only and not self.env.legal_step(state, step):
+        if not self._legal(state, step):
             self.illegal_steps += 1
             return False
         return True

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Hashable, Protocol, Sequence, runtime_checkable
 
 State = Hashable
 Action = Hashable
@@ -192,8 +192,17 @@ class SamplingParams:
     seed: int | None = None
 
 
+# completions that just finished, each with the index of its prompt
+FinishedCallback = Callable[[list[tuple[int, Completion]]], None]
+
+
 @runtime_checkable
 class Generator(Protocol):
+    """Batched sampling. The built-in backends also take `generate(..., on_finished=callback)`:
+    the callback gets completions as soon as they finish, before `generate` returns, so the caller
+    can work on them while the rest still decode (`LLMPolicyValue(overlap_value=True)` scores
+    children that way)."""
+
     def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]: ...
 
     def update_weights(self, path: str) -> None: ...

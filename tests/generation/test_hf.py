@@ -2,13 +2,19 @@
 weight updates from a merged checkpoint and from a LoRA adapter."""
 
 import copy
+from contextlib import contextmanager
 
 import pytest
 import torch
 
 from tsllm.generation import make_generator
 from tsllm.generation.hf import HFGenerator
-from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+from tsllm.models.tiny import (
+    TinyModelConfig,
+    build_char_tokenizer,
+    build_tiny_llama,
+    save_model,
+)
 from tsllm.types import Generator, SamplingParams
 
 CONTEXT = 96
@@ -40,16 +46,17 @@ def greedy(max_new_tokens=12, **kwargs):
     return SamplingParams(temperature=0, max_new_tokens=max_new_tokens, **kwargs)
 
 
-def count_generate_calls(monkeypatch, generator):
-    calls = []
-    real_generate = generator.model.generate
-
-    def counting_generate(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape)
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(generator.model, "generate", counting_generate)
-    return calls
+@contextmanager
+def recorded_forwards(generator):
+    """The input_ids shape of every forward pass the model runs inside the block."""
+    shapes = []
+    hook = generator.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        yield shapes
+    finally:
+        hook.remove()
 
 
 def forward_logprob(generator, prompt, token_ids):
@@ -69,17 +76,23 @@ def test_generator_follows_the_protocol_and_factory_builds_it(base_dir):
         make_generator("llama.cpp", base_dir)
 
 
-def test_all_prompts_share_one_generate_call(generator, monkeypatch):
-    calls = count_generate_calls(monkeypatch, generator)
-    out = generator.generate(PROMPTS, SamplingParams(n=3, max_new_tokens=8, seed=0))
-    assert len(calls) == 1 and calls[0][0] == len(PROMPTS)
+def prefills(shapes):
+    return [shape for shape in shapes if shape[1] > 1]  # decode steps feed one token per row
+
+
+def test_all_prompts_share_one_batch_and_each_prompt_is_encoded_once(generator):
+    with recorded_forwards(generator) as shapes:
+        out = generator.generate(PROMPTS, SamplingParams(n=3, max_new_tokens=8, seed=0))
+    # one prefill of the prompts (not of prompts x n), then one-token steps for all 3 samples each
+    assert prefills(shapes) == [(len(PROMPTS), max(len(p) for p in PROMPTS) + 1)]
+    assert shapes[1] == (len(PROMPTS) * 3, 1)
     assert [len(row) for row in out] == [3] * len(PROMPTS)
 
     # Above max_batch_size sequences (prompts x n) the prompts are split into chunks.
     generator.max_batch_size = 4
-    calls.clear()
-    generator.generate(PROMPTS + ["y"], SamplingParams(n=2, max_new_tokens=4, seed=0))
-    assert [shape[0] for shape in calls] == [2, 2, 1]
+    with recorded_forwards(generator) as shapes:
+        generator.generate(PROMPTS + ["y"], SamplingParams(n=2, max_new_tokens=4, seed=0))
+    assert [shape[0] for shape in prefills(shapes)] == [2, 2, 1]
 
 
 def test_greedy_is_deterministic_and_n_copies_agree(generator):
@@ -100,7 +113,7 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(generator):
 
     second = generator.generate(PROMPTS, sampling)
     other = generator.generate(PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=8))
-    texts = lambda out: [[c.text for c in row] for row in out]  # noqa: E731
+    texts = lambda out: [[c.text for c in row] for row in out]
     assert texts(first) == texts(second)
     assert [c.logprob for c in first[0]] == [c.logprob for c in second[0]]
     assert texts(first) != texts(other)
@@ -111,10 +124,11 @@ def test_logprobs_and_token_counts_match_a_forward_pass(generator):
     sampling = SamplingParams(n=3, temperature=0.8, top_p=0.9, top_k=20, max_new_tokens=15, seed=1)
     out = generator.generate(PROMPTS, sampling)
     for prompt, row in zip(PROMPTS, out, strict=True):
-        for completion in row:
+        for index, completion in enumerate(row):
             assert completion.num_tokens == len(completion.token_ids) > 0
             assert completion.prompt_tokens == len(prompt) + 1  # <bos> + one token per character
-            assert completion.cached_tokens == 0
+            # the prompt is computed for the first sample; the others start from its KV cache
+            assert completion.cached_tokens == (0 if index == 0 else completion.prompt_tokens)
             assert completion.finish_reason in {"eos", "length"}
             if completion.finish_reason == "length":
                 assert completion.num_tokens == sampling.max_new_tokens
@@ -130,6 +144,29 @@ def test_left_padding_gives_the_unbatched_greedy_output(generator):
         alone = generator.generate([prompt], greedy(max_new_tokens=16))[0][0]
         assert row[0].token_ids == alone.token_ids
         assert row[0].logprob == pytest.approx(alone.logprob, abs=1e-4)
+
+
+def test_copied_prompt_cache_and_early_stops_match_plain_generate(generator):
+    """Each prompt is encoded once and its KV cache copied for its n samples, and rows leave the
+    batch as they stop; neither may change a token. With top_k=1 every sample is the greedy
+    continuation, which transformers' own `generate` gives as the reference."""
+    reference = {}
+    for prompt in PROMPTS:
+        ids = generator.tokenizer(prompt, return_tensors="pt")
+        out = generator.model.generate(**ids, do_sample=False, max_new_tokens=20)
+        reference[prompt] = out[0, ids["input_ids"].shape[1] :].tolist()
+    # a stop character the first prompt reaches at its 4th token; other rows end at eos or length
+    tokenizer = generator.tokenizer
+    stops = [tokenizer.decode(reference[PROMPTS[0]][3:4])]
+    out = generator.generate(PROMPTS, SamplingParams(n=3, top_k=1, max_new_tokens=20, stop=stops, seed=0))
+    lengths = set()
+    for prompt, row in zip(PROMPTS, out, strict=True):
+        expected = reference[prompt]
+        ends = [i for i, t in enumerate(expected) if tokenizer.decode([t], skip_special_tokens=True) in stops]
+        expected = expected[: ends[0] + 1] if ends else expected
+        assert [c.token_ids for c in row] == [expected] * 3
+        lengths.add(len(expected))
+    assert len(lengths) > 1  # rows did stop at different steps
 
 
 def test_stop_string_ends_generation_early_and_is_cut_from_text(generator):

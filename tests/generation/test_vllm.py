@@ -177,6 +177,23 @@ def test_prefix_cache_serves_a_shared_prefix(generator):
     assert second.prompt_tokens == len(prefix) + 1
 
 
+def test_finished_prompts_come_back_while_the_rest_decode(generator):
+    prompts = ["(3 + 5) * 2 =", "hello", "abc", "q"]
+    free = [row[0].text for row in generator.generate(prompts, GREEDY)]
+    # a stop character one prompt emits first and another never: the first ends at once
+    early, late, stop = next((i, j, free[i][0]) for i in range(4) for j in range(4)
+                             if free[i] and free[j] and len(free[j]) == 12 and free[i][0] not in free[j])
+    calls = []
+    out = generator.generate(prompts, SamplingParams(temperature=0.0, max_new_tokens=12, stop=[stop]),
+                             on_finished=calls.append)
+    arrived = [index for call in calls for index, _ in call]
+    assert sorted(arrived) == [0, 1, 2, 3]  # every completion once, as generate returns it
+    assert all([completion] == out[index] for call in calls for index, completion in call)
+    first_call_of = {index: k for k, call in enumerate(calls) for index, _ in call}
+    assert first_call_of[early] < first_call_of[late]  # not held back until the last one ends
+    assert out[early][0].finish_reason == "stop" and out[late][0].num_tokens == 12
+
+
 def test_bad_prompts_fail_with_their_index(generator):
     with pytest.raises(ValueError, match="prompt 1 has 600 tokens but max_model_len is 512"):
         generator.generate(["ok", "x" * 600], GREEDY)

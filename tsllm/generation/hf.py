@@ -1,7 +1,10 @@
-"""The transformers backend: batched sampling with plain `model.generate`.
+"""The transformers backend: batched sampling with a decode loop over a transformers causal LM.
 
-Slower than vLLM (no prefix cache, so `cached_tokens` is always 0) but it runs wherever
-transformers does, needs no engine start-up, and works on any model object in memory.
+Slower than vLLM (no prefix cache across calls) but it runs wherever transformers does, needs no
+engine start-up, and works on any model object in memory. Within one call each prompt is encoded
+once for all its samples, and rows leave the batch as soon as they stop (see
+`HFGenerator._decode`); so a prompt's first completion reports `cached_tokens` 0 and its other
+completions report the whole prompt as cached (they start from the first one's KV cache).
 
 Log-probs: `Completion.logprob` is the sum, over the generated tokens, of the log-softmax of the
 model's raw logits, i.e. the model's own distribution at temperature 1 before temperature, top-k
@@ -13,6 +16,7 @@ comparable across searches.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,17 +26,21 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    Cache,
+    DynamicCache,
     GenerationConfig,
     LogitsProcessor,
-    LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    StoppingCriteria,
-    StoppingCriteriaList,
+    StaticCache,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
 )
 
 from tsllm.models.tiny import load_causal_lm
-from tsllm.types import Completion, SamplingParams
+from tsllm.models.value import left_padded, position_ids_for
+from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 # A character can take up to 4 byte-level tokens, so a stop string of k characters ends within the
 # last 4k generated tokens; one more absorbs decoding quirks at the window's first token.
@@ -44,12 +52,12 @@ class HFGenerator:
 
     `model_or_path` is a model object (then `tokenizer` is required and the model keeps its own
     device and dtype) or a local folder / hub id (loaded with `load_causal_lm` on `device` in
-    `dtype`). One `generate` call runs one batched `model.generate` over all prompts (split only
-    when prompts x n exceeds `max_batch_size` sequences).
+    `dtype`). One `generate` call decodes all prompts in one batch (split only when prompts x n
+    exceeds `max_batch_size` sequences).
 
-    The generator owns decoding: it replaces the model's generation_config with one holding only
-    the special-token ids, so sampling defaults shipped with a checkpoint (temperature,
-    repetition penalty, ...) never leak into the searches.
+    The generator owns decoding: sampling follows `SamplingParams` only, and the model's
+    generation_config is replaced by one holding only the special-token ids, so sampling defaults
+    shipped with a checkpoint (temperature, repetition penalty, ...) never leak into the searches.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class HFGenerator:
         self._adapted = None  # the PeftModel wrapping self.model once an adapter is applied
         self._adapter_updates = 0
         self._stop_cache: dict[str, None] = {}  # stop strings already checked against the tokenizer
+        self._stop_tables: dict[tuple, torch.Tensor] = {}  # (stops, eos, vocab) -> tokens that stop a row
         self._install(model)
 
     # ------------------------------------------------------------------------------ model
@@ -94,6 +103,8 @@ class HFGenerator:
         )
         self.model = model.eval()
         self.context_length = getattr(model.config, "max_position_embeddings", None)
+        self._static_cache = True  # until the architecture turns out not to support one
+        self._keeps_last_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @property
     def device(self) -> torch.device:
@@ -101,8 +112,11 @@ class HFGenerator:
 
     # ------------------------------------------------------------------------------ generate
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
-        """`sampling.n` completions per prompt, in prompt order."""
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
+        """`sampling.n` completions per prompt, in prompt order. `on_finished([(prompt index,
+        completion), ...])` is called after each batch (the vllm backend's interface; here nothing
+        decodes meanwhile, so it only lets callers start on finished completions early)."""
         if isinstance(prompts, str):
             raise TypeError("HFGenerator.generate: prompts must be a list of strings, not one string")
         _check_sampling(sampling)
@@ -115,60 +129,118 @@ class HFGenerator:
         greedy = sampling.temperature == 0
         copies = 1 if greedy else sampling.n  # greedy copies would be identical: decode once
         prompts_per_call = max(1, self.max_batch_size // copies)
-        results: list[list[Completion]] = []
+        # prompts of similar length share a batch: every row of a batch pays for the longest
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[Completion]] = [[] for _ in prompt_ids]
         with self._seeded(sampling.seed):
-            for start in range(0, len(prompt_ids), prompts_per_call):
-                chunk = prompt_ids[start : start + prompts_per_call]
-                results.extend(self._generate_batch(chunk, sampling, copies, stops))
-        if greedy and sampling.n > 1:
-            results = [[copy.deepcopy(row[0]) for _ in range(sampling.n)] for row in results]
+            for start in range(0, len(order), prompts_per_call):
+                chunk = order[start : start + prompts_per_call]
+                batch = self._generate_batch([prompt_ids[i] for i in chunk], sampling, copies, stops)
+                if greedy and sampling.n > 1:
+                    batch = [[row[0]] + [_cached_copy(row[0]) for _ in range(sampling.n - 1)] for row in batch]
+                for index, row in zip(chunk, batch):
+                    results[index] = row
+                if on_finished is not None:
+                    on_finished([(index, completion) for index, row in zip(chunk, batch) for completion in row])
         return results
 
     def _generate_batch(
         self, prompt_ids: list[list[int]], sampling: SamplingParams, copies: int, stops: list[str]
     ) -> list[list[Completion]]:
-        """One `model.generate` call over left-padded prompts; `copies` samples each."""
-        width = max(len(ids) for ids in prompt_ids)
-        input_ids = torch.full((len(prompt_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(prompt_ids):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-
-        recorder = _TokenLogprobRecorder(prompt_width=width)
-        criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, width)] if stops else [])
-        sequences = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            generation_config=self._generation_config(sampling, copies),
-            logits_processor=LogitsProcessorList([recorder]),
-            stopping_criteria=criteria,
-        )
-        logprobs = recorder.finish(sequences).tolist()
-        generated = sequences[:, width:].tolist()
-
-        # generate() returns rows prompt-major: prompt 0's copies first, then prompt 1's, ...
+        """Sample `copies` completions of each prompt in one batch (see `_decode`)."""
+        generated, logprobs, lengths = self._decode(prompt_ids, sampling, copies, stops)
+        generated, logprobs, lengths = generated.tolist(), logprobs.tolist(), lengths.tolist()
+        # rows are prompt-major: prompt 0's copies first, then prompt 1's, ...
         return [
             [
-                self._completion(generated[row], logprobs[row], len(ids), stops)
+                self._completion(generated[row][: lengths[row]], logprobs[row], len(ids), stops,
+                                 cached=row > index * copies)
                 for row in range(index * copies, (index + 1) * copies)
             ]
             for index, ids in enumerate(prompt_ids)
         ]
 
-    def _generation_config(self, sampling: SamplingParams, copies: int) -> GenerationConfig:
-        config = copy.deepcopy(self.model.generation_config)
-        config.max_new_tokens = sampling.max_new_tokens
-        config.num_return_sequences = copies
-        config.do_sample = sampling.temperature > 0
-        if config.do_sample:
-            config.temperature = sampling.temperature
-            config.top_p = sampling.top_p
-            config.top_k = sampling.top_k  # 0 disables top-k
-        return config
+    @torch.inference_mode()
+    def _decode(
+        self, prompt_ids: list[list[int]], sampling: SamplingParams, copies: int, stops: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens, their raw log-probs, generated length) per row; rows = prompts x copies.
+
+        Why not `model.generate`: it encodes a prompt once per sample, and it keeps decoding rows
+        that already stopped until the longest row ends. Here each prompt is encoded once and its
+        KV cache copied for its samples, and rows that stopped (eos, stop string, length) leave
+        the batch, so a step pays only for rows still running."""
+        device, max_new = self.device, sampling.max_new_tokens
+        input_ids, prompt_mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        # generated positions are real from the start; the causal mask hides those not reached yet
+        mask = torch.cat([prompt_mask, torch.ones((len(prompt_ids), max_new), dtype=torch.long)], dim=1)
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = position_ids_for(mask)
+
+        cache = self._new_cache(width + max_new)
+        logits = self._forward(input_ids, mask[:, :width], positions[:, :width], cache)
+        rows = torch.arange(len(prompt_ids), device=device).repeat_interleave(copies)
+        if copies > 1:  # every sample of a prompt starts from the prompt's one KV cache
+            cache.reorder_cache(rows)
+            logits, mask, positions = logits[rows], mask[rows], positions[rows]
+
+        total = len(rows)
+        generated = torch.full((total, max_new), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        logprobs = torch.zeros((total, max_new), dtype=torch.float32, device=device)
+        lengths = torch.full((total,), max_new, dtype=torch.long, device=device)
+        alive = torch.arange(total, device=device)  # the output row of each batch row
+        running = torch.ones(total, dtype=torch.bool, device=device)  # batch rows not stopped yet
+        stop_checker = _StopChecker(self.tokenizer, stops, self.eos_ids, self._stop_tables, device)
+        warpers = _warpers(sampling)
+        for step in range(max_new):
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            tokens = self._pick(logits, warpers)
+            generated[alive, step] = tokens
+            logprobs[alive, step] = log_probs.gather(1, tokens[:, None])[:, 0]
+            stopped = running & stop_checker(tokens, generated, alive, step, logits.shape[-1])
+            lengths[alive[stopped]] = step + 1
+            running &= ~stopped
+            if step == max_new - 1 or not running.any():
+                break
+            if _worth_compacting(running):  # drop stopped rows from the batch and its cache
+                keep = running.nonzero()[:, 0]
+                cache.reorder_cache(keep)
+                alive, tokens, mask, positions = alive[keep], tokens[keep], mask[keep], positions[keep]
+                running = running[keep]
+            column = width + step
+            logits = self._forward(tokens[:, None], mask[:, : column + 1], positions[:, column : column + 1], cache)
+        return generated, logprobs, lengths
+
+    def _new_cache(self, length: int) -> Cache:
+        """A preallocated KV cache of `length` positions: new tokens are written in place, where a
+        growing cache copies itself at every step (most of a small model's decode time)."""
+        if self._static_cache:
+            try:
+                return StaticCache(config=self.model.config, max_cache_len=length)
+            except (TypeError, ValueError, NotImplementedError):
+                self._static_cache = False  # an architecture StaticCache does not cover
+        return DynamicCache()
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
+        """Logits at the last position of each row; `cache` grows by `input_ids`."""
+        extra = {"logits_to_keep": 1} if self._keeps_last_logits else {}
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                         past_key_values=cache, use_cache=True, **extra)
+        return out.logits[:, -1, :]
+
+    @staticmethod
+    def _pick(logits: torch.Tensor, warpers: list[LogitsProcessor] | None) -> torch.Tensor:
+        """Greedy (`warpers` None), or a sample from the warped distribution as `generate` draws it."""
+        if warpers is None:
+            return logits.argmax(dim=-1)
+        scores = logits.float()
+        for warp in warpers:
+            scores = warp(None, scores)
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1)[:, 0]
 
     def _completion(
-        self, generated: list[int], logprobs: list[float], prompt_len: int, stops: list[str]
+        self, generated: list[int], logprobs: list[float], prompt_len: int, stops: list[str], cached: bool
     ) -> Completion:
         """Cut one row at its first stop string or eos; rows that ended early are padded after."""
         end, finish = len(generated), "length"
@@ -188,7 +260,7 @@ class HFGenerator:
             logprob=float(sum(logprobs[:end])),
             num_tokens=end,
             prompt_tokens=prompt_len,
-            cached_tokens=0,
+            cached_tokens=prompt_len if cached else 0,
             finish_reason=finish,
         )
 
@@ -297,8 +369,8 @@ class HFGenerator:
                 self._adapted.load_adapter(str(folder), adapter_name=name)
             except Exception as err:
                 self._adapted.merge_adapter()  # a bad adapter leaves the previous one in force
-                if isinstance(err, (KeyError, TypeError, ValueError)):
-                    raise ValueError(f"{cannot_load}: {err!r}") from err
+                if isinstance(err, (KeyError, TypeError, ValueError)):  # a bad adapter, not a bad call
+                    raise ValueError(f"{cannot_load}: {err!r}") from err  # noqa: TRY004
                 raise
             self._adapted.set_adapter(name)
             self._adapted.delete_adapter(previous)
@@ -351,56 +423,71 @@ def _first_stop(
     return low, text[:cut]
 
 
-class _StopOnStrings(StoppingCriteria):
-    """Marks a row done as soon as its generated text contains a stop string. Looks only at the
-    generated tokens (never the prompt) and only at a short window at their end, so each step
-    costs one small batch decode."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: list[str], prompt_width: int) -> None:
-        self.tokenizer = tokenizer
-        self.stops = stops
-        self.prompt_width = prompt_width
-        self.window = _BYTES_PER_CHAR * max(len(stop) for stop in stops) + 1
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
-        tails = input_ids[:, self.prompt_width :][:, -self.window :].tolist()
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        done = [any(stop in text for stop in self.stops) for text in texts]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+def _cached_copy(completion: Completion) -> Completion:
+    """Another greedy completion of the same prompt: identical, and computed from nothing."""
+    duplicate = copy.deepcopy(completion)
+    duplicate.cached_tokens = duplicate.prompt_tokens
+    return duplicate
 
 
-class _TokenLogprobRecorder(LogitsProcessor):
-    """Records the raw log-prob of each generated token without keeping every step's logits.
+def _warpers(sampling: SamplingParams) -> list[LogitsProcessor] | None:
+    """transformers' own sampling warpers, in the order `generate` applies them; None = greedy."""
+    if sampling.temperature == 0:
+        return None
+    warpers: list[LogitsProcessor] = []
+    if sampling.temperature != 1.0:
+        warpers.append(TemperatureLogitsWarper(sampling.temperature))
+    if sampling.top_k:
+        warpers.append(TopKLogitsWarper(top_k=sampling.top_k))
+    if sampling.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p=sampling.top_p))
+    return warpers
 
-    generate() runs custom processors before its temperature/top-k/top-p warpers, and our clean
-    generation config adds no other processor, so it sees the raw logits. The token
-    drawn from step t's distribution is only known at step t+1 (it is then the last input id), so
-    one step's log-softmax stays pending until then, or until `finish` reads the final sequences.
-    """
 
-    def __init__(self, prompt_width: int) -> None:
-        self.prompt_width = prompt_width
-        self.by_position: dict[int, torch.Tensor] = {}  # position -> (rows,) log-prob of its token
-        self.pending: tuple[int, torch.Tensor] | None = None  # (position, (rows, vocab) log-softmax)
+def _worth_compacting(running: torch.Tensor) -> bool:
+    """Shrink the batch once a quarter of its rows have stopped: copying the cache costs about
+    one decode step, so compacting at every single stop would cost more than it saves."""
+    return int((~running).sum()) * 4 >= len(running)
 
-    def _resolve_pending(self, sequences: torch.Tensor) -> None:
-        position, log_probs = self.pending
-        if position < sequences.shape[1]:
-            chosen = sequences[:, position : position + 1].to(log_probs.device)
-            self.by_position[position] = log_probs.gather(1, chosen).squeeze(1)
-        self.pending = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.pending is not None:
-            self._resolve_pending(input_ids)
-        self.pending = (input_ids.shape[1], torch.log_softmax(scores.float(), dim=-1))
-        return scores
+class _StopChecker:
+    """Which rows stop at this step: they drew an eos token or completed a stop string.
 
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        """(rows, generated) log-probs aligned with `sequences[:, prompt_width:]`."""
-        if self.pending is not None:
-            self._resolve_pending(sequences)
-        positions = range(self.prompt_width, sequences.shape[1])
-        if not positions:
-            return torch.zeros(sequences.shape[0], 0)
-        return torch.stack([self.by_position[p].cpu() for p in positions], dim=1)
+    A stop string of one ASCII character lies inside a single token whatever the tokenizer (no
+    token boundary splits it), so those are found from the token id alone, with a table of
+    the tokens whose text contains one. Longer stop strings can straddle tokens: for them the
+    last few generated tokens of every row are decoded (a window long enough for the longest)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, stops: list[str], eos_ids: set[int],
+                 table_cache: dict, device: torch.device) -> None:
+        self.tokenizer, self.device, self.table_cache = tokenizer, device, table_cache
+        self.eos_ids = eos_ids
+        self.single = tuple(sorted({s for s in stops if len(s) == 1 and s.isascii()}))
+        self.longer = [s for s in stops if s not in self.single]
+        self.window = _BYTES_PER_CHAR * max((len(s) for s in self.longer), default=0) + 1
+        self.table: torch.Tensor | None = None
+
+    def _stop_table(self, vocab: int) -> torch.Tensor:
+        key = (self.single, tuple(sorted(self.eos_ids)), vocab)
+        if key not in self.table_cache:
+            table = torch.zeros(vocab, dtype=torch.bool)
+            known = min(vocab, len(self.tokenizer))
+            texts = self.tokenizer.batch_decode([[i] for i in range(known)], skip_special_tokens=True)
+            for token, text in enumerate(texts):
+                table[token] = any(stop in text for stop in self.single)
+            table[[i for i in self.eos_ids if i < vocab]] = True
+            self.table_cache[key] = table.to(self.device)
+        return self.table_cache[key]
+
+    def __call__(self, tokens: torch.Tensor, generated: torch.Tensor, rows: torch.Tensor, step: int,
+                 vocab: int) -> torch.Tensor:
+        """`tokens` just drawn by the batch rows; `generated[rows]` holds their tokens so far."""
+        if self.table is None:
+            self.table = self._stop_table(vocab)
+        done = self.table[tokens]
+        if self.longer:
+            tails = generated[rows, max(0, step + 1 - self.window) : step + 1].tolist()
+            texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+            longer = [any(stop in text for stop in self.longer) for text in texts]
+            done |= torch.tensor(longer, dtype=torch.bool, device=tokens.device)
+        return done

