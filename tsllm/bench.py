@@ -13,6 +13,12 @@ repeated in one process, and reports:
 Without --model a tiny random Llama with the character tokenizer is built (random weights make
 random steps, which is fine for throughput); the value model is a tiny random token-classification
 model with the same tokenizer.
+
+Batching: 8 simulations per move run in one round with virtual loss (`parallel_simulations`), so
+an expansion call carries up to 16 roots x 8 leaves x 4 samples = 512 sequences, as a batched
+evaluation would; the flat run samples as many tokens from the same 16 prompts in one call.
+`overlap_value` (off by default) scores children while the engine still decodes; on the 2-core CPU
+machine it did not pay (vLLM's engine process busy-waits on the core the critic would use).
 """
 
 from __future__ import annotations
@@ -45,14 +51,12 @@ def _tiny_models(workdir: Path) -> tuple[Path, Any]:
 
 def run_engine_bench(backend: str = "hf", model: str | None = None, value_model: str | None = None,
                      roots: int = 16, simulations: int = 8, width: int = 4, repeats: int = 3,
-                     parallel_simulations: int = 4, overlap_value: bool | None = None,
+                     parallel_simulations: int = 8, overlap_value: bool = False,
                      max_step_tokens: int = 32, seed: int = 0, **generator_kwargs: Any) -> dict:
     from tsllm.generation import make_generator
     from tsllm.models.value import ValueFunction
     from tsllm.policy_value import LLMPolicyValue
 
-    if overlap_value is None:  # the vllm engine decodes in other processes, so the critic can run alongside
-        overlap_value = backend == "vllm"
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
             model_path, value_fn = _tiny_models(Path(tmp))

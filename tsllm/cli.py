@@ -252,11 +252,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--roots", type=int, default=16, help="Game24 puzzles searched together")
     engine.add_argument("--simulations", type=int, default=8, help="MCTS-α simulations per move")
     engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
-    engine.add_argument("--parallel-simulations", type=int, default=4,
+    engine.add_argument("--parallel-simulations", type=int, default=8,
                         help="MCTS-α simulations batched per round with virtual loss")
-    engine.add_argument("--overlap-value", action=argparse.BooleanOptionalAction, default=None,
-                        help="score new children while the policy still decodes other prompts "
-                             "(default: on with vllm, whose engine runs in other processes; off with hf)")
+    engine.add_argument("--overlap-value", action="store_true",
+                        help="score new children while the policy still decodes other samples")
     engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
     engine.add_argument("--block-size", type=int, default=32,
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
