@@ -81,7 +81,7 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
         # warm-up (untimed): first calls pay for compilation, allocation and cache set-up
         # Every proposed step is kept (no legal-move mask): a random model's steps are almost never
         # legal Game24 moves, and the mask is a search rule, not work for the engine to serve.
-        bridge = dict(max_step_tokens=max_step_tokens, overlap_value=overlap_value, legal_steps_only=False)
+        bridge = {"max_step_tokens": max_step_tokens, "overlap_value": overlap_value, "legal_steps_only": False}
         warm = LLMPolicyValue(env, generator, value_fn, seed=seed, **bridge)
         mcts_alpha(env, warm, states[:2], num_simulations=2, width=width)
         generator.generate(prompts[:2], SamplingParams(n=2, max_new_tokens=max_step_tokens, seed=seed))
