@@ -6,6 +6,7 @@ with sampling (pass@k), and prints one JSON line of results.
 
     OMP_NUM_THREADS=1 python scripts/warmstart_probe.py [--out out/probe] [--samples 8] [key=value ...]
     OMP_NUM_THREADS=1 python scripts/warmstart_probe.py num_epochs=7 max_seconds=180   # 3 minutes
+    OMP_NUM_THREADS=1 python scripts/warmstart_probe.py --puzzles 300 --out out/p300   # fewer puzzles
     python scripts/warmstart_probe.py --policy out/policy/warmstart     # evaluate a trained checkpoint only
 
 Accuracy is reported under both Game24 checkers: `answer` (the final expression makes 24) and
@@ -56,6 +57,9 @@ def main() -> None:
     parser.add_argument("--imperfect-fraction", type=float, default=0.2)
     parser.add_argument("--traces-per-puzzle", type=int, default=1,
                         help="WarmStartConfig.game24_traces_per_puzzle: different valid traces per puzzle")
+    parser.add_argument("--puzzles", type=int, default=None,
+                        help="WarmStartConfig.game24_puzzles: train on the first N train-split puzzles only "
+                             "(held-out greedy against N shows how data-limited the policy is)")
     parser.add_argument("--policy", help="evaluate this checkpoint folder instead of training one")
     parser.add_argument("overrides", nargs="*", help="PolicyTrainConfig key=value overrides")
     args = parser.parse_args()
@@ -68,7 +72,8 @@ def main() -> None:
         results["policy"] = args.policy
     else:
         rows = game24_rows(WarmStartConfig(prontoqa_problems=0, imperfect_fraction=args.imperfect_fraction,
-                                           game24_traces_per_puzzle=args.traces_per_puzzle))
+                                           game24_traces_per_puzzle=args.traces_per_puzzle,
+                                           game24_puzzles=args.puzzles))
         data = write_jsonl(rows, out / "warmstart.jsonl")
         config = load_config(PolicyTrainConfig, REPO / "configs/policy/tiny.yaml",
                              [f"data_files=[{data}]", f"output_dir={out / 'policy'}", *args.overrides])
@@ -76,6 +81,7 @@ def main() -> None:
         generator = HFGenerator(metrics["model"], metrics["tokenizer"], max_batch_size=256)
         results.update({
             "train_rows": len(rows),
+            "train_puzzles": len({r["question"] for r in rows}),
             "train_seconds": round(metrics["seconds"], 1),
             "optimizer_steps": metrics["optimizer_steps"],
             "epochs": round(metrics["optimizer_steps"] * config.per_device_batch_size / metrics["train_examples"], 1),
