@@ -88,7 +88,7 @@ class LoopConfig:
     reward_model: str | None = None  # rlhf: a sequence-classification reward model folder
     max_response_tokens: int = 64  # rlhf: the token-level tree's depth (TS-LLM: 64)
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))  # 2 layers learn faster per CPU second
-    # PolicyTrainConfig overrides. The warm start's 16 epochs take ~200 s on 2 idle cores; the cap
+    # PolicyTrainConfig overrides. The warm start's 16 epochs take 90-200 s on 2 cores; the cap
     # is only a safety stop: a time cap that bites (measured: a busy machine got 572 of 2352 steps)
     # leaves a policy that solves nothing, so a slower machine should take longer, not stop early.
     warmstart: dict[str, Any] = field(default_factory=lambda: {"max_seconds": 900.0})
