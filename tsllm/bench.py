@@ -17,8 +17,8 @@ model with the same tokenizer.
 Batching: 8 simulations per move run in one round with virtual loss (`parallel_simulations`), so
 an expansion call carries up to 16 roots x 8 leaves x 4 samples = 512 sequences, as a batched
 evaluation would; the flat run samples as many tokens from the same 16 prompts in one call.
-`overlap_value` (off by default) scores children while the engine still decodes; on the 2-core CPU
-machine it did not pay (vLLM's engine process busy-waits on the core the critic would use).
+`overlap_value` (off by default) scores children while the engine still decodes; on the idle 2-core
+CPU machine it did not pay (vLLM tse 0.65 with it, 0.67 without; see the README's engine notes).
 """
 
 from __future__ import annotations
