@@ -73,6 +73,8 @@ def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
     (["search.algorithm=mcts_beta"], "config key 'search.algorithm': unknown algorithm 'mcts_beta'"),
     (["value.lrr=1"], "config key 'value.lrr': not a setting the loop passes on"),
     (["policy.output_dir=x"], "config key 'policy.output_dir': not a setting"),
+    (["warmstart.num_epochs=many"], "config key 'warmstart.num_epochs': expected float"),
+    (["value.epochs=1.5"], "config key 'value.epochs': expected int"),
     (["base_model=/no/such/model"], "config key 'base_model': /no/such/model does not exist"),
     (["task=chess"], "config key 'task': must be one of"),
     (["backend=onnx"], "config key 'backend': must be one of"),
@@ -80,6 +82,13 @@ def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(LoopConfig, None, override)
+
+
+def test_trainer_sections_are_typed_at_load():
+    # YAML reads 1e-3 (no dot) as a string; the trainer would fail on it rounds later
+    cfg = load_config(LoopConfig, None, ["warmstart.learning_rate=1e-3", "policy.num_epochs=3"])
+    assert cfg.warmstart["learning_rate"] == 0.001 and isinstance(cfg.warmstart["learning_rate"], float)
+    assert cfg.policy["num_epochs"] == 3.0 and isinstance(cfg.policy["num_epochs"], float)
 
 
 def test_shipped_configs_load():

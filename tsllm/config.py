@@ -102,6 +102,14 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def coerce_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`data` (a mapping of some of dataclass `cls`'s fields, passed on later) with each value
+    checked and coerced against its field's type now, so `lr=3e-4` arrives as a float and a wrong
+    type stops the run at start naming `prefix + key`, not deep inside a trainer."""
+    hints = typing.get_type_hints(cls)
+    return {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars/lists."""
     out: dict[str, Any] = {}

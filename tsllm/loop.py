@@ -39,7 +39,7 @@ from typing import Any, Callable, Literal
 
 from tsllm import distributed as dist
 from tsllm.atomic import write_jsonl
-from tsllm.config import ConfigError, bad, to_dict
+from tsllm.config import ConfigError, bad, coerce_fields, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_tasks import check_path, make_task, validate_task
 from tsllm.models.tiny import TinyModelConfig
@@ -130,6 +130,7 @@ class LoopConfig:
             for key in getattr(self, section):
                 if key not in known:
                     raise bad(f"{section}.{key}", f"not a setting the loop passes on; valid: {sorted(known)}")
+            setattr(self, section, coerce_fields(cls, getattr(self, section), f"{section}."))
             if getattr(self, section).get("deepspeed") is not None:
                 check_path(f"{section}.deepspeed", getattr(self, section)["deepspeed"],
                            "a DeepSpeed json such as configs/deepspeed/zero2.json")
