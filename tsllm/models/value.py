@@ -156,12 +156,6 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of the last real token of each row, for left or right padding alike."""
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (attention_mask.long() * (positions + 1)).argmax(-1)
-
-
 def left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids, attention mask) of `rows` padded on the left to the longest row."""
     width = max(len(row) for row in rows)
