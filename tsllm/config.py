@@ -84,13 +84,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (nested) dict, refusing unknown keys and wrong types."""
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
     for name in data:
         if name not in fields:
             close = difflib.get_close_matches(name, fields, n=1)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {sorted(fields)}"
             raise ConfigError(f"unknown config key '{prefix}{name}'{hint}")
-    kwargs = {name: _coerce(value, hints[name], prefix + name) for name, value in data.items()}
+    kwargs = coerce_fields(cls, data, prefix)
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -103,8 +102,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 
 def coerce_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`data` (a mapping of some of dataclass `cls`'s fields, passed on later) with each value
-    checked and coerced against its field's type now, so `lr=3e-4` arrives as a float and a wrong
+    """`data` (a mapping of some of dataclass `cls`'s fields: a whole config, or a section passed
+    on later to `cls`) with each value checked and coerced against its field's type now, so `lr=3e-4` arrives as a float and a wrong
     type stops the run at start naming `prefix + key`, not deep inside a trainer."""
     hints = typing.get_type_hints(cls)
     return {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
