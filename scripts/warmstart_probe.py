@@ -110,9 +110,12 @@ def main() -> None:
         "test_puzzles": len(test),
         "greedy_acc_strict": sum(solved(strict, s) for s in greedy) / len(test),
         "greedy_acc_answer": sum(solved(loose, s) for s in greedy) / len(test),
-        f"pass@{args.samples}_strict": sum(any(solved(strict, run[i]) for run in sampled) for i in range(len(test))) / len(test),
-        f"pass@{args.samples}_answer": sum(any(solved(loose, run[i]) for run in sampled) for i in range(len(test))) / len(test),
-        "sample_acc_strict": sum(solved(strict, run[i]) for run in sampled for i in range(len(test))) / (len(test) * args.samples),
+        f"pass@{args.samples}_strict": sum(any(solved(strict, run[i]) for run in sampled)
+                                           for i in range(len(test))) / len(test),
+        f"pass@{args.samples}_answer": sum(any(solved(loose, run[i]) for run in sampled)
+                                           for i in range(len(test))) / len(test),
+        "sample_acc_strict": sum(solved(strict, run[i]) for run in sampled
+                                 for i in range(len(test))) / (len(test) * args.samples),
         "train_split_greedy_acc_strict": sum(solved(strict, s) for s in seen) / len(seen),  # memorised?
         "greedy_decode_seconds": round(greedy_seconds, 1),
         "greedy_examples": ["\n".join(s.steps) for s in greedy[:3]],

@@ -1,8 +1,7 @@
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-
-import re
 
 import pytest
 

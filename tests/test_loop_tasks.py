@@ -136,7 +136,8 @@ def test_response_pieces_join_to_the_response_and_hold_visible_text():
     tokenizer = build_char_tokenizer()
     text = "Hi there,\n  friend!"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    decode = lambda i: tokenizer.decode(i, skip_special_tokens=True)
+    def decode(i):
+        return tokenizer.decode(i, skip_special_tokens=True)
     pieces = response_pieces(decode, ids)
     assert "".join(pieces) == text
     assert all(p.strip() for p in pieces)  # whitespace rides with the next visible character

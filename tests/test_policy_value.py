@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
+from tsllm import policy_value
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, make_problem
 from tsllm.envs.rlhf import RLHFEnv
 from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
-from tsllm import policy_value
 from tsllm.policy_value import LLMPolicyValue, TokenPolicyValue
 from tsllm.search import best_first, cot_sc, mcts_alpha, parallel_search
 from tsllm.types import Completion
@@ -105,7 +105,8 @@ def test_values_are_cached_per_state_and_batched():
 
 
 def test_rollout_splits_steps_and_stops_at_the_terminal_step():
-    text = "13 - 9 = 4 (left: 4 4 10)\n10 - 4 = 6 (left: 4 6)\n4 * 6 = 24 (left: 24)\nAnswer: (13-9)*(10-4) = 24\nextra\n"
+    text = ("13 - 9 = 4 (left: 4 4 10)\n10 - 4 = 6 (left: 4 6)\n4 * 6 = 24 (left: 24)\n"
+            "Answer: (13-9)*(10-4) = 24\nextra\n")
     pv = LLMPolicyValue(ENV, ScriptedGenerator({ENV.prompt(ROOT): [(text, -3.0, 70)]}),
                         lambda t: [0.0] * len(t))
     [[r]] = pv.rollout([ROOT], 1)

@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 # The demo's methods: name -> (algorithm, knobs). Budgets are of the same order (tens of step
 # tokens per question) so the table compares search strategies, not just spending.

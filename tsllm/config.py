@@ -93,7 +93,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"missing config key(s) {[prefix + m for m in missing]}: set them in the file or as key=value")
+        raise ConfigError(f"missing config key(s) {[prefix + m for m in missing]}: "
+                          "set them in the file or as key=value")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if callable(validate):
@@ -103,8 +104,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 def coerce_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """`data` (a mapping of some of dataclass `cls`'s fields: a whole config, or a section passed
-    on later to `cls`) with each value checked and coerced against its field's type now, so `lr=3e-4` arrives as a float and a wrong
-    type stops the run at start naming `prefix + key`, not deep inside a trainer."""
+    on later to `cls`) with each value checked and coerced against its field's type now, so
+    `lr=3e-4` arrives as a float and a wrong type stops the run at start naming `prefix + key`,
+    not deep inside a trainer."""
     hints = typing.get_type_hints(cls)
     return {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
 

@@ -14,8 +14,9 @@ stage uses the same functions.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tsllm.atomic import write_json
 

@@ -33,9 +33,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from tsllm import distributed as dist
 from tsllm.atomic import write_jsonl
@@ -87,7 +88,8 @@ class LoopConfig:
     prompt_field: str = "prompt"  # rlhf: the prompts' column
     reward_model: str | None = None  # rlhf: a sequence-classification reward model folder
     max_response_tokens: int = 64  # rlhf: the token-level tree's depth (TS-LLM: 64)
-    tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))  # 2 layers learn faster per CPU second
+    # 2 layers learn faster per CPU second
+    tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))
     # PolicyTrainConfig overrides. The warm start's 16 epochs take 90-200 s on 2 cores; the cap
     # is only a safety stop: a time cap that bites (measured: a busy machine got 572 of 2352 steps)
     # leaves a policy that solves nothing, so a slower machine should take longer, not stop early.
@@ -123,9 +125,11 @@ class LoopConfig:
             check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
                                                                 "start the value model from the policy")
         validate_task(self)
-        for section, cls, owned in (("value", ValueTrainConfig, {"train_files", "output_dir", "backbone", "tiny", "task"}),
-                                    ("policy", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"}),
-                                    ("warmstart", PolicyTrainConfig, {"data_files", "output_dir", "base_model", "tiny", "task"})):
+        policy_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
+        value_owned = {"train_files", "output_dir", "backbone", "tiny", "task"}
+        for section, cls, owned in (("value", ValueTrainConfig, value_owned),
+                                    ("policy", PolicyTrainConfig, policy_owned),
+                                    ("warmstart", PolicyTrainConfig, policy_owned)):
             known = {f for f in cls.__dataclass_fields__} - owned
             for key in getattr(self, section):
                 if key not in known:

@@ -30,8 +30,9 @@ import inspect
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable, Hashable, Sequence
 from functools import partial
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 from tsllm.types import Completion, Expansion, Generator, Rollout, SamplingParams
 

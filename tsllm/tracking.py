@@ -33,8 +33,9 @@ import secrets
 import string
 import sys
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from tsllm.atomic import write_text
@@ -349,8 +350,8 @@ def _tokens_key(method: str, row: dict[str, Any]) -> str:
 
 
 def _new_axes(title: str, xlabel: str, ylabel: str):
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg without touching pyplot's global backend
+    from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.5), dpi=110)
     FigureCanvasAgg(figure)

@@ -13,8 +13,9 @@ Vocabulary:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 State = Hashable
 Action = Hashable
@@ -75,7 +76,7 @@ class Budget:
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
-    def fresh(self) -> "Budget":
+    def fresh(self) -> Budget:
         """A new budget with the same limits and nothing spent (one per root)."""
         return Budget(self.max_tokens, self.max_expansions, self.max_value_calls, self.max_seconds)
 

@@ -21,7 +21,8 @@ def independent_label(context: str, query: str) -> bool | None:
     """A second reasoner using plain word splitting (not the module's regexes): collect the
     concepts the entity belongs to by following positive rules, then read the rule into the
     queried concept from any of them."""
-    words = lambda s: s.rstrip(".").split()
+    def words(s):
+        return s.rstrip(".").split()
     rules, start = [], None
     for sentence in context.split(". "):
         w = words(sentence)
@@ -95,7 +96,8 @@ def test_tampered_proofs_fail():
     if "Every wumpus is a jompus." not in p["question"]:
         assert not check_proof(question, invented, label)
     last_fact = steps[-2]
-    flipped_fact = last_fact.replace(" is not ", " is ") if " not " in last_fact else last_fact.replace(" is ", " is not ")
+    flipped_fact = (last_fact.replace(" is not ", " is ") if " not " in last_fact
+                    else last_fact.replace(" is ", " is not "))
     assert not check_proof(question, steps[:-2] + [flipped_fact, steps[-1]], label)
     assert not check_proof(question, steps[:-1], label)  # no answer line
     # The wrong final answer still ends the episode, with reward -1.
@@ -127,7 +129,8 @@ def test_extract_answer(text, expected):
 @given(st.text(max_size=300))
 def test_checkers_never_raise(text):
     assert extract_answer(text) in (True, False, None)
-    assert check_proof("Every a is a b. Alex is a a. True or false: Alex is a b.", text.split("\n"), True) in (True, False)
+    question = "Every a is a b. Alex is a a. True or false: Alex is a b."
+    assert check_proof(question, text.split("\n"), True) in (True, False)
 
 
 def test_load_published_json_fixture():

@@ -3,8 +3,8 @@ leaf) and from a real (tiny, random, locally built) HF sequence-classification r
 
 import pytest
 
-from tsllm.envs.rlhf import HFRewardModel, RLHFEnv, TokenState, load_prompts
 from tsllm.envs.base import DataError
+from tsllm.envs.rlhf import HFRewardModel, RLHFEnv, TokenState, load_prompts
 
 # The policy's vocabulary in these tests: token id -> character; id 0 is EOS.
 VOCAB = ["<eos>"] + list("abcdefghij !")

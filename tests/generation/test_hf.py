@@ -113,7 +113,8 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(generator):
 
     second = generator.generate(PROMPTS, sampling)
     other = generator.generate(PROMPTS, SamplingParams(n=4, temperature=1.0, max_new_tokens=10, seed=8))
-    texts = lambda out: [[c.text for c in row] for row in out]
+    def texts(out):
+        return [[c.text for c in row] for row in out]
     assert texts(first) == texts(second)
     assert [c.logprob for c in first[0]] == [c.logprob for c in second[0]]
     assert texts(first) != texts(other)

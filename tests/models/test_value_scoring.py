@@ -16,7 +16,8 @@ def tree_texts():
     env = Game24Env()
     root = env.initial_state(make_problem([4, 9, 10, 13]))
     child = env.step(root, "13 - 9 = 4 (left: 4 4 10)")
-    kids = [env.step(child, step) for step in ("4 + 4 = 8 (left: 8 10)", "10 - 4 = 6 (left: 4 6)", "4 * 4 = 16 (left: 10 16)")]
+    kids = [env.step(child, step)
+            for step in ("4 + 4 = 8 (left: 8 10)", "10 - 4 = 6 (left: 4 6)", "4 * 4 = 16 (left: 10 16)")]
     other = env.step(root, "10 - 4 = 6 (left: 6 9 13)")
     grandkids = [env.step(other, step) for step in ("6 + 9 = 15 (left: 13 15)", "x", "13 - 9 = 4 (left: 4 6)")]
     far = env.initial_state(make_problem([1, 1, 1, 1]))

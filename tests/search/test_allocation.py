@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tsllm.search.allocation import (
-    ALLOCATORS, apportion, beam, dora, dora_weights, dvts, rebase, rebase_weights, sampling,
+    ALLOCATORS,
+    apportion,
+    beam,
+    dora,
+    dora_weights,
+    dvts,
+    rebase,
+    rebase_weights,
+    sampling,
     uniqueness,
 )
 

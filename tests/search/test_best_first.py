@@ -8,8 +8,6 @@ from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.best_first import best_first
 
-
-
 # g = step scores summed from the root, h = "value". Frontier priorities after expanding the root:
 # A: .2+.3=.5, B: .5+.1=.6, C: .1+.7=.8  -> C is expanded second.
 # Then C1: (.1+.4)+.5=1.0 beats B .6, so C1 is third; then B (.6), then A (.5).

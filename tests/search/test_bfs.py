@@ -8,8 +8,6 @@ from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.bfs import bfs
 
-
-
 # With beam_width=2:
 # level 1: D is terminal (candidate .3); non-terminals ranked B .9, A .5, C .1 -> beam [B, A], C dropped.
 # level 2: B -> B1 (terminal .2), B2 (.4); A -> A1 (.8), A2 (terminal .95) -> beam [A1, B2].

@@ -6,8 +6,6 @@ from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.dfs import dfs
 
-
-
 # Children are visited best value first: root -> B (.9), A (.5), C (.1); B -> B2 (.4), B1 (-.2).
 # C1 (value 1.0) is the best terminal but sits under the worst-looking child.
 NODES = {

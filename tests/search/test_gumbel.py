@@ -7,14 +7,14 @@ determinism, budgets, batching and a golden tree.
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import GumbelRule, gumbel_mcts, sigma_q
 from tsllm.search.tree import Node
 from tsllm.types import Budget
-
 
 # Prior and critic both favour "a", but a's only continuation is worth -1; b's is worth 0.8.
 TRAP = {

@@ -8,8 +8,6 @@ from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.mcts import mcts
 
-
-
 # The critic likes B (.6) and its terminal B1 (.5), but B1 is wrong; it dislikes A1 (-.9), which is right.
 NODES = {
     "root": {"children": ["A", "B"]},

@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
@@ -16,7 +17,6 @@ from tsllm.search.gumbel import gumbel_mcts
 from tsllm.search.mcts_alpha import VirtualLosses, mcts_alpha, mcts_rollout, most_visited, puct_scores
 from tsllm.search.tree import Node
 from tsllm.types import Budget
-
 
 # The critic loves "a" (0.9) but a's only continuation is worth -1; "b" is a modest 0.5 all the way.
 TRAP = {

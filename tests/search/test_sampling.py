@@ -21,7 +21,8 @@ class ScriptedPV(FixedTreePolicyValue):
     def rollout(self, states, n):
         self.rollout_calls += 1
         self.rollout_batches.append((list(states), n))
-        tokens = lambda path: sum(int(self.env.node(s).get("tokens", 1)) for s in path)
+        def tokens(path):
+            return sum(int(self.env.node(s).get("tokens", 1)) for s in path)
         return [[Rollout(list(p), tokens(p)) for p in self.script[s][:n]] for s in states]
 
 

@@ -86,7 +86,8 @@ def test_pairs_are_env_prompt_and_rendered_steps_with_reward_filter(tmp_path):
     env = Game24Env()
     examples = read_examples([path])
     assert len(examples) == 2  # the -1 row is dropped by default
-    assert examples[0]["prompt"] == env.prompt(env.initial_state(rows[0]["question"])) == f"Input: {rows[0]['question']}\n"
+    prompt = env.prompt(env.initial_state(rows[0]["question"]))
+    assert examples[0]["prompt"] == prompt == f"Input: {rows[0]['question']}\n"
     assert examples[0]["completion"] == "".join(s + "\n" for s in rows[0]["steps"])
     assert len(read_examples([path], min_reward=None)) == 3
     assert len(read_examples([path, path])) == 4  # several files (earlier rounds) are concatenated

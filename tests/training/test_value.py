@@ -190,7 +190,8 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_pat
     assert resumed["global_step"] == straight["global_step"] == 18  # 24 rows / 4 = 6 steps x 3 epochs
     expected = ValueFunction(straight["model_dir"])(TEXTS)
     assert ValueFunction(resumed["model_dir"])(TEXTS) == pytest.approx(expected, abs=1e-6)
-    losses = lambda metrics: [point["loss"] for point in metrics["train_loss_curve"]]
+    def losses(metrics):
+        return [point["loss"] for point in metrics["train_loss_curve"]]
     assert losses(straight)[8:] == pytest.approx(losses(resumed), rel=1e-5)  # same batches, same order
 
 

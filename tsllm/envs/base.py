@@ -15,9 +15,10 @@ check it; the depth cap (`max_steps`) is common: a state with that many steps is
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator, Mapping
+from typing import Any
 
 STEP_SEPARATOR = "\n"
 

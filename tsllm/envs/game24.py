@@ -30,10 +30,11 @@ import itertools
 import random
 import re
 from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Hashable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from tsllm.envs.base import DataError, TextEnv, TextState, iter_jsonl
 
@@ -268,7 +269,7 @@ def _moves(a: Fraction, b: Fraction) -> list[tuple[bool, str]]:
     return moves
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reaches(values: tuple[Fraction, ...], allow: str) -> bool:
     """Can the sorted multiset `values` be combined into 24 with intermediates in `allow`?"""
     if len(values) == 1:
@@ -292,7 +293,7 @@ def _results(x: Fraction, y: Fraction) -> set[Fraction]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _reachable(values: tuple[Fraction, ...]) -> frozenset[Fraction]:
     """Every value one expression over the sorted multiset `values` can take (small sets only)."""
     if len(values) == 1:

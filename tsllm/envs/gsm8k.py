@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Hashable, Mapping
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Hashable, Mapping
+from typing import Any
 
 from tsllm.envs.base import DataError, TextEnv, iter_jsonl
 

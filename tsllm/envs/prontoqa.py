@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Hashable, Mapping
 from pathlib import Path
-from typing import Any, Hashable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 from tsllm.envs.base import DataError, TextEnv, TextState, iter_jsonl
 

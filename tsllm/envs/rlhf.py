@@ -14,9 +14,10 @@ policy; `prompt(state)` renders the same as text for display and text-only backe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from tsllm.envs.base import DataError, iter_jsonl
 

@@ -222,7 +222,8 @@ class HFGenerator:
                 self._static_cache = False  # an architecture StaticCache does not cover
         return DynamicCache()
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Cache) -> torch.Tensor:
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                 cache: Cache) -> torch.Tensor:
         """Logits at the last position of each row; `cache` grows by `input_ids`."""
         extra = {"logits_to_keep": 1} if self._keeps_last_logits else {}
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,

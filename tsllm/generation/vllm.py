@@ -12,8 +12,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from tsllm.types import Completion, FinishedCallback, SamplingParams
 
@@ -316,7 +317,7 @@ class VLLMGenerator:
         self.llm = None
         gc.collect()
 
-    def __enter__(self) -> "VLLMGenerator":
+    def __enter__(self) -> VLLMGenerator:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,8 +8,8 @@ and `ALGORITHMS` names them, the parallel-search rules as partial configurations
 can pick an algorithm by name.
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from tsllm.search.aggregate import aggregate
 from tsllm.search.best_first import best_first

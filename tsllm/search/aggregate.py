@@ -12,7 +12,8 @@ Ties go to the answer that appears first in the candidate list; candidates with 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tsllm.types import Candidate
 

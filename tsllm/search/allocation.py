@@ -25,7 +25,7 @@ non-finite scores, empty pool with budget > 0, temperature <= 0).
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 

@@ -27,8 +27,8 @@ Candidates are the visible terminals, scored by g (their total step score), best
 from __future__ import annotations
 
 import heapq
+from collections.abc import Hashable, Sequence
 from itertools import count
-from typing import Hashable, Sequence
 
 import numpy as np
 

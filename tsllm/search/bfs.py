@@ -15,13 +15,21 @@ best node of the last beam. root_value: the highest critic value of any node the
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
 from tsllm.search.aggregate import choose_candidate
-from tsllm.search.tree import (Node, evaluate_nodes, expand_nodes, iter_nodes, make_budget, new_root, snapshot,
-                               tree_stats)
+from tsllm.search.tree import (
+    Node,
+    evaluate_nodes,
+    expand_nodes,
+    iter_nodes,
+    make_budget,
+    new_root,
+    snapshot,
+    tree_stats,
+)
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 
 

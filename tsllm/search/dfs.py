@@ -19,7 +19,7 @@ best_path: its path (the root alone when nothing was found). root_value is not d
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

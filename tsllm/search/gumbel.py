@@ -31,8 +31,8 @@ so a fixed rng, or `gumbel_scale=0`, makes the search deterministic.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import numpy as np
 

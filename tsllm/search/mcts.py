@@ -23,12 +23,20 @@ value, count = visits; `root_value` is the root's mean backed-up value.
 from __future__ import annotations
 
 import math
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from tsllm.search.tree import (Node, evaluate_nodes, expand_nodes, iter_nodes, make_budget, new_root, snapshot,
-                               tree_stats)
+from tsllm.search.tree import (
+    Node,
+    evaluate_nodes,
+    expand_nodes,
+    iter_nodes,
+    make_budget,
+    new_root,
+    snapshot,
+    tree_stats,
+)
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 
 

@@ -62,9 +62,10 @@ value; a non-terminal end scores its critic value (0.0 if it was never scored) a
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,9 @@ Candidates given 0 rollouts are pruned.
 Choices (documented here because the paper leaves them open):
 - Completed solutions leave the pool and the budget shrinks by one per completion, as in
   REBASE/DORA: at every step the widths requested sum to B minus the completions so far (for
-  dvts, per subtree: its share of B, beam_width when it divides evenly, minus its completions). Search stops when that budget
-  reaches 0, the pool is empty, `max_depth` steps were taken, or the root's Budget is exhausted.
+  dvts, per subtree: its share of B, beam_width when it divides evenly, minus its completions).
+  Search stops when that budget reaches 0, the pool is empty, `max_depth` steps were taken, or
+  the root's Budget is exhausted.
 - A step is one batched `pv.expand` for every candidate of every root, then one batched
   `pv.evaluate` of all the new children (one embed call too, for dora). The Budget is checked
   before each step; the scoring of children a step produced belongs to that step, so a limit
@@ -40,12 +41,12 @@ Ties everywhere go to the earlier candidate in expansion order. The rules are de
 from __future__ import annotations
 
 import zlib
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 import numpy as np
 
-from tsllm.search.allocation import ALLOCATORS, check_temperature, dvts, sampling
 from tsllm.search.aggregate import AGGREGATORS, aggregate
+from tsllm.search.allocation import ALLOCATORS, check_temperature, dvts, sampling
 from tsllm.search.tree import Node, evaluate_nodes, expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 

@@ -21,7 +21,7 @@ limit would have produced. A root whose budget is already exhausted samples noth
 from __future__ import annotations
 
 import math
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 

@@ -7,7 +7,8 @@ needs work this round and make exactly one `PolicyValueFn` call for them all.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 from tsllm.types import Budget, Env, PolicyValueFn
 
@@ -18,7 +19,7 @@ class Node:
         "expanded", "terminal", "visits", "value_sum", "value", "depth", "budget",
     )
 
-    def __init__(self, state: Hashable, budget: Budget, parent: "Node | None" = None, action=None,
+    def __init__(self, state: Hashable, budget: Budget, parent: Node | None = None, action=None,
                  prior: float = 1.0, step_score: float = 0.0, token_count: int = 0,
                  terminal: bool = False):
         self.state = state

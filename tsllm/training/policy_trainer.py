@@ -191,7 +191,8 @@ def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTok
         try:
             model, tokenizer = load_causal_lm(config.base_model)
         except FileNotFoundError as err:
-            raise FileNotFoundError(f"base_model: {err}; or set `tiny: {{}}` to start from a fresh tiny Llama") from None
+            raise FileNotFoundError(f"base_model: {err}; "
+                                    "or set `tiny: {}` to start from a fresh tiny Llama") from None
     # Positions past the context would train on rotary angles the model never sees at inference.
     context = getattr(model.config, "max_position_embeddings", None)
     if context is not None and config.max_length > context:
@@ -315,7 +316,7 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
         return trainer.model if trainer.is_world_process_zero() else None
     from peft import get_peft_model
 
-    
+
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped)
     if not trainer.is_world_process_zero():
         return None
@@ -365,7 +366,8 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     if truncated or len(trainer.train_dataset) < len(train):
         warnings.warn(f"{truncated} training pair(s) were cut at max_length={config.max_length} tokens (their "
                       f"ends, EOS included, are not learned) and {len(train) - len(trainer.train_dataset)} "
-                      "had no completion left and were dropped; raise max_length if the model's context allows")
+                      "had no completion left and were dropped; raise max_length if the model's context allows",
+                      stacklevel=2)
 
     # Under DeepSpeed the loss before training is not measured: Transformers refuses to evaluate
     # before training with ZeRO-1/2, and with ZeRO-3 the inference engine it builds for that

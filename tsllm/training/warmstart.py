@@ -130,7 +130,8 @@ def _moves(x: tuple[Fraction, str], y: tuple[Fraction, str]) -> list[tuple[Fract
     """Steps a weak solver might write for a pair: (a, op, b, expression, result) with a
     non-negative integer result, larger operand first as in the solver's traces."""
     (a, ta), (b, tb) = sorted((x, y), key=lambda item: item[0], reverse=True)
-    wrap = lambda t: t if t.isdigit() else f"({t})"
+    def wrap(t):
+        return t if t.isdigit() else f"({t})"
     out = []
     for op in "+*-/":
         if op == "/" and b == 0:
