@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 GSM8K_ROWS = REPO / "tests" / "envs" / "fixtures" / "gsm8k_sample.jsonl"
 PROMPTS = ["Say hi.", "Name a color.", "Count to three.", "Tell a joke.", "Greet me."]
 # What a tiny CPU round changes in a GPU config: no vLLM, fp32, one small round.
-SMALL = {"backend": "hf", "rounds": 1, "samples_per_question": 2, "test_questions": 2, "tracking": "none",
+SMALL = {"backend": "hf", "rounds": 1, "samples_per_question": 2, "test_questions": 2,
+         "tracking": {"report_to": "none"},
          "search": {"algorithm": "mcts_alpha", "knobs": {"num_simulations": 2, "width": 2}},
          "value": {"epochs": 1}, "policy": {"num_epochs": 1.0, "eval_fraction": 0.0}}
 

@@ -1,7 +1,7 @@
 """The `tsllm` command.
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
-    tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [key=value ...]
+    tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [--print-config] [key=value ...]
     tsllm eval --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
@@ -91,7 +91,7 @@ def run_loop(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tsllm import distributed as dist
-    from tsllm.config import ConfigError, load_config, to_dict
+    from tsllm.config import ConfigError, load_config, to_dict, to_yaml
     from tsllm.loop import Loop, LoopConfig, check_output_dir
     from tsllm.tracking import (
         NoOpTracker,
@@ -107,6 +107,9 @@ def run_loop(args: argparse.Namespace) -> int:
         if dist.is_main():
             print(f"tsllm: {error}", file=sys.stderr)
         return 2
+    if args.print_config:  # the config the run would use, checked as the run checks it
+        print(to_yaml(config), end="")
+        return 0
     dist.setup()  # under torchrun / accelerate launch: join the process group
     refused = None
     if dist.is_main():  # one process judges (and may clear) the output dir; the others follow
@@ -124,8 +127,8 @@ def run_loop(args: argparse.Namespace) -> int:
         Loop(config, NoOpTracker(), progress=False).run()
         return 0
     print(f"tsllm run: task {config.task}, {dist.world_size()} process(es), output {out}", file=sys.stderr)
-    tracker = make_tracker(config.tracking, out, project=config.wandb_project, run_name=out.name,
-                           config=to_dict(config), mode=config.wandb_mode)
+    tracker = make_tracker(config.tracking.report_to, out, project=config.tracking.project, run_name=out.name,
+                           config=to_dict(config), mode=config.tracking.mode)
     try:
         rows = Loop(config, tracker, progress=not args.no_progress).run()
     finally:
@@ -219,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode.add_argument("--resume", action="store_true", help="continue a run even if its config changed")
     mode.add_argument("--overwrite", action="store_true", help="delete the run in --output-dir and start over")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--print-config", action="store_true",
+                     help="print the resolved config (YAML) and exit; fails as the run would on a bad config")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
     ev = sub.add_parser("eval", help="evaluate a policy (+ value) checkpoint with search methods")
     ev.add_argument("--policy", required=True, help="policy model folder")

@@ -1,24 +1,35 @@
 """Typed configs: dataclasses loaded from YAML with `key=value` overrides, validated at start.
 
-    cfg = load_config(LoopConfig, "configs/game24/tiny.yaml", ["search.num_simulations=8"])
+    cfg = load_config(LoopConfig, "configs/game24/tiny.yaml", ["search.knobs.width=4"])
 
-Every error is one `ConfigError` naming the key and the fix: unknown keys (with the closest
-valid name), wrong types, and impossible values (a dataclass may define `validate(self)` that
-raises `ConfigError` through `bad(key, why)`). Override values are parsed as YAML scalars, so
-`lr=3e-4`, `use_lora=false` and `seeds=[1,2]` mean what they look like. Nested dataclasses are
-addressed with dots: `train.lr=1e-4`.
+Built on OmegaConf structured configs (what torchtune and Hydra build on): the dataclass is the
+schema, and the YAML file and then the overrides are deep-merged onto its defaults, so one dotted
+override changes one value and keeps its siblings. OmegaConf checks keys and types (`int`,
+`float`, `bool`, `str`, `Literal[...]`, unions, optional nested dataclasses); this module turns its
+errors into one `ConfigError` naming the full key and the fix, builds the dataclasses (so their
+own `__post_init__` runs), and calls each dataclass's `validate(self)` for the checks types cannot
+say (ranges, paths), which raise through `bad(key, why)`. Override values are read as YAML, so
+`lr=3e-4`, `use_lora=false` and `seeds=[1,2]` mean what they look like.
+
+A mapping field whose values belong to a sibling choice (the search knobs belong to the search
+algorithm) declares it with `metadata={"reset_with": "<sibling>"}`: a layer (file or overrides)
+that changes the sibling starts that mapping afresh instead of inheriting the knobs of the
+algorithm it replaces.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, TypeVar, Union
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 T = TypeVar("T")
 
@@ -31,129 +42,158 @@ def bad(key: str, why: str) -> ConfigError:
     return ConfigError(f"config key '{key}': {why}")
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+# ------------------------------------------------------------------------------ reading layers
 
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """`value` checked against the annotation `tp` (ints are accepted where floats are)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError:
-                pass
-        raise bad(key, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise bad(key, f"must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise bad(key, f"expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, prefix=key + ".")
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise bad(key, f"expected a list, got {value!r}")
-        item = args[0] if args else Any
-        items = [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad(key, f"expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp is Path and isinstance(value, str):
-        return Path(value)
-    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise bad(key, f"expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a (nested) dict, refusing unknown keys and wrong types."""
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    for name in data:
-        if name not in fields:
-            close = difflib.get_close_matches(name, fields, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {sorted(fields)}"
-            raise ConfigError(f"unknown config key '{prefix}{name}'{hint}")
-    kwargs = coerce_fields(cls, data, prefix)
-    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"missing config key(s) {[prefix + m for m in missing]}: "
-                          "set them in the file or as key=value")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate()
-    return obj
-
-
-def coerce_fields(cls: type, data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`data` (a mapping of some of dataclass `cls`'s fields: a whole config, or a section passed
-    on later to `cls`) with each value checked and coerced against its field's type now, so
-    `lr=3e-4` arrives as a float and a wrong type stops the run at start naming `prefix + key`,
-    not deep inside a trainer."""
-    hints = typing.get_type_hints(cls)
-    return {key: _coerce(value, hints[key], prefix + key) for key, value in data.items()}
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file `path`, or a ConfigError saying what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars/lists."""
-    out: dict[str, Any] = {}
     for item in items:
-        key, sep, raw = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. search.num_simulations=8)")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r} sets a field inside '{part}', which is not a section")
-        node[parts[-1]] = value
-    return out
+            raise ConfigError(f"override {item!r} is not key=value (e.g. search.knobs.num_simulations=8)")
+    try:
+        data = OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"overrides {list(items)}: {_first_line(e)}") from None
+    return _blank_to_empty(data)
+
+
+def _blank_to_empty(data: Any) -> Any:
+    # OmegaConf reads `key=` as null; an empty string is what a shell user typed
+    if isinstance(data, dict):
+        return {k: "" if v is None else _blank_to_empty(v) for k, v in data.items()}
+    return data
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`extra` laid over `base`, recursively for nested mappings."""
+    """`extra` laid over `base`, recursively for nested mappings (plain dicts, no schema)."""
     out = dict(base)
     for k, v in extra.items():
         out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
+# ------------------------------------------------------------------------------- loading
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """The config from YAML file `path` (or the defaults when None) with overrides applied."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    return from_dict(cls, merge(data, parse_overrides(overrides or [])))
+    layers = [read_yaml(path)] if path is not None else []
+    return from_layers(cls, [*layers, parse_overrides(overrides or [])])
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass `cls` from a (nested) dict, refusing unknown keys and wrong types."""
+    return from_layers(cls, [data], prefix)
+
+
+def from_layers(cls: type[T], layers: list[dict[str, Any]], prefix: str = "") -> T:
+    """`layers` deep-merged in order onto `cls`'s defaults, type-checked, built and validated."""
+    try:
+        tree = OmegaConf.structured(cls)
+        for layer in layers:
+            _reset_replaced(cls, tree, layer, prefix)
+            tree = OmegaConf.merge(tree, layer)
+        data = OmegaConf.to_container(tree, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise _translate(e, cls, prefix) from None
+    return build(cls, data, prefix)
+
+
+def _reset_replaced(cls: type, tree: DictConfig, layer: dict[str, Any], prefix: str = "") -> None:
+    """Empty each `reset_with` mapping whose sibling `layer` changes, and refuse a scalar where a
+    section goes (OmegaConf's own message for that names no key)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        sibling = f.metadata.get("reset_with")
+        if sibling and sibling in layer and layer[sibling] != tree.get(sibling):
+            tree[f.name] = {}
+        sub, value = _dataclass_in(hints[f.name]), layer.get(f.name)
+        if sub is None or f.name not in layer or value is None:
+            continue
+        if not isinstance(value, dict):
+            first = dataclasses.fields(sub)[0].name
+            raise bad(prefix + f.name, f"is a section: set its keys (e.g. {prefix}{f.name}.{first}=...), "
+                                       f"not {value!r}")
+        if isinstance(tree.get(f.name), DictConfig):
+            _reset_replaced(sub, tree[f.name], value, f"{prefix}{f.name}.")
+
+
+def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Dataclass `cls` from checked plain `data`, nested dataclasses first; any error in a
+    constructor or `validate()` comes out as a ConfigError naming the section."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        sub = _dataclass_in(hints[name])
+        kwargs[name] = build(sub, value, f"{prefix}{name}.") if sub is not None and isinstance(value, dict) else value
+    try:
+        obj = cls(**kwargs)
+        validate = getattr(obj, "validate", None)
+        if callable(validate):
+            validate()
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # a constructor's own check, e.g. an inconsistent model shape
+        raise bad(prefix.rstrip(".") or cls.__name__, str(e)) from None
+    return obj
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass in annotation `tp` (`X` or `X | None`), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return inner[0] if len(inner) == 1 else None
+    return None
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).split("\n")[0].strip()
+
+
+_TYPE_NAMES = {"Integer": "int", "Float": "float", "Boolean": "bool", "String": "str", "Path": "Path"}
+
+
+def _translate(e: OmegaConfBaseException, cls: type, prefix: str) -> ConfigError:
+    """OmegaConf's multi-line error as one line in this module's words."""
+    key = prefix + (e.full_key or "")
+    why = _first_line(e)
+    if isinstance(e, ConfigKeyError) and " not in " in why:
+        return ConfigError(f"unknown config key '{key}'{_suggest(cls, e.full_key or '', prefix)}")
+    why = re.sub(r"^Value '(.*)' of type '(\w+)' could not be converted to (\w+)$",
+                 lambda m: f"expected {_TYPE_NAMES.get(m[3], m[3])}, got {m[1]!r} ({m[2]})", why)
+    why = re.sub(r"^Invalid value '(.*)', expected one of (.*)$", r"must be one of \2, got '\1'", why)
+    if not e.full_key:  # a merge error names no key: a scalar where a section goes, or the reverse
+        return ConfigError(f"config: {why} (a section takes a mapping of its keys)")
+    return bad(key, why)
+
+
+def _suggest(cls: type, full_key: str, prefix: str) -> str:
+    """'; did you mean ...' or '; valid keys: [...]' for unknown `full_key` inside `cls`."""
+    *parents, name = full_key.split(".")
+    node: Any = cls
+    for part in parents:
+        node = _dataclass_in(typing.get_type_hints(node).get(part)) if dataclasses.is_dataclass(node) else None
+    if node is None:
+        return ""
+    names = [f.name for f in dataclasses.fields(node)]
+    where = prefix + "".join(p + "." for p in parents)
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"; did you mean '{where}{close[0]}'?" if close else f"; valid keys: {sorted(names)}"
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -169,3 +209,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     return plain(dataclasses.asdict(cfg))
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML, keys in the dataclasses' order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """A field's help string (`field(metadata={"help": ...})`, as TRL and transformers write it)."""
+    return f.metadata.get("help", "")

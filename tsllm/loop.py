@@ -34,113 +34,15 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from tsllm import distributed as dist
 from tsllm.atomic import write_jsonl
-from tsllm.config import ConfigError, bad, coerce_fields, to_dict
+from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
-from tsllm.loop_tasks import check_path, make_task, validate_task
-from tsllm.models.tiny import TinyModelConfig
-
-TASKS = ("game24", "prontoqa", "gsm8k", "rlhf")
-
-
-@dataclass
-class SearchSection:
-    algorithm: str = "mcts_alpha"  # any name in tsllm.search.ALGORITHMS
-    # width 8: the tiny policy's proposals are mostly illegal moves, so it takes ~8 samples to
-    # leave a few legal children per node (measured: width 3 -> 9%, width 8 -> 20% on Game24)
-    knobs: dict[str, Any] = field(default_factory=lambda: {"num_simulations": 6, "width": 8,
-                                                           "parallel_simulations": 3})
-    max_tokens: int | None = None  # per question; None: the algorithm's own stopping rule
-    legal_steps_only: bool = True  # drop proposed steps that break the task's rules (env.legal_step)
-
-    def validate(self) -> None:
-        from tsllm.search import ALGORITHMS
-
-        if self.algorithm not in ALGORITHMS:
-            raise bad("search.algorithm", f"unknown algorithm {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
-
-
-@dataclass
-class LoopConfig:
-    """The whole run. Sections `value` and `policy` hold overrides for the trainers' own configs
-    (tsllm.training.value_trainer.ValueTrainConfig, tsllm.training.policy_trainer.PolicyTrainConfig)."""
-
-    task: Literal["game24", "prontoqa", "gsm8k", "rlhf"] = "game24"
-    strict: bool = True  # a solution must follow every step rule too, not only end on the right answer
-    output_dir: str = "runs/game24-tiny"
-    rounds: int = 2
-    seed: int = 0
-    train_questions: int = 128  # training questions used per round
-    test_questions: int = 128  # held-out questions for evaluation (fewer: noisier accuracies)
-    base_model: str | None = None  # a causal-LM folder; None: build the tiny model and warm-start it
-    value_backbone: str | None = None  # the value model's starting LM; None: the current policy
-    # gsm8k / rlhf data: a local jsonl file or a hub dataset id (read with the split below);
-    # gsm8k without them uses synthetic problems (offline)
-    train_data: str | None = None
-    test_data: str | None = None
-    train_split: str = "train"
-    test_split: str = "test"
-    prompt_field: str = "prompt"  # rlhf: the prompts' column
-    reward_model: str | None = None  # rlhf: a sequence-classification reward model folder
-    max_response_tokens: int = 64  # rlhf: the token-level tree's depth (TS-LLM: 64)
-    # 2 layers learn faster per CPU second
-    tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(num_layers=2))
-    # PolicyTrainConfig overrides. The warm start's 16 epochs take 90-200 s on 2 cores; the cap
-    # is only a safety stop: a time cap that bites (measured: a busy machine got 572 of 2352 steps)
-    # leaves a policy that solves nothing, so a slower machine should take longer, not stop early.
-    warmstart: dict[str, Any] = field(default_factory=lambda: {"max_seconds": 900.0})
-    backend: Literal["hf", "vllm"] = "hf"
-    generator: dict[str, Any] = field(default_factory=dict)  # extra generator arguments
-    samples_per_question: int = 4
-    temperature: float = 1.0
-    max_step_tokens: int = 48
-    value: dict[str, Any] = field(default_factory=dict)
-    policy: dict[str, Any] = field(default_factory=dict)
-    search: SearchSection = field(default_factory=SearchSection)
-    tracking: Literal["wandb", "none"] = "wandb"
-    wandb_project: str = "tsllm"
-    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-
-    def validate(self) -> None:
-        from tsllm.training.policy_trainer import (
-            PolicyTrainConfig,
-            check_deepspeed_launch,
-        )
-        from tsllm.training.value_trainer import ValueTrainConfig
-
-        for key in ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens"):
-            if getattr(self, key) < 1:
-                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.temperature < 0:
-            raise bad("temperature", f"must be >= 0, got {self.temperature}")
-        if self.base_model is not None and self.task != "rlhf":  # rlhf needs one: validate_task says so
-            check_path("base_model", self.base_model, "a causal-LM folder, or leave base_model unset "
-                                                        "to warm-start the tiny model")
-        if self.value_backbone is not None:
-            check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
-                                                                "start the value model from the policy")
-        validate_task(self)
-        policy_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
-        value_owned = {"train_files", "output_dir", "backbone", "tiny", "task"}
-        for section, cls, owned in (("value", ValueTrainConfig, value_owned),
-                                    ("policy", PolicyTrainConfig, policy_owned),
-                                    ("warmstart", PolicyTrainConfig, policy_owned)):
-            known = {f for f in cls.__dataclass_fields__} - owned
-            for key in getattr(self, section):
-                if key not in known:
-                    raise bad(f"{section}.{key}", f"not a setting the loop passes on; valid: {sorted(known)}")
-            setattr(self, section, coerce_fields(cls, getattr(self, section), f"{section}."))
-            if getattr(self, section).get("deepspeed") is not None:
-                check_path(f"{section}.deepspeed", getattr(self, section)["deepspeed"],
-                           "a DeepSpeed json such as configs/deepspeed/zero2.json")
-                if section != "value":
-                    check_deepspeed_launch(f"{section}.deepspeed")
-
+from tsllm.loop_config import LoopConfig, trainer_settings
+from tsllm.loop_tasks import make_task
 
 # ------------------------------------------------------------------------------- stages
 
@@ -202,7 +104,7 @@ class Loop:
         from tsllm.generation import make_generator
 
         if self._generator is None:
-            extra = dict(self.config.generator)
+            extra = self.config.generator.kwargs()
             if self.config.backend == "hf":
                 extra.setdefault("device", self.device)
             elif dist.world_size() > 1:
@@ -245,11 +147,7 @@ class Loop:
             if dist.is_main():
                 write_jsonl(rows, tmp / "trajectories.jsonl")
             dist.barrier()
-            # measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per
-            # second; a schedule that finishes within the time cap. ~216 s -> greedy 10%, pass@8 17%.
-            settings = {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
-                        "warmup_ratio": 0.05, "per_device_batch_size": 8, "num_epochs": 16.0, "max_length": 256,
-                        "eval_fraction": 0.05, "seed": cfg.seed, **cfg.warmstart}
+            settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
                                                      task=cfg.task, output_dir=str(tmp / "model"), **settings))
             return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"],
@@ -289,8 +187,7 @@ class Loop:
             from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
             files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
-            settings = {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32, "seed": self.config.seed,
-                        **self.config.value}
+            settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(train_files=files, backbone=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
@@ -345,9 +242,8 @@ class Loop:
                 f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
             if not files:  # the search found nothing correct: keep the policy
                 return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
-            settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0,
-                        "per_device_batch_size": 16, "seed": self.config.seed,
-                        **({"min_reward": None} if top_reward else {}), **self.config.policy}
+            settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
+                        **({"min_reward": None} if top_reward else {})}  # one top-reward row per question
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
                                                      output_dir=str(tmp / "model"), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),

@@ -1,0 +1,307 @@
+"""The loop's config tree: every setting of a run, its default and its help, in one place.
+
+    cfg = load_config(LoopConfig, "configs/game24/tiny.yaml", ["search.knobs.width=4"])
+    tsllm run --print-config [--config F] [key=value ...]     # the resolved tree as YAML
+    python scripts/config_reference.py                        # docs/CONFIG.md from the help strings
+
+`LoopConfig` nests one dataclass per part of the run: `search`, `generator`, `tracking`, `tiny`
+(the warm-started model's shape) and the three training stages `warmstart`, `policy`, `value`.
+The training sections are built from the trainers' own config classes (every field but the ones
+the loop fills at each stage: data files, output folder, starting model, task, seed), with the
+loop's defaults laid over the trainer's, so the YAML, the trainers and `config.json` share one
+vocabulary. Everything is checked at load, before any work: keys, types, ranges, the search knobs
+against the algorithm's signature, and each training section through its trainer's own checks.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal
+
+from tsllm.config import ConfigError, bad
+from tsllm.loop_tasks import check_path, validate_task
+from tsllm.models.tiny import TinyModelConfig
+from tsllm.training.policy_trainer import PolicyTrainConfig, check_deepspeed_launch
+from tsllm.training.value_trainer import ValueTrainConfig
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its help string (TRL's `field(metadata={"help": ...})`); mutable
+    defaults are copied per instance."""
+    if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+# ------------------------------------------------------------------------- training sections
+
+# The trainer fields the loop fills at each stage; every other field is a section key. (The value
+# trainer still calls two of them train_files and backbone until both trainers share HF's names.)
+LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed", "train_files", "backbone"})
+
+
+def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str) -> type:
+    """A dataclass with `trainer`'s fields minus LOOP_FILLED, its types and help, and `defaults`
+    laid over the trainer's own (a default for a field the trainer lacks fails at import)."""
+    hints = typing.get_type_hints(trainer)
+    fields = [f for f in dataclasses.fields(trainer) if f.init and f.name not in LOOP_FILLED]
+    unknown = set(defaults) - {f.name for f in fields}
+    if unknown:
+        raise TypeError(f"{name}: defaults for {sorted(unknown)}, which {trainer.__name__} does not have")
+    specs = []
+    for f in fields:
+        if f.name in defaults:
+            default = defaults[f.name]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        specs.append((f.name, hints[f.name], option(default, f.metadata.get("help", ""), **f.metadata)))
+    cls = dataclasses.make_dataclass(name, specs, namespace={"__doc__": doc, "trainer": trainer})
+    cls.__module__ = __name__
+    return cls
+
+
+def trainer_settings(section: Any) -> dict[str, Any]:
+    """A section's values as keyword arguments for its trainer's config."""
+    return {f.name: copy.deepcopy(getattr(section, f.name)) for f in dataclasses.fields(section)}
+
+
+def check_trainer_section(key: str, section: Any, task: str) -> None:
+    """Run the trainer's own checks on `section` now, with stand-ins for the fields the loop fills
+    later (a fresh tiny model, an existing file as data), so `value.lr=-1` stops the run at load
+    naming `value.lr` instead of failing in round 0 as `lr`."""
+    trainer = section.trainer
+    hints = typing.get_type_hints(trainer)
+    stand_ins: dict[str, Any] = {}
+    for f in dataclasses.fields(trainer):
+        if f.name not in LOOP_FILLED:
+            continue
+        if f.name == "tiny":
+            stand_ins[f.name] = TinyModelConfig()
+        elif f.name == "task":
+            stand_ins[f.name] = task
+        elif typing.get_origin(hints[f.name]) is list:
+            stand_ins[f.name] = [__file__]  # a data file that exists
+    try:
+        trainer(**trainer_settings(section), **stand_ins).validate()
+    except ConfigError as error:
+        message = str(error)
+        named = re.sub(r"^config key '", f"config key '{key}.", message)
+        raise ConfigError(named if named != message else f"{key}: {message}") from None
+
+
+ValueSection = trainer_section(
+    "ValueSection", ValueTrainConfig, {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32},
+    "The value model's training each round (ValueTrainConfig's fields the loop does not fill).")
+PolicySection = trainer_section(
+    "PolicySection", PolicyTrainConfig,
+    {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0, "per_device_batch_size": 16},
+    "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).")
+# Measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per second, a
+# schedule that finishes well inside the time cap (~216 s -> greedy 10%, pass@8 17%). The cap is
+# only a safety stop: a cap that bites (a busy machine got 572 of 2352 steps) leaves a policy that
+# solves nothing, so a slower machine should take longer, not stop early.
+WarmStartSection = trainer_section(
+    "WarmStartSection", PolicyTrainConfig,
+    {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
+     "warmup_ratio": 0.05, "per_device_batch_size": 8, "num_epochs": 16.0, "max_length": 256,
+     "eval_fraction": 0.05, "max_seconds": 900.0},
+    "Full fine-tuning of the fresh tiny model on the task's warm-start traces (unused with base_model).")
+
+
+# ---------------------------------------------------------------------------- search section
+
+NOT_KNOBS = frozenset({"budget", "rng", "max_tokens"})  # given by the loop (max_tokens: search.max_tokens)
+
+
+def algorithm_knobs(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters a config may set for search algorithm `name` (those a partial
+    already binds, such as parallel_rebase's rule, excluded)."""
+    from tsllm.search import ALGORITHMS
+
+    fn = ALGORITHMS[name]
+    bound = fn.keywords if isinstance(fn, partial) else {}
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p for p in params
+            if p.kind is p.KEYWORD_ONLY and p.name not in NOT_KNOBS and p.name not in bound}
+
+
+def check_knob(key: str, value: Any, param: inspect.Parameter) -> None:
+    """`value` against the knob's annotation: counts (int) >= 1, floats finite, bools and strings
+    as such; other annotations are left to the algorithm."""
+    text = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    kinds = {part.strip() for part in str(text).split("|")}
+    if value is None:
+        if "None" not in kinds and param.default is not None:
+            raise bad(key, f"must be set (default {param.default!r}), got null")
+        return
+    if "bool" in kinds:
+        ok, want = isinstance(value, bool), "true or false"
+    elif "int" in kinds:
+        ok, want = isinstance(value, int) and not isinstance(value, bool) and value >= 1, "an integer >= 1"
+    elif "float" in kinds:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        want = "a finite number"
+    elif "str" in kinds:
+        ok, want = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        raise bad(key, f"must be {want}, got {value!r}")
+
+
+@dataclass
+class SearchSection:
+    algorithm: str = option("mcts_alpha", "the search used for evaluation and for the policy's data: any name "
+                                          "in tsllm.search.ALGORITHMS")
+    # width 8: the tiny policy's proposals are mostly illegal moves, so it takes ~8 samples to
+    # leave a few legal children per node (measured: width 3 -> 9%, width 8 -> 20% on Game24)
+    knobs: dict[str, Any] = option(
+        {"num_simulations": 6, "width": 8, "parallel_simulations": 3},
+        "the algorithm's keyword arguments (its signature's keyword parameters); these defaults are "
+        "mcts_alpha's and are dropped when a file or override chooses another algorithm",
+        reset_with="algorithm")
+    max_tokens: int | None = option(None, "generated tokens allowed per question; null: the algorithm's own "
+                                          "stopping rule")
+    legal_steps_only: bool = option(True, "drop proposed steps that break the task's rules (env.legal_step), "
+                                          "AlphaZero's legal-move mask")
+
+    def validate(self) -> None:
+        from tsllm.search import ALGORITHMS
+
+        if self.algorithm not in ALGORITHMS:
+            raise bad("search.algorithm", f"unknown algorithm {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+        valid = algorithm_knobs(self.algorithm)
+        for name, value in self.knobs.items():
+            if name not in valid:
+                raise bad(f"search.knobs.{name}", f"{self.algorithm} has no knob {name!r}; its knobs: {sorted(valid)}")
+            check_knob(f"search.knobs.{name}", value, valid[name])
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise bad("search.max_tokens", f"must be >= 1 or null, got {self.max_tokens}")
+
+
+# ------------------------------------------------------------------------- other sections
+
+@dataclass
+class GeneratorSection:
+    """Settings of the generation backend (tsllm.generation); null leaves the backend's default."""
+
+    device: str | None = option(None, "hf: where the policy runs; null: this process's device", backends=("hf",))
+    dtype: str | None = option(None, "weights' dtype (float32, bfloat16, auto, ...); null: the backend's default "
+                                     "(hf float32, vllm auto)", backends=("hf", "vllm"))
+    max_batch_size: int | None = option(None, "hf: sequences decoded together at most", backends=("hf",))
+    gpu_memory_utilization: float | None = option(None, "vllm: share of the GPU's memory the engine takes",
+                                                  backends=("vllm",))
+    kv_cache_gib: float | None = option(None, "vllm: KV-cache size in GiB (instead of gpu_memory_utilization)",
+                                        backends=("vllm",))
+    max_model_len: int | None = option(None, "vllm: context length of the engine; null: the model's",
+                                       backends=("vllm",))
+    engine_kwargs: dict[str, Any] = option({}, "vllm: any other vllm.LLM argument, e.g. {enforce_eager: true}",
+                                           backends=("vllm",))
+
+    def kwargs(self) -> dict[str, Any]:
+        """The set values as the backend's keyword arguments."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "engine_kwargs" and getattr(self, f.name) is not None}
+        return {**out, **self.engine_kwargs}
+
+    def check_backend(self, backend: str) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value not in (None, {}) and backend not in f.metadata["backends"]:
+                raise bad(f"generator.{f.name}", f"only the {'/'.join(f.metadata['backends'])} backend takes it "
+                                                 f"(backend is {backend}); remove it")
+        for key in ("max_batch_size", "max_model_len"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise bad(f"generator.{key}", f"must be >= 1 or null, got {getattr(self, key)}")
+        if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
+            raise bad("generator.gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
+
+
+@dataclass
+class TrackingSection:
+    report_to: Literal["wandb", "none"] = option("wandb", "where each round's metrics go (W&B falls back to "
+                                                          "offline when the server cannot be reached)")
+    project: str = option("tsllm", "the W&B project")
+    mode: Literal["auto", "online", "offline", "disabled"] = option(
+        "auto", "W&B mode; auto: online when logged in, else offline (WANDB_MODE overrides)")
+
+
+# ------------------------------------------------------------------------------ the tree
+
+COUNTS = ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens",
+          "max_response_tokens")
+
+
+@dataclass
+class LoopConfig:
+    """The whole run (see tsllm/loop.py for what a round does)."""
+
+    task: Literal["game24", "prontoqa", "gsm8k", "rlhf"] = option("game24", "the task solved and trained on")
+    strict: bool = option(True, "a solution must follow every step rule too, not only end on the right answer")
+    output_dir: str = option("runs/game24-tiny", "where the run lives: one folder per round and stage, "
+                                                 "config.json, rounds.jsonl, plots")
+    rounds: int = option(2, "search-then-train rounds (a final evaluation follows the last)")
+    seed: int = option(0, "seed of the problem split, sampling, search and every trainer")
+    train_questions: int = option(128, "training questions used per round")
+    test_questions: int = option(128, "held-out questions for evaluation (fewer: noisier accuracies)")
+    base_model: str | None = option(None, "the starting policy, a causal-LM folder; null: build the tiny "
+                                          "model and warm-start it")
+    value_backbone: str | None = option(None, "the value model's starting LM folder; null: the current policy")
+    train_data: str | None = option(None, "gsm8k / rlhf: a local jsonl file or a hub dataset id (gsm8k without "
+                                          "it uses synthetic problems, offline)")
+    test_data: str | None = option(None, "gsm8k / rlhf: the held-out problems, as train_data")
+    train_split: str = option("train", "the split read from a hub train_data")
+    test_split: str = option("test", "the split read from a hub test_data")
+    prompt_field: str = option("prompt", "rlhf: the prompts' column")
+    reward_model: str | None = option(None, "rlhf: a sequence-classification reward model folder (num_labels=1)")
+    max_response_tokens: int = option(64, "rlhf: the token-level tree's depth (TS-LLM: 64)")
+    tiny: TinyModelConfig = option(TinyModelConfig(num_layers=2), "the warm-started model's shape "
+                                   "(without base_model); 2 layers learn faster per CPU second")
+    warmstart: WarmStartSection = option(WarmStartSection(), WarmStartSection.__doc__)
+    backend: Literal["hf", "vllm"] = option("hf", "generation backend: transformers or vLLM")
+    generator: GeneratorSection = option(GeneratorSection(), GeneratorSection.__doc__)
+    samples_per_question: int = option(4, "sampled trajectories per training question for the value model")
+    temperature: float = option(1.0, "sampling temperature of the policy's proposals and samples")
+    max_step_tokens: int = option(48, "tokens per step at most; a rollout gets max_step_tokens * (steps + 1)")
+    value: ValueSection = option(ValueSection(), ValueSection.__doc__)
+    policy: PolicySection = option(PolicySection(), PolicySection.__doc__)
+    search: SearchSection = option(SearchSection(), "the tree search")
+    tracking: TrackingSection = option(TrackingSection(), "metrics tracking")
+
+    def validate(self) -> None:
+        for key in COUNTS:
+            if getattr(self, key) < 1:
+                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise bad("temperature", f"must be a finite number >= 0, got {self.temperature}")
+        if self.base_model is not None and self.task != "rlhf":  # rlhf needs one: validate_task says so
+            check_path("base_model", self.base_model, "a causal-LM folder, or leave base_model unset "
+                                                        "to warm-start the tiny model")
+        if self.value_backbone is not None:
+            check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
+                                                                "start the value model from the policy")
+        validate_task(self)
+        self.generator.check_backend(self.backend)
+        for key in ("warmstart", "policy", "value"):
+            section = getattr(self, key)
+            if section.deepspeed is not None:
+                check_path(f"{key}.deepspeed", section.deepspeed,
+                           "a DeepSpeed json such as configs/deepspeed/zero2.json")
+                if key != "value":
+                    check_deepspeed_launch(f"{key}.deepspeed")
+            check_trainer_section(key, section, self.task)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+__all__ = ["LoopConfig", "SearchSection", "GeneratorSection", "TrackingSection", "ValueSection", "PolicySection",
+           "WarmStartSection", "algorithm_knobs", "default_of", "trainer_settings"]
