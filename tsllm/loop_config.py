@@ -120,23 +120,29 @@ WarmStartSection = trainer_section(
 NOT_KNOBS = frozenset({"budget", "rng", "max_tokens"})  # given by the loop (max_tokens: search.max_tokens)
 
 
+def _kinds(param: inspect.Parameter) -> set[str]:
+    """The type names in a parameter's annotation ('int | None' -> {'int', 'None'})."""
+    text = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
+    return {part.strip() for part in str(text).split("|")}
+
+
 def algorithm_knobs(name: str) -> dict[str, inspect.Parameter]:
-    """The keyword parameters a config may set for search algorithm `name` (those a partial
-    already binds, such as parallel_rebase's rule, excluded)."""
+    """The keyword parameters a config may set for search algorithm `name`: those of a type YAML
+    can write (not an embedder object), and not those a partial already binds (parallel_rebase's
+    rule)."""
     from tsllm.search import ALGORITHMS
 
     fn = ALGORITHMS[name]
     bound = fn.keywords if isinstance(fn, partial) else {}
     params = inspect.signature(fn).parameters.values()
-    return {p.name: p for p in params
-            if p.kind is p.KEYWORD_ONLY and p.name not in NOT_KNOBS and p.name not in bound}
+    return {p.name: p for p in params if p.kind is p.KEYWORD_ONLY and p.name not in NOT_KNOBS
+            and p.name not in bound and _kinds(p) & {"bool", "int", "float", "str"}}
 
 
 def check_knob(key: str, value: Any, param: inspect.Parameter) -> None:
     """`value` against the knob's annotation: counts (int) >= 1, floats finite, bools and strings
-    as such; other annotations are left to the algorithm."""
-    text = param.annotation if isinstance(param.annotation, str) else getattr(param.annotation, "__name__", "")
-    kinds = {part.strip() for part in str(text).split("|")}
+    as such."""
+    kinds = _kinds(param)
     if value is None:
         if "None" not in kinds and param.default is not None:
             raise bad(key, f"must be set (default {param.default!r}), got null")
@@ -148,10 +154,8 @@ def check_knob(key: str, value: Any, param: inspect.Parameter) -> None:
     elif "float" in kinds:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         want = "a finite number"
-    elif "str" in kinds:
-        ok, want = isinstance(value, str), "a string"
     else:
-        return
+        ok, want = isinstance(value, str), "a string"
     if not ok:
         raise bad(key, f"must be {want}, got {value!r}")
 

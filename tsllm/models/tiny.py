@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -80,12 +80,12 @@ class TinyModelConfig:
     """Size of a tiny Llama. The defaults (~0.7M parameters with the default tokenizer) train on
     two CPU cores in minutes."""
 
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 256
-    max_position_embeddings: int = 512
-    seed: int = 0
+    hidden_size: int = field(default=128, metadata={"help": "width of the residual stream"})
+    num_layers: int = field(default=4, metadata={"help": "transformer blocks"})
+    num_heads: int = field(default=4, metadata={"help": "attention heads (must divide hidden_size)"})
+    intermediate_size: int = field(default=256, metadata={"help": "width of the MLP"})
+    max_position_embeddings: int = field(default=512, metadata={"help": "context length in tokens"})
+    seed: int = field(default=0, metadata={"help": "seed of the random initial weights"})
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -1,0 +1,165 @@
+"""The loop's config tree: one override changes one value, every bad value stops the run at load
+naming its key, the trainers' sections share their vocabulary, and docs/CONFIG.md is current."""
+
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tsllm.config import ConfigError, load_config, to_dict
+from tsllm.loop import check_output_dir
+from tsllm.loop_config import (
+    LOOP_FILLED,
+    LoopConfig,
+    PolicySection,
+    ValueSection,
+    WarmStartSection,
+    algorithm_knobs,
+)
+from tsllm.training.policy_trainer import PolicyTrainConfig
+from tsllm.training.value_trainer import ValueTrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tsllm_run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "tsllm.cli", "run", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+
+
+def test_print_config_keeps_the_other_knobs():
+    out = tsllm_run("--print-config", "search.knobs.width=4")
+    assert out.returncode == 0, out.stderr
+    search = yaml.safe_load(out.stdout)["search"]
+    assert search["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
+
+
+@pytest.mark.parametrize("override, key", [
+    ("search.knobs.num_simulation=4", "search.knobs.num_simulation"),
+    ("value.lrr=1", "value.lrr"),
+    ("rounds=two", "rounds"),
+    ("search.algorithm=nope", "search.algorithm"),
+])
+def test_bad_config_stops_the_real_cli_at_once_naming_the_key(override, key, tmp_path):
+    out = tsllm_run("--output-dir", str(tmp_path / "run"), override)
+    assert out.returncode == 2
+    assert f"'{key}'" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_print_config_of_a_shipped_file_matches_the_loaded_config():
+    out = tsllm_run("--print-config", "--config", "configs/prontoqa/tiny.yaml", "rounds=1")
+    assert out.returncode == 0, out.stderr
+    printed = yaml.safe_load(out.stdout)
+    assert printed == to_dict(load_config(LoopConfig, REPO / "configs/prontoqa/tiny.yaml", ["rounds=1"]))
+    assert printed["task"] == "prontoqa" and printed["max_step_tokens"] == 96
+
+
+@pytest.mark.parametrize("override, message", [
+    (["search.knobs.num_simulation=4"], r"'search.knobs.num_simulation': mcts_alpha has no knob .*num_simulations"),
+    (["search.knobs.width=0"], r"'search.knobs.width': must be an integer >= 1, got 0"),
+    (["search.knobs.num_simulations=-2"], r"'search.knobs.num_simulations': must be an integer >= 1"),
+    (["search.knobs.c_init=.nan"], r"'search.knobs.c_init': must be a finite number"),
+    (["search.knobs.add_noise=3"], r"'search.knobs.add_noise': must be true or false"),
+    (["search.max_tokens=-1"], r"'search.max_tokens': must be >= 1 or null"),
+    (["search.algorithm=parallel_rebase", "search.knobs.rule=dora"], r"'search.knobs.rule': parallel_rebase has no"),
+    (["generator.foo=1"], r"unknown config key 'generator.foo'; valid keys: \[.*'dtype'"),
+    (["generator.gpu_memory_utilization=0.5"], r"'generator.gpu_memory_utilization': only the vllm backend"),
+    (["temperature=.nan"], r"'temperature': must be a finite number >= 0, got nan"),
+    (["temperature=-1"], r"'temperature': must be a finite number >= 0"),
+    (["train_questions=-3"], r"'train_questions': must be >= 1"),
+    (["value.lr=-1"], r"config key 'value.lr': must be > 0"),
+    (["policy.lora_r=0"], r"config key 'policy.lora_r': must be > 0"),
+    (["warmstart.warmup_ratio=2"], r"config key 'warmstart.warmup_ratio': must be in \[0, 1\)"),
+    (["value.deepspeed=/no/such.json"], r"config key 'value.deepspeed': /no/such.json does not exist"),
+    (["tiny.hidden_size=66"], r"config key 'tiny': .*hidden_size=66 must be divisible by num_heads=4"),
+    (["tiny.num_layers=x"], r"config key 'tiny.num_layers': expected int"),
+    (["tracking=none"], r"'tracking': is a section: set its keys \(e.g. tracking.report_to=...\)"),
+    (["tracking.report_to=tensorboard"], r"'tracking.report_to': must be one of \['wandb', 'none'\]"),
+    (["value.epochs=1.5"], r"'value.epochs': expected int, got '1.5' \(float\)"),
+])
+def test_every_bad_value_fails_at_load_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LoopConfig, None, override)
+
+
+def test_overrides_change_one_value_and_keep_its_siblings():
+    cfg = load_config(LoopConfig, None, ["tiny.hidden_size=64", "warmstart.learning_rate=1e-3"])
+    assert cfg.tiny.num_layers == 2 and cfg.tiny.hidden_size == 64  # the loop's 2 layers, not the class's 4
+    assert cfg.warmstart.max_seconds == 900.0 and cfg.warmstart.learning_rate == 1e-3  # the safety cap stays
+    assert load_config(LoopConfig, None, ["search.knobs.width=4"]).search.knobs == {
+        "num_simulations": 6, "width": 4, "parallel_simulations": 3}
+
+
+def test_choosing_another_algorithm_drops_the_default_knobs(tmp_path):
+    bfs = load_config(LoopConfig, None, ["search.algorithm=bfs", "search.knobs.beam_width=2"])
+    assert bfs.search.knobs == {"beam_width": 2}
+    path = tmp_path / "c.yaml"
+    path.write_text("search: {algorithm: dfs, knobs: {width: 3}}\n")
+    assert load_config(LoopConfig, path, ["search.knobs.max_answers=2"]).search.knobs == {
+        "width": 3, "max_answers": 2}  # the file's knobs, then the override's, none of mcts_alpha's
+    same = tmp_path / "same.yaml"
+    same.write_text("search: {algorithm: mcts_alpha, knobs: {width: 3}}\n")
+    assert load_config(LoopConfig, same).search.knobs["num_simulations"] == 6  # same algorithm: merged
+
+
+def test_knobs_come_from_the_signature_partials_included():
+    assert {"num_simulations", "width", "parallel_simulations"} <= set(algorithm_knobs("mcts_alpha"))
+    rebase = algorithm_knobs("parallel_rebase")
+    assert "num_rollouts" in rebase and "rule" not in rebase and "embed" not in rebase
+    assert not {"budget", "rng", "max_tokens"} & set(algorithm_knobs("bfs"))
+
+
+@pytest.mark.parametrize("section, trainer", [(ValueSection, ValueTrainConfig), (PolicySection, PolicyTrainConfig),
+                                              (WarmStartSection, PolicyTrainConfig)])
+def test_training_sections_are_the_trainers_fields(section, trainer):
+    mine, theirs = typing.get_type_hints(section), typing.get_type_hints(trainer)
+    assert set(mine) == set(theirs) - LOOP_FILLED
+    assert all(mine[name] == theirs[name] for name in mine)
+    settings = {f.name: getattr(section(), f.name) for f in dataclasses.fields(section)}
+    assert set(settings) <= {f.name for f in dataclasses.fields(trainer)}
+
+
+def test_every_loop_key_has_help():
+    def walk(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            if cls not in (ValueSection, PolicySection, WarmStartSection):  # theirs: the trainers' help
+                assert f.metadata.get("help"), f"{prefix}{f.name} has no help string"
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, f"{prefix}{f.name}.")
+
+    walk(LoopConfig)
+
+
+def test_config_json_holds_the_resolved_values(tmp_path):
+    cfg = load_config(LoopConfig, None, [f"output_dir={tmp_path}", "search.knobs.width=4"])
+    check_output_dir(cfg)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["search"]["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
+    assert saved["warmstart"]["max_seconds"] == 900.0 and saved["value"]["lr"] == 5e-4
+    assert saved["tiny"]["num_layers"] == 2 and saved["tracking"]["report_to"] == "wandb"
+
+
+def test_every_shipped_config_loads_and_prints():
+    for path in sorted((REPO / "configs").glob("*/*.yaml")):
+        if path.parent.name in ("game24", "prontoqa"):  # the GPU configs need real paths: test_loop_tasks.py
+            cfg = load_config(LoopConfig, path)
+            assert yaml.safe_load(yaml.safe_dump(to_dict(cfg))) == to_dict(cfg)
+
+
+def test_config_reference_is_current():
+    spec = importlib.util.spec_from_file_location("config_reference", REPO / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (REPO / "docs" / "CONFIG.md").read_text() == module.render(), \
+        "docs/CONFIG.md is stale: run python scripts/config_reference.py"
