@@ -163,3 +163,31 @@ def test_config_reference_is_current():
     spec.loader.exec_module(module)
     assert (REPO / "docs" / "CONFIG.md").read_text() == module.render(), \
         "docs/CONFIG.md is stale: run python scripts/config_reference.py"
+
+
+def test_a_budget_past_the_models_context_stops_the_real_cli_before_the_warm_start(tmp_path):
+    out = tsllm_run("--config", "configs/prontoqa/tiny.yaml", "--output-dir", str(tmp_path / "run"),
+                    "max_step_tokens=4096")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "config key 'max_step_tokens'" in out.stderr
+    assert "2048 positions (tiny.max_position_embeddings)" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["max_step_tokens=200"], r"'max_step_tokens': .*512 positions.*max_step_tokens \* \(max_steps \+ 1\) = 200 \* 5"),
+    (["max_step_tokens=600"], r"'max_step_tokens': .*max_step_tokens = 600 leaves no room for a prompt"),
+    (["warmstart.max_length=600"], r"'warmstart.max_length': the policy's context is 512 positions.*= 600"),
+    (["policy.max_length=1024", "tiny.max_position_embeddings=1024", "max_step_tokens=300"],
+     r"'max_step_tokens'.*1024 positions.*300 \* 5"),
+])
+def test_token_budgets_are_checked_against_the_context(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LoopConfig, None, override)
+
+
+def test_value_budget_is_checked_against_the_value_models_own_context(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 256}))
+    with pytest.raises(ConfigError, match=r"'value.max_length': 512 exceeds the value model's context of 256"):
+        load_config(LoopConfig, None, [f"value_backbone={tmp_path}"])
+    assert load_config(LoopConfig, None, [f"value_backbone={tmp_path}", "value.max_length=256"]).value.max_length == 256

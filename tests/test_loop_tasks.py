@@ -54,7 +54,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("task_files")
     tokenizer = build_char_tokenizer()
     policy = build_tiny_llama(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=1, intermediate_size=64,
-                                              max_position_embeddings=1024), tokenizer)
+                                              max_position_embeddings=4096), tokenizer)  # Llama-2's context
     save_model(policy, tokenizer, root / "policy")
     policy.config.num_labels = 1
     torch.manual_seed(0)
@@ -102,7 +102,7 @@ def test_gpu_configs_name_each_placeholder_and_validate_with_real_paths(path, fi
 
 def test_deepspeed_configs_point_at_the_shipped_jsons():
     zero2 = load_config(LoopConfig, REPO / "configs" / "game24" / "tiny_zero2.yaml")
-    assert zero2.value["deepspeed"] == "configs/deepspeed/zero2.json"
+    assert zero2.value.deepspeed == "configs/deepspeed/zero2.json"
     text = (REPO / "configs" / "gsm8k" / "llama2_7b_zero3.yaml").read_text()
     assert text.count("deepspeed: configs/deepspeed/zero3.json") == 2  # value and policy
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import json
 import math
 import re
 import typing
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 from tsllm.config import ConfigError, bad
@@ -237,6 +239,58 @@ class TrackingSection:
         "auto", "W&B mode; auto: online when logged in, else offline (WANDB_MODE overrides)")
 
 
+# ------------------------------------------------------------------------------ token budgets
+
+def model_context(folder: str) -> int | None:
+    """Positions of the model in local `folder` (its config.json), None when not known here."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # a hub id, or a folder validate_task / check_path report on their own
+    config = config.get("text_config", config)
+    return config.get("max_position_embeddings") or config.get("n_positions")
+
+
+def check_budgets(cfg: LoopConfig) -> None:
+    """Every per-sequence token budget of the run against the context of the model that spends it,
+    so a budget that cannot fit stops the run at load (one error naming every such key) instead of
+    failing in the sampling stage after the warm start."""
+    if cfg.base_model is None:
+        policy, where = cfg.tiny.max_position_embeddings, "tiny.max_position_embeddings"
+    else:
+        policy, where = model_context(cfg.base_model), f"base_model {cfg.base_model}"
+    if cfg.backend == "vllm" and cfg.generator.max_model_len is not None:
+        policy, where = min(policy or cfg.generator.max_model_len, cfg.generator.max_model_len), \
+            "generator.max_model_len"
+    value, value_where = policy, where
+    if cfg.value_backbone is not None:
+        value, value_where = model_context(cfg.value_backbone), f"value_backbone {cfg.value_backbone}"
+    problems = []
+    if policy is not None:
+        if cfg.task == "rlhf":  # a step is one token: the rollout is the response
+            generated = {"max_response_tokens": cfg.max_response_tokens}
+        else:
+            from tsllm.loop_tasks import TextTask
+
+            steps = TextTask(cfg).env.max_steps
+            generated = {"max_step_tokens": cfg.max_step_tokens,
+                         f"max_step_tokens * (max_steps + 1) = {cfg.max_step_tokens} * {steps + 1} (the rollout)":
+                         cfg.max_step_tokens * (steps + 1)}
+        # a generation budget must leave room for the prompt; a training length may fill the context
+        problems += [f"{key} = {n} leaves no room for a prompt" for key, n in generated.items() if n >= policy]
+        trained = {"policy.max_length": cfg.policy.max_length}
+        if cfg.base_model is None:
+            trained["warmstart.max_length"] = cfg.warmstart.max_length
+        problems += [f"{key} = {n}" for key, n in trained.items() if n > policy]
+    if problems:
+        raise bad(problems[0].split(" ")[0], f"the policy's context is {policy} positions ({where}) but "
+                  f"{'; '.join(problems)}; lower them or " +
+                  ("raise tiny.max_position_embeddings" if cfg.base_model is None else "use a longer-context model"))
+    if value is not None and cfg.value.max_length > value:
+        raise bad("value.max_length", f"{cfg.value.max_length} exceeds the value model's context of {value} "
+                                      f"positions ({value_where}); set value.max_length<={value}")
+
+
 # ------------------------------------------------------------------------------ the tree
 
 COUNTS = ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens",
@@ -301,6 +355,7 @@ class LoopConfig:
                 if key != "value":
                     check_deepspeed_launch(f"{key}.deepspeed")
             check_trainer_section(key, section, self.task)
+        check_budgets(self)
 
 
 def default_of(f: dataclasses.Field) -> Any:
