@@ -46,7 +46,7 @@ def test_defaults_file_and_overrides_layer(tmp_path):
     (["task=chess"], "config key 'task': must be one of ['game24', 'gsm8k']"),
     (["seeds=[1, x]"], r"config key 'seeds\[1\]': expected int"),
     (["train.lr=-1"], "config key 'train.lr': must be > 0"),
-    (["train=3"], "config key 'train': expected a mapping"),
+    (["train=3"], "config key 'train': is a section: set its keys (e.g. train.lr=...), not 3"),
     (["noequals"], "is not key=value"),
 ])
 def test_errors_name_the_key(overrides, message):
@@ -72,3 +72,29 @@ def test_parse_overrides_nests_and_types():
     assert load_config(Cfg, None, ["train.lr=3e-4"]).train.lr == 3e-4  # YAML 1.1 reads this as a string
     with pytest.raises(ConfigError, match="expected float, got 'fast'"):
         load_config(Cfg, None, ["train.lr=fast"])
+
+
+def test_null_and_blank_overrides_differ():
+    assert parse_overrides(["model=null", "name="]) == {"model": None, "name": ""}
+    assert load_config(Cfg, None, ["model=out/m"]).model == Path("out/m")
+    assert load_config(Cfg, None, ["model=null"]).model is None
+
+
+@dataclass
+class Search:
+    algorithm: str = "a"
+    knobs: dict = field(default_factory=lambda: {"x": 1, "y": 2}, metadata={"reset_with": "algorithm"})
+
+
+@dataclass
+class Outer:
+    search: Search = field(default_factory=Search)
+
+
+def test_a_mapping_merges_key_by_key_until_its_choice_changes(tmp_path):
+    assert load_config(Outer, None, ["search.knobs.y=5"]).search.knobs == {"x": 1, "y": 5}
+    assert load_config(Outer, None, ["search.algorithm=b", "search.knobs.z=0"]).search.knobs == {"z": 0}
+    assert load_config(Outer, None, ["search.algorithm=a", "search.knobs.z=0"]).search.knobs == {"x": 1, "y": 2, "z": 0}
+    path = tmp_path / "c.yaml"
+    path.write_text("search: {algorithm: b, knobs: {w: 1}}\n")
+    assert load_config(Outer, path, ["search.knobs.v=2"]).search.knobs == {"w": 1, "v": 2}

@@ -59,23 +59,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars/lists."""
+    """['a.b=1', 'c=x'] -> {'a': {'b': 1}, 'c': 'x'}; values parsed as YAML scalars/lists, `c=` as ''."""
+    dotlist = []
     for item in items:
-        key, sep, _ = item.partition("=")
+        key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value (e.g. search.knobs.num_simulations=8)")
+        dotlist.append(item if raw else f"{key}=''")  # OmegaConf reads a bare `c=` as null
     try:
-        data = OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))
+        return OmegaConf.to_container(OmegaConf.from_dotlist(dotlist))
     except OmegaConfBaseException as e:
         raise ConfigError(f"overrides {list(items)}: {_first_line(e)}") from None
-    return _blank_to_empty(data)
-
-
-def _blank_to_empty(data: Any) -> Any:
-    # OmegaConf reads `key=` as null; an empty string is what a shell user typed
-    if isinstance(data, dict):
-        return {k: "" if v is None else _blank_to_empty(v) for k, v in data.items()}
-    return data
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
