@@ -191,3 +191,18 @@ def test_value_budget_is_checked_against_the_value_models_own_context(tmp_path):
     with pytest.raises(ConfigError, match=r"'value.max_length': 512 exceeds the value model's context of 256"):
         load_config(LoopConfig, None, [f"value_backbone={tmp_path}"])
     assert load_config(LoopConfig, None, [f"value_backbone={tmp_path}", "value.max_length=256"]).value.max_length == 256
+
+
+def test_a_section_carries_its_trainers_help_and_refuses_defaults_for_fields_it_lacks():
+    from tsllm.loop_config import trainer_section
+
+    @dataclasses.dataclass
+    class Trainer:
+        learning_rate: float = dataclasses.field(default=1e-3, metadata={"help": "step size"})
+        data_files: list[str] = dataclasses.field(default_factory=list)
+
+    section = trainer_section("Section", Trainer, {"learning_rate": 5e-4}, "doc")
+    (only,) = dataclasses.fields(section)
+    assert only.name == "learning_rate" and only.metadata["help"] == "step size" and section().learning_rate == 5e-4
+    with pytest.raises(TypeError, match=r"defaults for \['lr'\], which Trainer does not have"):
+        trainer_section("Section", Trainer, {"lr": 5e-4}, "doc")

@@ -63,7 +63,7 @@ def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str
             default = defaults[f.name]
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        specs.append((f.name, hints[f.name], option(default, f.metadata.get("help", ""), **f.metadata)))
+        specs.append((f.name, hints[f.name], option(default, **{"help": "", **f.metadata})))
     cls = dataclasses.make_dataclass(name, specs, namespace={"__doc__": doc, "trainer": trainer})
     cls.__module__ = __name__
     return cls
