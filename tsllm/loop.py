@@ -24,7 +24,7 @@ metrics over all problems. The training stages run on every rank through the tra
 folders; the others wait at barriers (tsllm/distributed.py), so a killed multi-process run resumes
 like a single one. Task-specific parts (data, env, policy/value bridge) live in tsllm/loop_tasks.py.
 
-The loop receives a built `LoopConfig` and never parses files or the command line itself.
+The loop receives a built `LoopConfig` (tsllm/loop_config.py) and never parses files or the command line itself.
 """
 
 from __future__ import annotations
