@@ -7,6 +7,7 @@ import pytest
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.mcts import mcts
+from tsllm.types import Budget
 
 # The critic likes B (.6) and its terminal B1 (.5), but B1 is wrong; it dislikes A1 (-.9), which is right.
 NODES = {
@@ -61,7 +62,7 @@ def test_uct_visits_unvisited_children_first_by_critic_value():
 def test_expansion_budget_drops_the_interrupted_simulation():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    out = mcts(env, pv, ["root"], num_simulations=10, max_expansions=2)[0]
+    out = mcts(env, pv, ["root"], num_simulations=10, budget=Budget(max_expansions=2))[0]
     # expansions: root, B; sim1 completes at B1; sim2 picks B again (.75 > .7, see above) and needs
     # no model; sim3 picks A, which needs an expansion -> budget spent, search stops, sim3 dropped.
     assert out.budget.expansions == 2 and pv.expand_calls == 2
@@ -73,7 +74,7 @@ def test_expansion_budget_drops_the_interrupted_simulation():
 def test_token_budget():
     nodes = {k: {**v, "tokens": 7} for k, v in NODES.items()}
     env = FixedTreeEnv(nodes)
-    out = mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=10, max_tokens=10)[0]
+    out = mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=10, budget=Budget(max_tokens=10))[0]
     # root expansion makes 14 tokens >= 10: sim1 stops at B before its expansion; nothing backed up.
     assert out.budget.tokens == 14 and out.stats["simulations"] == 0
     assert out.root_value is None and out.answer is None and out.best_path == ["root"]

@@ -119,12 +119,9 @@ def gumbel_mcts(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_s
                 c_visit: float = 50.0, c_scale: float = 0.1, num_paths: int = 1,
                 tree_mode: str = "intra", aggregation: str = "majority", max_depth: int | None = None,
                 use_terminal_reward: bool = False, budget: Budget | None = None,
-                max_tokens: int | None = None, max_expansions: int | None = None,
-                max_value_calls: int | None = None, max_seconds: float | None = None,
                 rng: np.random.Generator | None = None) -> list[SearchOutput]:
     """Gumbel MCTS from every root (see the module docstring)."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     rule = GumbelRule(num_simulations, max_num_considered_actions, gumbel_scale, c_visit, c_scale)
     return run_move_search(env, pv, roots, rule, width=width, num_paths=num_paths, tree_mode=tree_mode,
                            max_depth=max_depth, use_terminal_reward=use_terminal_reward,

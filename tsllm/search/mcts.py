@@ -25,8 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 
-import numpy as np
-
 from tsllm.search.tree import (
     Node,
     evaluate_nodes,
@@ -69,14 +67,11 @@ def _most_visited_path(root: Node) -> list[Node]:
 
 def mcts(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_simulations: int = 16,
          width: int = 8, c_puct: float = 1.0, selection: str = "puct", use_terminal_reward: bool = False,
-         budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
-         max_value_calls: int | None = None, max_seconds: float | None = None,
-         rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """MCTS from every root; `rng` is unused (selection is deterministic)."""
+         budget: Budget | None = None) -> list[SearchOutput]:
+    """MCTS from every root (deterministic)."""
     if selection not in ("puct", "uct"):
         raise ValueError(f"selection must be 'puct' or 'uct', got {selection!r}")
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
     evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own leaf
 

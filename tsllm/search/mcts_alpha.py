@@ -437,14 +437,11 @@ def mcts_alpha(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_si
                aggregation: str = "majority", max_depth: int | None = None,
                use_terminal_reward: bool = False, parallel_simulations: int = 1,
                virtual_loss: float = 1.0, budget: Budget | None = None,
-               max_tokens: int | None = None, max_expansions: int | None = None,
-               max_value_calls: int | None = None, max_seconds: float | None = None,
                rng: np.random.Generator | None = None) -> list[SearchOutput]:
     """TS-LLM MCTS-α from every root (see the module docstring; `parallel_simulations` and
     `virtual_loss` under "Rounds and batching"). `rng` drives root noise and temperature sampling
     only; with neither the search is deterministic."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     rule = AlphaRule(num_simulations, c_init, c_base, add_noise, dirichlet_alpha, noise_weight, temperature)
     return run_move_search(env, pv, roots, rule, width=width, num_paths=num_paths, tree_mode=tree_mode,
                            max_depth=max_depth, use_terminal_reward=use_terminal_reward,
@@ -462,19 +459,14 @@ def mcts_rollout(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_
                  aggregation: str = "majority", max_simulations: int = 1000,
                  max_depth: int | None = None, use_terminal_reward: bool = False,
                  parallel_simulations: int = 1, virtual_loss: float = 1.0,
-                 budget: Budget | None = None, max_tokens: int | None = None,
-                 max_expansions: int | None = None, max_value_calls: int | None = None,
-                 max_seconds: float | None = None,
-                 rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """TS-LLM MCTS-Rollout from every root (see the module docstring). Deterministic; `rng` is
-    accepted for the common signature and unused."""
+                 budget: Budget | None = None) -> list[SearchOutput]:
+    """TS-LLM MCTS-Rollout from every root (see the module docstring; deterministic)."""
     if num_paths < 1:
         raise ValueError(f"num_paths must be >= 1, got {num_paths}")
     if aggregation not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {aggregation!r}; choose one of {sorted(AGGREGATORS)}")
     check_parallel(parallel_simulations, virtual_loss)
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     trees = [new_root(env, s, template) for s in roots]
     reached: list[list[Node]] = [[] for _ in trees]
     sims = [0] * len(trees)
