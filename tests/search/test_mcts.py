@@ -113,3 +113,25 @@ def test_golden_tree():
         return mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=5, c_puct=1.0)[0]
 
     check_search_golden("mcts_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+
+
+def test_a_root_that_ends_its_own_walk_backs_up_its_critic_value():
+    # "dead" is not terminal but the policy gives it no children; "B1" is a terminal root. Both are
+    # scored in the same batched value call as the other root's children, once.
+    nodes = {**NODES, "dead": {"value": 0.3, "terminal": False}}
+    env = FixedTreeEnv(nodes)
+    pv = FixedTreePolicyValue(env)
+    dead, terminal, normal = mcts(env, pv, ["dead", "B1", "root"], num_simulations=3)
+    assert dead.root_value == pytest.approx(0.3) and dead.tree["visits"] == 3
+    assert terminal.root_value == pytest.approx(0.5) and terminal.tree["visits"] == 3
+    assert dead.budget.value_calls == 1 and terminal.budget.value_calls == 1
+    assert normal.tree == mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=3)[0].tree
+    assert pv.expand_batches[0] == ["dead", "root"] and pv.evaluate_calls == pv.expand_calls
+
+
+def test_terminal_root_under_terminal_rewards_needs_no_value_call():
+    env = FixedTreeEnv(NODES)
+    pv = FixedTreePolicyValue(env)
+    out = mcts(env, pv, ["A1"], num_simulations=2, use_terminal_reward=True)[0]
+    assert pv.evaluate_calls == 0 and out.budget.value_calls == 0
+    assert out.root_value == pytest.approx(1.0) and out.stats["simulations"] == 2

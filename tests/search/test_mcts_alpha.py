@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import gumbel_mcts
-from tsllm.search.mcts_alpha import VirtualLosses, mcts_alpha, mcts_rollout, most_visited, puct_scores
+from tsllm.search.mcts_alpha import mcts_alpha, mcts_rollout, puct_scores
+from tsllm.search.simulation import VirtualLosses, most_visited
 from tsllm.search.tree import Node
 from tsllm.types import Budget
 
