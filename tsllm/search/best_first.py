@@ -13,7 +13,7 @@ The visible tree grows one prefix at a time:
 
 The search starts, as in seed 000, from T_0 = the root and its children: the root's own expansion
 reveals the first frontier and is not counted against `max_expansions` (its tokens and value calls
-still count), so `max_expansions=2` expands the root and then two frontier prefixes. The reported
+still count), so `Budget(max_expansions=2)` expands the root and then two frontier prefixes. The reported
 budget shows all expansions, the root's included.
 
 Ties go to the earlier-created prefix (children in the order the policy listed them).
