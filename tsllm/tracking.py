@@ -45,7 +45,8 @@ WandbMode = Literal["auto", "online", "offline", "disabled"]
 RUN_ID_FILE = "wandb_run_id.txt"
 # wandb.init waits 90 s by default before giving up on an unreachable server; the loop falls
 # back to offline logging then, so a long wait only delays the run. A reachable server answers
-# in a few seconds. Pass settings={"init_timeout": ...} to wait longer on a slow link.
+# in a few seconds. Pass settings={"init_timeout": ...} to wait longer on a slow link; wandb's
+# lookup for its "logged in as" line retries for ~10 s more unless settings={"quiet": True}.
 INIT_TIMEOUT_S = 15.0
 
 
