@@ -18,7 +18,7 @@ from transformers import LlamaForSequenceClassification
 from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
 from tsllm.loop import LoopConfig
-from tsllm.loop_tasks import response_pieces
+from tsllm.tasks.rlhf import response_pieces
 from tsllm.models.tiny import (
     TinyModelConfig,
     build_char_tokenizer,
