@@ -159,11 +159,13 @@ class Task:
     def row(self, state: Any, source: str, tokens: int) -> dict:
         raise NotImplementedError
 
-    def policy_rows(self, rows: list[dict]) -> list[dict]:
+    @classmethod
+    def policy_rows(cls, rows: list[dict]) -> list[dict]:
         """The trajectories the policy is fine-tuned on: the correct ones."""
         return [r for r in rows if r["steps"] and r["reward"] > 0]
 
-    def method_metrics(self, result: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def method_metrics(cls, result: dict[str, Any]) -> dict[str, Any]:
         """Metrics of one evaluated method beyond accuracy and tokens (result: evaluate.summarize's)."""
         return {}
 

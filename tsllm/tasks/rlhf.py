@@ -126,7 +126,8 @@ class RLHFTask(Task):
         return {"question": state.prompt, "steps": response_pieces(self.decode, ids), "reward": reward,
                 "task": self.name, "source": source, "tokens": tokens, "response_ids": ids}
 
-    def policy_rows(self, rows: list[dict]) -> list[dict]:
+    @classmethod
+    def policy_rows(cls, rows: list[dict]) -> list[dict]:
         """Each prompt's highest-reward trajectory with a response, whatever its sign (DESIGN.md 5)."""
         best: dict[str, dict] = {}
         for row in (r for r in rows if r["steps"]):
@@ -134,7 +135,8 @@ class RLHFTask(Task):
                 best[row["question"]] = row
         return list(best.values())
 
-    def method_metrics(self, result: dict[str, Any]) -> dict[str, Any]:
+    @classmethod
+    def method_metrics(cls, result: dict[str, Any]) -> dict[str, Any]:
         """The reward model's mean score of the responses the method chose (finished ones)."""
         scores = [q["reward"] for q in result["per_question"] if q["reward"] is not None]
         return {"reward": sum(scores) / len(scores) if scores else None}
