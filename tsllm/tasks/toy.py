@@ -33,6 +33,7 @@ def build_forest(roots: int, depth: int, branching: int, value_noise: float, see
 class ToyTask(Task):
     name = "toy"
     needs_model = False
+    data_help = ""  # it builds its own trees
     depth, branching, value_noise = 6, 3, 0.5  # the demo's defaults
 
     @classmethod
