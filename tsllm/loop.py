@@ -114,7 +114,7 @@ class LoopConfig:
         from tsllm.training.value_trainer import ValueTrainConfig
 
         if self.task not in names():
-            raise bad("task", f"unknown task {self.task!r}; choose one of {names()}")
+            raise bad("task", f"must be one of {names()}, got {self.task!r}")
         for key in ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
