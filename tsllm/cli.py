@@ -2,7 +2,7 @@
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [key=value ...]
-    tsllm eval --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
+    tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
@@ -142,17 +142,34 @@ EVAL_FLAGS = {"test_data": "--data", "base_model": "--policy", "reward_model": "
               "max_response_tokens": "--max-response-tokens"}
 
 
-def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pathlib import Path
-
-    from tsllm.config import ConfigError, parse_overrides
-    from tsllm.envs.base import DataError
-    from tsllm.evaluate import evaluate_methods, print_table, save_results
-    from tsllm.search import ALGORITHMS
+def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """(task class, its settings from the flags), checked as the task checks a config: errors
+    stop here, before any model loads, named by their flags."""
+    from tsllm.config import ConfigError
     from tsllm.tasks import get_task
     from tsllm.tasks.base import TaskSettings
 
     task_cls = get_task(args.task)
+    settings = TaskSettings(seed=args.seed, strict=not args.lenient, test_questions=args.test_questions,
+                            test_data=args.data, test_split=args.split, prompt_field=args.prompt_field,
+                            reward_model=args.reward_model, max_response_tokens=args.max_response_tokens,
+                            max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend)
+    try:
+        task_cls.check(settings, training=False)
+    except ConfigError as error:
+        message = str(error)
+        for key, flag in EVAL_FLAGS.items():
+            message = message.replace(f"config key '{key}'", flag)
+        parser.error(message)
+    return task_cls, settings
+
+
+def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls) -> dict[str, dict]:
+    """{method: knobs} in order: --methods (default greedy, mcts_alpha and the task's baseline),
+    the task's baseline knobs under the --set ones."""
+    from tsllm.config import ConfigError, parse_overrides
+    from tsllm.search import ALGORITHMS
+
     methods = [m.strip() for m in (args.methods or f"greedy,mcts_alpha,{task_cls.baseline}").split(",") if m.strip()]
     unknown = [m for m in methods if m not in ("greedy", "cot_sc") and m not in ALGORITHMS]
     if unknown:
@@ -162,29 +179,31 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"task {args.task} needs --policy (a policy model folder)")
         if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
             parser.error("value-guided searches need --value (a value model folder)")
+    try:
+        knobs = parse_overrides(args.set)
+    except ConfigError as error:
+        parser.error(str(error))
+    bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
+    if bad_knobs:
+        parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
+    return {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
+
+
+def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from tsllm.config import ConfigError
+    from tsllm.distributed import device
+    from tsllm.envs.base import DataError
+    from tsllm.evaluate import evaluate_methods, print_table, save_results
+
     for flag in ("policy", "value"):
         path = getattr(args, flag)
         if path and not Path(path).exists():
             parser.error(f"--{flag} {path} does not exist")
-    settings = TaskSettings(seed=args.seed, strict=not args.lenient, test_questions=args.test_questions,
-                            test_data=args.data, test_split=args.split, prompt_field=args.prompt_field,
-                            reward_model=args.reward_model, max_response_tokens=args.max_response_tokens,
-                            max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend)
-    try:
-        task_cls.check(settings, training=False)
-        knobs = parse_overrides(args.set)
-    except ConfigError as error:  # before any model loads, in the flags' own names
-        message = str(error)
-        for key, flag in EVAL_FLAGS.items():
-            message = message.replace(f"config key '{key}'", flag)
-        parser.error(message)
-    bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
-    if bad_knobs:
-        parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
-    knobs = {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
-
-    from tsllm.distributed import device
-
+    task_cls, settings = eval_task(args, parser)
+    knobs = eval_methods(args, parser, task_cls)
+    methods = list(knobs)
     try:
         task = task_cls(settings, device())
         problems = task.test_problems()
