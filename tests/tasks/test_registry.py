@@ -82,6 +82,15 @@ def test_registry_names_and_lookups():
     assert tasks.get_task("game24") is not Clash
 
 
+def test_a_task_without_a_warm_start_needs_base_model_before_the_run_starts():
+    class NoWarmStart(tasks.base.TextTask):
+        name = "no_warm_start"
+
+    with pytest.raises(ConfigError, match="config key 'base_model': not set, and task no_warm_start has no warm"):
+        NoWarmStart.check(TaskSettings(), training=True)
+    NoWarmStart.check(TaskSettings(), training=False)  # evaluation needs no warm start
+
+
 def test_the_loop_config_takes_any_registered_task_and_names_the_valid_ones():
     with pytest.raises(ConfigError, match=r"config key 'task': must be one of \['game24', .*'toy'\], got 'nope'"):
         load_config(LoopConfig, None, ["task=nope"])

@@ -134,6 +134,8 @@ class Task:
         if settings.base_model is not None:
             check_path("base_model", settings.base_model, "a causal-LM folder, or leave base_model unset "
                                                             "to warm-start the tiny model")
+        elif training and cls.warmstart_rows is Task.warmstart_rows:  # else it would fail after the start
+            raise bad("base_model", f"not set, and task {cls.name} has no warm start; set it to a causal-LM folder")
 
     env: Any
 
@@ -149,6 +151,8 @@ class Task:
         return self.train_problems()[: self.settings.train_questions], self.test_problems()
 
     def warmstart_rows(self) -> list[dict]:
+        """Trajectories to warm-start the tiny policy on when base_model is unset; a task without
+        them needs base_model (its check says so)."""
         raise NotImplementedError(f"task {self.name} has no warm start; set base_model")
 
     def policy_value(self, policy: str, generator: Callable[[str], Any], value_fn: Any, temperature: float,
