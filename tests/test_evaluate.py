@@ -118,3 +118,16 @@ def test_eval_toy_trees_need_no_checkpoint(tmp_path):
     for r in methods.values():
         assert len(r["per_question"]) == 12 and r["tokens_per_question"] > 0
         assert r["accuracy"] == sum(q["correct"] for q in r["per_question"]) / 12
+
+
+def test_budget_limits_among_the_knobs_become_the_methods_budget():
+    from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
+    from tsllm.evaluate import run_method
+
+    env = FixedTreeEnv(random_tree(depth=4, branching=3, seed=2))
+    toy_pv = lambda temperature, guided: FixedTreePolicyValue(env)  # noqa: E731
+    knobs = {"num_simulations": 8, "width": 3}
+    free = run_method(env, toy_pv, ["root"], "mcts", knobs, progress=False)
+    capped = run_method(env, toy_pv, ["root"], "mcts", {**knobs, "max_expansions": 2}, progress=False)
+    assert capped["outputs"][0].budget.expansions == 2 < free["outputs"][0].budget.expansions
+    assert capped["knobs"] == {**knobs, "max_expansions": 2}  # recorded as given

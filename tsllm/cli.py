@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from tsllm.types import Budget
+
 # The demo's methods: name -> (algorithm, knobs). Budgets are of the same order (tens of step
 # tokens per question) so the table compares search strategies, not just spending.
 DEMO_METHODS: dict[str, tuple[str, dict]] = {
@@ -28,7 +30,7 @@ DEMO_METHODS: dict[str, tuple[str, dict]] = {
     "best_of_n@16 (weighted)": ("best_of_n", {"n": 16, "method": "weighted"}),
     "bfs (beam 3)": ("bfs", {"beam_width": 3, "width": 3}),
     "dfs": ("dfs", {"width": 3, "max_answers": 2}),
-    "best_first": ("best_first", {"width": 3, "max_expansions": 12}),
+    "best_first": ("best_first", {"width": 3, "budget": Budget(max_expansions=12)}),
     "mcts": ("mcts", {"num_simulations": 8, "width": 3}),
     "mcts_alpha": ("mcts_alpha", {"num_simulations": 5, "width": 3}),
     "mcts_rollout": ("mcts_rollout", {"num_paths": 8, "width": 3}),
@@ -42,7 +44,7 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     from tsllm.envs.toy import FixedTreePolicyValue
-    from tsllm.search import get_algorithm
+    from tsllm.search import get_algorithm, takes_rng
     from tsllm.tasks.toy import build_forest
 
     env, roots = build_forest(args.roots, args.depth, args.branching, args.value_noise, args.seed)
@@ -52,7 +54,10 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
     for label, (name, knobs) in DEMO_METHODS.items():
         pv = FixedTreePolicyValue(env, seed=args.seed)
         start = time.perf_counter()
-        outs = get_algorithm(name)(env, pv, roots, rng=np.random.default_rng(args.seed), **knobs)
+        algorithm = get_algorithm(name)
+        if takes_rng(algorithm):
+            knobs = {**knobs, "rng": np.random.default_rng(args.seed)}
+        outs = algorithm(env, pv, roots, **knobs)
         seconds = time.perf_counter() - start
         rows.append({
             "method": label,

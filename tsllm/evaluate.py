@@ -49,8 +49,11 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
                progress: bool = True) -> dict[str, Any]:
     """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
     LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
-    greedy and cot_sc get the policy alone."""
+    greedy and cot_sc get the policy alone. `knobs` are the method's keyword arguments, except
+    that Budget limits among them (`max_tokens`, `max_expansions`, `max_value_calls`,
+    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record."""
     from tsllm.search import cot_greedy, get_algorithm
+    from tsllm.types import Budget
 
     if method == "greedy":
         algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {"width": 1, **knobs}
@@ -58,9 +61,11 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
         algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
     else:
         algorithm, pv = get_algorithm(method), make_pv(None, True)
+    budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})
+    search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
     outs = []
     for chunk in chunks(problems, 32, method, progress):
-        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], **knobs)
+        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
     return {**summarize(method, knobs, [question_result(env, o) for o in outs]), "outputs": outs}
 
 

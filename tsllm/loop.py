@@ -290,6 +290,7 @@ class Loop:
 
     def _search(self, policy: str, value: str, problems: list[dict], label: str):
         from tsllm.search import get_algorithm
+        from tsllm.types import Budget
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
@@ -297,7 +298,7 @@ class Loop:
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
-            outs += algorithm(self.env, pv, states, max_tokens=s.max_tokens, **s.knobs)
+            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=s.max_tokens), **s.knobs)
         return outs, pv
 
     def search(self, k: int, policy: str, value: str) -> dict:
