@@ -131,3 +131,19 @@ def test_budget_limits_among_the_knobs_become_the_methods_budget():
     capped = run_method(env, toy_pv, ["root"], "mcts", {**knobs, "max_expansions": 2}, progress=False)
     assert capped["outputs"][0].budget.expansions == 2 < free["outputs"][0].budget.expansions
     assert capped["knobs"] == {**knobs, "max_expansions": 2}  # recorded as given
+
+
+@pytest.mark.parametrize("task", ["game24", "prontoqa"])
+def test_eval_without_data_uses_the_held_out_problems_the_loop_evaluates(models, task, tmp_path):
+    from tsllm.loop import Loop, LoopConfig
+
+    policy, value = models
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", task, "--policy", str(policy), "--value", str(value), "--seed", "5",
+                 "--test-questions", "2", "--methods", "greedy,mcts_alpha", "--set", "mcts_alpha.num_simulations=1",
+                 "--set", "mcts_alpha.width=1", "--max-step-tokens", "8", "--out", str(out)]) == 0
+    config = LoopConfig(task=task, seed=5, test_questions=2, tracking="none", output_dir=str(tmp_path / "run"))
+    loop = Loop(config)  # builds the task only: no stage runs
+    held_out = [loop.env.initial_state(p).question for p in loop.test]
+    for r in json.loads(out.read_text())["methods"].values():
+        assert [q["question"] for q in r["per_question"]] == held_out
