@@ -1,4 +1,4 @@
-"""The search and env layers, and the task registry over them, stay free of torch (DESIGN.md
+"""The search and env layers, and the task registry over them, stay free of torch (docs/ARCHITECTURE.md
 section 2): they must import fast and run where no deep-learning stack is installed (a task loads
 its models only when it is built)."""
 

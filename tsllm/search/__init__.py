@@ -1,5 +1,5 @@
 """Every search algorithm as a function over an `Env` and a batched `PolicyValueFn`
-(DESIGN.md section 4). Pure Python + numpy: importing this package never imports torch.
+(docs/ARCHITECTURE.md section 4). Pure Python + numpy: importing this package never imports torch.
 
 All share one signature, `algo(env, pv, roots, *, <knobs>, budget=None) -> list[SearchOutput]`:
 `budget` is a `tsllm.types.Budget` whose limits apply to each root separately (None: unlimited).

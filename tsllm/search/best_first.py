@@ -1,4 +1,4 @@
-"""Best-first prefix search with max backup (seed 000, DESIGN.md section 4).
+"""Best-first prefix search with max backup (seed 000, docs/ARCHITECTURE.md section 4).
 
 The visible tree grows one prefix at a time:
 - frontier: visible, unexpanded, non-terminal prefixes;

@@ -128,7 +128,7 @@ class RLHFTask(Task):
 
     @classmethod
     def policy_rows(cls, rows: list[dict]) -> list[dict]:
-        """Each prompt's highest-reward trajectory with a response, whatever its sign (DESIGN.md 5)."""
+        """Each prompt's highest-reward trajectory with a response, whatever its sign (docs/ARCHITECTURE.md 5)."""
         best: dict[str, dict] = {}
         for row in (r for r in rows if r["steps"]):
             if row["question"] not in best or row["reward"] > best[row["question"]]["reward"]:
