@@ -22,7 +22,8 @@ merges the parts in problem order into the files a one-process run writes and co
 metrics over all problems. The training stages run on every rank through the trainers
 (Accelerate / TRL: DDP or DeepSpeed). Only the main process creates, fills and renames stage
 folders; the others wait at barriers (tsllm/distributed.py), so a killed multi-process run resumes
-like a single one. Task-specific parts (data, env, policy/value bridge) live in tsllm/loop_tasks.py.
+like a single one. Everything task-specific (problems, env, warm-start rows, policy/value bridge,
+which trajectories the policy learns from, extra metrics) is the run's `Task` (tsllm/tasks/).
 
 The loop receives a built `LoopConfig` (tsllm/loop_config.py) and never parses files or the command line itself.
 """
@@ -42,7 +43,8 @@ from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
-from tsllm.loop_tasks import make_task
+from tsllm.tasks import get_task
+from tsllm.tasks.base import TaskSettings
 
 # ------------------------------------------------------------------------------- stages
 
@@ -88,7 +90,7 @@ class Loop:
         self.progress = progress and dist.is_main()  # one set of bars, not one per rank
         self.out = Path(config.output_dir)
         self.device = dist.device()
-        self.task = make_task(config, self.device)
+        self.task = get_task(config.task)(TaskSettings.of(config), self.device)
         self.env = self.task.env
         self.train, self.test = self.task.problems()
         self._generator = None
@@ -131,25 +133,14 @@ class Loop:
 
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
-            from tsllm.training.warmstart import (
-                WarmStartConfig,
-                game24_rows,
-                gsm8k_rows,
-                prontoqa_rows,
-            )
 
-            if cfg.task == "game24":  # the same split as the evaluation: no test puzzle is seen
-                rows = game24_rows(WarmStartConfig(game24_split_seed=cfg.seed, game24_test_size=cfg.test_questions))
-            elif cfg.task == "gsm8k":  # the training problems' own solutions
-                rows = gsm8k_rows(self.task.gsm8k_pool())
-            else:
-                rows = prontoqa_rows(WarmStartConfig(prontoqa_seed=cfg.seed + 20_000))
+            rows = self.task.warmstart_rows()
             if dist.is_main():
                 write_jsonl(rows, tmp / "trajectories.jsonl")
             dist.barrier()
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=cfg.task, output_dir=str(tmp / "model"), **settings))
+                                                     task=self.task.name, output_dir=str(tmp / "model"), **settings))
             return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"],
                     "trainer_processes": metrics["world_size"]}
 
@@ -199,6 +190,7 @@ class Loop:
 
     def _search(self, policy: str, value: str, problems: list[dict], label: str):
         from tsllm.search import get_algorithm
+        from tsllm.types import Budget
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
@@ -206,7 +198,7 @@ class Loop:
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
-            outs += algorithm(self.env, pv, states, max_tokens=s.max_tokens, **s.knobs)
+            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=s.max_tokens), **s.knobs)
         return outs, pv
 
     def search(self, k: int, policy: str, value: str) -> dict:
@@ -236,15 +228,17 @@ class Loop:
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
-            files = [str(self.out / f"round_{j}" / "search" / "trajectories.jsonl") for j in range(k + 1)]
-            top_reward = self.config.task == "rlhf"  # top-reward paths instead of correct ones (DESIGN.md 5)
-            files = self._top_reward_file(files, tmp) if top_reward else [
-                f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
-            if not files:  # the search found nothing correct: keep the policy
-                return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
+            files = [self.out / f"round_{j}" / "search" / "trajectories.jsonl" for j in range(k + 1)]
+            chosen = self.task.policy_rows([r for f in files for r in read_jsonl(f)])  # correct / top-reward
+            if not chosen:  # the search found nothing to learn from: keep the policy
+                return {"policy": policy, "loss": None, "skipped": "no search trajectories to learn from"}
+            if dist.is_main():
+                write_jsonl(chosen, tmp / "policy_data.jsonl")
+            dist.barrier()
+            files = [str(tmp / "policy_data.jsonl")]
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
-                        **({"min_reward": None} if top_reward else {})}  # one top-reward row per question
-            metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
+                        "min_reward": None}  # the task chose the rows
+            metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
                                                      output_dir=str(tmp / "model"), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
                     "loss": metrics["eval_loss_after"] if metrics["eval_loss_after"] is not None
@@ -252,19 +246,6 @@ class Loop:
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)
-
-    def _top_reward_file(self, files: list[str], tmp: Path) -> list[str]:
-        """[a file holding each question's highest-reward trajectory with a response], or []."""
-        best: dict[str, dict] = {}
-        for row in (r for f in files for r in read_jsonl(Path(f)) if r["steps"]):
-            if row["question"] not in best or row["reward"] > best[row["question"]]["reward"]:
-                best[row["question"]] = row
-        if not best:
-            return []
-        if dist.is_main():
-            write_jsonl(best.values(), tmp / "policy_data.jsonl")
-        dist.barrier()
-        return [str(tmp / "policy_data.jsonl")]
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
         """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)
@@ -309,10 +290,8 @@ class Loop:
                 "baseline_votes": knobs[task.baseline][task.votes_knob],
                 "search_nodes_per_question": sum(q["nodes"] for q in search["per_question"]) / len(self.test),
             }
-            if self.config.task == "rlhf":  # alignment is judged by the reward model's mean score
-                for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
-                    scores = [q["reward"] for q in result["per_question"] if q["reward"] is not None]
-                    metrics[f"{name}_reward"] = sum(scores) / len(scores) if scores else None
+            for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
+                metrics.update({f"{name}_{key}": v for key, v in task.method_metrics(result).items()})
             return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)

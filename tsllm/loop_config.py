@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tsllm.config import ConfigError, bad
-from tsllm.loop_tasks import check_path, validate_task
 from tsllm.models.tiny import TinyModelConfig
+from tsllm.tasks import get_task, names
+from tsllm.tasks.base import TaskSettings, TextTask, check_path
 from tsllm.training.policy_trainer import PolicyTrainConfig, check_deepspeed_launch
 from tsllm.training.value_trainer import ValueTrainConfig
 
@@ -49,11 +50,14 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
 LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed", "train_files", "backbone"})
 
 
-def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str) -> type:
-    """A dataclass with `trainer`'s fields minus LOOP_FILLED, its types and help, and `defaults`
-    laid over the trainer's own (a default for a field the trainer lacks fails at import)."""
+def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str,
+                    stage_sets: frozenset[str] = frozenset()) -> type:
+    """A dataclass with `trainer`'s fields minus LOOP_FILLED (and `stage_sets`, what this stage
+    always sets itself), its types and help, and `defaults` laid over the trainer's own (a default
+    for a field the trainer lacks fails at import)."""
     hints = typing.get_type_hints(trainer)
-    fields = [f for f in dataclasses.fields(trainer) if f.init and f.name not in LOOP_FILLED]
+    skip = LOOP_FILLED | stage_sets
+    fields = [f for f in dataclasses.fields(trainer) if f.init and f.name not in skip]
     unknown = set(defaults) - {f.name for f in fields}
     if unknown:
         raise TypeError(f"{name}: defaults for {sorted(unknown)}, which {trainer.__name__} does not have")
@@ -104,7 +108,8 @@ ValueSection = trainer_section(
 PolicySection = trainer_section(
     "PolicySection", PolicyTrainConfig,
     {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0, "per_device_batch_size": 16},
-    "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).")
+    "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).",
+    stage_sets=frozenset({"min_reward"}))  # the task chooses the rows (correct or top-reward), not a threshold
 # Measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per second, a
 # schedule that finishes well inside the time cap (~216 s -> greedy 10%, pass@8 17%). The cap is
 # only a safety stop: a cap that bites (a busy machine got 572 of 2352 steps) leaves a policy that
@@ -265,17 +270,15 @@ def check_budgets(cfg: LoopConfig) -> None:
     value, value_where = policy, where
     if cfg.value_backbone is not None:
         value, value_where = model_context(cfg.value_backbone), f"value_backbone {cfg.value_backbone}"
-    problems = []
-    if policy is not None:
-        if cfg.task == "rlhf":  # a step is one token: the rollout is the response
-            generated = {"max_response_tokens": cfg.max_response_tokens}
-        else:
-            from tsllm.loop_tasks import TextTask
-
-            steps = TextTask(cfg).env.max_steps
+    task, problems = get_task(cfg.task), []
+    if policy is not None and task.needs_model:
+        if issubclass(task, TextTask):  # a step is a line: the rollout is max_steps + 1 of them at most
+            steps = task.make_env(TaskSettings.of(cfg)).max_steps
             generated = {"max_step_tokens": cfg.max_step_tokens,
                          f"max_step_tokens * (max_steps + 1) = {cfg.max_step_tokens} * {steps + 1} (the rollout)":
                          cfg.max_step_tokens * (steps + 1)}
+        else:  # steps are pieces of one response
+            generated = {"max_response_tokens": cfg.max_response_tokens}
         # a generation budget must leave room for the prompt; a training length may fill the context
         problems += [f"{key} = {n} leaves no room for a prompt" for key, n in generated.items() if n >= policy]
         trained = {"policy.max_length": cfg.policy.max_length}
@@ -301,7 +304,7 @@ COUNTS = ("rounds", "train_questions", "test_questions", "samples_per_question",
 class LoopConfig:
     """The whole run (see tsllm/loop.py for what a round does)."""
 
-    task: Literal["game24", "prontoqa", "gsm8k", "rlhf"] = option("game24", "the task solved and trained on")
+    task: str = option("game24", "the task solved and trained on: any name in tsllm.tasks.names()")
     strict: bool = option(True, "a solution must follow every step rule too, not only end on the right answer")
     output_dir: str = option("runs/game24-tiny", "where the run lives: one folder per round and stage, "
                                                  "config.json, rounds.jsonl, plots")
@@ -334,18 +337,17 @@ class LoopConfig:
     tracking: TrackingSection = option(TrackingSection(), "metrics tracking")
 
     def validate(self) -> None:
+        if self.task not in names():
+            raise bad("task", f"must be one of {names()}, got {self.task!r}")
         for key in COUNTS:
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise bad("temperature", f"must be a finite number >= 0, got {self.temperature}")
-        if self.base_model is not None and self.task != "rlhf":  # rlhf needs one: validate_task says so
-            check_path("base_model", self.base_model, "a causal-LM folder, or leave base_model unset "
-                                                        "to warm-start the tiny model")
         if self.value_backbone is not None:
             check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
                                                                 "start the value model from the policy")
-        validate_task(self)
+        get_task(self.task).check(TaskSettings.of(self), training=True)
         self.generator.check_backend(self.backend)
         for key in ("warmstart", "policy", "value"):
             section = getattr(self, key)

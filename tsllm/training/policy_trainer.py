@@ -47,8 +47,8 @@ from tsllm.models.tiny import (
     build_tiny_llama,
     load_causal_lm,
 )
+from tsllm.tasks import prompt_formats
 from tsllm.training.data import (
-    TASKS,
     Render,
     Trajectory,
     read_trajectories,
@@ -97,8 +97,8 @@ class PolicyTrainConfig:
             raise bad("base_model", "set a model folder, or set `tiny: {}` to start from a fresh tiny Llama")
         if self.base_model and self.tiny is not None:
             raise bad("tiny", "set either base_model or tiny, not both")
-        if self.task not in TASKS:
-            raise bad("task", f"must be one of {list(TASKS)}, got {self.task!r}")
+        if self.task not in prompt_formats():
+            raise bad("task", f"must be one of {prompt_formats()}, got {self.task!r}")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
         positive = {

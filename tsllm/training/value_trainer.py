@@ -59,8 +59,8 @@ from tsllm.models.value import (
     position_ids_for,
     save_value_model,
 )
+from tsllm.tasks import prompt_formats
 from tsllm.training.data import (
-    TASKS,
     Render,
     ValueExample,
     build_orm_examples,
@@ -120,8 +120,8 @@ class ValueTrainConfig:
             for path in getattr(self, key):
                 if not Path(path).is_file():
                     raise bad(key, f"file {path} does not exist")
-        if self.task not in TASKS:
-            raise bad("task", f"unknown task {self.task!r}; use one of {list(TASKS)}")
+        if self.task not in prompt_formats():
+            raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
         if self.template is not None and "{question}" not in self.template:
             raise bad("template", "must contain '{question}'")
         if (self.backbone is None) == (self.tiny is None):
