@@ -95,7 +95,9 @@ def check_trainer_section(key: str, section: Any, task: str) -> None:
         elif typing.get_origin(hints[f.name]) is list:
             stand_ins[f.name] = [__file__]  # a data file that exists
     try:
-        trainer(**trainer_settings(section), **stand_ins).validate()
+        trial = trainer(**trainer_settings(section), **stand_ins)
+        # validate_settings: a trainer's checks of the settings alone, where it has them
+        (getattr(trial, "validate_settings", None) or trial.validate)()
     except ConfigError as error:
         message = str(error)
         named = re.sub(r"^config key '", f"config key '{key}.", message)
