@@ -71,7 +71,7 @@ def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
 @pytest.mark.parametrize("override, message", [
     (["rounds=0"], "config key 'rounds': must be >= 1"),
     (["search.algorithm=mcts_beta"], "config key 'search.algorithm': unknown algorithm 'mcts_beta'"),
-    (["value.lrr=1"], "unknown config key 'value.lrr'; did you mean 'value.lr'"),
+    (["value.lrr=1"], "unknown config key 'value.lrr'"),
     (["policy.output_dir=x"], "unknown config key 'policy.output_dir'"),
     (["warmstart.num_epochs=many"], "config key 'warmstart.num_epochs': expected float"),
     (["value.epochs=1.5"], "config key 'value.epochs': expected int"),

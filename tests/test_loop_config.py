@@ -77,7 +77,7 @@ def test_print_config_of_a_shipped_file_matches_the_loaded_config():
     (["temperature=.nan"], r"'temperature': must be a finite number >= 0, got nan"),
     (["temperature=-1"], r"'temperature': must be a finite number >= 0"),
     (["train_questions=-3"], r"'train_questions': must be >= 1"),
-    (["value.lr=-1"], r"config key 'value.lr': must be > 0"),
+    (["value.warmup_ratio=2"], r"config key 'value.warmup_ratio': must be in \[0, 1\)"),
     (["policy.lora_r=0"], r"config key 'policy.lora_r': must be > 0"),
     (["warmstart.warmup_ratio=2"], r"config key 'warmstart.warmup_ratio': must be in \[0, 1\)"),
     (["value.deepspeed=/no/such.json"], r"config key 'value.deepspeed': /no/such.json does not exist"),
@@ -85,7 +85,7 @@ def test_print_config_of_a_shipped_file_matches_the_loaded_config():
     (["tiny.num_layers=x"], r"config key 'tiny.num_layers': expected int"),
     (["tracking=none"], r"'tracking': is a section: set its keys \(e.g. tracking.report_to=...\)"),
     (["tracking.report_to=tensorboard"], r"'tracking.report_to': must be one of \['wandb', 'none'\]"),
-    (["value.epochs=1.5"], r"'value.epochs': expected int, got '1.5' \(float\)"),
+    (["value.max_length=1.5"], r"'value.max_length': expected int, got '1.5' \(float\)"),
 ])
 def test_every_bad_value_fails_at_load_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -146,7 +146,7 @@ def test_config_json_holds_the_resolved_values(tmp_path):
     check_output_dir(cfg)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["search"]["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
-    assert saved["warmstart"]["max_seconds"] == 900.0 and saved["value"]["lr"] == 5e-4
+    assert saved["warmstart"]["max_seconds"] == 900.0 and saved["value"]["max_length"] == 512
     assert saved["tiny"]["num_layers"] == 2 and saved["tracking"]["report_to"] == "wandb"
 
 
