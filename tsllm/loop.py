@@ -126,7 +126,7 @@ class LoopConfig:
                                                                 "start the value model from the policy")
         validate_task(self)
         policy_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
-        value_owned = {"train_files", "output_dir", "backbone", "tiny", "task"}
+        value_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
         for section, cls, owned in (("value", ValueTrainConfig, value_owned),
                                     ("policy", PolicyTrainConfig, policy_owned),
                                     ("warmstart", PolicyTrainConfig, policy_owned)):
@@ -248,11 +248,12 @@ class Loop:
             # measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per
             # second; a schedule that finishes within the time cap. ~216 s -> greedy 10%, pass@8 17%.
             settings = {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
-                        "warmup_ratio": 0.05, "per_device_batch_size": 8, "num_epochs": 16.0, "max_length": 256,
+                        "warmup_ratio": 0.05, "per_device_train_batch_size": 8, "num_train_epochs": 16.0,
+                        "max_length": 256,
                         "eval_fraction": 0.05, "seed": cfg.seed, **cfg.warmstart}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=cfg.task, output_dir=str(tmp / "model"), **settings))
-            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"],
+                                                     task=cfg.task, output_dir=str(tmp), **settings))
+            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / "warmstart", work, resumable=False)["policy"]
@@ -289,14 +290,14 @@ class Loop:
             from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
             files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
-            settings = {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32, "seed": self.config.seed,
-                        **self.config.value}
+            settings = {"num_train_epochs": 2.0, "learning_rate": 5e-4, "per_device_train_batch_size": 32,
+                        "seed": self.config.seed, **self.config.value}
             backbone = self.config.value_backbone or policy
-            metrics = train_value(ValueTrainConfig(train_files=files, backbone=backbone, task=self.config.task,
+            metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
-            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["final_train_loss"],
+            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["train_loss"],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
-                    "trainer_processes": metrics["num_processes"], "distributed_type": metrics["distributed_type"]}
+                    "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
 
@@ -345,14 +346,13 @@ class Loop:
                 f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
             if not files:  # the search found nothing correct: keep the policy
                 return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
-            settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0,
-                        "per_device_batch_size": 16, "seed": self.config.seed,
+            settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
+                        "per_device_train_batch_size": 16, "seed": self.config.seed,
                         **({"min_reward": None} if top_reward else {}), **self.config.policy}
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
-                                                     output_dir=str(tmp / "model"), **settings))
+                                                     output_dir=str(tmp), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
-                    "loss": metrics["eval_loss_after"] if metrics["eval_loss_after"] is not None
-                    else (metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None),
+                    "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)

@@ -24,6 +24,7 @@ from tsllm.models.value import (
     load_value_model,
     save_value_model,
 )
+from tsllm.training import value_trainer
 from tsllm.training.data import (
     build_value_examples,
     game24_contrast_trajectories,
@@ -122,9 +123,9 @@ def test_tokenizer_mismatch_is_an_explained_error_unless_allowed(tmp_path):
 
 def config(tmp_path, rows, **overrides) -> ValueTrainConfig:
     write_jsonl(rows, tmp_path / "train.jsonl")
-    base = {"train_files": [str(tmp_path / "train.jsonl")], "tiny": TINY, "output_dir": str(tmp_path / "out"),
-            "lr": 5e-3, "epochs": 3, "per_device_batch_size": 4, "eval_fraction": 0.0, "log_every_steps": 1,
-            "max_length": 128}
+    base = {"data_files": [str(tmp_path / "train.jsonl")], "tiny": TINY, "output_dir": str(tmp_path / "out"),
+            "learning_rate": 5e-3, "num_train_epochs": 3, "per_device_train_batch_size": 4, "eval_fraction": 0.0,
+            "logging_steps": 1, "max_length": 128}
     return ValueTrainConfig(**{**base, **overrides})
 
 
@@ -136,7 +137,7 @@ FIXED = [{"question": f"pick {i}", "steps": [f"{name} {i}", "done"], "reward": r
 
 
 def test_training_lowers_the_loss_and_reports_what_it_did(tmp_path):
-    metrics = train_value(config(tmp_path, FIXED, epochs=8, eval_fraction=0.25, warmup_ratio=0.0))
+    metrics = train_value(config(tmp_path, FIXED, num_train_epochs=8, eval_fraction=0.25, warmup_ratio=0.0))
     curve = [point["loss"] for point in metrics["train_loss_curve"]]
     assert metrics["steps_per_epoch"] == 5 and metrics["global_step"] == 40 and len(curve) == 40  # 18 train rows / 4
     # Perfect on the step prefixes, 1 on the question-only one: a loss of 1/3 is the floor.
@@ -163,8 +164,8 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
     rows = game24_contrast_trajectories(500, seed=0)
     train_rows, held_out = rows[:800], rows[800:]  # 400 puzzles to learn from, 100 never seen
     write_jsonl(held_out, tmp_path / "held_out.jsonl")
-    cfg = config(tmp_path, train_rows, eval_files=[str(tmp_path / "held_out.jsonl")], epochs=16, lr=3e-3,
-                 per_device_batch_size=32, max_length=88, log_every_steps=50)
+    cfg = config(tmp_path, train_rows, eval_files=[str(tmp_path / "held_out.jsonl")], num_train_epochs=16,
+                 learning_rate=3e-3, per_device_train_batch_size=32, max_length=88, logging_steps=50)
     metrics = train_value(cfg)
     assert 1000 <= metrics["dropped_labels"] <= 2000  # the answer (and most third steps) fall past 88
     render = render_for_task("game24")
@@ -175,12 +176,29 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
     assert auc > 0.7, f"held-out AUC {auc:.3f}"
 
 
+class Killed(Exception):
+    """Stands in for a SIGKILL right after a checkpoint is written."""
+
+
+def die_after_checkpoint(monkeypatch, step: int) -> None:
+    save = value_trainer.save_checkpoint
+
+    def save_then_die(accelerator, model, tokenizer, optimizer, state, *rest):
+        save(accelerator, model, tokenizer, optimizer, state, *rest)
+        if state["global_step"] == step:
+            raise Killed
+
+    monkeypatch.setattr(value_trainer, "save_checkpoint", save_then_die)
+
+
 @pytest.mark.parametrize("use_lora", [False, True])
-def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_path, use_lora):
+def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_path, monkeypatch, use_lora):
     straight = train_value(config(tmp_path / "a", SMALL, use_lora=use_lora, lora_r=4))
-    stopped = train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4, stop_after_steps=8))
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        die_after_checkpoint(patch, 8)
+        train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4, save_steps=4))
     out = tmp_path / "b" / "out"
-    assert stopped["stopped_early"] and stopped["global_step"] == 8 and not (out / "model").exists()
+    assert not (out / "model").exists()
     # A checkpoint cut off mid-write (no trainer_state.json, temp name) must be ignored.
     shutil.copytree(out / "checkpoints" / "step_0000008", out / "checkpoints" / "step_0000009.tmp-1")
     (out / "checkpoints" / "step_0000009.tmp-1" / "trainer_state.json").unlink()
@@ -195,11 +213,13 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_pat
     assert losses(straight)[8:] == pytest.approx(losses(resumed), rel=1e-5)  # same batches, same order
 
 
-def test_resuming_with_a_changed_config_is_refused(tmp_path):
-    train_value(config(tmp_path, SMALL, stop_after_steps=2))
-    with pytest.raises(ConfigError, match=r"trained with lr=0.005, the config now says 0.001"):
-        train_value(config(tmp_path, SMALL, lr=1e-3))
-    assert train_value(config(tmp_path, SMALL, lr=1e-3, resume=False))["resumed_from_step"] is None
+def test_resuming_with_a_changed_config_is_refused(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        die_after_checkpoint(patch, 2)
+        train_value(config(tmp_path, SMALL, save_steps=2))
+    with pytest.raises(ConfigError, match=r"trained with learning_rate=0.005, the config now says 0.001"):
+        train_value(config(tmp_path, SMALL, learning_rate=1e-3))
+    assert train_value(config(tmp_path, SMALL, learning_rate=1e-3, resume=False))["resumed_from_step"] is None
 
 
 def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
@@ -207,7 +227,7 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     empty.write_text("")
     cfg = config(tmp_path, SMALL)
     with pytest.raises(DataError, match=f"{empty}: no trajectories"):
-        train_value(ValueTrainConfig(**{**cfg.__dict__, "train_files": [str(empty)]}))
+        train_value(ValueTrainConfig(**{**cfg.__dict__, "data_files": [str(empty)]}))
 
     def deepspeed_json(**fields):
         path = tmp_path / f"ds_{'_'.join(fields)}.json"
@@ -217,7 +237,7 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     contradictions = {
         "gradient_accumulation_steps=4, but the trainer config gives gradient_accumulation_steps=2":
             deepspeed_json(gradient_accumulation_steps=4),
-        r"train_batch_size=64, but the trainer config gives train_batch_size=8 \(from per_device_batch_size":
+        r"train_batch_size=64, but the trainer config gives train_batch_size=8 \(from per_device_train_batch_size":
             deepspeed_json(train_batch_size=64),
         "train_micro_batch_size_per_gpu=8, but the trainer config gives train_micro_batch_size_per_gpu=4":
             deepspeed_json(train_micro_batch_size_per_gpu=8),
@@ -228,13 +248,13 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
             train_value(ValueTrainConfig(**{**cfg.__dict__, "deepspeed": path, "gradient_accumulation_steps": 2}))
     assert not (tmp_path / "out").exists()  # refused before anything was built or written
 
-    with pytest.raises(ConfigError, match="set exactly one of backbone"):
+    with pytest.raises(ConfigError, match="set exactly one of base_model"):
         train_value(ValueTrainConfig(**{**cfg.__dict__, "tiny": None}))
-    with pytest.raises(ConfigError, match="unknown config key 'epoch'; did you mean 'epochs'"):
-        load_config(ValueTrainConfig, overrides=["epoch=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'num_train_epoch'; did you mean 'num_train_epochs'"):
+        load_config(ValueTrainConfig, overrides=["num_train_epoch=3"])
 
 
 def test_shipped_config_loads():
     cfg = load_config(ValueTrainConfig, "configs/value/tiny.yaml",
-                      ["train_files=[configs/value/tiny.yaml]"])  # any existing file passes validation
+                      ["data_files=[configs/value/tiny.yaml]"])  # any existing file passes validation
     assert cfg.tiny.num_layers == 2 and cfg.gradient_accumulation_steps == 1 and cfg.deepspeed is None

@@ -1,6 +1,6 @@
 """Value/ORM trainer: MSE regression of a per-token scalar head onto prefix returns (Accelerate).
 
-    metrics = train_value(ValueTrainConfig(train_files=["traj.jsonl"], tiny=TinyModelConfig()))
+    metrics = train_value(ValueTrainConfig(data_files=["traj.jsonl"], tiny=TinyModelConfig()))
 
 One example is one trajectory: its full text is tokenized once (with offsets) and the head is read
 at the token holding the last character of every prefix (tsllm.training.data); all other tokens
@@ -14,11 +14,13 @@ CPU), and with DeepSpeed ZeRO when `deepspeed=<json>` is set (or the launcher sa
 config stops the run at start, naming both values (Accelerate would otherwise silently prefer the
 json's accumulation).
 
-Steps: each process sees B = ceil(examples / (processes * per_device_batch_size)) batches per epoch
-(Accelerate pads the last round by cycling from the start), and the optimizer steps every
+Steps: each process sees B = ceil(examples / (processes * per_device_train_batch_size)) batches per
+epoch (Accelerate pads the last round by cycling from the start), and the optimizer steps every
 `gradient_accumulation_steps` batches and once more on a final partial group, so
-steps_per_epoch = ceil(B / gradient_accumulation_steps). The cosine schedule (with linear warmup
-over warmup_ratio of all steps) is defined in these optimizer steps.
+steps_per_epoch = ceil(B / gradient_accumulation_steps); all steps: max_steps, or
+ceil(steps_per_epoch * num_train_epochs). The schedule (lr_scheduler_type, warmup over warmup_ratio
+of all steps) is defined in these optimizer steps. `max_seconds` ends training early (a
+checkpoint, then the model as usual).
 
 Checkpoints: `<output_dir>/checkpoints/step_<N>/` holds the model (safetensors via
 save_pretrained; the adapter only with LoRA), the tokenizer, the optimizer moments
@@ -27,8 +29,8 @@ restarts the moments) and trainer_state.json (step, epoch, batches done in the e
 state, config). Each is written to a temporary sibling and renamed, so a killed run leaves only
 complete checkpoints, and a rerun with the same config resumes from the newest one: same data
 order (the shuffle is seeded per epoch), same schedule, same result as an uninterrupted run.
-The finished model (LoRA merged) goes to `<output_dir>/model`, the metrics to
-`<output_dir>/metrics.json`.
+The finished model (LoRA merged) goes to `<output_dir>/model`, the metrics (keys shared with the
+policy trainer: tsllm.training.args) to `<output_dir>/metrics.json`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +52,6 @@ from torch.utils.data import DataLoader, Sampler
 from tsllm.atomic import replace_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
-from tsllm.models.tiny import TinyModelConfig
 from tsllm.models.value import (
     LORA_TARGETS_DEFAULT,
     add_lora,
@@ -59,8 +60,8 @@ from tsllm.models.value import (
     position_ids_for,
     save_value_model,
 )
+from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.data import (
-    TASKS,
     Render,
     ValueExample,
     build_orm_examples,
@@ -74,77 +75,44 @@ from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 IGNORE = -100.0  # label of tokens that end no prefix
 # Keys that may change between a run and its resume without changing what is trained.
-RESUME_FREE_KEYS = {"output_dir", "stop_after_steps", "resume", "log_every_steps", "save_every_steps",
-                    "keep_checkpoints"}
+RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
 
 
 @dataclass
-class ValueTrainConfig:
-    """What to train on, from what, and how. Launch line: see recipes/train_value.py."""
+class ValueTrainConfig(TrainArgs):
+    """What to train on, from what, and how; the shared keys are TrainArgs'. Launch line: see
+    recipes/train_value.py."""
 
-    train_files: list[str] = field(default_factory=list)  # trajectories jsonl (tsllm.training.data)
-    eval_files: list[str] = field(default_factory=list)  # held-out trajectories; empty: split train by question
-    task: str = "game24"  # prompt format: game24 | gsm8k | prontoqa | text
-    template: str | None = None  # override the task's prompt template ("{question}" inside)
-    target: Literal["value", "orm"] = "value"  # every prefix (value) or the final text only (ORM)
-    td_lambda: float | None = None  # None: Monte-Carlo returns; else TD(lambda) from rows' "values"
-    backbone: str | None = None  # causal-LM (or value-model) folder or hub id ...
-    tiny: TinyModelConfig | None = None  # ... or a fresh tiny Llama
-    output_dir: str = "out/value"
-    lr: float = 1e-3
-    epochs: int = 1
-    per_device_batch_size: int = 16
-    gradient_accumulation_steps: int = 1  # the only place accumulation is set
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512  # tokens; labels past it are dropped (counted in metrics)
-    eval_fraction: float = 0.1  # of train questions held out when eval_files is empty
-    seed: int = 0
-    use_lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_target_modules: str | list[str] = LORA_TARGETS_DEFAULT
-    deepspeed: str | None = None  # DeepSpeed json (configs/deepspeed/zero2.json) or None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    save_every_steps: int = 0  # 0: checkpoint at epoch ends only
-    log_every_steps: int = 10
-    keep_checkpoints: int = 2
-    stop_after_steps: int | None = None  # end this invocation after N optimizer steps (resumable)
-    resume: bool = True  # continue from the newest checkpoint in output_dir
+    output_dir: str = default_of(TrainArgs, "output_dir", "out/value")
+    per_device_train_batch_size: int = default_of(TrainArgs, "per_device_train_batch_size", 16)
+    warmup_ratio: float = default_of(TrainArgs, "warmup_ratio", 0.05)
+    lr_scheduler_type: str = default_of(TrainArgs, "lr_scheduler_type", "cosine")
+    lora_target_modules: str | list[str] = default_of(TrainArgs, "lora_target_modules", LORA_TARGETS_DEFAULT)
+    eval_files: list[str] = arg([], "held-out trajectories jsonl; empty: hold out eval_fraction of the questions")
+    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
+    target: Literal["value", "orm"] = arg("value", "label every prefix (value) or the final text only (ORM)")
+    td_lambda: float | None = arg(None, "null: Monte-Carlo returns; else TD(lambda) targets from the rows' "
+                                        "'values'")
+    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
+    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
+    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
 
     def validate(self) -> None:
-        if not self.train_files:
-            raise bad("train_files", "give at least one trajectories jsonl file")
-        for key in ("train_files", "eval_files"):
+        super().validate()
+        if not self.data_files:
+            raise bad("data_files", "give at least one trajectories jsonl file")
+        for key in ("data_files", "eval_files"):
             for path in getattr(self, key):
                 if not Path(path).is_file():
                     raise bad(key, f"file {path} does not exist")
-        if self.task not in TASKS:
-            raise bad("task", f"unknown task {self.task!r}; use one of {list(TASKS)}")
         if self.template is not None and "{question}" not in self.template:
             raise bad("template", "must contain '{question}'")
-        if (self.backbone is None) == (self.tiny is None):
-            raise bad("backbone", "set exactly one of backbone=<model folder> or tiny (a TinyModelConfig mapping)")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise bad("deepspeed", f"file {self.deepspeed} does not exist (see configs/deepspeed/)")
-        positive = ("lr", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "log_every_steps",
-                    "lora_r", "lora_alpha", "keep_checkpoints")
-        for key in positive:
-            if not getattr(self, key) > 0:
-                raise bad(key, f"must be > 0, got {getattr(self, key)}")
-        if self.max_length < 2:
-            raise bad("max_length", f"must be >= 2, got {self.max_length}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
             raise bad("td_lambda", f"must be in [0, 1] or null, got {self.td_lambda}")
-        if self.stop_after_steps is not None and self.stop_after_steps < 1:
-            raise bad("stop_after_steps", f"must be >= 1 or null, got {self.stop_after_steps}")
-        if self.save_every_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("config keys save_every_steps, weight_decay and max_grad_norm must be >= 0")
+        if self.save_steps < 0:
+            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
 
 
 # ------------------------------------------------------------------------------- DeepSpeed
@@ -187,13 +155,13 @@ def check_deepspeed_config(ds: dict, config: ValueTrainConfig, world_size: int, 
     for section in ("optimizer", "scheduler"):
         if section in ds:
             raise ConfigError(f"DeepSpeed config {source} has a '{section}' section, but the trainer builds AdamW "
-                              "and the cosine schedule from its config (lr, warmup_ratio); remove the section")
-    accumulation, micro = config.gradient_accumulation_steps, config.per_device_batch_size
+                              "and the schedule from its config (learning_rate, lr_scheduler_type); remove the section")
+    accumulation, micro = config.gradient_accumulation_steps, config.per_device_train_batch_size
     implied = {
         "gradient_accumulation_steps": (accumulation, "gradient_accumulation_steps"),
-        "train_micro_batch_size_per_gpu": (micro, "per_device_batch_size"),
+        "train_micro_batch_size_per_gpu": (micro, "per_device_train_batch_size"),
         "train_batch_size": (micro * accumulation * world_size,
-                             f"per_device_batch_size x gradient_accumulation_steps x {world_size} processes"),
+                             f"per_device_train_batch_size x gradient_accumulation_steps x {world_size} processes"),
         "gradient_clipping": (config.max_grad_norm, "max_grad_norm"),
     }
     for key, (want, from_keys) in implied.items():
@@ -307,7 +275,7 @@ def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list
                 examples += build_value_examples(trajectories, task_render, td_lambda=config.td_lambda)
         return deduplicate(examples)
 
-    examples = build(config.train_files)
+    examples = build(config.data_files)
     if config.eval_files:
         return examples, build(config.eval_files)
     train, evaluation = split_by_question(examples, config.eval_fraction, config.seed)
@@ -331,9 +299,10 @@ def build_model(config: ValueTrainConfig, weights: Path | None = None):
     """(model, tokenizer) as configured; `weights` = a checkpoint folder to start from."""
     if weights is not None and not config.use_lora:  # a full checkpoint is itself a value model folder
         return build_value_model(weights, head_seed=config.seed)
-    model, tokenizer = build_value_model(config.backbone, config.tiny, head_seed=config.seed)
+    model, tokenizer = build_value_model(config.base_model, config.tiny, head_seed=config.seed)
     if config.use_lora:
-        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, target_modules=config.lora_target_modules)
+        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, target_modules=config.lora_target_modules,
+                         dropout=config.lora_dropout)
         if weights is not None:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -349,7 +318,7 @@ def make_optimizer(model, config: ValueTrainConfig) -> torch.optim.Optimizer:
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
 
 
 def value_predictions(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -448,7 +417,7 @@ def save_checkpoint(accelerator, model, tokenizer, optimizer, trainer_state: dic
 def save_final_model(accelerator, model, tokenizer, config: ValueTrainConfig) -> Path:
     """The finished value model at <output_dir>/model, LoRA merged: what ValueFunction loads."""
     state_dict = accelerator.get_state_dict(model)
-    target = Path(config.output_dir) / "model"
+    target = Path(config.output_dir) / MODEL_DIR
     if accelerator.is_main_process:
         if config.use_lora:  # fold the adapters into a fresh CPU copy (the trained one may be sharded)
             with no_zero3_init():  # built by this rank alone: no partitioning collectives
@@ -501,7 +470,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     (config.task for rows without one)."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_scheduler
 
     config.validate()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -528,7 +497,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
 
     sampler = EpochShuffle(len(train_features), config.seed)
     pad = tokenizer.pad_token_id
-    train_loader = DataLoader(train_features, batch_size=config.per_device_batch_size, sampler=sampler,
+    train_loader = DataLoader(train_features, batch_size=config.per_device_train_batch_size, sampler=sampler,
                               collate_fn=lambda f: collate(f, pad))
     raw_optimizer = make_optimizer(model, config)
     use_ds = ds_config is not None
@@ -536,7 +505,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
         load_optimizer(raw_optimizer, resume_from / "optimizer.safetensors")
     prepared = [model, raw_optimizer, train_loader]
     if eval_features:
-        prepared.append(DataLoader(eval_features, batch_size=config.per_device_batch_size,
+        prepared.append(DataLoader(eval_features, batch_size=config.per_device_train_batch_size,
                                    collate_fn=lambda f: collate(f, pad)))
     model, optimizer, train_loader, *maybe_eval = accelerator.prepare(*prepared)
     eval_loader = maybe_eval[0] if maybe_eval else None
@@ -544,11 +513,17 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     batches_per_epoch = len(train_loader)
     accumulation = config.gradient_accumulation_steps
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
-    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps > 0:
+        total_steps = config.max_steps
+    else:
+        total_steps = math.ceil(steps_per_epoch * config.num_train_epochs)
+    epochs = math.ceil(total_steps / steps_per_epoch)
     # Built on the torch optimizer and stepped by hand once per real optimizer step: Accelerate's
     # scheduler wrapper would step it once per process. DeepSpeed's ZeRO optimizer wraps the same
     # torch optimizer and reads the learning rate from its param groups.
-    scheduler = get_cosine_schedule_with_warmup(raw_optimizer, round(config.warmup_ratio * total_steps), total_steps)
+    scheduler = get_scheduler(config.lr_scheduler_type, raw_optimizer,
+                              num_warmup_steps=round(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
     global_step, start_epoch, batches_done = 0, 0, 0
     if trainer_state:
         scheduler.load_state_dict(trainer_state["scheduler"])
@@ -566,6 +541,12 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
                 "scheduler": scheduler.state_dict(), "optimizer_saved": not use_ds,
                 "num_processes": accelerator.num_processes, "config": resumable_config(config)}
 
+    def out_of_time() -> bool:
+        """Rank 0's clock decides and every rank follows (one that stopped alone would hang the others)."""
+        late = torch.tensor(float(config.max_seconds is not None and time.perf_counter() - started_at
+                                  > config.max_seconds), device=accelerator.device)
+        return bool(accelerator.reduce(late if accelerator.is_main_process else late * 0, "sum").item())
+
     curve, evals = [], []
     tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
     loss_sum = torch.zeros((), device=accelerator.device)
@@ -574,7 +555,8 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     progress = tqdm(total=total_steps, initial=global_step, disable=not accelerator.is_main_process,
                     desc="value", leave=False)
     model.train()
-    for epoch in range(start_epoch, config.epochs):
+    epoch = epochs - 1  # what a resumed finished run reports
+    for epoch in range(start_epoch, epochs):
         skip = batches_done if epoch == start_epoch else 0
         sampler.set_epoch(epoch)  # the epoch fixes the shuffle; set it on every loader that may forward it
         train_loader.set_epoch(epoch)
@@ -582,6 +564,8 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
         loader.set_epoch(epoch)
         done = skip
         for batch in loader:
+            if global_step >= total_steps:
+                break
             with accelerator.accumulate(model):
                 loss = value_loss(model, batch)
                 accelerator.backward(loss)
@@ -599,37 +583,44 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
             global_step += 1
             steps_this_run += 1
             progress.update(1)
-            if global_step % config.log_every_steps == 0 or global_step == 1:
+            if global_step % config.logging_steps == 0 or global_step == 1:
                 mean_loss = (accelerator.reduce(loss_sum, "sum") / accelerator.reduce(loss_count, "sum")).item()
-                curve.append({"step": global_step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
+                curve.append({"step": global_step, "epoch": epoch, "loss": mean_loss,
+                              "learning_rate": scheduler.get_last_lr()[0]})
                 loss_sum.zero_()
                 loss_count.zero_()
-            stop = config.stop_after_steps is not None and steps_this_run >= config.stop_after_steps
-            periodic = config.save_every_steps and global_step % config.save_every_steps == 0
-            if stop or (periodic and done < batches_per_epoch):  # the epoch end saves anyway
+            stopped_early = out_of_time()
+            periodic = config.save_steps and global_step % config.save_steps == 0
+            if stopped_early or (periodic and done < batches_per_epoch):  # the epoch end saves anyway
                 save_checkpoint(accelerator, model, tokenizer, optimizer, state_now(epoch, done), output_dir,
-                                config.keep_checkpoints)
-            if stop:
-                stopped_early = True
+                                config.save_total_limit)
+            if stopped_early:
                 break
         if stopped_early:
             break
         if eval_loader is not None:
             evals.append({"epoch": epoch, **evaluate(accelerator, model, eval_loader)})
         save_checkpoint(accelerator, model, tokenizer, optimizer, state_now(epoch, done), output_dir,
-                        config.keep_checkpoints)
+                        config.save_total_limit)
     progress.close()
     train_seconds = time.perf_counter() - started_at
-    if eval_loader is not None and not evals and not stopped_early:  # resumed a finished run
-        evals.append({"epoch": config.epochs - 1, **evaluate(accelerator, model, eval_loader)})
+    if eval_loader is not None and (stopped_early or not evals):  # stopped mid-epoch, or resumed a finished run
+        evals.append({"epoch": epoch, **evaluate(accelerator, model, eval_loader)})
     total_tokens = int(accelerator.reduce(tokens, "sum").item())
 
     metrics: dict[str, Any] = {
+        "train_loss": curve[-1]["loss"] if curve else None,
+        "eval_loss": evals[-1]["mse"] if evals else None,
+        "eval_mse": evals[-1]["mse"] if evals else None,
+        "eval_sign_acc": evals[-1]["sign_acc"] if evals else None,
+        "train_loss_curve": curve,
+        "evals": evals,
+        "global_step": global_step,
+        "world_size": accelerator.num_processes,
         "distributed_type": accelerator.distributed_type.value,
-        "num_processes": accelerator.num_processes,
         "deepspeed_config": ds_source or None,
         "zero_stage": ds_config["zero_optimization"].get("stage") if ds_config else None,
-        "per_device_batch_size": config.per_device_batch_size,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
         "gradient_accumulation_steps": accumulation,
         "train_examples": len(train_features),
         "eval_examples": len(eval_features),
@@ -637,26 +628,20 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
         "batches_per_epoch": batches_per_epoch,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
-        "global_step": global_step,
         "steps_this_run": steps_this_run,
         "resumed_from_step": trainer_state["global_step"] if trainer_state else None,
         "stopped_early": stopped_early,
-        "train_loss_curve": curve,
-        "final_train_loss": curve[-1]["loss"] if curve else None,
-        "evals": evals,
-        "eval_mse": evals[-1]["mse"] if evals else None,
-        "eval_sign_acc": evals[-1]["sign_acc"] if evals else None,
         "train_tokens": total_tokens,
         "train_seconds": train_seconds,
         "tokens_per_second": total_tokens / train_seconds if train_seconds > 0 else None,
         "output_dir": str(output_dir),
+        "config": to_dict(config),
     }
     if use_ds:
         metrics["engine_global_steps"] = int(model.global_steps)
-    if not stopped_early:
-        metrics["model_dir"] = str(save_final_model(accelerator, model, tokenizer, config))
-        if accelerator.is_main_process:
-            write_json(metrics, output_dir / "metrics.json")
+    metrics["model_dir"] = str(save_final_model(accelerator, model, tokenizer, config))
+    if accelerator.is_main_process:
+        write_json(metrics, output_dir / METRICS_FILE)
     accelerator.wait_for_everyone()
     if use_ds:
         forget_zero3()
