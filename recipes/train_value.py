@@ -1,4 +1,4 @@
-"""Train the value/ORM model (MSE to prefix returns) on trajectories jsonl with Accelerate.
+"""Train the value/ORM model (MSE to prefix returns) on trajectories jsonl with transformers.Trainer.
 
 Launch (any of):
     python recipes/train_value.py --config configs/value/tiny.yaml [key=value ...]

@@ -89,7 +89,7 @@ def test_two_process_deepspeed_zero3_with_lora_saves_a_merged_model(tmp_path):
                      "use_lora=true", "save_steps=2")
     assert metrics["distributed_type"] == "DEEPSPEED" and metrics["zero_stage"] == 3
     assert metrics["engine_global_steps"] == metrics["global_step"] == EPOCHS * STEPS_PER_EPOCH
-    checkpoint = tmp_path / "zero3" / "checkpoints" / f"step_{EPOCHS * STEPS_PER_EPOCH:07d}"
+    checkpoint = tmp_path / "zero3" / "checkpoints" / f"checkpoint-{EPOCHS * STEPS_PER_EPOCH}"
     assert (checkpoint / "adapter_model.safetensors").is_file()  # checkpoints keep the adapter only
     assert not (Path(metrics["model_dir"]) / "adapter_config.json").exists()
     values = ValueFunction(Path(metrics["model_dir"]))(TEXTS)

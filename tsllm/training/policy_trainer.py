@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
@@ -47,6 +47,7 @@ from tsllm.models.tiny import (
     load_causal_lm,
 )
 from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
     Render,
     Trajectory,
@@ -187,25 +188,6 @@ def merge_adapter(base_path: str | Path, adapter_path: str | Path, out_path: str
 # ---------------------------------------------------------------------------------- training
 
 
-class _StopAfterSeconds(TrainerCallback):
-    """Stop once `seconds` of training have passed. Rank 0's clock decides and every rank follows,
-    since a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.started = time.perf_counter()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        stop = torch.tensor([float(time.perf_counter() - self.started > self.seconds)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(stop, src=0)
-        if stop.item():
-            control.should_training_stop = True
-
-
 def check_deepspeed_launch(key: str = "deepspeed") -> None:
     """Transformers' Trainer gives DeepSpeed no process-group backend on a CPU-only machine, so
     under several CPU processes it would train with the wrong world size; refuse at start."""
@@ -294,7 +276,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=[_StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
+        callbacks=[StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
     )
 
 
