@@ -6,6 +6,7 @@ import typing
 
 import pytest
 
+from tsllm.config import ConfigError
 from tsllm.training.args import TrainArgs
 from tsllm.training.policy_trainer import PolicyTrainConfig
 from tsllm.training.value_trainer import ValueTrainConfig
@@ -49,4 +50,8 @@ def test_every_key_has_a_help_string_and_one_default(cls):
 def test_trainer_defaults_differ_only_where_they_say_so():
     assert ValueTrainConfig.__dataclass_fields__["lr_scheduler_type"].default == "cosine"
     assert PolicyTrainConfig.__dataclass_fields__["use_lora"].default is True
+    # Both build from defaults alone (a config tree can hold them) and check themselves in validate().
     assert ValueTrainConfig().data_files == [] and ValueTrainConfig().data_files is not ValueTrainConfig().data_files
+    for cls in CONFIGS:
+        with pytest.raises(ConfigError, match="'base_model': set exactly one of"):
+            cls().validate()

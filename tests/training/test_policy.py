@@ -138,9 +138,9 @@ def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, ba
     with pytest.raises(ConfigError, match="'max_length': 400 exceeds the model's context of 160"):
         load_base(PolicyTrainConfig(base_model=str(base_dir), max_length=400))
     with pytest.raises(ConfigError, match="'base_model'"):
-        PolicyTrainConfig(data_files=[str(traj_file)])
+        PolicyTrainConfig(data_files=[str(traj_file)]).validate()
     with pytest.raises(ConfigError, match="'merge'.*use_lora"):
-        PolicyTrainConfig(base_model="m", use_lora=False, merge="adapter")
+        PolicyTrainConfig(base_model="m", use_lora=False, merge="adapter").validate()
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         load_config(PolicyTrainConfig, None, ["base_model=m", "learning_rat=1"])
     # The recipe turns bad input into one line on stderr and exit status 2, not a traceback.

@@ -3,7 +3,13 @@ round trips (plain and LoRA), tokenizer checks, loss going down, Game24 solvabil
 held-out puzzles, resume after a kill, and bad input refused at start."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,6 +233,35 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_pat
         return [point["loss"] for point in metrics["train_loss_curve"]]
     # The curve carries on from the checkpoint's log: same batches in the same order.
     assert losses(resumed) == pytest.approx(losses(straight), rel=1e-5) and len(losses(resumed)) == 18
+
+
+def test_a_sigkilled_recipe_resumes_to_the_same_model_as_an_uninterrupted_run(tmp_path):
+    """A real SIGKILL at whatever point the first checkpoint lets it land (possibly mid-write of
+    the next), on a value model built from a causal-LM folder as the loop builds it."""
+    tokenizer = build_char_tokenizer()
+    save_model(build_tiny_llama(TINY, tokenizer), tokenizer, tmp_path / "policy")
+    write_jsonl(SMALL, tmp_path / "train.jsonl")
+    settings = [f"data_files=[{tmp_path / 'train.jsonl'}]", f"base_model={tmp_path / 'policy'}", "learning_rate=5e-3",
+                "num_train_epochs=3", "per_device_train_batch_size=4", "eval_fraction=0.0", "max_length=128",
+                "logging_steps=1", "save_steps=1", "save_total_limit=30"]
+    straight = train_value(load_config(ValueTrainConfig, None, [*settings, f"output_dir={tmp_path / 'a'}"]))
+    recipe = [sys.executable, str(Path(__file__).resolve().parents[2] / "recipes" / "train_value.py"), *settings,
+              f"output_dir={tmp_path / 'b'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen(recipe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "b" / "checkpoints").glob("checkpoint-*/resume.json")):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "b" / "model").exists()  # killed before the end
+    resumed = subprocess.run(recipe, capture_output=True, text=True, env=env, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert metrics["resumed_from_step"] >= 1 and metrics["global_step"] == straight["global_step"] == 18
+    expected = ValueFunction(straight["model_dir"])(TEXTS)
+    assert ValueFunction(metrics["model_dir"])(TEXTS) == pytest.approx(expected, abs=1e-6)
 
 
 def test_resuming_with_a_changed_config_is_refused(tmp_path):

@@ -75,9 +75,6 @@ class PolicyTrainConfig(TrainArgs):
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 
-    def __post_init__(self) -> None:
-        self.validate()
-
 
 # ---------------------------------------------------------------------------------- data
 
