@@ -27,7 +27,7 @@ warmup_ratio of all steps) is defined in these optimizer steps. `max_seconds` en
 Checkpoints: `<output_dir>/checkpoints/checkpoint-<N>/` holds the model (safetensors; the adapter
 only with LoRA), the tokenizer, the optimizer moments (optimizer.safetensors; not under DeepSpeed,
 whose optimizer state is sharded and saved by DeepSpeed as pickles: a DeepSpeed resume restarts
-the moments), the scheduler, the RNG state of each process (safetensors), the Trainer's
+the moments, as fp16's loss scale does), the scheduler, the RNG state of each process (safetensors), the Trainer's
 trainer_state.json and resume.json (this config, the process count). The Trainer's own checkpoint
 writer is replaced because it pickles (optimizer.pt, rng_state.pth, training_args.bin) and writes
 in place; here each checkpoint is written to a temporary sibling and renamed, so a killed run
