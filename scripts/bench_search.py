@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
-from tsllm.search import ALGORITHMS
+from tsllm.search import ALGORITHMS, takes_rng
+from tsllm.types import Budget
 
 # name in tsllm.search.ALGORITHMS -> knobs (the parallel rules share num_rollouts/beam_width)
 KNOBS: dict[str, dict] = {
@@ -63,7 +64,8 @@ def build_batch(roots: int, depth: int, branching: int, distinct: int) -> tuple[
 def run_once(func, knobs: dict, env: FixedTreeEnv, roots: list[str], max_expansions: int) -> dict:
     pv = FixedTreePolicyValue(env, seed=0)
     start = time.perf_counter()
-    outputs = func(env, pv, roots, **knobs, max_expansions=max_expansions, rng=np.random.default_rng(0))
+    randomness = {"rng": np.random.default_rng(0)} if takes_rng(func) else {}
+    outputs = func(env, pv, roots, **knobs, budget=Budget(max_expansions=max_expansions), **randomness)
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,

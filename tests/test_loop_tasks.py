@@ -18,13 +18,13 @@ from transformers import LlamaForSequenceClassification
 from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
 from tsllm.loop import LoopConfig
-from tsllm.loop_tasks import response_pieces
 from tsllm.models.tiny import (
     TinyModelConfig,
     build_char_tokenizer,
     build_tiny_llama,
     save_model,
 )
+from tsllm.tasks.rlhf import response_pieces
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_ROWS = REPO / "tests" / "envs" / "fixtures" / "gsm8k_sample.jsonl"

@@ -14,7 +14,7 @@ from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
 from tsllm.policy_value import LLMPolicyValue, TokenPolicyValue
 from tsllm.search import best_first, cot_sc, mcts_alpha, parallel_search
-from tsllm.types import Completion
+from tsllm.types import Budget, Completion
 
 
 class ScriptedGenerator:
@@ -146,7 +146,7 @@ def test_searches_run_unchanged_on_a_real_model(tiny):
     path, _, _ = tiny
     roots = [ENV.initial_state(make_problem(p)) for p in ([4, 9, 10, 13], [1, 2, 3, 4], [2, 3, 4, 6])]
     pv = real_pv(path)
-    outs = mcts_alpha(ENV, pv, roots, num_simulations=3, width=3, max_expansions=6)
+    outs = mcts_alpha(ENV, pv, roots, num_simulations=3, width=3, budget=Budget(max_expansions=6))
     for root, out in zip(roots, outs):
         assert out.best_path[0] == root and len(out.best_path) >= 2
         assert all(isinstance(s, TextState) for s in out.best_path)
@@ -160,7 +160,7 @@ def test_searches_run_unchanged_on_a_real_model(tiny):
 
     sc = cot_sc(ENV, real_pv(path), roots[:2], k=3)
     assert all(o.budget.tokens > 0 for o in sc)
-    bf = best_first(ENV, real_pv(path), roots[:1], width=2, max_expansions=2)[0]
+    bf = best_first(ENV, real_pv(path), roots[:1], width=2, budget=Budget(max_expansions=2))[0]
     assert bf.root_value is not None
     par = parallel_search(ENV, real_pv(path), roots[:2], rule="rebase", num_rollouts=4, max_depth=2)
     assert all(o.stats["rollouts"] >= 4 for o in par)

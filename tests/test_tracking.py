@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tsllm import tracking
 from tsllm.tracking import (
     RUN_ID_FILE,
     MultiTracker,
@@ -178,6 +179,26 @@ def test_unreachable_online_init_falls_back_to_offline_with_one_warning(wandb_en
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("tsllm:")]
     [run_file] = _run_files(wandb_env, tracker.run_id)
     assert b"0.625" in run_file.read_bytes()
+
+
+def test_unreachable_server_is_given_up_after_the_tracker_default_not_wandbs_90_s(wandb_env, monkeypatch):
+    import wandb
+
+    assert tracking.INIT_TIMEOUT_S <= wandb.Settings().init_timeout / 4  # the point of the default
+    # No init_timeout passed, so only the tracker's default can end the wait: were wandb's 90 s
+    # in force, the bound below would fail. The default is shrunk so the test stays quick.
+    monkeypatch.setattr(tracking, "INIT_TIMEOUT_S", 2.0)
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    started = time.monotonic()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tracker = WandbTracker("tsllm-test", dir=wandb_env, mode="online",
+                               settings={"silent": True, "base_url": "http://127.0.0.1:9"})
+    assert time.monotonic() - started < 15
+    assert [issubclass(w.category, TrackingFallbackWarning) for w in caught].count(True) == 1
+    assert tracker.mode == "offline"
+    tracker.finish()
 
 
 def test_make_tracker_fans_out_to_rounds_log_and_wandb(wandb_env):

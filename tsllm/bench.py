@@ -1,4 +1,4 @@
-"""Engine benchmark: how well a generation backend serves tree search (DESIGN.md section 7).
+"""Engine benchmark: how well a generation backend serves tree search (docs/ARCHITECTURE.md section 7).
 
     tsllm bench engine --backend hf --out engine_hf.json
 
@@ -18,7 +18,7 @@ Batching: 8 simulations per move run in one round with virtual loss (`parallel_s
 an expansion call carries up to 16 roots x 8 leaves x 4 samples = 512 sequences, as a batched
 evaluation would; the flat run samples as many tokens from the same 16 prompts in one call.
 `overlap_value` (off by default) scores children while the engine still decodes; on the idle 2-core
-CPU machine it did not pay (vLLM tse 0.65 with it, 0.67 without; see the README's engine notes).
+CPU machine it did not pay (vLLM tse 0.65 with it, 0.67 without; see docs/RESULTS.md, engine benchmark).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [key=value ...]
-    tsllm eval --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
+    tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
@@ -19,6 +19,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from tsllm.types import Budget
+
 # The demo's methods: name -> (algorithm, knobs). Budgets are of the same order (tens of step
 # tokens per question) so the table compares search strategies, not just spending.
 DEMO_METHODS: dict[str, tuple[str, dict]] = {
@@ -28,7 +30,7 @@ DEMO_METHODS: dict[str, tuple[str, dict]] = {
     "best_of_n@16 (weighted)": ("best_of_n", {"n": 16, "method": "weighted"}),
     "bfs (beam 3)": ("bfs", {"beam_width": 3, "width": 3}),
     "dfs": ("dfs", {"width": 3, "max_answers": 2}),
-    "best_first": ("best_first", {"width": 3, "max_expansions": 12}),
+    "best_first": ("best_first", {"width": 3, "budget": Budget(max_expansions=12)}),
     "mcts": ("mcts", {"num_simulations": 8, "width": 3}),
     "mcts_alpha": ("mcts_alpha", {"num_simulations": 5, "width": 3}),
     "mcts_rollout": ("mcts_rollout", {"num_paths": 8, "width": 3}),
@@ -38,22 +40,12 @@ DEMO_METHODS: dict[str, tuple[str, dict]] = {
 }
 
 
-def build_forest(roots: int, depth: int, branching: int, value_noise: float, seed: int):
-    from tsllm.envs.toy import FixedTreeEnv, random_tree
-
-    nodes: dict = {}
-    for i in range(roots):
-        nodes.update(random_tree(depth, branching, seed=seed + i, prefix=f"q{i}/",
-                                 value_noise=value_noise, good_fraction=0.1))
-    ids = [f"q{i}/root" for i in range(roots)]
-    return FixedTreeEnv(nodes, root=ids[0]), ids
-
-
 def run_demo(args: argparse.Namespace) -> list[dict]:
     import numpy as np
 
     from tsllm.envs.toy import FixedTreePolicyValue
-    from tsllm.search import get_algorithm
+    from tsllm.search import get_algorithm, takes_rng
+    from tsllm.tasks.toy import build_forest
 
     env, roots = build_forest(args.roots, args.depth, args.branching, args.value_noise, args.seed)
     print(f"{len(roots)} questions: random trees of depth {args.depth}, branching {args.branching}, "
@@ -62,7 +54,10 @@ def run_demo(args: argparse.Namespace) -> list[dict]:
     for label, (name, knobs) in DEMO_METHODS.items():
         pv = FixedTreePolicyValue(env, seed=args.seed)
         start = time.perf_counter()
-        outs = get_algorithm(name)(env, pv, roots, rng=np.random.default_rng(args.seed), **knobs)
+        algorithm = get_algorithm(name)
+        if takes_rng(algorithm):
+            knobs = {**knobs, "rng": np.random.default_rng(args.seed)}
+        outs = algorithm(env, pv, roots, **knobs)
         seconds = time.perf_counter() - start
         rows.append({
             "method": label,
@@ -93,6 +88,7 @@ def run_loop(args: argparse.Namespace) -> int:
     from tsllm import distributed as dist
     from tsllm.config import ConfigError, load_config, to_dict
     from tsllm.loop import Loop, LoopConfig, check_output_dir
+    from tsllm.tasks import get_task
     from tsllm.tracking import (
         NoOpTracker,
         make_tracker,
@@ -132,8 +128,8 @@ def run_loop(args: argparse.Namespace) -> int:
         tracker.finish()
     plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
     plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
-    # rlhf is judged by the reward model's mean score (its baseline is best-of-N), the others by accuracy
-    metric, baseline = ("reward", "best_of_n") if config.task == "rlhf" else ("accuracy", "cot_sc")
+    task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
+    metric, baseline = task.score, task.baseline
     print(f"\n{'round':>5}{'greedy':>10}{'search':>10}{baseline:>10}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
@@ -145,53 +141,109 @@ def run_loop(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pathlib import Path
+# `tsllm eval` flags named by the config keys a task's check reports
+EVAL_FLAGS = {"test_data": "--data", "base_model": "--policy", "reward_model": "--reward-model",
+              "prompt_field": "--prompt-field", "test_split": "--split", "backend": "--backend",
+              "max_response_tokens": "--max-response-tokens"}
 
+
+def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """(task class, its settings from the flags), checked as the task checks a config: errors
+    stop here, before any model loads, named by their flags."""
+    from tsllm.config import ConfigError
+    from tsllm.tasks import get_task
+    from tsllm.tasks.base import TaskSettings
+
+    task_cls = get_task(args.task)
+    settings = TaskSettings(seed=args.seed, strict=not args.lenient, test_questions=args.test_questions,
+                            test_data=args.data, test_split=args.split, prompt_field=args.prompt_field,
+                            reward_model=args.reward_model, max_response_tokens=args.max_response_tokens,
+                            max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend)
+    try:
+        task_cls.check(settings, training=False)
+    except ConfigError as error:
+        message = str(error)
+        for key, flag in EVAL_FLAGS.items():
+            message = message.replace(f"config key '{key}'", flag)
+        parser.error(message)
+    return task_cls, settings
+
+
+def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls) -> dict[str, dict]:
+    """{method: knobs} in order: --methods (default greedy, mcts_alpha and the task's baseline),
+    the task's baseline knobs under the --set ones."""
     from tsllm.config import ConfigError, parse_overrides
-    from tsllm.envs.base import DataError
-    from tsllm.evaluate import evaluate_methods, load_problems, print_table, save_results
     from tsllm.search import ALGORITHMS
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    methods = [m.strip() for m in (args.methods or f"greedy,mcts_alpha,{task_cls.baseline}").split(",") if m.strip()]
     unknown = [m for m in methods if m not in ("greedy", "cot_sc") and m not in ALGORITHMS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose greedy, cot_sc or one of {sorted(ALGORITHMS)}")
-    if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
-        parser.error("value-guided searches need --value (a value model folder)")
-    for flag in ("policy", "value", "data"):
-        path = getattr(args, flag)
-        if path and not Path(path).exists():
-            parser.error(f"--{flag} {path} does not exist")
+    if task_cls.needs_model:
+        if not args.policy:
+            parser.error(f"task {args.task} needs --policy (a policy model folder)")
+        if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
+            parser.error("value-guided searches need --value (a value model folder)")
     try:
         knobs = parse_overrides(args.set)
-        problems = load_problems(args.task, args.data, args.test_questions, args.seed)
-    except (ConfigError, DataError) as error:
-        print(f"tsllm: {error}", file=sys.stderr)
-        return 2
+    except ConfigError as error:
+        parser.error(str(error))
     bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
     if bad_knobs:
         parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
+    return {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
 
-    from tsllm.envs.game24 import Game24Env
-    from tsllm.envs.prontoqa import ProntoQAEnv
-    from tsllm.generation import make_generator
-    from tsllm.models.value import ValueFunction
-    from tsllm.policy_value import LLMPolicyValue
 
-    env = (Game24Env if args.task == "game24" else ProntoQAEnv)(strict=not args.lenient)
-    generator = make_generator(args.backend, args.policy)
-    value_fn = ValueFunction(args.value) if args.value else None
+def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from tsllm.config import ConfigError
+    from tsllm.distributed import device
+    from tsllm.envs.base import DataError
+    from tsllm.evaluate import evaluate_methods, print_table, save_results
+
+    for flag in ("policy", "value"):
+        path = getattr(args, flag)
+        if path and not Path(path).exists():
+            parser.error(f"--{flag} {path} does not exist")
+    task_cls, settings = eval_task(args, parser)
+    knobs = eval_methods(args, parser, task_cls)
+    methods = list(knobs)
+    try:
+        task = task_cls(settings, device())
+        problems = task.test_problems()
+    except (ConfigError, DataError) as error:
+        print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    generator = None
+
+    def generator_for(policy: str):  # built on first use: token-level tasks read the model themselves
+        nonlocal generator
+        if generator is None:
+            from tsllm.generation import make_generator
+
+            generator = make_generator(args.backend, policy)
+        return generator
+
+    value_fn = None
+    if args.value and task_cls.needs_model:
+        from tsllm.models.value import ValueFunction
+
+        value_fn = ValueFunction(args.value, device=device())
 
     def make_pv(temperature, guided):
-        value = value_fn if guided else (lambda texts: [0.0] * len(texts))
-        return LLMPolicyValue(env, generator, value, max_step_tokens=args.max_step_tokens,
-                              rollout_tokens=args.max_step_tokens * (env.max_steps + 1), seed=args.seed,
-                              temperature=args.temperature if temperature is None else temperature,
-                              legal_steps_only=guided and not args.allow_illegal_steps)
+        value = value_fn if guided and value_fn is not None else (lambda texts: [0.0] * len(texts))
+        return task.policy_value(args.policy, generator_for, value,
+                                 args.temperature if temperature is None else temperature,
+                                 legal_steps_only=guided and not args.allow_illegal_steps)
 
-    results = evaluate_methods(env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
-    print_table(results)
+    results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
+    extra: list[str] = []
+    for result in results.values():
+        found = task.method_metrics(result)
+        result.update(found)
+        extra += [m for m in found if m not in extra]
+    print_table(results, tuple(extra))
     if args.out:
         save_results(results, args.out, {"policy": args.policy, "value": args.value, "task": args.task,
                                          "data": args.data, "questions": len(problems)})
@@ -202,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
+    from tsllm.tasks import get_task, names
+
     parser = argparse.ArgumentParser(prog="tsllm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="compare every search algorithm on noisy toy trees (no model)")
@@ -221,15 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
     ev = sub.add_parser("eval", help="evaluate a policy (+ value) checkpoint with search methods")
-    ev.add_argument("--policy", required=True, help="policy model folder")
+    ev.add_argument("--policy", help="policy model folder (every task but toy)")
     ev.add_argument("--value", help="value model folder (needed by value-guided searches)")
-    ev.add_argument("--task", choices=["game24", "prontoqa"], default="game24")
-    ev.add_argument("--data", help="problems file (Game24: ToT ranked CSV or jsonl; PrOntoQA: json/jsonl); "
-                                   "default: the task's held-out split")
+    ev.add_argument("--task", choices=names(), default="game24")
+    ev.add_argument("--data", help="problems file (or hub dataset id) in the task's format, e.g. "
+                                   + "; ".join(f"{n}: {get_task(n).data_help}" for n in names()
+                                               if get_task(n).data_help) + "; default: the task's held-out split")
+    ev.add_argument("--split", default="test", help="the split of a hub dataset --data")
+    ev.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder (num_labels=1)")
+    ev.add_argument("--prompt-field", default="prompt", help="rlhf: the prompts' column in --data")
+    ev.add_argument("--max-response-tokens", type=int, default=64, help="rlhf: the token-level tree's depth")
     ev.add_argument("--test-questions", type=int, default=100, help="size of the held-out split")
     ev.add_argument("--seed", type=int, default=0, help="split seed (must match training's)")
-    ev.add_argument("--methods", default="greedy,mcts_alpha,cot_sc",
-                    help="comma-separated: greedy, cot_sc, or any search algorithm name")
+    ev.add_argument("--methods", help="comma-separated: greedy, cot_sc, or any search algorithm name "
+                                      "(default: greedy, mcts_alpha and the task's baseline)")
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
                     help="a method's knob, e.g. mcts_alpha.num_simulations=8 (repeatable)")
     ev.add_argument("--no-match-budget", action="store_true",

@@ -1,13 +1,15 @@
 """Evaluating a policy (+ value) checkpoint with decoding methods at their token budgets.
 
-    tsllm eval --policy DIR [--value DIR] [--task game24] [--data FILE] \
+    tsllm eval --policy DIR [--value DIR] [--task game24] [--data FILE] [--reward-model DIR] \
                [--methods greedy,mcts_alpha,cot_sc] [--set mcts_alpha.num_simulations=8] [--out FILE.json]
 
-Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency; with `--match-budget` its
-vote count is set so its tokens per question match the first tree search's), and any name in
-tsllm.search.ALGORITHMS (value-guided; needs --value; proposals that break the task's rules are
-dropped, see Env.legal_step). Per method: accuracy (exact checker) and
-generated tokens per question, written as JSON with the per-question results. The loop's eval
+Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency) and `best_of_n` (the ORM
+picks; unless --no-match-budget their vote count is set so their tokens per question match the
+first tree search's), and any name in tsllm.search.ALGORITHMS (value-guided; needs --value;
+proposals that break the task's rules are dropped, see Env.legal_step). Per method: accuracy
+(exact checker), generated tokens per question and the task's own metrics (rlhf: mean reward),
+written as JSON with the per-question results. The problems, env and policy/value bridge are the
+task's (tsllm/tasks/), so every registered task evaluates the same way. The loop's eval
 stage uses the same functions.
 """
 
@@ -47,8 +49,11 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
                progress: bool = True) -> dict[str, Any]:
     """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
     LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
-    greedy and cot_sc get the policy alone."""
+    greedy and cot_sc get the policy alone. `knobs` are the method's keyword arguments, except
+    that Budget limits among them (`max_tokens`, `max_expansions`, `max_value_calls`,
+    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record."""
     from tsllm.search import cot_greedy, get_algorithm
+    from tsllm.types import Budget
 
     if method == "greedy":
         algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {"width": 1, **knobs}
@@ -56,9 +61,11 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
         algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
     else:
         algorithm, pv = get_algorithm(method), make_pv(None, True)
+    budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})
+    search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
     outs = []
     for chunk in chunks(problems, 32, method, progress):
-        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], **knobs)
+        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
     return {**summarize(method, knobs, [question_result(env, o) for o in outs]), "outputs": outs}
 
 
@@ -86,43 +93,36 @@ def matched_votes(tree_tokens_per_question: float, greedy_tokens_per_question: f
     return max(1, round(tree_tokens_per_question / max(greedy_tokens_per_question, 1.0)))
 
 
+# Sampling methods whose vote count `--match-budget` sizes to the tree search's tokens, and its knob
+VOTES_KNOBS = {"cot_sc": "k", "best_of_n": "n"}
+
+
 def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str],
                      knobs: dict[str, dict[str, Any]], match_budget: bool = True,
                      progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Every method in order; with `match_budget`, cot_sc's vote count comes from the greedy and
-    tree-search token counts measured before it (CoT-SC at about the search's budget)."""
+    """Every method in order; with `match_budget`, a sampling method's vote count (cot_sc's k,
+    best_of_n's n) comes from the greedy and tree-search token counts measured before it (the
+    baseline at about the search's budget)."""
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         method_knobs = dict(knobs.get(method, {}))
-        if method == "cot_sc" and match_budget and "k" not in method_knobs:
-            tree = next((r for m, r in results.items() if m not in ("greedy", "cot_sc")), None)
+        votes = VOTES_KNOBS.get(method)
+        if votes is not None and match_budget and votes not in method_knobs:
+            tree = next((r for m, r in results.items() if m != "greedy" and m not in VOTES_KNOBS), None)
             greedy = results.get("greedy")
             if tree is not None and greedy is not None:
-                method_knobs["k"] = matched_votes(tree["tokens_per_question"], greedy["tokens_per_question"])
+                method_knobs[votes] = matched_votes(tree["tokens_per_question"], greedy["tokens_per_question"])
         results[method] = run_method(env, make_pv, problems, method, method_knobs, progress)
     return results
 
 
-def load_problems(task: str, data: str | None, test_questions: int, seed: int) -> list[dict]:
-    """The task's held-out split, or the problems in `data` (Game24: a ToT ranked CSV or jsonl;
-    PrOntoQA: its published json or jsonl)."""
-    if task == "game24":
-        from tsllm.envs import game24
-
-        if data is None:
-            return game24.split(seed=seed, test_size=test_questions)[1]
-        return game24.load_tot_csv(data) if data.endswith(".csv") else game24.load_jsonl(data)
-    from tsllm.envs import prontoqa
-
-    if data is None:
-        return prontoqa.generate(test_questions, seed=seed + 10_000)
-    return prontoqa.load_json(data) if data.endswith(".json") else prontoqa.load_jsonl(data)
-
-
-def print_table(results: dict[str, dict[str, Any]]) -> None:
-    print(f"\n{'method':<16}{'accuracy':>10}{'tokens/q':>10}")
+def print_table(results: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
+    """Accuracy and tokens per question of each method, then the `extra` metrics it holds."""
+    print(f"\n{'method':<16}{'accuracy':>10}{'tokens/q':>10}" + "".join(f"{m:>10}" for m in extra))
     for method, r in results.items():
-        print(f"{method:<16}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}")
+        shown = ["-" if r.get(m) is None else f"{r[m]:.3f}" for m in extra]
+        print(f"{method:<16}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
+              + "".join(f"{v:>10}" for v in shown))
 
 
 def save_results(results: dict[str, dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:

@@ -22,7 +22,8 @@ merges the parts in problem order into the files a one-process run writes and co
 metrics over all problems. The training stages run on every rank through the trainers
 (Accelerate / TRL: DDP or DeepSpeed). Only the main process creates, fills and renames stage
 folders; the others wait at barriers (tsllm/distributed.py), so a killed multi-process run resumes
-like a single one. Task-specific parts (data, env, policy/value bridge) live in tsllm/loop_tasks.py.
+like a single one. Everything task-specific (problems, env, warm-start rows, policy/value bridge,
+which trajectories the policy learns from, extra metrics) is the run's `Task` (tsllm/tasks/).
 
 The loop receives a built `LoopConfig` and never parses files or the command line itself.
 """
@@ -42,10 +43,9 @@ from tsllm import distributed as dist
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, bad, coerce_fields, to_dict
 from tsllm.evaluate import chunks
-from tsllm.loop_tasks import check_path, make_task, validate_task
 from tsllm.models.tiny import TinyModelConfig
-
-TASKS = ("game24", "prontoqa", "gsm8k", "rlhf")
+from tsllm.tasks import get_task, names
+from tsllm.tasks.base import TaskSettings, check_path
 
 
 @dataclass
@@ -70,7 +70,7 @@ class LoopConfig:
     """The whole run. Sections `value` and `policy` hold overrides for the trainers' own configs
     (tsllm.training.value_trainer.ValueTrainConfig, tsllm.training.policy_trainer.PolicyTrainConfig)."""
 
-    task: Literal["game24", "prontoqa", "gsm8k", "rlhf"] = "game24"
+    task: str = "game24"  # any name in tsllm.tasks.names()
     strict: bool = True  # a solution must follow every step rule too, not only end on the right answer
     output_dir: str = "runs/game24-tiny"
     rounds: int = 2
@@ -113,18 +113,17 @@ class LoopConfig:
         )
         from tsllm.training.value_trainer import ValueTrainConfig
 
+        if self.task not in names():
+            raise bad("task", f"must be one of {names()}, got {self.task!r}")
         for key in ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens"):
             if getattr(self, key) < 1:
                 raise bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.temperature < 0:
             raise bad("temperature", f"must be >= 0, got {self.temperature}")
-        if self.base_model is not None and self.task != "rlhf":  # rlhf needs one: validate_task says so
-            check_path("base_model", self.base_model, "a causal-LM folder, or leave base_model unset "
-                                                        "to warm-start the tiny model")
         if self.value_backbone is not None:
             check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
                                                                 "start the value model from the policy")
-        validate_task(self)
+        get_task(self.task).check(TaskSettings.of(self), training=True)
         policy_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
         value_owned = {"data_files", "output_dir", "base_model", "tiny", "task"}
         for section, cls, owned in (("value", ValueTrainConfig, value_owned),
@@ -186,7 +185,7 @@ class Loop:
         self.progress = progress and dist.is_main()  # one set of bars, not one per rank
         self.out = Path(config.output_dir)
         self.device = dist.device()
-        self.task = make_task(config, self.device)
+        self.task = get_task(config.task)(TaskSettings.of(config), self.device)
         self.env = self.task.env
         self.train, self.test = self.task.problems()
         self._generator = None
@@ -229,19 +228,8 @@ class Loop:
 
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
-            from tsllm.training.warmstart import (
-                WarmStartConfig,
-                game24_rows,
-                gsm8k_rows,
-                prontoqa_rows,
-            )
 
-            if cfg.task == "game24":  # the same split as the evaluation: no test puzzle is seen
-                rows = game24_rows(WarmStartConfig(game24_split_seed=cfg.seed, game24_test_size=cfg.test_questions))
-            elif cfg.task == "gsm8k":  # the training problems' own solutions
-                rows = gsm8k_rows(self.task.gsm8k_pool())
-            else:
-                rows = prontoqa_rows(WarmStartConfig(prontoqa_seed=cfg.seed + 20_000))
+            rows = self.task.warmstart_rows()
             if dist.is_main():
                 write_jsonl(rows, tmp / "trajectories.jsonl")
             dist.barrier()
@@ -252,7 +240,7 @@ class Loop:
                         "max_length": 256,
                         "eval_fraction": 0.05, "seed": cfg.seed, **cfg.warmstart}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=cfg.task, output_dir=str(tmp), **settings))
+                                                     task=self.task.name, output_dir=str(tmp), **settings))
             return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
@@ -303,6 +291,7 @@ class Loop:
 
     def _search(self, policy: str, value: str, problems: list[dict], label: str):
         from tsllm.search import get_algorithm
+        from tsllm.types import Budget
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
@@ -310,7 +299,7 @@ class Loop:
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
-            outs += algorithm(self.env, pv, states, max_tokens=s.max_tokens, **s.knobs)
+            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=s.max_tokens), **s.knobs)
         return outs, pv
 
     def search(self, k: int, policy: str, value: str) -> dict:
@@ -340,35 +329,24 @@ class Loop:
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
-            files = [str(self.out / f"round_{j}" / "search" / "trajectories.jsonl") for j in range(k + 1)]
-            top_reward = self.config.task == "rlhf"  # top-reward paths instead of correct ones (DESIGN.md 5)
-            files = self._top_reward_file(files, tmp) if top_reward else [
-                f for f in files if any(r["reward"] > 0 for r in read_jsonl(Path(f)))]
-            if not files:  # the search found nothing correct: keep the policy
-                return {"policy": policy, "loss": None, "skipped": "no correct search trajectories"}
+            files = [self.out / f"round_{j}" / "search" / "trajectories.jsonl" for j in range(k + 1)]
+            chosen = self.task.policy_rows([r for f in files for r in read_jsonl(f)])  # correct / top-reward
+            if not chosen:  # the search found nothing to learn from: keep the policy
+                return {"policy": policy, "loss": None, "skipped": "no search trajectories to learn from"}
+            if dist.is_main():
+                write_jsonl(chosen, tmp / "policy_data.jsonl")
+            dist.barrier()
+            files = [str(tmp / "policy_data.jsonl")]
             settings = {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
                         "per_device_train_batch_size": 16, "seed": self.config.seed,
-                        **({"min_reward": None} if top_reward else {}), **self.config.policy}
-            metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.config.task,
+                        "min_reward": None, **self.config.policy}  # the task chose the rows
+            metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
                                                      output_dir=str(tmp), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)
-
-    def _top_reward_file(self, files: list[str], tmp: Path) -> list[str]:
-        """[a file holding each question's highest-reward trajectory with a response], or []."""
-        best: dict[str, dict] = {}
-        for row in (r for f in files for r in read_jsonl(Path(f)) if r["steps"]):
-            if row["question"] not in best or row["reward"] > best[row["question"]]["reward"]:
-                best[row["question"]] = row
-        if not best:
-            return []
-        if dist.is_main():
-            write_jsonl(best.values(), tmp / "policy_data.jsonl")
-        dist.barrier()
-        return [str(tmp / "policy_data.jsonl")]
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
         """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)
@@ -413,10 +391,8 @@ class Loop:
                 "baseline_votes": knobs[task.baseline][task.votes_knob],
                 "search_nodes_per_question": sum(q["nodes"] for q in search["per_question"]) / len(self.test),
             }
-            if self.config.task == "rlhf":  # alignment is judged by the reward model's mean score
-                for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
-                    scores = [q["reward"] for q in result["per_question"] if q["reward"] is not None]
-                    metrics[f"{name}_reward"] = sum(scores) / len(scores) if scores else None
+            for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
+                metrics.update({f"{name}_{key}": v for key, v in task.method_metrics(result).items()})
             return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)

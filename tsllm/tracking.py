@@ -12,7 +12,8 @@ The loop calls one tracker object unconditionally (`NoOpTracker` when tracking i
 W&B mode "auto" goes online only when a login is present (WANDB_API_KEY, an identity token file,
 or a netrc entry for the W&B host) and otherwise logs offline, saying so in one line: with no mode
 and no key `wandb.init` fails, and the loop must not die over its dashboard. An online init that
-fails (server unreachable, bad key) falls back to offline with one warning. The W&B run id is kept
+fails (server unreachable, bad key) falls back to offline with one warning, after at most
+`INIT_TIMEOUT_S` (15 s, not wandb's 90 s) plus wandb's own login lookup. The W&B run id is kept
 in `<dir>/wandb_run_id.txt`, so a resumed loop continues the same W&B run.
 
 rounds.jsonl holds one JSON object per round, keyed by "round". A line is written with a single
@@ -42,6 +43,11 @@ from tsllm.atomic import write_text
 
 WandbMode = Literal["auto", "online", "offline", "disabled"]
 RUN_ID_FILE = "wandb_run_id.txt"
+# wandb.init waits 90 s by default before giving up on an unreachable server; the loop falls
+# back to offline logging then, so a long wait only delays the run. A reachable server answers
+# in a few seconds. Pass settings={"init_timeout": ...} to wait longer on a slow link; wandb's
+# lookup for its "logged in as" line retries for ~10 s more unless settings={"quiet": True}.
+INIT_TIMEOUT_S = 15.0
 
 
 class TrackingFallbackWarning(RuntimeWarning):
@@ -132,7 +138,8 @@ def _new_run_id() -> str:
 class WandbTracker:
     """A W&B run under `<dir>/wandb/`. `mode` is the mode asked for; `self.mode` the one in use.
 
-    `settings` are extra `wandb.Settings` fields (e.g. {"init_timeout": 30}). The run id comes
+    `settings` are extra `wandb.Settings` fields (e.g. {"init_timeout": 30}; the default
+    init_timeout is INIT_TIMEOUT_S, not wandb's 90 s). The run id comes
     from `resume_id`, else from `<dir>/wandb_run_id.txt`, else is new; it is saved before init,
     so a run killed at any point resumes under the same id.
     """
@@ -160,7 +167,7 @@ class WandbTracker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id = resume_id or self._saved_run_id() or _new_run_id()
         write_text(self.dir / RUN_ID_FILE, self.run_id + "\n")
-        settings = dict(settings or {})
+        settings = {"init_timeout": INIT_TIMEOUT_S, **(settings or {})}
         self.mode = self._resolve_mode(mode, settings.get("base_url"))
         init_args = dict(project=project, name=run_name, config=dict(config or {}), dir=str(self.dir),
                          id=self.run_id, resume="allow")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 State = Hashable
 Action = Hashable
@@ -59,9 +59,13 @@ class Rollout:
 class Budget:
     """Limits and spending for one root's search. A limit of None means unlimited.
 
-    Every algorithm charges what it spends here and stops once `exhausted()`; the spent counters
-    are reported in `SearchOutput.budget`. Wall time is measured from construction.
+    Every algorithm takes one as `budget=` (None: unlimited) and uses it as a template: each root
+    gets a `fresh()` copy, so the limits apply to each root separately. The algorithm charges what
+    it spends there and stops once `exhausted()`; the spent counters are reported in
+    `SearchOutput.budget`. Wall time is measured from construction. A negative limit is an error.
     """
+
+    LIMITS: ClassVar[tuple[str, ...]] = ("max_tokens", "max_expansions", "max_value_calls", "max_seconds")
 
     max_tokens: int | None = None
     max_expansions: int | None = None
@@ -76,9 +80,15 @@ class Budget:
     started: float = field(default_factory=time.perf_counter)
     seconds: float = 0.0
 
+    def __post_init__(self) -> None:
+        for name in self.LIMITS:
+            limit = getattr(self, name)
+            if limit is not None and not limit >= 0:  # `not >=` also rejects NaN
+                raise ValueError(f"Budget: {name} must be >= 0 or None, got {limit}")
+
     def fresh(self) -> Budget:
         """A new budget with the same limits and nothing spent (one per root)."""
-        return Budget(self.max_tokens, self.max_expansions, self.max_value_calls, self.max_seconds)
+        return Budget(**{name: getattr(self, name) for name in self.LIMITS})
 
     def exhausted(self) -> bool:
         self.seconds = time.perf_counter() - self.started

@@ -7,6 +7,7 @@ import pytest
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.best_first import best_first
+from tsllm.types import Budget
 
 # g = step scores summed from the root, h = "value". Frontier priorities after expanding the root:
 # A: .2+.3=.5, B: .5+.1=.6, C: .1+.7=.8  -> C is expanded second.
@@ -28,7 +29,7 @@ NODES = {
 def test_one_frontier_expansion_recommends_the_visible_frontier_leaf():
     env = FixedTreeEnv(NODES)
     # the root's expansion reveals T_0 and is free (seed 000); max_expansions=1 then expands C
-    out = best_first(env, FixedTreePolicyValue(env), ["root"], max_expansions=1)[0]
+    out = best_first(env, FixedTreePolicyValue(env), ["root"], budget=Budget(max_expansions=1))[0]
     # Visible: root, A, B, C, C1, C2. V(C1) = h = .5; V(C2) = 0 (terminal);
     # V(C) = max(.4 + .5, -.2 + 0) = .9; V(root) = max(.2+.3, .5+.1, .1+.9) = 1.0.
     assert out.best_path == ["root", "C", "C1"]
@@ -41,7 +42,7 @@ def test_one_frontier_expansion_recommends_the_visible_frontier_leaf():
 def test_two_expansions_back_up_the_terminal_and_find_the_answer():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    out = best_first(env, pv, ["root"], max_expansions=2)[0]
+    out = best_first(env, pv, ["root"], budget=Budget(max_expansions=2))[0]
     assert pv.expand_batches == [["root"], ["C"], ["C1"]]
     # V(C1) = max(.3 + 0, -.5 + 0) = .3; V(C) = max(.4 + .3, -.2) = .7; V(root) = max(.5, .6, .1 + .7) = .8
     assert out.best_path == ["root", "C", "C1", "C1a"]
@@ -69,7 +70,7 @@ def test_unlimited_budget_expands_everything_in_priority_order():
 def test_expand_per_round_takes_the_top_k_of_the_frontier():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    best_first(env, pv, ["root"], expand_per_round=2, max_expansions=2)
+    best_first(env, pv, ["root"], expand_per_round=2, budget=Budget(max_expansions=2))
     # round 2 pops the two best of {A .5, B .6, C .8}; the limit of 2 (after the free root)
     # leaves room for exactly that
     assert pv.expand_batches == [["root"], ["C", "B"]]
@@ -111,7 +112,7 @@ def test_clean_verifier_finds_the_correct_branch():
 def test_token_budget_stops_and_reports_spending():
     nodes = {k: {**v, "tokens": 5} for k, v in NODES.items()}
     env = FixedTreeEnv(nodes)
-    out = best_first(env, FixedTreePolicyValue(env), ["root"], max_tokens=12)[0]
+    out = best_first(env, FixedTreePolicyValue(env), ["root"], budget=Budget(max_tokens=12))[0]
     # round 1: root -> 3 children x 5 = 15 tokens >= 12, so no second round (one round overshoots)
     assert out.budget.tokens == 15 and out.budget.expansions == 1
     assert out.budget.exhausted() and out.best_path == ["root", "C"]
@@ -120,10 +121,10 @@ def test_token_budget_stops_and_reports_spending():
 def test_zero_budget_and_terminal_root():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    out = best_first(env, pv, ["root"], max_tokens=0)[0]
+    out = best_first(env, pv, ["root"], budget=Budget(max_tokens=0))[0]
     assert out.best_path == ["root"] and out.root_value is None and pv.expand_calls == 0
     # max_expansions=0 still reveals T_0: the best child is C (.1 + .7 beats B .5 + .1, A .2 + .3)
-    out = best_first(env, pv, ["root"], max_expansions=0)[0]
+    out = best_first(env, pv, ["root"], budget=Budget(max_expansions=0))[0]
     assert out.best_path == ["root", "C"] and out.root_value == pytest.approx(0.8)
     assert pv.expand_calls == 1
     out = best_first(env, pv, ["C1a"])[0]
@@ -141,9 +142,9 @@ def test_roots_are_batched_one_call_per_round_and_searched_independently():
     nodes = _forest(3)
     roots = ["t0root", "t1root", "t2root"]
     env = FixedTreeEnv(nodes, root="t0root")
-    alone = [best_first(env, FixedTreePolicyValue(env), [r], max_expansions=6)[0] for r in roots]
+    alone = [best_first(env, FixedTreePolicyValue(env), [r], budget=Budget(max_expansions=6))[0] for r in roots]
     pv = FixedTreePolicyValue(env)
-    together = best_first(env, pv, roots, max_expansions=6)
+    together = best_first(env, pv, roots, budget=Budget(max_expansions=6))
     # t0 (branching 2, depth 3) has exactly 7 non-terminal nodes, and the free root + 6 fit every
     # root: each round expands one node per root, so 7 rounds = 7 expand calls, 21 states.
     assert [o.budget.expansions for o in alone] == [7, 7, 7]
@@ -157,6 +158,6 @@ def test_roots_are_batched_one_call_per_round_and_searched_independently():
 def test_golden_tree():
     def search(nodes):
         env = FixedTreeEnv(nodes)
-        return best_first(env, FixedTreePolicyValue(env), ["root"], max_expansions=4)[0]
+        return best_first(env, FixedTreePolicyValue(env), ["root"], budget=Budget(max_expansions=4))[0]
 
     check_search_golden("best_first_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)

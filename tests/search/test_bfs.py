@@ -7,6 +7,7 @@ import pytest
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.bfs import bfs
+from tsllm.types import Budget
 
 # With beam_width=2:
 # level 1: D is terminal (candidate .3); non-terminals ranked B .9, A .5, C .1 -> beam [B, A], C dropped.
@@ -65,7 +66,7 @@ def test_max_depth_and_no_terminal_found():
 def test_expansion_budget_cuts_the_beam():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    out = bfs(env, pv, ["root"], beam_width=2, max_expansions=2)[0]
+    out = bfs(env, pv, ["root"], beam_width=2, budget=Budget(max_expansions=2))[0]
     # the root uses 1 expansion; of the beam [B, A] only B still fits
     assert pv.expand_batches == [["root"], ["B"]]
     assert out.budget.expansions == 2 and out.budget.tokens == 6
@@ -74,7 +75,7 @@ def test_expansion_budget_cuts_the_beam():
 
 def test_value_call_budget():
     env = FixedTreeEnv(NODES)
-    out = bfs(env, FixedTreePolicyValue(env), ["root"], beam_width=2, max_value_calls=4)[0]
+    out = bfs(env, FixedTreePolicyValue(env), ["root"], beam_width=2, budget=Budget(max_value_calls=4))[0]
     # level 1 scores 4 children (4 >= 4): no second level
     assert out.budget.value_calls == 4 and out.budget.expansions == 1 and out.answer == "d"
 

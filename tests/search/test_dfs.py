@@ -5,6 +5,7 @@ and a golden tree."""
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.dfs import dfs
+from tsllm.types import Budget
 
 # Children are visited best value first: root -> B (.9), A (.5), C (.1); B -> B2 (.4), B1 (-.2).
 # C1 (value 1.0) is the best terminal but sits under the worst-looking child.
@@ -65,7 +66,7 @@ def test_ratio_with_negative_values_measures_the_gap_from_the_best():
 
 def test_expansion_budget_stops_before_any_answer():
     env = FixedTreeEnv(NODES)
-    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, max_expansions=2)[0]
+    out = dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, budget=Budget(max_expansions=2))[0]
     # root and B use the 2 expansions; the top of the stack is B2, which would need a third
     assert out.budget.expansions == 2 and out.budget.value_calls == 5
     assert out.candidates == [] and out.answer is None and out.best_path == ["root"]

@@ -121,7 +121,7 @@ def test_fixed_rng_is_deterministic_and_seeds_matter():
 
 def test_budget_exhaustion_stops_and_reports():
     nodes = random_tree(depth=5, branching=3, seed=1, value_noise=0.3)
-    (out,), pv = run(nodes, num_simulations=8, max_expansions=2)
+    (out,), pv = run(nodes, num_simulations=8, budget=Budget(max_expansions=2))
     assert out.budget.expansions == 2 and pv.expand_calls == 2 and out.budget.tokens == 6
     assert out.stats["budget_exhausted"] == 1.0
     assert is_chain(nodes, out.best_path) and out.answer is None

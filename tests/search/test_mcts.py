@@ -7,6 +7,7 @@ import pytest
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.mcts import mcts
+from tsllm.types import Budget
 
 # The critic likes B (.6) and its terminal B1 (.5), but B1 is wrong; it dislikes A1 (-.9), which is right.
 NODES = {
@@ -61,7 +62,7 @@ def test_uct_visits_unvisited_children_first_by_critic_value():
 def test_expansion_budget_drops_the_interrupted_simulation():
     env = FixedTreeEnv(NODES)
     pv = FixedTreePolicyValue(env)
-    out = mcts(env, pv, ["root"], num_simulations=10, max_expansions=2)[0]
+    out = mcts(env, pv, ["root"], num_simulations=10, budget=Budget(max_expansions=2))[0]
     # expansions: root, B; sim1 completes at B1; sim2 picks B again (.75 > .7, see above) and needs
     # no model; sim3 picks A, which needs an expansion -> budget spent, search stops, sim3 dropped.
     assert out.budget.expansions == 2 and pv.expand_calls == 2
@@ -73,7 +74,7 @@ def test_expansion_budget_drops_the_interrupted_simulation():
 def test_token_budget():
     nodes = {k: {**v, "tokens": 7} for k, v in NODES.items()}
     env = FixedTreeEnv(nodes)
-    out = mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=10, max_tokens=10)[0]
+    out = mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=10, budget=Budget(max_tokens=10))[0]
     # root expansion makes 14 tokens >= 10: sim1 stops at B before its expansion; nothing backed up.
     assert out.budget.tokens == 14 and out.stats["simulations"] == 0
     assert out.root_value is None and out.answer is None and out.best_path == ["root"]
@@ -112,3 +113,25 @@ def test_golden_tree():
         return mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=5, c_puct=1.0)[0]
 
     check_search_golden("mcts_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+
+
+def test_a_root_that_ends_its_own_walk_backs_up_its_critic_value():
+    # "dead" is not terminal but the policy gives it no children; "B1" is a terminal root. Both are
+    # scored in the same batched value call as the other root's children, once.
+    nodes = {**NODES, "dead": {"value": 0.3, "terminal": False}}
+    env = FixedTreeEnv(nodes)
+    pv = FixedTreePolicyValue(env)
+    dead, terminal, normal = mcts(env, pv, ["dead", "B1", "root"], num_simulations=3)
+    assert dead.root_value == pytest.approx(0.3) and dead.tree["visits"] == 3
+    assert terminal.root_value == pytest.approx(0.5) and terminal.tree["visits"] == 3
+    assert dead.budget.value_calls == 1 and terminal.budget.value_calls == 1
+    assert normal.tree == mcts(env, FixedTreePolicyValue(env), ["root"], num_simulations=3)[0].tree
+    assert pv.expand_batches[0] == ["dead", "root"] and pv.evaluate_calls == pv.expand_calls
+
+
+def test_terminal_root_under_terminal_rewards_needs_no_value_call():
+    env = FixedTreeEnv(NODES)
+    pv = FixedTreePolicyValue(env)
+    out = mcts(env, pv, ["A1"], num_simulations=2, use_terminal_reward=True)[0]
+    assert pv.evaluate_calls == 0 and out.budget.value_calls == 0
+    assert out.root_value == pytest.approx(1.0) and out.stats["simulations"] == 2

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from tests.search.golden import check_search_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue, random_tree
 from tsllm.search.gumbel import gumbel_mcts
-from tsllm.search.mcts_alpha import VirtualLosses, mcts_alpha, mcts_rollout, most_visited, puct_scores
+from tsllm.search.mcts_alpha import mcts_alpha, mcts_rollout, puct_scores
+from tsllm.search.simulation import VirtualLosses, most_visited
 from tsllm.search.tree import Node
 from tsllm.types import Budget
 
@@ -208,7 +209,7 @@ def test_noise_is_seeded_and_leaves_stored_priors_alone():
 
 def test_expansion_budget_stops_the_search_and_reports_spending():
     nodes = random_tree(depth=5, branching=3, seed=1, value_noise=0.3)
-    (out,), pv = run_alpha(nodes, num_simulations=4, max_expansions=3)
+    (out,), pv = run_alpha(nodes, num_simulations=4, budget=Budget(max_expansions=3))
     # one expansion per simulation at most, budget checked before each: exactly 3
     assert out.budget.expansions == 3 and pv.expand_calls == 3
     assert out.budget.tokens == 9  # 3 expansions x 3 children x 1 token
@@ -218,7 +219,7 @@ def test_expansion_budget_stops_the_search_and_reports_spending():
 
 def test_value_call_budget_may_overshoot_by_one_round():
     nodes = random_tree(depth=5, branching=3, seed=1, value_noise=0.3)
-    (out,), _ = run_alpha(nodes, num_simulations=4, max_value_calls=5)
+    (out,), _ = run_alpha(nodes, num_simulations=4, budget=Budget(max_value_calls=5))
     # round 1 scores the root and its 3 children (4 < 5, go on); round 2 expands one child and
     # scores its 3 children: 7 >= 5, stop.
     assert out.budget.value_calls == 7 and out.budget.expansions == 2
@@ -226,7 +227,7 @@ def test_value_call_budget_may_overshoot_by_one_round():
 
 def test_zero_budget_spends_nothing():
     nodes = random_tree(depth=3, branching=3, seed=1)
-    (out,), pv = run_alpha(nodes, max_expansions=0, num_paths=4)
+    (out,), pv = run_alpha(nodes, budget=Budget(max_expansions=0), num_paths=4)
     assert pv.expand_calls == 0 and pv.evaluate_calls == 0
     assert out.best_path == ["root"] and out.answer is None and out.root_value is None
     assert out.stats["paths"] == 1  # no new path starts once the budget is gone
@@ -234,7 +235,7 @@ def test_zero_budget_spends_nothing():
 
 def test_budget_cuts_repeated_paths_short():
     nodes = random_tree(depth=3, branching=3, seed=2, value_noise=0.3)
-    (out,), _ = run_alpha(nodes, num_simulations=4, num_paths=10, tree_mode="inter", max_tokens=20)
+    (out,), _ = run_alpha(nodes, num_simulations=4, num_paths=10, tree_mode="inter", budget=Budget(max_tokens=20))
     assert out.stats["paths"] < 10 and out.budget.tokens >= 20
     assert out.budget.tokens < 20 + 3  # checked before each simulation: at most one extra expansion
 
@@ -319,7 +320,7 @@ def test_rollout_revisits_add_votes():
 def test_rollout_out_of_budget_reports_partial_path():
     nodes = random_tree(depth=5, branching=3, seed=1, value_noise=0.3)
     env = FixedTreeEnv(nodes)
-    (out,) = mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=4, max_expansions=2)
+    (out,) = mcts_rollout(env, FixedTreePolicyValue(env), ["root"], num_paths=4, budget=Budget(max_expansions=2))
     assert out.budget.expansions == 2 and out.stats["budget_exhausted"] == 1.0
     assert out.answer is None and out.candidates[0].terminal is False
     assert is_chain(nodes, out.best_path) and len(out.best_path) == 3
@@ -518,7 +519,7 @@ def test_parallel_budget_is_checked_per_round():
     # its simulations complete, each expanding a child: 5 spent. Then the budget stops the search.
     env = FixedTreeEnv(fan("x"), root="x")
     (out,) = mcts_alpha(env, FixedTreePolicyValue(env), ["x"], num_simulations=8, width=8,
-                        parallel_simulations=4, max_expansions=2)
+                        parallel_simulations=4, budget=Budget(max_expansions=2))
     assert out.budget.expansions == 5 and out.stats["budget_exhausted"] == 1.0
     assert out.stats["simulations"] == 4 and out.tree["visits"] == 5
 

@@ -9,6 +9,7 @@ import pytest
 from tests.search.golden import check_golden
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue
 from tsllm.search.parallel import RULES, parallel_search, text_embedding
+from tsllm.types import Budget
 
 LN2, LN3, LN4 = math.log(2), math.log(3), math.log(4)
 
@@ -224,7 +225,7 @@ def test_budget_exhaustion_stops_each_root_and_reports_spending():
     # q wait with their next-step allocation (softmax(ln 3, 0) of 4 = 3, 1) but are never expanded.
     pv = FixedTreePolicyValue(ENV)
     [out] = parallel_search(ENV, pv, ["deep"], rule="rebase", num_rollouts=5, temperature=1.0,
-                            max_expansions=1)
+                            budget=Budget(max_expansions=1))
     assert pv.expand_calls == 1 and out.budget.expansions == 1 and out.budget.value_calls == 3
     assert out.answer == "T" and out.best_path == ["deep", "t"]
     assert [(c.path[-1], c.terminal, c.answer) for c in out.candidates] == [
@@ -238,7 +239,7 @@ def test_a_spent_root_drops_out_while_others_go_on():
     # overshoot, never start past the limit); wide spends 1 + 3 and finishes anyway.
     pv = WidthSpy(ENV)
     outs = parallel_search(ENV, pv, ["deep", "wide"], rule="rebase", num_rollouts=5,
-                           temperature=1.0, max_expansions=3)
+                           temperature=1.0, budget=Budget(max_expansions=3))
     deep, wide = outs
     assert deep.budget.expansions == 3 and deep.stats["steps"] == 2
     assert [c.path[-1] for c in deep.candidates if not c.terminal] == ["p2", "p3", "q1"]

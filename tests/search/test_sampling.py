@@ -7,7 +7,7 @@ import pytest
 
 from tsllm.envs.toy import FixedTreeEnv, FixedTreePolicyValue
 from tsllm.search.sampling import best_of_n, cot_greedy, cot_sc
-from tsllm.types import Rollout
+from tsllm.types import Budget, Rollout
 
 
 class ScriptedPV(FixedTreePolicyValue):
@@ -92,17 +92,17 @@ def test_best_of_n_rejects_unknown_method():
 
 def test_token_budget_keeps_the_rollouts_that_fit_in_order():
     env = FixedTreeEnv(NODES)
-    out = cot_sc(env, ScriptedPV(env, SCRIPT), ["root"], k=7, max_tokens=5)[0]
+    out = cot_sc(env, ScriptedPV(env, SCRIPT), ["root"], k=7, budget=Budget(max_tokens=5))[0]
     # 2 tokens each: 2 rollouts (4 tokens) fit, the third would make 6 > 5
     assert out.budget.tokens == 4 and out.stats["rollouts"] == 2
     assert [(c.path[-1], c.count) for c in out.candidates] == [("P", 2)]
-    out = cot_sc(env, ScriptedPV(env, SCRIPT), ["root"], k=7, max_tokens=0)[0]
+    out = cot_sc(env, ScriptedPV(env, SCRIPT), ["root"], k=7, budget=Budget(max_tokens=0))[0]
     assert out.candidates == [] and out.answer is None and out.best_path == ["root"]
 
 
 def test_value_call_budget_limits_distinct_final_states():
     env = FixedTreeEnv(NODES)
-    out = best_of_n(env, ScriptedPV(env, SCRIPT), ["root"], n=7, max_value_calls=2)[0]
+    out = best_of_n(env, ScriptedPV(env, SCRIPT), ["root"], n=7, budget=Budget(max_value_calls=2))[0]
     # P, P, P, Q fit (2 distinct states); R would be a third value call
     assert out.budget.value_calls == 2 and out.budget.tokens == 8
     assert out.answer == "a"
@@ -154,7 +154,7 @@ def test_cot_greedy_follows_the_highest_prior():
 
 def test_cot_greedy_limits():
     env = FixedTreeEnv(GREEDY)
-    out = cot_greedy(env, FixedTreePolicyValue(env), ["root"], max_tokens=2)[0]
+    out = cot_greedy(env, FixedTreePolicyValue(env), ["root"], budget=Budget(max_tokens=2))[0]
     # width 1: each step makes 1 token; after 2 steps the budget is spent at B1 (not terminal)
     assert out.best_path == ["root", "B", "B1"] and out.answer is None and out.candidates == []
     assert out.budget.tokens == 2

@@ -19,7 +19,7 @@ NODES = {
 def test_expand_and_evaluate_are_one_batched_call_and_charge_each_root():
     env = FixedTreeEnv(NODES, root="r1")
     pv = FixedTreePolicyValue(env)
-    template = make_budget(max_tokens=100)
+    template = Budget(max_tokens=100)
     r1, r2 = new_root(env, "r1", template), new_root(env, "r2", template)
     assert r1.budget is not r2.budget and r1.budget is not template  # each root spends its own
 
@@ -57,7 +57,7 @@ def test_snapshot_is_json_and_stats_count_nodes():
 
 
 def test_budget_limits_and_fresh_copies():
-    b = make_budget(max_expansions=2, max_tokens=10)
+    b = Budget(max_expansions=2, max_tokens=10)
     assert not b.exhausted()
     b.expansions = 2
     assert b.exhausted()
@@ -70,8 +70,12 @@ def test_budget_limits_and_fresh_copies():
     assert set(b.spent()) >= {"tokens", "expansions", "value_calls", "prompt_tokens", "cached_tokens", "seconds"}
 
 
-def test_make_budget_rejects_bad_limits():
+def test_budget_rejects_bad_limits_and_none_is_unlimited():
     with pytest.raises(ValueError, match="max_tokens must be >= 0"):
-        make_budget(max_tokens=-1)
-    with pytest.raises(ValueError, match="either budget= or max_"):
-        make_budget(Budget(), max_expansions=3)
+        Budget(max_tokens=-1)
+    with pytest.raises(ValueError, match="max_seconds must be >= 0"):
+        Budget(max_seconds=float("nan"))
+    unlimited = make_budget(None)
+    assert [getattr(unlimited, name) for name in Budget.LIMITS] == [None] * 4
+    given = Budget(max_value_calls=3)
+    assert make_budget(given) is given

@@ -150,3 +150,16 @@ def test_seeded_and_written_by_the_command_line(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["warm.jsonl"]  # no temporary file left
     with pytest.raises(ConfigError, match="imperfect_fraction"):
         load_config(WarmStartConfig, None, ["imperfect_fraction=1.5"])
+
+
+def test_the_command_line_writes_a_tasks_own_warm_start_rows(tmp_path):
+    from tsllm.tasks import TaskSettings, get_task
+    from tsllm.training.warmstart import main
+
+    out = tmp_path / "prontoqa.jsonl"
+    assert main(["--out", str(out), "--task", "prontoqa", "--seed", "2"]) == 0
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == json.loads(json.dumps(get_task("prontoqa")(TaskSettings(seed=2)).warmstart_rows()))
+    assert written != json.loads(json.dumps(get_task("prontoqa")(TaskSettings(seed=3)).warmstart_rows()))
+    with pytest.raises(SystemExit):
+        main(["--out", str(out), "--task", "prontoqa", "prontoqa_problems=3"])

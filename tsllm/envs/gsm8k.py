@@ -27,13 +27,17 @@ from typing import Any
 from tsllm.envs.base import DataError, TextEnv, iter_jsonl
 
 MAX_NUMBER_DIGITS = 30
+# Every unbounded repeat is possessive (`*+`, `++`): it never gives characters back, so a match
+# attempt reads each character once. Greedy `\s*:?\s*` split a run of n spaces n^2 ways before
+# failing. The repeats stop where the next element cannot match anyway, so results are unchanged.
 # A sign counts only when not glued to a preceding word/number ("20-12" is 20 and 12).
-_NUMBER = r"(?:(?<![\w.)])[-+])?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?"
+_NUMBER = r"(?:(?<![\w.)])[-+])?\$?(?:\d{1,3}(?:,\d{3})++|\d++)(?:\.\d++)?%?"
 _NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only
-_HASH_RE = re.compile(r"####\s*(" + _NUMBER + ")", re.ASCII)
-_ANSWER_IS_RE = re.compile(r"answer\s+is\s*:?\s*(" + _NUMBER + ")", re.IGNORECASE | re.ASCII)
-_FINAL_STEP_RE = re.compile(r"answer\s+is|####", re.IGNORECASE)
-_CALCULATOR_RE = re.compile(r"<<[^<>]*>>")
+_HASH_RE = re.compile(r"####\s*+(" + _NUMBER + ")", re.ASCII)
+_ANSWER_IS_RE = re.compile(r"answer\s++is\s*+:?\s*+(" + _NUMBER + ")", re.IGNORECASE | re.ASCII)
+_FINAL_STEP_RE = re.compile(r"answer\s++is|####", re.IGNORECASE)
+_CALCULATOR_RE = re.compile(r"<<[^<>]*+>>")
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?[0-9]++(?:\.[0-9]++)?")
 
 
 def parse_number(text: str) -> Fraction | None:
@@ -41,7 +45,7 @@ def parse_number(text: str) -> Fraction | None:
     if not isinstance(text, str) or len(text) > 4 * MAX_NUMBER_DIGITS:
         return None
     s = text.strip().replace("$", "").replace(",", "").replace(" ", "").rstrip("%")
-    if not re.fullmatch(r"[-+]?[0-9]+(?:\.[0-9]+)?", s) or sum(c.isdigit() for c in s) > MAX_NUMBER_DIGITS:
+    if not _PLAIN_NUMBER_RE.fullmatch(s) or sum(c.isdigit() for c in s) > MAX_NUMBER_DIGITS:
         return None
     return Fraction(s)  # Fraction parses decimal strings exactly
 

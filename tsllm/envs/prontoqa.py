@@ -40,10 +40,14 @@ CONCEPTS = [
 NAMES = ["Alex", "Sally", "Max", "Rex", "Fae", "Polly", "Stella", "Sam", "Wren"]
 QUERY_PREFIX = "True or false:"
 
-_RULE_RE = re.compile(r"^(?:every|each)\s+([\w-]+)\s+is\s+(not\s+)?(?:(?:a|an)\s+)?([\w-]+)\s*\.?$", re.I)
-_FACT_RE = re.compile(r"^([A-Z][\w-]*)\s+is\s+(not\s+)?(?:(?:a|an)\s+)?([\w-]+)\s*\.?$")
-_ANSWER_RE = re.compile(r"answer\s+is\s*:?\s*(true|false)\b", re.I)
-_FINAL_STEP_RE = re.compile(r"answer\s+is", re.I)
+# Every unbounded repeat is possessive (`*+`, `++`): it never gives characters back, so a match
+# attempt reads each character once. Greedy `\s*:?\s*` split a run of n spaces n^2 ways before
+# failing. The repeats stop where the next element cannot match anyway, so results are unchanged.
+_RULE_RE = re.compile(r"^(?:every|each)\s++([\w-]++)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$", re.I)
+_FACT_RE = re.compile(r"^([A-Z][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$")
+_ANSWER_RE = re.compile(r"answer\s++is\s*+:?\s*+(true|false)\b", re.I)
+_FINAL_STEP_RE = re.compile(r"answer\s++is", re.I)
+_SENTENCE_END_RE = re.compile(r"(?<=[.?!])\s++")
 
 
 class Rule(NamedTuple):
@@ -71,7 +75,7 @@ def parse_sentence(sentence: str) -> Rule | Fact | None:
 
 
 def sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.?!])\s+", text.strip()) if s.strip()]
+    return [s.strip() for s in _SENTENCE_END_RE.split(text.strip()) if s.strip()]
 
 
 def split_question(text: str) -> tuple[list[str], str | None]:

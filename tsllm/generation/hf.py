@@ -38,7 +38,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from tsllm.models.tiny import load_causal_lm
+from tsllm.models.tiny import load_causal_lm, require_safetensors
 from tsllm.models.value import left_padded, position_ids_for
 from tsllm.types import Completion, FinishedCallback, SamplingParams
 
@@ -348,7 +348,8 @@ class HFGenerator:
                     f"the running model has {getattr(current, key, None)}; pass a checkpoint of the same "
                     "architecture or build a new generator"
                 )
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.model.dtype)
+        require_safetensors(folder, "update_weights")
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.model.dtype, use_safetensors=True)
         self._adapted = None
         self._install(model.to(self.device))
 

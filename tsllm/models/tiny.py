@@ -153,6 +153,23 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype | str:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)} or 'auto'") from None
 
 
+SAFETENSORS_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")  # one file, or shards
+
+
+def require_safetensors(folder: str | os.PathLike, who: str) -> None:
+    """Refuse a saved-model folder whose weights are not safetensors. Pickled weights
+    (pytorch_model.bin) can run code when read, so they are never loaded, not even tried."""
+    folder = Path(folder)
+    if any((folder / name).is_file() for name in SAFETENSORS_WEIGHTS):
+        return
+    pickled = sorted(p.name for p in folder.glob("*.bin"))
+    found = f" (it has {', '.join(pickled)}: pickled weights, which tsllm never unpickles)" if pickled else ""
+    raise FileNotFoundError(
+        f"{who}: {folder} has no model.safetensors{found}; save the model with "
+        "save_pretrained(folder) (safetensors is its default) where the weights are trusted"
+    )
+
+
 def load_causal_lm(
     path_or_hub_id: str | os.PathLike,
     dtype: str | torch.dtype = "float32",
@@ -176,10 +193,12 @@ def load_causal_lm(
         raise FileNotFoundError(
             f"model path {source} has no config.json, so it is not a saved model; {how_to_fix}"
         )
+    if local.exists():
+        require_safetensors(local, f"model path {source}")
     where = str(local) if local.exists() else source
     try:
         tokenizer = AutoTokenizer.from_pretrained(where)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, use_safetensors=True)
     except OSError as err:
         if local.exists():
             raise

@@ -1,13 +1,16 @@
 """Every search algorithm as a function over an `Env` and a batched `PolicyValueFn`
-(DESIGN.md section 4). Pure Python + numpy: importing this package never imports torch.
+(docs/ARCHITECTURE.md section 4). Pure Python + numpy: importing this package never imports torch.
 
-All share one signature, `algo(env, pv, roots, *, <knobs>, budget=None, max_tokens=None,
-max_expansions=None, max_value_calls=None, max_seconds=None, rng=None) -> list[SearchOutput]`,
-and `ALGORITHMS` names them, the parallel-search rules as partial configurations
-(`parallel_rebase` is `parallel_search` with `rule="rebase"`), so configs and the command line
-can pick an algorithm by name.
+All share one signature, `algo(env, pv, roots, *, <knobs>, budget=None) -> list[SearchOutput]`:
+`budget` is a `tsllm.types.Budget` whose limits apply to each root separately (None: unlimited).
+The two that draw random numbers, `mcts_alpha` (root noise, temperature) and `gumbel_mcts` (Gumbel
+noise), also take `rng=` (a numpy Generator; None: a fixed seed); `takes_rng` says which do.
+`ALGORITHMS` names them, the parallel-search rules as partial configurations (`parallel_rebase` is
+`parallel_search` with `rule="rebase"`), so configs and the command line can pick an algorithm by
+name.
 """
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 
@@ -44,7 +47,12 @@ def get_algorithm(name: str) -> Callable:
         raise ValueError(f"unknown search algorithm {name!r}; choose one of {sorted(ALGORITHMS)}") from None
 
 
+def takes_rng(algorithm: Callable) -> bool:
+    """Whether `algorithm` draws random numbers, i.e. accepts `rng=`."""
+    return "rng" in inspect.signature(algorithm).parameters
+
+
 __all__ = [
-    "ALGORITHMS", "get_algorithm", "aggregate", "best_first", "bfs", "dfs", "gumbel_mcts", "mcts",
+    "ALGORITHMS", "get_algorithm", "takes_rng", "aggregate", "best_first", "bfs", "dfs", "gumbel_mcts", "mcts",
     "mcts_alpha", "mcts_rollout", "parallel_search", "best_of_n", "cot_greedy", "cot_sc",
 ]

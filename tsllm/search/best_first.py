@@ -1,4 +1,4 @@
-"""Best-first prefix search with max backup (seed 000, DESIGN.md section 4).
+"""Best-first prefix search with max backup (seed 000, docs/ARCHITECTURE.md section 4).
 
 The visible tree grows one prefix at a time:
 - frontier: visible, unexpanded, non-terminal prefixes;
@@ -13,7 +13,7 @@ The visible tree grows one prefix at a time:
 
 The search starts, as in seed 000, from T_0 = the root and its children: the root's own expansion
 reveals the first frontier and is not counted against `max_expansions` (its tokens and value calls
-still count), so `max_expansions=2` expands the root and then two frontier prefixes. The reported
+still count), so `Budget(max_expansions=2)` expands the root and then two frontier prefixes. The reported
 budget shows all expansions, the root's included.
 
 Ties go to the earlier-created prefix (children in the order the policy listed them).
@@ -29,8 +29,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Hashable, Sequence
 from itertools import count
-
-import numpy as np
 
 from tsllm.search.tree import Node, evaluate_nodes, expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
@@ -99,14 +97,11 @@ class _Search:
 
 
 def best_first(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 8,
-               expand_per_round: int = 1, budget: Budget | None = None, max_tokens: int | None = None,
-               max_expansions: int | None = None, max_value_calls: int | None = None,
-               max_seconds: float | None = None, rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """Best-first search from every root; `rng` is unused (the search is deterministic)."""
+               expand_per_round: int = 1, budget: Budget | None = None) -> list[SearchOutput]:
+    """Best-first search from every root (deterministic)."""
     if expand_per_round < 1:
         raise ValueError(f"expand_per_round must be >= 1, got {expand_per_round}")
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     searches = [_Search(new_root(env, state, template)) for state in roots]
     for search in searches:  # the root's expansion is free (T_0, see the module docstring)
         if search.root.budget.max_expansions is not None:

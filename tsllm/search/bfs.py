@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import numpy as np
-
 from tsllm.search.aggregate import choose_candidate
 from tsllm.search.tree import (
     Node,
@@ -43,12 +41,9 @@ def _fit(beam: list[Node], budget: Budget) -> list[Node]:
 
 
 def bfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, beam_width: int = 4, width: int = 8,
-        max_depth: int = 8, aggregation: str | None = None, budget: Budget | None = None,
-        max_tokens: int | None = None, max_expansions: int | None = None, max_value_calls: int | None = None,
-        max_seconds: float | None = None, rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """BFS-V from every root; `rng` is unused (the search is deterministic)."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+        max_depth: int = 8, aggregation: str | None = None, budget: Budget | None = None) -> list[SearchOutput]:
+    """BFS-V from every root (deterministic)."""
+    template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
     evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own candidate
     found: list[list[Candidate]] = [[] for _ in trees]

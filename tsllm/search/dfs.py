@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 
-import numpy as np
-
 from tsllm.search.aggregate import choose_candidate
 from tsllm.search.tree import Node, evaluate_nodes, expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
@@ -43,14 +41,11 @@ def _keep(children: list[Node], threshold: float | None, ratio: float | None) ->
 
 def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 8, max_answers: int = 1,
         prune_threshold: float | None = None, prune_ratio: float | None = None, max_depth: int | None = None,
-        aggregation: str | None = None, budget: Budget | None = None, max_tokens: int | None = None,
-        max_expansions: int | None = None, max_value_calls: int | None = None,
-        max_seconds: float | None = None, rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """DFS-V from every root; `rng` is unused (the search is deterministic)."""
+        aggregation: str | None = None, budget: Budget | None = None) -> list[SearchOutput]:
+    """DFS-V from every root (deterministic)."""
     if prune_ratio is not None and not 0.0 <= prune_ratio <= 1.0:
         raise ValueError(f"prune_ratio must be in [0, 1], got {prune_ratio}")
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
     evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own answer
     stacks = [[r] for r in trees]  # top of stack = last element

@@ -23,9 +23,10 @@ Below the move root, children are chosen by the paper's deterministic improved-p
 PUCT): π' = softmax(logits + σ(q̂)), pick argmax π'(a) - n(a) / (1 + Σ n) (ties: the earlier child).
 
 Everything else -- lazy expansion, critic leaf values, the lockstep rounds with one batched expand
-and one batched evaluate per round, budgets, repeated paths (`num_paths`, `tree_mode`), candidates
-and outputs -- is the engine of mcts_alpha.py. `rng` draws the Gumbel noise only (once per move),
-so a fixed rng, or `gumbel_scale=0`, makes the search deterministic.
+and one batched evaluate per round (the simulation driver, search/simulation.py), budgets, repeated
+paths (`num_paths`, `tree_mode`), candidates and outputs -- is the move search of mcts_alpha.py.
+`rng` draws the Gumbel noise only (once per move), so a fixed rng, or `gumbel_scale=0`, makes the
+search deterministic.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tsllm.search.mcts_alpha import RootSearch, SelectionRule, argmax_first, run_move_search
-from tsllm.search.tree import Node, make_budget
+from tsllm.search.mcts_alpha import argmax_first, run_move_search
+from tsllm.search.simulation import RootSearch
+from tsllm.search.tree import Node
 from tsllm.types import Budget, Env, PolicyValueFn, SearchOutput
 
 
@@ -65,7 +67,10 @@ class Halving:
     phases_started: int = 0
 
 
-class GumbelRule(SelectionRule):
+class GumbelRule:
+    """Gumbel MCTS's rules: Gumbel top-k + Sequential Halving at the move root, the improved
+    policy below it, commit the best survivor (see the module docstring)."""
+
     def __init__(self, num_simulations: int, max_num_considered_actions: int, gumbel_scale: float,
                  c_visit: float, c_scale: float):
         if max_num_considered_actions < 1:
@@ -119,14 +124,12 @@ def gumbel_mcts(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_s
                 c_visit: float = 50.0, c_scale: float = 0.1, num_paths: int = 1,
                 tree_mode: str = "intra", aggregation: str = "majority", max_depth: int | None = None,
                 use_terminal_reward: bool = False, budget: Budget | None = None,
-                max_tokens: int | None = None, max_expansions: int | None = None,
-                max_value_calls: int | None = None, max_seconds: float | None = None,
                 rng: np.random.Generator | None = None) -> list[SearchOutput]:
     """Gumbel MCTS from every root (see the module docstring)."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
     rule = GumbelRule(num_simulations, max_num_considered_actions, gumbel_scale, c_visit, c_scale)
-    return run_move_search(env, pv, roots, rule, width=width, num_paths=num_paths, tree_mode=tree_mode,
-                           max_depth=max_depth, use_terminal_reward=use_terminal_reward,
-                           aggregation=aggregation, template=template,
+    return run_move_search(env, pv, roots, root_action_selection_fn=rule.root_child,
+                           interior_action_selection_fn=rule.interior_child, commit_fn=rule.commit,
+                           num_simulations=num_simulations, width=width, num_paths=num_paths,
+                           tree_mode=tree_mode, max_depth=max_depth, use_terminal_reward=use_terminal_reward,
+                           aggregation=aggregation, budget=budget,
                            rng=rng if rng is not None else np.random.default_rng(0))

@@ -11,53 +11,46 @@ Selection (Q(c) = mean backed-up value, or the critic value of a child not yet v
 - "uct":  unvisited children first (highest critic value first), then Q(c) + c_puct * sqrt(ln N(parent) / N(c)).
 Ties go to the earlier child in expansion order.
 
-Roots advance in lockstep: a round walks every unfinished root's current simulation as far as
-it can without the model, then makes one `pv.expand` call for all nodes met that need expanding
-and one `pv.evaluate` call for their children. A root stops after `num_simulations` completed
-simulations or when its budget is exhausted (checked before each expansion; an interrupted
-simulation is dropped, not backed up). best_path follows the most-visited child (ties: higher
-mean value, then earlier child); candidates are all terminals reached, scored by their backed-up
-value, count = visits; `root_value` is the root's mean backed-up value.
+Roots advance in lockstep (the RAP walks of search/simulation.py's driver): a round walks every
+unfinished root's current simulation as far as it can without the model -- completing, and backing
+up, as many simulations as need none -- then makes one `pv.expand` call for all nodes met that need
+expanding and one `pv.evaluate` call for their children and for any root that ends its own walk
+(terminal, or given no children) and has no critic value yet (a terminal root under
+`use_terminal_reward=True` needs none). A root stops after `num_simulations` completed simulations or when its
+budget is exhausted (checked before each expansion; an interrupted simulation is dropped, not
+backed up). best_path follows the most-visited child (ties: higher mean value, then earlier child);
+candidates are all terminals reached, scored by their backed-up value, count = visits;
+`root_value` is the root's mean backed-up value.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from functools import partial
 
-import numpy as np
-
-from tsllm.search.tree import (
-    Node,
-    evaluate_nodes,
-    expand_nodes,
-    iter_nodes,
-    make_budget,
-    new_root,
-    snapshot,
-    tree_stats,
-)
+from tsllm.search.simulation import RootSearch, simulate
+from tsllm.search.tree import Node, iter_nodes, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 
 
-def _select(node: Node, c_puct: float, selection: str) -> Node:
-    children = node.children
-    if selection == "uct":
-        unvisited = [c for c in children if c.visits == 0]
-        if unvisited:
-            return max(unvisited, key=lambda c: c.estimate)
-        log_n = math.log(node.visits)
-        return max(children, key=lambda c: c.q + c_puct * math.sqrt(log_n / c.visits))
+def puct_child(node: Node, c_puct: float) -> Node:
     sqrt_n = math.sqrt(node.visits)
-    return max(children, key=lambda c: c.estimate + c_puct * c.prior * sqrt_n / (1 + c.visits))
+    return max(node.children, key=lambda c: c.estimate + c_puct * c.prior * sqrt_n / (1 + c.visits))
 
 
-def _backup(leaf: Node, value: float) -> None:
-    node: Node | None = leaf
-    while node is not None:
-        node.visits += 1
-        node.value_sum += value
-        node = node.parent
+def uct_child(node: Node, c_puct: float) -> Node:
+    unvisited = [c for c in node.children if c.visits == 0]
+    if unvisited:
+        return max(unvisited, key=lambda c: c.estimate)
+    log_n = math.log(node.visits)
+    return max(node.children, key=lambda c: c.q + c_puct * math.sqrt(log_n / c.visits))
+
+
+def _until_simulations(search: RootSearch, rng: object, *, num_simulations: int) -> int:
+    """One more simulation while fewer than `num_simulations` have completed (each completed one
+    has visited the root once)."""
+    return int(search.tree.visits < num_simulations)
 
 
 def _most_visited_path(root: Node) -> list[Node]:
@@ -67,63 +60,29 @@ def _most_visited_path(root: Node) -> list[Node]:
     return path
 
 
+def _output(env: Env, root: Node, budget: Budget) -> SearchOutput:
+    path = _most_visited_path(root)
+    reached = [n for n in iter_nodes(root) if n.terminal and n.visits]
+    return SearchOutput(
+        root=root.state,
+        best_path=[n.state for n in path],
+        answer=env.answer(path[-1].state) if path[-1].terminal else None,
+        root_value=root.q if root.visits else None,
+        candidates=[Candidate(n.path(), env.answer(n.state), n.q, count=n.visits) for n in reached],
+        tree=snapshot(root),
+        stats={**tree_stats(root), "simulations": root.visits},
+        budget=budget,
+    )
+
+
 def mcts(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, num_simulations: int = 16,
          width: int = 8, c_puct: float = 1.0, selection: str = "puct", use_terminal_reward: bool = False,
-         budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
-         max_value_calls: int | None = None, max_seconds: float | None = None,
-         rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """MCTS from every root; `rng` is unused (selection is deterministic)."""
+         budget: Budget | None = None) -> list[SearchOutput]:
+    """MCTS from every root (deterministic)."""
     if selection not in ("puct", "uct"):
         raise ValueError(f"selection must be 'puct' or 'uct', got {selection!r}")
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
-    trees = [new_root(env, state, template) for state in roots]
-    evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own leaf
-
-    def leaf_value(node: Node) -> float:
-        if use_terminal_reward and node.terminal:
-            return env.reward(node.state)
-        return node.value if node.value is not None else 0.0
-
-    cursor = list(trees)  # where each root's in-flight simulation stands
-    done = [0] * len(trees)
-    active = [num_simulations > 0] * len(trees)
-    while any(active):
-        need: list[Node] = []
-        for i, root in enumerate(trees):
-            node = cursor[i]
-            while active[i]:
-                if node.terminal or (node.expanded and not node.children):
-                    _backup(node, leaf_value(node))
-                    done[i] += 1
-                    active[i] = done[i] < num_simulations
-                    node = root
-                elif not node.expanded:
-                    if root.budget.exhausted():
-                        active[i] = False
-                    else:
-                        need.append(node)
-                    break
-                else:
-                    node = _select(node, c_puct, selection)
-            cursor[i] = node
-        expand_nodes(env, pv, need, width)
-        evaluate_nodes(pv, [c for n in need for c in n.children])
-
-    outputs = []
-    for root, sims in zip(trees, done):
-        path = _most_visited_path(root)
-        reached = [n for n in iter_nodes(root) if n.terminal and n.visits]
-        outputs.append(SearchOutput(
-            root=root.state,
-            best_path=[n.state for n in path],
-            answer=env.answer(path[-1].state) if path[-1].terminal else None,
-            root_value=root.q if root.visits else None,
-            candidates=[Candidate(n.path(), env.answer(n.state), n.q, count=n.visits) for n in reached],
-            tree=snapshot(root),
-            stats={**tree_stats(root), "simulations": sims},
-            budget=root.budget,
-        ))
-    return outputs
-
-
+    choose = partial(puct_child if selection == "puct" else uct_child, c_puct=c_puct)
+    searches = simulate(env, pv, roots, plan_fn=partial(_until_simulations, num_simulations=num_simulations),
+                        interior_action_selection_fn=choose, walk_to_end=True, width=width,
+                        use_terminal_reward=use_terminal_reward, budget=budget)
+    return [_output(env, s.tree, s.budget) for s in searches]

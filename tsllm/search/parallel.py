@@ -34,8 +34,8 @@ Choices (documented here because the paper leaves them open):
   terminal=False and answer None, and do not vote. best_path: the highest-valued completed
   candidate with the winning answer (ties: earliest completed), else the highest-valued
   unfinished one, else the root.
-Ties everywhere go to the earlier candidate in expansion order. The rules are deterministic;
-`rng` is accepted for the common signature (sampling randomness lives in the policy).
+Ties everywhere go to the earlier candidate in expansion order. The rules are deterministic
+(sampling randomness lives in the policy), so the search takes no `rng`.
 """
 
 from __future__ import annotations
@@ -167,10 +167,7 @@ def parallel_search(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *,
                     rule: str = "rebase", num_rollouts: int = 16, max_depth: int = 64,
                     temperature: float = 0.1, similarity_temperature: float = 0.01,
                     beam_width: int = 4, embed: Embedder | None = None,
-                    aggregation: str = "weighted", budget: Budget | None = None,
-                    max_tokens: int | None = None, max_expansions: int | None = None,
-                    max_value_calls: int | None = None, max_seconds: float | None = None,
-                    rng: np.random.Generator | None = None) -> list[SearchOutput]:
+                    aggregation: str = "weighted", budget: Budget | None = None) -> list[SearchOutput]:
     """Step-wise parallel search over many roots at once (see the module docstring)."""
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {list(RULES)}")
@@ -185,8 +182,7 @@ def parallel_search(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *,
     check_temperature("similarity_temperature", similarity_temperature)
     knobs = dict(temperature=temperature, similarity_temperature=similarity_temperature,
                  beam_width=beam_width)
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     runs = [_Run(new_root(env, r, template), num_rollouts) for r in roots]
     evaluate_nodes(pv, [run.root for run in runs if run.root.terminal])  # no call when none
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 
-import numpy as np
-
 from tsllm.search.aggregate import aggregate, choose_candidate
 from tsllm.search.tree import expand_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, Rollout, SearchOutput
@@ -88,12 +86,9 @@ def _output(root: Hashable, candidates: list[Candidate], method: str, budget: Bu
 
 
 def cot_sc(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, k: int = 8,
-           budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
-           max_value_calls: int | None = None, max_seconds: float | None = None,
-           rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """Self-consistency: k sampled paths per root, majority vote. `rng` is unused (the policy samples)."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+           budget: Budget | None = None) -> list[SearchOutput]:
+    """Self-consistency: k sampled paths per root, majority vote (the policy does the sampling)."""
+    template = make_budget(budget)
     budgets, groups = _sample(env, pv, list(roots), k, template, score_finals=False)
     for cands in groups:
         kept = sum(c.count for c in cands)
@@ -104,13 +99,10 @@ def cot_sc(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, k: int = 8
 
 
 def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int = 8, method: str = "orm_max",
-              budget: Budget | None = None, max_tokens: int | None = None, max_expansions: int | None = None,
-              max_value_calls: int | None = None, max_seconds: float | None = None,
-              rng: np.random.Generator | None = None) -> list[SearchOutput]:
+              budget: Budget | None = None) -> list[SearchOutput]:
     """Best-of-N: n sampled paths per root scored at their end by the value model (ORM)."""
     aggregate([], method)  # fail on an unknown method before spending anything
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+    template = make_budget(budget)
     budgets, groups = _sample(env, pv, list(roots), n, template, score_finals=True)
     finals = [list(dict.fromkeys(c.path[-1] for c in cands)) for cands in groups]
     flat = [state for states in finals for state in states]
@@ -125,12 +117,9 @@ def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int 
 
 
 def cot_greedy(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 1,
-               max_depth: int | None = None, budget: Budget | None = None, max_tokens: int | None = None,
-               max_expansions: int | None = None, max_value_calls: int | None = None,
-               max_seconds: float | None = None, rng: np.random.Generator | None = None) -> list[SearchOutput]:
-    """Greedy decoding by prior. `rng` is unused (the walk is deterministic)."""
-    template = make_budget(budget, max_tokens=max_tokens, max_expansions=max_expansions,
-                           max_value_calls=max_value_calls, max_seconds=max_seconds)
+               max_depth: int | None = None, budget: Budget | None = None) -> list[SearchOutput]:
+    """Greedy decoding by prior (deterministic)."""
+    template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
     heads = list(trees)
     while True:

@@ -139,17 +139,6 @@ def tree_stats(root: Node) -> dict[str, float]:
     return {"nodes": len(nodes), "max_depth": max(n.depth for n in nodes)}
 
 
-def make_budget(budget: Budget | None = None, *, max_tokens: int | None = None,
-                max_expansions: int | None = None, max_value_calls: int | None = None,
-                max_seconds: float | None = None) -> Budget:
-    """The per-root budget template every algorithm takes: an explicit `Budget`, or the keyword
-    shorthands (`best_first(..., max_expansions=2)`). Limits apply to each root separately."""
-    if budget is not None:
-        if any(v is not None for v in (max_tokens, max_expansions, max_value_calls, max_seconds)):
-            raise ValueError("pass either budget= or max_* limits, not both")
-        return budget
-    for name, v in (("max_tokens", max_tokens), ("max_expansions", max_expansions),
-                    ("max_value_calls", max_value_calls), ("max_seconds", max_seconds)):
-        if v is not None and v < 0:
-            raise ValueError(f"{name} must be >= 0, got {v}")
-    return Budget(max_tokens, max_expansions, max_value_calls, max_seconds)
+def make_budget(budget: Budget | None) -> Budget:
+    """The per-root budget template every algorithm takes: `budget`, or an unlimited one for None."""
+    return budget if budget is not None else Budget()

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from tsllm.config import bad
 from tsllm.models.tiny import TinyModelConfig
-from tsllm.training.data import TASKS
+from tsllm.tasks import prompt_formats
 
 METRICS_FILE = "metrics.json"  # in <output_dir>, beside model/ and checkpoints/
 MODEL_DIR = "model"
@@ -92,8 +92,8 @@ class TrainArgs:
         if (self.base_model is None or self.base_model == "") == (self.tiny is None):
             raise bad("base_model", "set exactly one of base_model=<model folder> or tiny (a TinyModelConfig "
                                     "mapping, e.g. `tiny: {}`)")
-        if self.task not in TASKS:
-            raise bad("task", f"unknown task {self.task!r}; use one of {list(TASKS)}")
+        if self.task not in prompt_formats():
+            raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
         positive = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "logging_steps", "lora_r", "lora_alpha")
         for key in positive:

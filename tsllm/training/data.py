@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from tsllm.atomic import write_jsonl  # noqa: F401  (re-exported: trajectories files are written with it)
-from tsllm.envs.base import DataError, TextState, iter_jsonl
+from tsllm.envs.base import DataError, iter_jsonl
 
 Render = Callable[[str, Sequence[str]], str]
 
@@ -71,6 +71,8 @@ def _number(value: Any) -> bool:
 
 def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
     """One validated row; DataError("<where>: ...") says which field is wrong and how."""
+    from tsllm.tasks import joins_steps
+
     question, steps, reward = row["question"], row["steps"], row["reward"]
     if not isinstance(question, str):
         raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
@@ -81,7 +83,7 @@ def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
     task = row.get("task")
     if task is not None and not isinstance(task, str):
         raise DataError(f"{where}: 'task' must be a string, got {task!r}")
-    if task in JOINED_TASKS:  # steps are pieces of one response: any text, but not empty
+    if joins_steps(task):  # steps are pieces of one response: any text, but not empty
         if not all(steps):
             raise DataError(f"{where}: a step is empty; drop empty steps")
     elif any("\n" in s or not s.strip() for s in steps):
@@ -216,31 +218,13 @@ def split_by_question(examples: Sequence[ValueExample], eval_fraction: float,
 # --------------------------------------------------------------------------------- rendering
 
 
-TASKS = ("game24", "gsm8k", "prontoqa", "text", "rlhf")  # tasks whose prompt format render_for_task knows
-# Tasks whose steps are pieces of one response (tokens, for rlhf): rendered as the prompt followed
-# by the pieces joined as they are, with no separator, so a piece may hold any text.
-JOINED_TASKS = ("rlhf",)
-
-
 def render_for_task(task: str, template: str | None = None) -> Render:
-    """`render(question, steps)` with the prompt format of a text task ("game24", "gsm8k",
-    "prontoqa", or "text" for the plain TextEnv), optionally with another template; for "rlhf"
-    the prompt followed by the response pieces (what RLHFEnv.prompt shows)."""
-    from tsllm.envs.base import TextEnv
-    from tsllm.envs.game24 import Game24Env
-    from tsllm.envs.gsm8k import GSM8kEnv
-    from tsllm.envs.prontoqa import ProntoQAEnv
+    """`render(question, steps)` in the prompt format of task `task` (any name in
+    tsllm.tasks.prompt_formats(): a registered task, or "text" for the plain TextEnv), optionally
+    with another template."""
+    from tsllm import tasks
 
-    if task in JOINED_TASKS:
-        form = template or "{question}"
-        if "{question}" not in form:
-            raise ValueError("template must contain '{question}'")
-        return lambda question, steps: form.format(question=question) + "".join(steps)
-    envs = {"game24": Game24Env, "gsm8k": GSM8kEnv, "prontoqa": ProntoQAEnv, "text": TextEnv}
-    if task not in envs:
-        raise ValueError(f"unknown task {task!r}; use one of {list(TASKS)}")
-    env = envs[task](template=template)
-    return lambda question, steps: env.prompt(TextState(question, tuple(steps)))
+    return tasks.render(task, template)
 
 
 # --------------------------------------------------------------------------------- demo data

@@ -2,6 +2,7 @@
 proofs, mixed with a seeded share of imperfect ones, written as trajectories jsonl.
 
     python -m tsllm.training.warmstart --out out/warmstart.jsonl [imperfect_fraction=0.2 prontoqa_problems=0]
+    python -m tsllm.training.warmstart --out out/warmstart.jsonl --task prontoqa --seed 0   # what the loop uses
 
 Why imperfect traces: a policy fine-tuned only on perfect solver traces of every training puzzle
 would leave search and iteration little to find; the point of round 0 is a policy that is good but
@@ -40,6 +41,7 @@ from tsllm.envs import game24, prontoqa
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, apply_op, can_reach_24, format_number
 from tsllm.envs.prontoqa import ProntoQAEnv
+from tsllm.tasks import TaskSettings, get_task, names
 from tsllm.training.data import write_jsonl  # atomic: temporary sibling, then rename
 
 SOURCE = "warmstart"
@@ -325,9 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="jsonl file to write")
     parser.add_argument("--config", help="YAML file of WarmStartConfig keys")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. prontoqa_problems=0")
+    parser.add_argument("--task", choices=names(), help="write exactly the rows the loop's warm start uses for "
+                                                        "this task (with --seed) instead of the config's mix")
+    parser.add_argument("--seed", type=int, default=0, help="the loop's seed (with --task)")
     args = parser.parse_args(argv)
-    config = load_config(WarmStartConfig, args.config, args.overrides)
-    rows = build_warmstart(config)
+    if args.task:
+        if args.config or args.overrides:
+            parser.error("--task writes the task's own rows; drop --config and the key=value overrides")
+        rows = get_task(args.task)(TaskSettings(seed=args.seed)).warmstart_rows()
+    else:
+        rows = build_warmstart(load_config(WarmStartConfig, args.config, args.overrides))
     write_jsonl(rows, args.out)
     flawed = sum(row["reward"] < 0 for row in rows)
     print(f"wrote {len(rows)} trajectories ({flawed} imperfect) to {args.out}")

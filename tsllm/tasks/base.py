@@ -1,0 +1,213 @@
+"""The `Task` protocol: everything the loop, `tsllm eval`, the warm start and the trainers' data
+do differently per task, in one class per task (tsllm/tasks/<name>.py), so none of them names a task.
+
+A task class declares what it is (class attributes) and builds, from `TaskSettings`, its env,
+its problems and its policy/value bridge:
+
+- `check(settings, training)`   config errors before any work, naming the key (classmethod)
+- `env`                          the MDP (tsllm/envs/*), wrapped, never changed
+- `train_problems()` / `test_problems()`  the training pool and the held-out problems
+- `warmstart_rows()`             trajectories the tiny policy is warm-started on
+- `policy_value(...)`            the PolicyValueFn search and sampling use
+- `row(state, source, tokens)`   one trajectories.jsonl row of a finished path
+- `policy_rows(rows)`            which trajectories the policy learns from
+- `method_metrics(result)`       what the task reports beyond accuracy
+- `render(template)`             the prompt text the trainers see for (question, steps)
+
+Seeds: a task's training problems come from `train_seed(seed)`, its held-out ones from
+`held_out_seed(seed)`, the warm start's own problems from `warmstart_seed(seed)`, so the three
+never share a generator stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tsllm.config import bad
+
+Render = Callable[[str, Sequence[str]], str]
+PLACEHOLDER = "/path/to/"
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")  # org/name, as the hub spells dataset and model ids
+
+
+def train_seed(seed: int) -> int:
+    return seed + 1
+
+
+def held_out_seed(seed: int) -> int:
+    return seed + 10_000
+
+
+def warmstart_seed(seed: int) -> int:
+    return seed + 20_000
+
+
+# ------------------------------------------------------------------------------- config checks
+
+def _check_placeholder(key: str, value: str, what: str) -> None:
+    if PLACEHOLDER in value:
+        raise bad(key, f"{value} is a placeholder; set it to {what}")
+
+
+def check_path(key: str, value: str | None, what: str) -> None:
+    """A model folder the user must provide: set, not a placeholder, existing."""
+    if value is None:
+        raise bad(key, f"not set; set it to {what}")
+    _check_placeholder(key, value, what)
+    if not Path(value).expanduser().exists():
+        raise bad(key, f"{value} does not exist; set it to {what}")
+
+
+def check_data(key: str, value: str | None, what: str) -> None:
+    """A data source: a local file, or a hub dataset id (org/name) loaded when the run starts."""
+    if value is None:
+        return
+    _check_placeholder(key, value, what)
+    local = Path(value).expanduser()
+    if not local.exists() and (not _HUB_ID.match(value) or local.suffix in (".json", ".jsonl", ".csv")):
+        raise bad(key, f"{value} does not exist (and is not a hub dataset id such as openai/gsm8k); "
+                       f"set it to {what}")
+
+
+def refuse(settings: TaskSettings, name: str, keys: Sequence[str], why: str) -> None:
+    """A ConfigError for the first of `keys` that is set: this task has no use for it."""
+    for key in keys:
+        if getattr(settings, key) is not None:
+            raise bad(key, f"task {name} {why} and needs no {key}; remove it")
+
+
+# ------------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The run settings a task reads: the same names as LoopConfig's fields (`of(config)` picks
+    them), so `tsllm eval` can build one from its flags without a whole LoopConfig."""
+
+    seed: int = 0
+    strict: bool = True  # a solution must follow every step rule too, not only end on the right answer
+    train_questions: int = 128
+    test_questions: int = 128
+    train_data: str | None = None  # a local file or a hub dataset id
+    test_data: str | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    prompt_field: str = "prompt"
+    reward_model: str | None = None
+    max_response_tokens: int = 64
+    max_step_tokens: int = 48
+    base_model: str | None = None
+    backend: str = "hf"
+
+    @classmethod
+    def of(cls, config: Any) -> TaskSettings:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+# ------------------------------------------------------------------------------- the protocol
+
+class Task:
+    """Base of every task; subclasses set `name` and override what differs (see the module doc)."""
+
+    name: ClassVar[str]
+    # the baseline the search is compared with at its token budget, the knob that sets its vote
+    # count, and its other knobs
+    baseline: ClassVar[str] = "cot_sc"
+    votes_knob: ClassVar[str] = "k"
+    baseline_knobs: ClassVar[dict[str, Any]] = {}
+    score: ClassVar[str] = "accuracy"  # the metric the run's summary table shows per method
+    joined_steps: ClassVar[bool] = False  # steps are pieces of one response (any text), not lines
+    needs_model: ClassVar[bool] = True  # False: the policy/value bridge needs no checkpoint
+    data_help: ClassVar[str] = "a jsonl file"  # what `tsllm eval --data` reads for this task
+
+    def __init__(self, settings: TaskSettings, device: str = "cpu"):
+        self.settings, self.device = settings, device
+
+    @classmethod
+    def check(cls, settings: TaskSettings, training: bool) -> None:
+        """Raise ConfigError (naming the key) for settings this task cannot run with; `training`:
+        for a loop run, else for `tsllm eval` (which reads test problems only)."""
+        if settings.base_model is not None:
+            check_path("base_model", settings.base_model, "a causal-LM folder, or leave base_model unset "
+                                                            "to warm-start the tiny model")
+        elif training and cls.warmstart_rows is Task.warmstart_rows:  # else it would fail after the start
+            raise bad("base_model", f"not set, and task {cls.name} has no warm start; set it to a causal-LM folder")
+
+    env: Any
+
+    def train_problems(self) -> list[Any]:
+        """Every training problem (the warm start may use more than a round does)."""
+        raise NotImplementedError
+
+    def test_problems(self) -> list[Any]:
+        raise NotImplementedError
+
+    def problems(self) -> tuple[list[Any], list[Any]]:
+        """(train, test): the first train_questions of the pool, and the held-out problems."""
+        return self.train_problems()[: self.settings.train_questions], self.test_problems()
+
+    def warmstart_rows(self) -> list[dict]:
+        """Trajectories to warm-start the tiny policy on when base_model is unset; a task without
+        them needs base_model (its check says so)."""
+        raise NotImplementedError(f"task {self.name} has no warm start; set base_model")
+
+    def policy_value(self, policy: str, generator: Callable[[str], Any], value_fn: Any, temperature: float,
+                     legal_steps_only: bool) -> Any:
+        """The PolicyValueFn for checkpoint `policy`; `generator(policy)` gives the run's generator."""
+        raise NotImplementedError
+
+    def row(self, state: Any, source: str, tokens: int) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def policy_rows(cls, rows: list[dict]) -> list[dict]:
+        """The trajectories the policy is fine-tuned on: the correct ones."""
+        return [r for r in rows if r["steps"] and r["reward"] > 0]
+
+    @classmethod
+    def method_metrics(cls, result: dict[str, Any]) -> dict[str, Any]:
+        """Metrics of one evaluated method beyond accuracy and tokens (result: evaluate.summarize's)."""
+        return {}
+
+    @classmethod
+    def render(cls, template: str | None = None) -> Render:
+        raise NotImplementedError
+
+
+class TextTask(Task):
+    """A sentence-level task: a step is one line, the reward is the exact checker's +1/-1, the
+    policy is served by the run's generator (HF or vLLM) through LLMPolicyValue."""
+
+    @classmethod
+    def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def __init__(self, settings: TaskSettings, device: str = "cpu"):
+        super().__init__(settings, device)
+        self.env = self.make_env(settings)
+
+    @classmethod
+    def render(cls, template: str | None = None) -> Render:
+        from tsllm.envs.base import TextState
+
+        env = cls.make_env(TaskSettings(), template)
+        return lambda question, steps: env.prompt(TextState(question, tuple(steps)))
+
+    def policy_value(self, policy: str, generator: Callable[[str], Any], value_fn: Any, temperature: float,
+                     legal_steps_only: bool) -> Any:
+        from tsllm.policy_value import LLMPolicyValue
+
+        s = self.settings
+        return LLMPolicyValue(self.env, generator(policy), value_fn, temperature=temperature,
+                              max_step_tokens=s.max_step_tokens,
+                              rollout_tokens=s.max_step_tokens * (self.env.max_steps + 1), seed=s.seed,
+                              legal_steps_only=legal_steps_only)
+
+    def row(self, state: Any, source: str, tokens: int) -> dict:
+        reward = self.env.reward(state) if self.env.is_terminal(state) else -1.0  # no answer: wrong
+        return {"question": state.question, "gold": state.gold, "steps": list(state.steps), "reward": reward,
+                "task": self.name, "source": source, "tokens": tokens}

@@ -1,0 +1,57 @@
+"""Game of 24 (ToT / TS-LLM): four numbers, steps `a op b = c (left: ...)`, then an expression.
+
+Problems: the 1362 solvable puzzles split by `game24.split(seed, test_questions)`; the warm start
+uses the same split's training side, so no test puzzle is seen. `tsllm eval --data` reads a
+Tree-of-Thoughts ranked CSV or a jsonl of puzzles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsllm.tasks import register
+from tsllm.tasks.base import TaskSettings, TextTask, check_data, refuse
+
+
+@register
+class Game24Task(TextTask):
+    name = "game24"
+    data_help = "a Tree-of-Thoughts ranked CSV (24.csv) or a jsonl of puzzles"
+
+    @classmethod
+    def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:
+        from tsllm.envs.game24 import Game24Env
+
+        # strict: a solution must follow every step rule too, not only end on the right answer
+        return Game24Env(strict=settings.strict, template=template)
+
+    @classmethod
+    def check(cls, settings: TaskSettings, training: bool) -> None:
+        super().check(settings, training)
+        if training:
+            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
+        else:
+            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
+            check_data("test_data", settings.test_data, cls.data_help)
+
+    def _split(self) -> tuple[list[dict], list[dict]]:
+        from tsllm.envs.game24 import split
+
+        return split(seed=self.settings.seed, test_size=self.settings.test_questions)
+
+    def train_problems(self) -> list[dict]:
+        return self._split()[0]
+
+    def test_problems(self) -> list[dict]:
+        from tsllm.envs import game24
+
+        data = self.settings.test_data
+        if data is None:
+            return self._split()[1]
+        return game24.load_tot_csv(data) if data.endswith(".csv") else game24.load_jsonl(data)
+
+    def warmstart_rows(self) -> list[dict]:
+        from tsllm.training.warmstart import WarmStartConfig, game24_rows
+
+        s = self.settings  # the same split as the evaluation: no test puzzle is seen
+        return game24_rows(WarmStartConfig(game24_split_seed=s.seed, game24_test_size=s.test_questions))
