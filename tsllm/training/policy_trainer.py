@@ -217,7 +217,7 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
         # TRL defaults to bf16; fp32 unless asked (CPU, and tiny models gain nothing from bf16)
         bf16=config.mixed_precision == "bf16",
         fp16=config.mixed_precision == "fp16",
-        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (DESIGN.md section 6)
+        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
         use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
         deepspeed=config.deepspeed,
         report_to="none",

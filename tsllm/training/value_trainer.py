@@ -530,7 +530,7 @@ def training_arguments(config: ValueTrainConfig, ds_config: dict | None, configu
         eval_strategy="epoch",  # turned off in train_value when nothing is held out
         bf16=config.mixed_precision == "bf16",
         fp16=config.mixed_precision == "fp16",
-        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (DESIGN.md section 6)
+        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
         use_cpu=on_cpu and ds_config is None,
         deepspeed=ds_config,
         accelerator_config={"use_configured_state": configured_state},
