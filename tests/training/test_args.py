@@ -55,3 +55,14 @@ def test_trainer_defaults_differ_only_where_they_say_so():
     for cls in CONFIGS:
         with pytest.raises(ConfigError, match="'base_model': set exactly one of"):
             cls().validate()
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_settings_are_checked_without_a_model_or_data(cls):
+    """What a loop section sets can be checked at load, before the loop fills in model and data."""
+    cls().validate_settings()  # the defaults are valid settings
+    for key, value, message in (("learning_rate", -1.0, "must be > 0"), ("warmup_ratio", 1.5, "in \\[0, 1\\)"),
+                                ("max_steps", 0, "or -1"), ("lr_scheduler_type", "cosin", "unknown schedule"),
+                                ("deepspeed", "nowhere.json", "does not exist")):
+        with pytest.raises(ConfigError, match=f"config key '{key}': .*{message}"):
+            cls(**{key: value}).validate_settings()

@@ -89,11 +89,17 @@ class TrainArgs:
     mixed_precision: Literal["no", "bf16", "fp16"] = arg("no", "bf16 on recent GPUs; 'no' (fp32) on CPU")
 
     def validate(self) -> None:
+        """Everything, before a run: what to train and on what, then every setting."""
         if (self.base_model is None or self.base_model == "") == (self.tiny is None):
             raise bad("base_model", "set exactly one of base_model=<model folder> or tiny (a TinyModelConfig "
                                     "mapping, e.g. `tiny: {}`)")
         if self.task not in prompt_formats():
             raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
+        self.validate_settings()
+
+    def validate_settings(self) -> None:
+        """The settings alone (not base_model, tiny, data_files, task, which a caller such as the
+        loop fills in at run time): a config section can be checked at load, before any work."""
         positive = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "logging_steps", "lora_r", "lora_alpha")
         for key in positive:

@@ -70,8 +70,8 @@ class PolicyTrainConfig(TrainArgs):
     merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
                                                         "LoRA adapter only")
 
-    def validate(self) -> None:
-        super().validate()
+    def validate_settings(self) -> None:
+        super().validate_settings()
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 

@@ -108,10 +108,15 @@ class ValueTrainConfig(TrainArgs):
         super().validate()
         if not self.data_files:
             raise bad("data_files", "give at least one trajectories jsonl file")
-        for key in ("data_files", "eval_files"):
-            for path in getattr(self, key):
-                if not Path(path).is_file():
-                    raise bad(key, f"file {path} does not exist")
+        for path in self.data_files:
+            if not Path(path).is_file():
+                raise bad("data_files", f"file {path} does not exist")
+
+    def validate_settings(self) -> None:
+        super().validate_settings()
+        for path in self.eval_files:
+            if not Path(path).is_file():
+                raise bad("eval_files", f"file {path} does not exist")
         if self.template is not None and "{question}" not in self.template:
             raise bad("template", "must contain '{question}'")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
