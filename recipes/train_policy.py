@@ -8,7 +8,8 @@ Launch (any of):
 On a machine without a GPU the two processes talk over gloo (`--multi_gpu` is only accelerate's
 name for "several processes"; `--cpu --num_processes 2` would run one). Overrides use dots for
 nested keys, e.g. `tiny.hidden_size=64 min_reward=null data_files=[a.jsonl,b.jsonl]`.
-Prints one JSON line of metrics (rank 0), also saved as <output_dir>/train_metrics.json.
+Prints one JSON line of metrics (rank 0), also saved as <output_dir>/metrics.json; the model goes
+to <output_dir>/model.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Train the value/ORM model (MSE to prefix returns) on trajectories jsonl with Accelerate.
+"""Train the value/ORM model (MSE to prefix returns) on trajectories jsonl with transformers.Trainer.
 
 Launch (any of):
     python recipes/train_value.py --config configs/value/tiny.yaml [key=value ...]
@@ -9,7 +9,7 @@ Launch (any of):
 
 Gradient accumulation and batch sizes are set in the config only; the DeepSpeed json leaves them
 "auto". `--demo-data N` first writes N Game24 puzzles' solver traces (+1) and losing traces (-1)
-to the first train file when it does not exist, so the tiny config runs with no other stage.
+to the first of data_files when it does not exist, so the tiny config runs with no other stage.
 A rerun with the same output_dir resumes from its newest checkpoint. Prints one JSON line of
 metrics (rank 0); they are also saved in <output_dir>/metrics.json, the model in <output_dir>/model.
 """
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML file of ValueTrainConfig keys")
     parser.add_argument("--demo-data", type=int, default=0, metavar="N",
-                        help="write N Game24 puzzles of demo trajectories to the first train file if it is missing")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=3e-4 tiny.num_layers=2")
+                        help="write N Game24 puzzles of demo trajectories to the first of data_files if it is missing")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=3e-4 tiny.num_layers=2")
     args = parser.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     try:
@@ -56,12 +56,12 @@ def _load(args: argparse.Namespace) -> ValueTrainConfig:
 
 
 def _write_demo_data(config_path: str | None, overrides: list[str], num_puzzles: int) -> None:
-    """Fill the first train file with demo rows unless it exists. Every rank writes the same rows
+    """Fill the first of data_files with demo rows unless it exists. Every rank writes the same rows
     through a temporary file and a rename, so concurrent ranks cannot leave a partial file."""
     data = yaml.safe_load(Path(config_path).read_text()) if config_path else {}
-    files = merge(data or {}, parse_overrides(overrides)).get("train_files") or []
+    files = merge(data or {}, parse_overrides(overrides)).get("data_files") or []
     if not files:
-        raise ConfigError("--demo-data needs train_files (the file to write) in the config or overrides")
+        raise ConfigError("--demo-data needs data_files (the file to write) in the config or overrides")
     if not Path(files[0]).is_file():
         write_jsonl(game24_contrast_trajectories(num_puzzles, seed=0), files[0])
 

@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         for processes in (1, 2):
             out = tmp / f"value{processes}"
             m = run_recipe("train_value.py", "configs/value/tiny.yaml", processes,
-                           ["--demo-data", str(args.puzzles), f"train_files=[{tmp / 'value.jsonl'}]",
-                            f"output_dir={out}", f"epochs={int(max(args.epochs, 1))}", "save_every_steps=0",
+                           ["--demo-data", str(args.puzzles), f"data_files=[{tmp / 'value.jsonl'}]",
+                            f"output_dir={out}", f"num_train_epochs={args.epochs}", "save_steps=0",
                             "resume=false"], out / "metrics.json")
             results.append({"model": "value", "processes": processes, "tokens": m["train_tokens"],
                             "seconds": m["train_seconds"], "tokens_per_second": m["tokens_per_second"]})
             out = tmp / f"policy{processes}"
             m = run_recipe("train_policy.py", "configs/policy/tiny.yaml", processes,
-                           [f"data_files=[{policy_data}]", f"output_dir={out}", f"num_epochs={args.epochs}",
-                            "max_seconds=null", "eval_fraction=0.0"], out / "train_metrics.json")
-            results.append({"model": "policy", "processes": processes, "tokens": m["tokens"],
-                            "seconds": m["seconds"], "tokens_per_second": m["tokens_per_second"]})
+                           [f"data_files=[{policy_data}]", f"output_dir={out}", f"num_train_epochs={args.epochs}",
+                            "max_seconds=null", "eval_fraction=0.0"], out / "metrics.json")
+            results.append({"model": "policy", "processes": processes, "tokens": m["train_tokens"],
+                            "seconds": m["train_seconds"], "tokens_per_second": m["tokens_per_second"]})
             print(f"done: {processes} process(es)", file=sys.stderr, flush=True)
 
     print(f"\n{'model':<8}{'procs':>6}{'tokens':>10}{'seconds':>9}{'tokens/s':>10}")

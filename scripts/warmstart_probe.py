@@ -5,7 +5,7 @@ then decodes the 100 test-split puzzles step by step through the env (greedy, st
 with sampling (pass@k), and prints one JSON line of results.
 
     OMP_NUM_THREADS=1 python scripts/warmstart_probe.py [--out out/probe] [--samples 8] [key=value ...]
-    OMP_NUM_THREADS=1 python scripts/warmstart_probe.py num_epochs=7 max_seconds=180   # 3 minutes
+    OMP_NUM_THREADS=1 python scripts/warmstart_probe.py num_train_epochs=7 max_seconds=180   # 3 minutes
     OMP_NUM_THREADS=1 python scripts/warmstart_probe.py --puzzles 300 --out out/p300   # fewer puzzles
     python scripts/warmstart_probe.py --policy out/policy/warmstart     # evaluate a trained checkpoint only
 
@@ -82,13 +82,13 @@ def main() -> None:
         results.update({
             "train_rows": len(rows),
             "train_puzzles": len({r["question"] for r in rows}),
-            "train_seconds": round(metrics["seconds"], 1),
-            "optimizer_steps": metrics["optimizer_steps"],
-            "epochs": round(metrics["optimizer_steps"] * config.per_device_batch_size / metrics["train_examples"], 1),
+            "train_seconds": round(metrics["train_seconds"], 1),
+            "global_step": metrics["global_step"],
+            "epochs": round(metrics["global_step"] * config.per_device_train_batch_size / metrics["train_examples"], 1),
             "train_tokens_per_second": round(metrics["tokens_per_second"]),
             "eval_loss_before": metrics["eval_loss_before"],
-            "eval_loss_after": metrics["eval_loss_after"],
-            "final_train_loss": metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None,
+            "eval_loss": metrics["eval_loss"],
+            "train_loss": metrics["train_loss"],
         })
 
     train, test = split()

@@ -19,7 +19,7 @@ from tsllm.loop import LoopConfig, check_output_dir, run_stage
 # a loop small enough for CI: 1 round on 6 questions, warm start of a few seconds
 TINY = ["rounds=1", "train_questions=6", "test_questions=4", "warmstart.max_seconds=4",
         "samples_per_question=2", "max_step_tokens=24", "search.knobs={num_simulations: 2, width: 2}",
-        "value.epochs=1", "policy.num_epochs=1", "tracking.report_to=none",
+        "value.num_train_epochs=1", "policy.num_train_epochs=1", "tracking.report_to=none",
         "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
 
 
@@ -73,8 +73,8 @@ def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
     (["search.algorithm=mcts_beta"], "config key 'search.algorithm': unknown algorithm 'mcts_beta'"),
     (["value.lrr=1"], "unknown config key 'value.lrr'"),
     (["policy.output_dir=x"], "unknown config key 'policy.output_dir'"),
-    (["warmstart.num_epochs=many"], "config key 'warmstart.num_epochs': expected float"),
-    (["value.epochs=1.5"], "config key 'value.epochs': expected int"),
+    (["warmstart.num_train_epochs=many"], "config key 'warmstart.num_train_epochs': expected float"),
+    (["value.max_steps=1.5"], "config key 'value.max_steps': expected int"),
     (["base_model=/no/such/model"], "config key 'base_model': /no/such/model does not exist"),
     (["task=chess"], "config key 'task': must be one of"),
     (["backend=onnx"], "config key 'backend': must be one of"),
@@ -86,9 +86,9 @@ def test_config_errors_name_the_key(override, message):
 
 def test_trainer_sections_are_typed_at_load():
     # YAML reads 1e-3 (no dot) as a string; the trainer would fail on it rounds later
-    cfg = load_config(LoopConfig, None, ["warmstart.learning_rate=1e-3", "policy.num_epochs=3"])
+    cfg = load_config(LoopConfig, None, ["warmstart.learning_rate=1e-3", "policy.num_train_epochs=3"])
     assert cfg.warmstart.learning_rate == 0.001 and isinstance(cfg.warmstart.learning_rate, float)
-    assert cfg.policy.num_epochs == 3.0 and isinstance(cfg.policy.num_epochs, float)
+    assert cfg.policy.num_train_epochs == 3.0 and isinstance(cfg.policy.num_train_epochs, float)
 
 
 def test_shipped_configs_load():

@@ -16,7 +16,7 @@ TRAIN_QUESTIONS, SAMPLES = 6, 2
 # one round on 6 questions, a warm start of a few optimizer steps, the smallest tiny model
 TINY = ["rounds=1", f"train_questions={TRAIN_QUESTIONS}", "test_questions=4", "warmstart.max_steps=5",
         f"samples_per_question={SAMPLES}", "max_step_tokens=24", "search.knobs={num_simulations: 2, width: 2}",
-        "value.epochs=1", "policy.num_epochs=1", "tracking.report_to=none",
+        "value.num_train_epochs=1", "policy.num_train_epochs=1", "tracking.report_to=none",
         "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
 
 

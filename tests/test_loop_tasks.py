@@ -33,7 +33,7 @@ PROMPTS = ["Say hi.", "Name a color.", "Count to three.", "Tell a joke.", "Greet
 SMALL = {"backend": "hf", "rounds": 1, "samples_per_question": 2, "test_questions": 2,
          "tracking": {"report_to": "none"},
          "search": {"algorithm": "mcts_alpha", "knobs": {"num_simulations": 2, "width": 2}},
-         "value": {"epochs": 1}, "policy": {"num_epochs": 1.0, "eval_fraction": 0.0}}
+         "value": {"num_train_epochs": 1}, "policy": {"num_train_epochs": 1.0, "eval_fraction": 0.0}}
 
 
 def small_config(path: Path, tmp_path: Path, **changes) -> Path:

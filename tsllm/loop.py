@@ -140,8 +140,8 @@ class Loop:
             dist.barrier()
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=self.task.name, output_dir=str(tmp / "model"), **settings))
-            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss_after"],
+                                                     task=self.task.name, output_dir=str(tmp), **settings))
+            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / "warmstart", work, resumable=False)["policy"]
@@ -180,11 +180,11 @@ class Loop:
             files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
-            metrics = train_value(ValueTrainConfig(train_files=files, backbone=backbone, task=self.config.task,
+            metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
-            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["final_train_loss"],
+            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["train_loss"],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
-                    "trainer_processes": metrics["num_processes"], "distributed_type": metrics["distributed_type"]}
+                    "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
 
@@ -239,10 +239,9 @@ class Loop:
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
-                                                     output_dir=str(tmp / "model"), **settings))
+                                                     output_dir=str(tmp), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
-                    "loss": metrics["eval_loss_after"] if metrics["eval_loss_after"] is not None
-                    else (metrics["train_loss_curve"][-1][1] if metrics["train_loss_curve"] else None),
+                    "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"]}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)

@@ -45,9 +45,8 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
 
 # ------------------------------------------------------------------------- training sections
 
-# The trainer fields the loop fills at each stage; every other field is a section key. (The value
-# trainer still calls two of them train_files and backbone until both trainers share HF's names.)
-LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed", "train_files", "backbone"})
+# The trainer fields the loop fills at each stage; every other field is a section key.
+LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed"})
 
 
 def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str,
@@ -105,11 +104,13 @@ def check_trainer_section(key: str, section: Any, task: str) -> None:
 
 
 ValueSection = trainer_section(
-    "ValueSection", ValueTrainConfig, {"epochs": 2, "lr": 5e-4, "per_device_batch_size": 32},
+    "ValueSection", ValueTrainConfig,
+    {"num_train_epochs": 2.0, "learning_rate": 5e-4, "per_device_train_batch_size": 32},
     "The value model's training each round (ValueTrainConfig's fields the loop does not fill).")
 PolicySection = trainer_section(
     "PolicySection", PolicyTrainConfig,
-    {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_epochs": 2.0, "per_device_batch_size": 16},
+    {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
+     "per_device_train_batch_size": 16},
     "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).",
     stage_sets=frozenset({"min_reward"}))  # the task chooses the rows (correct or top-reward), not a threshold
 # Measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per second, a
@@ -119,7 +120,7 @@ PolicySection = trainer_section(
 WarmStartSection = trainer_section(
     "WarmStartSection", PolicyTrainConfig,
     {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
-     "warmup_ratio": 0.05, "per_device_batch_size": 8, "num_epochs": 16.0, "max_length": 256,
+     "warmup_ratio": 0.05, "per_device_train_batch_size": 8, "num_train_epochs": 16.0, "max_length": 256,
      "eval_fraction": 0.05, "max_seconds": 900.0},
     "Full fine-tuning of the fresh tiny model on the task's warm-start traces (unused with base_model).")
 

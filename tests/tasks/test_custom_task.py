@@ -73,7 +73,7 @@ def test_a_task_defined_in_one_module_runs_a_loop_round_and_evaluates(tmp_path):
     out = tmp_path / "run"
     tiny = ["task=next_number", "rounds=1", "train_questions=6", "test_questions=3", "warmstart.max_seconds=4",
             "samples_per_question=2", "max_step_tokens=8", "search.knobs={num_simulations: 2, width: 2}",
-            "value.epochs=1", "policy.num_epochs=1", "tracking.report_to=none",
+            "value.num_train_epochs=1", "policy.num_train_epochs=1", "tracking.report_to=none",
             "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
     assert main(["run", "--output-dir", str(out), "--no-progress", *tiny]) == 0
     sampled = read_jsonl(out / "round_0" / "sample" / "trajectories.jsonl")

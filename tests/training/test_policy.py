@@ -25,8 +25,8 @@ from tsllm.models.tiny import (
     load_causal_lm,
     save_model,
 )
+from tsllm.training.args import METRICS_FILE
 from tsllm.training.policy_trainer import (
-    METRICS_FILE,
     PolicyTrainConfig,
     build_trainer,
     load_base,
@@ -66,8 +66,8 @@ def traj_file(tmp_path_factory):
 
 
 def config(base_dir, out, **overrides):
-    settings = dict(base_model=str(base_dir), output_dir=str(out), learning_rate=1e-2, num_epochs=3,
-                    per_device_batch_size=8, eval_fraction=0.25, logging_steps=5, max_length=160)
+    settings = dict(base_model=str(base_dir), output_dir=str(out), learning_rate=1e-2, num_train_epochs=3,
+                    per_device_train_batch_size=8, eval_fraction=0.25, logging_steps=5, max_length=160)
     settings.update(overrides)
     return PolicyTrainConfig(**settings)
 
@@ -138,9 +138,9 @@ def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, ba
     with pytest.raises(ConfigError, match="'max_length': 400 exceeds the model's context of 160"):
         load_base(PolicyTrainConfig(base_model=str(base_dir), max_length=400))
     with pytest.raises(ConfigError, match="'base_model'"):
-        PolicyTrainConfig(data_files=[str(traj_file)])
+        PolicyTrainConfig(data_files=[str(traj_file)]).validate()
     with pytest.raises(ConfigError, match="'merge'.*use_lora"):
-        PolicyTrainConfig(base_model="m", use_lora=False, merge="adapter")
+        PolicyTrainConfig(base_model="m", use_lora=False, merge="adapter").validate()
     with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
         load_config(PolicyTrainConfig, None, ["base_model=m", "learning_rat=1"])
     # The recipe turns bad input into one line on stderr and exit status 2, not a traceback.
@@ -157,7 +157,7 @@ def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, ba
 
 
 def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
-    cfg = config(base_dir, tmp_path / "out", per_device_batch_size=4)
+    cfg = config(base_dir, tmp_path / "out", per_device_train_batch_size=4)
     examples = read_examples([traj_file])[:4]
     model, tokenizer = load_base(cfg)
     trainer = build_trainer(cfg, examples, [], model, tokenizer)
@@ -190,19 +190,21 @@ def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
 
 
 def test_lora_sft_lowers_held_out_loss_and_merged_save_reloads_identically(base_dir, traj_file, tmp_path):
-    out = tmp_path / "merged"
-    metrics = train_policy(config(base_dir, out, data_files=[str(traj_file)]))
+    run = tmp_path / "merged"
+    metrics = train_policy(config(base_dir, run, data_files=[str(traj_file)]))
     assert metrics["train_examples"] == 48 and metrics["eval_examples"] == 16
-    assert metrics["optimizer_steps"] == 3 * 48 // 8
-    assert metrics["eval_loss_after"] < metrics["eval_loss_before"] - 0.1
-    curve = [loss for _, loss in metrics["train_loss_curve"]]
-    assert len(curve) == 3 and curve[-1] < curve[0]
-    assert metrics["tokens"] > 48 * 3 * 60 and metrics["seconds"] > 0  # non-padding tokens seen
+    assert metrics["global_step"] == 3 * 48 // 8
+    assert metrics["eval_loss"] < metrics["eval_loss_before"] - 0.1
+    curve = [point["loss"] for point in metrics["train_loss_curve"]]
+    assert len(curve) == 3 and curve[-1] < curve[0] and metrics["train_loss"] == curve[-1]
+    assert metrics["train_tokens"] > 48 * 3 * 60 and metrics["train_seconds"] > 0  # non-padding tokens seen
 
-    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json", METRICS_FILE}
+    out = run / "model"
+    assert {p.name for p in run.iterdir()} == {"model", METRICS_FILE}  # no scratch folder left behind
+    assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "tokenizer.json"}
     assert not (out / "adapter_config.json").exists() and not no_leftovers(out)
-    saved = json.loads((out / METRICS_FILE).read_text())
-    assert saved["optimizer_steps"] == metrics["optimizer_steps"]
+    saved = json.loads((run / METRICS_FILE).read_text())
+    assert saved["global_step"] == metrics["global_step"] and saved["model_dir"] == str(out)
 
     reloaded, tokenizer = load_causal_lm(out)
     ids = tokenizer(["Input: 4 6 8 2\n6 * 4 = 24"], return_tensors="pt")["input_ids"]
@@ -213,8 +215,8 @@ def test_lora_sft_lowers_held_out_loss_and_merged_save_reloads_identically(base_
 
 
 def test_adapter_save_applies_through_the_generator_like_the_merged_model(base_dir, traj_file, tmp_path):
-    adapter = tmp_path / "adapter"
-    metrics = train_policy(config(base_dir, adapter, data_files=[str(traj_file)], merge="adapter"))
+    metrics = train_policy(config(base_dir, tmp_path / "adapter", data_files=[str(traj_file)], merge="adapter"))
+    adapter = tmp_path / "adapter" / "model"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert not (adapter / "model.safetensors").exists() and not no_leftovers(adapter)
 
@@ -235,13 +237,13 @@ def test_adapter_save_applies_through_the_generator_like_the_merged_model(base_d
 def test_full_finetune_from_a_fresh_tiny_model(traj_file, tmp_path):
     cfg = load_config(PolicyTrainConfig, None, [
         f"data_files=[{traj_file}]", f"output_dir={tmp_path / 'fresh'}", "use_lora=false", "learning_rate=3e-3",
-        "num_epochs=2", "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
+        "num_train_epochs=2", "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
         "tiny.max_position_embeddings=160", "max_length=160", "max_steps=4",
     ])
     metrics = train_policy(cfg)
-    assert metrics["optimizer_steps"] == 4  # max_steps wins over epochs
-    assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
-    model, _ = load_causal_lm(tmp_path / "fresh")
+    assert metrics["global_step"] == 4  # max_steps wins over epochs
+    assert metrics["eval_loss"] < metrics["eval_loss_before"]
+    model, _ = load_causal_lm(tmp_path / "fresh" / "model")
     assert model.config.hidden_size == 32 and model.config.num_hidden_layers == 2
 
 
@@ -264,7 +266,7 @@ def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
         str(torchrun), "--nproc_per_node", "2", str(REPO / "recipes/train_policy.py"),
         "--config", str(REPO / "configs/policy/tiny.yaml"),
         f"data_files=[{data}]", f"output_dir={out}", "min_reward=0", "eval_fraction=0.2",
-        "per_device_batch_size=4", "gradient_accumulation_steps=2", "num_epochs=2", "max_seconds=null",
+        "per_device_train_batch_size=4", "gradient_accumulation_steps=2", "num_train_epochs=2", "max_seconds=null",
         "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0"}
@@ -274,8 +276,8 @@ def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
     # 32 training pairs / (4 per process x 2 processes) = 4 batches per process per epoch,
     # 2 batches per optimizer step, 2 epochs -> 4 steps (one process would take 8).
     assert metrics["world_size"] == 2 and metrics["train_examples"] == 32
-    assert metrics["optimizer_steps"] == 4
-    assert (out / "model.safetensors").is_file() and not no_leftovers(out)
+    assert metrics["global_step"] == 4
+    assert (out / "model" / "model.safetensors").is_file() and not no_leftovers(out)
 
 
 # ------------------------------------------------------------------------------ DeepSpeed
@@ -289,14 +291,14 @@ def test_zero3_lora_saves_the_whole_merged_model(base_dir, traj_file, tmp_path):
     out = tmp_path / "zero3"
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "1", str(REPO / "recipes/train_policy.py"),
                f"base_model={base_dir}", f"data_files=[{traj_file}]", f"output_dir={out}", "max_steps=3",
-               "learning_rate=1e-2", "per_device_batch_size=8", "max_length=160",
+               "learning_rate=1e-2", "per_device_train_batch_size=8", "max_length=160",
                f"deepspeed={REPO / 'configs/deepspeed/zero3.json'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0"}
     stdout, _ = run_launcher(command, tmp_path, env, timeout=300)
     metrics = json.loads(stdout.strip().splitlines()[-1])
-    assert metrics["optimizer_steps"] == 3 and metrics["eval_loss_before"] is None  # not measurable under DeepSpeed
+    assert metrics["global_step"] == 3 and metrics["eval_loss_before"] is None  # not measurable under DeepSpeed
     base, _ = load_causal_lm(base_dir)
-    trained, _ = load_causal_lm(out)
+    trained, _ = load_causal_lm(out / "model")
     base_weights, trained_weights = base.state_dict(), trained.state_dict()
     assert {k: v.shape for k, v in trained_weights.items()} == {k: v.shape for k, v in base_weights.items()}
     changed = [k for k in base_weights if not torch.equal(base_weights[k], trained_weights[k])]

@@ -3,7 +3,13 @@ round trips (plain and LoRA), tokenizer checks, loss going down, Game24 solvabil
 held-out puzzles, resume after a kill, and bad input refused at start."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,7 +38,7 @@ from tsllm.training.data import (
     split_by_question,
     write_jsonl,
 )
-from tsllm.training.value_trainer import ValueTrainConfig, train_value
+from tsllm.training.value_trainer import StopAfterCheckpoint, ValueTrainConfig, train_value
 
 TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
 TEXTS = ["Input: 4 4 6 8\n", "Input: 4 4 6 8\n4 + 4 = 8 (left: 6 8 8)\n", "x",
@@ -75,6 +81,31 @@ def test_backbone_folder_gives_its_body_and_a_seeded_new_head(tmp_path):
         load_value_model(tmp_path / "policy")  # a causal LM is not a value model until it has a head
     with pytest.raises(ValueError, match="exactly one of"):
         build_value_model(tmp_path / "policy", tiny=TINY)
+
+
+def test_the_head_has_no_dropout_however_the_model_is_built(tmp_path):
+    """transformers drops a classifier_dropout keyword Llama's config does not declare, which left
+    the head with dropout 0.1: noisy training values and resumes that could not replay the masks."""
+    tokenizer = build_char_tokenizer()
+    save_model(build_tiny_llama(TINY, tokenizer), tokenizer, tmp_path / "policy")
+    from_backbone, _ = build_value_model(tmp_path / "policy")
+    save_value_model(from_backbone, tokenizer, tmp_path / "value")
+    ids = tokenizer(TEXTS[:2], return_tensors="pt", padding=True)
+    for model in (build_value_model(tiny=TINY)[0], from_backbone, build_value_model(tmp_path / "value")[0]):
+        assert model.dropout.p == 0.0 and model.training
+        with torch.no_grad():  # train mode, yet the same values twice: no dropout masks anywhere
+            assert torch.equal(model(**ids).logits, model(**ids).logits)
+
+
+def test_a_pickled_checkpoint_is_never_loaded(tmp_path):
+    model, tokenizer = build_value_model(tiny=TINY)
+    save_value_model(model, tokenizer, tmp_path / "v")
+    torch.save(model.state_dict(), tmp_path / "v" / "pytorch_model.bin")  # a stray pickle instead
+    (tmp_path / "v" / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="safetensors|model.safetensors"):
+        load_value_model(tmp_path / "v")
+    with pytest.raises(OSError, match="safetensors|model.safetensors"):
+        build_value_model(tmp_path / "v")
 
 
 def test_save_load_round_trip_gives_identical_values(tmp_path):
@@ -122,9 +153,9 @@ def test_tokenizer_mismatch_is_an_explained_error_unless_allowed(tmp_path):
 
 def config(tmp_path, rows, **overrides) -> ValueTrainConfig:
     write_jsonl(rows, tmp_path / "train.jsonl")
-    base = {"train_files": [str(tmp_path / "train.jsonl")], "tiny": TINY, "output_dir": str(tmp_path / "out"),
-            "lr": 5e-3, "epochs": 3, "per_device_batch_size": 4, "eval_fraction": 0.0, "log_every_steps": 1,
-            "max_length": 128}
+    base = {"data_files": [str(tmp_path / "train.jsonl")], "tiny": TINY, "output_dir": str(tmp_path / "out"),
+            "learning_rate": 5e-3, "num_train_epochs": 3, "per_device_train_batch_size": 4, "eval_fraction": 0.0,
+            "logging_steps": 1, "max_length": 128}
     return ValueTrainConfig(**{**base, **overrides})
 
 
@@ -136,7 +167,7 @@ FIXED = [{"question": f"pick {i}", "steps": [f"{name} {i}", "done"], "reward": r
 
 
 def test_training_lowers_the_loss_and_reports_what_it_did(tmp_path):
-    metrics = train_value(config(tmp_path, FIXED, epochs=8, eval_fraction=0.25, warmup_ratio=0.0))
+    metrics = train_value(config(tmp_path, FIXED, num_train_epochs=8, eval_fraction=0.25, warmup_ratio=0.0))
     curve = [point["loss"] for point in metrics["train_loss_curve"]]
     assert metrics["steps_per_epoch"] == 5 and metrics["global_step"] == 40 and len(curve) == 40  # 18 train rows / 4
     # Perfect on the step prefixes, 1 on the question-only one: a loss of 1/3 is the floor.
@@ -152,7 +183,7 @@ def test_training_lowers_the_loss_and_reports_what_it_did(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["global_step"] == 40
     assert (out / "model" / "model.safetensors").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))  # no pickles anywhere
-    assert len(list((out / "checkpoints").glob("step_*"))) == 2  # keep_checkpoints
+    assert len(list((out / "checkpoints").glob("checkpoint-*"))) == 2  # save_total_limit
 
 
 def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzzles(tmp_path):
@@ -163,8 +194,8 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
     rows = game24_contrast_trajectories(500, seed=0)
     train_rows, held_out = rows[:800], rows[800:]  # 400 puzzles to learn from, 100 never seen
     write_jsonl(held_out, tmp_path / "held_out.jsonl")
-    cfg = config(tmp_path, train_rows, eval_files=[str(tmp_path / "held_out.jsonl")], epochs=16, lr=3e-3,
-                 per_device_batch_size=32, max_length=88, log_every_steps=50)
+    cfg = config(tmp_path, train_rows, eval_files=[str(tmp_path / "held_out.jsonl")], num_train_epochs=16,
+                 learning_rate=3e-3, per_device_train_batch_size=32, max_length=88, logging_steps=50)
     metrics = train_value(cfg)
     assert 1000 <= metrics["dropped_labels"] <= 2000  # the answer (and most third steps) fall past 88
     render = render_for_task("game24")
@@ -175,16 +206,24 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
     assert auc > 0.7, f"held-out AUC {auc:.3f}"
 
 
+class Killed(Exception):
+    """Stands in for a SIGKILL right after a checkpoint is written."""
+
+
 @pytest.mark.parametrize("use_lora", [False, True])
 def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_path, use_lora):
-    straight = train_value(config(tmp_path / "a", SMALL, use_lora=use_lora, lora_r=4))
-    stopped = train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4, stop_after_steps=8))
+    straight = train_value(config(tmp_path / "a", SMALL, use_lora=use_lora, lora_r=4, save_steps=4))
+    with pytest.raises(Killed):
+        train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4, save_steps=4),
+                    callbacks=[StopAfterCheckpoint(8, Killed)])
     out = tmp_path / "b" / "out"
-    assert stopped["stopped_early"] and stopped["global_step"] == 8 and not (out / "model").exists()
-    # A checkpoint cut off mid-write (no trainer_state.json, temp name) must be ignored.
-    shutil.copytree(out / "checkpoints" / "step_0000008", out / "checkpoints" / "step_0000009.tmp-1")
-    (out / "checkpoints" / "step_0000009.tmp-1" / "trainer_state.json").unlink()
-    (out / "checkpoints" / "step_0000010").mkdir()
+    assert not (out / "model").exists()
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "checkpoint-8" / ("adapter_model.safetensors" if use_lora else "model.safetensors")).is_file()
+    assert not list(checkpoints.rglob("*.bin")) and not list(checkpoints.rglob("*.pt"))  # no pickles
+    # A checkpoint cut off mid-write (temp name, or no resume.json) must be ignored.
+    shutil.copytree(checkpoints / "checkpoint-8", checkpoints / "checkpoint-9.tmp")
+    (checkpoints / "checkpoint-10").mkdir()
     resumed = train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4))
     assert resumed["resumed_from_step"] == 8 and resumed["steps_this_run"] == straight["global_step"] - 8
     assert resumed["global_step"] == straight["global_step"] == 18  # 24 rows / 4 = 6 steps x 3 epochs
@@ -192,14 +231,45 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_pat
     assert ValueFunction(resumed["model_dir"])(TEXTS) == pytest.approx(expected, abs=1e-6)
     def losses(metrics):
         return [point["loss"] for point in metrics["train_loss_curve"]]
-    assert losses(straight)[8:] == pytest.approx(losses(resumed), rel=1e-5)  # same batches, same order
+    # The curve carries on from the checkpoint's log: same batches in the same order.
+    assert losses(resumed) == pytest.approx(losses(straight), rel=1e-5) and len(losses(resumed)) == 18
+
+
+def test_a_sigkilled_recipe_resumes_to_the_same_model_as_an_uninterrupted_run(tmp_path):
+    """A real SIGKILL at whatever point the first checkpoint lets it land (possibly mid-write of
+    the next), on a value model built from a causal-LM folder as the loop builds it."""
+    tokenizer = build_char_tokenizer()
+    save_model(build_tiny_llama(TINY, tokenizer), tokenizer, tmp_path / "policy")
+    write_jsonl(SMALL, tmp_path / "train.jsonl")
+    settings = [f"data_files=[{tmp_path / 'train.jsonl'}]", f"base_model={tmp_path / 'policy'}", "learning_rate=5e-3",
+                "num_train_epochs=3", "per_device_train_batch_size=4", "eval_fraction=0.0", "max_length=128",
+                "logging_steps=1", "save_steps=1", "save_total_limit=30"]
+    straight = train_value(load_config(ValueTrainConfig, None, [*settings, f"output_dir={tmp_path / 'a'}"]))
+    recipe = [sys.executable, str(Path(__file__).resolve().parents[2] / "recipes" / "train_value.py"), *settings,
+              f"output_dir={tmp_path / 'b'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen(recipe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "b" / "checkpoints").glob("checkpoint-*/resume.json")):
+        assert run.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "b" / "model").exists()  # killed before the end
+    resumed = subprocess.run(recipe, capture_output=True, text=True, env=env, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    metrics = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert metrics["resumed_from_step"] >= 1 and metrics["global_step"] == straight["global_step"] == 18
+    expected = ValueFunction(straight["model_dir"])(TEXTS)
+    assert ValueFunction(metrics["model_dir"])(TEXTS) == pytest.approx(expected, abs=1e-6)
 
 
 def test_resuming_with_a_changed_config_is_refused(tmp_path):
-    train_value(config(tmp_path, SMALL, stop_after_steps=2))
-    with pytest.raises(ConfigError, match=r"trained with lr=0.005, the config now says 0.001"):
-        train_value(config(tmp_path, SMALL, lr=1e-3))
-    assert train_value(config(tmp_path, SMALL, lr=1e-3, resume=False))["resumed_from_step"] is None
+    with pytest.raises(Killed):
+        train_value(config(tmp_path, SMALL, save_steps=2), callbacks=[StopAfterCheckpoint(2, Killed)])
+    with pytest.raises(ConfigError, match=r"trained with learning_rate=0.005, the config now says 0.001"):
+        train_value(config(tmp_path, SMALL, learning_rate=1e-3))
+    assert train_value(config(tmp_path, SMALL, learning_rate=1e-3, resume=False))["resumed_from_step"] is None
 
 
 def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
@@ -207,7 +277,7 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     empty.write_text("")
     cfg = config(tmp_path, SMALL)
     with pytest.raises(DataError, match=f"{empty}: no trajectories"):
-        train_value(ValueTrainConfig(**{**cfg.__dict__, "train_files": [str(empty)]}))
+        train_value(ValueTrainConfig(**{**cfg.__dict__, "data_files": [str(empty)]}))
 
     def deepspeed_json(**fields):
         path = tmp_path / f"ds_{'_'.join(fields)}.json"
@@ -217,7 +287,7 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     contradictions = {
         "gradient_accumulation_steps=4, but the trainer config gives gradient_accumulation_steps=2":
             deepspeed_json(gradient_accumulation_steps=4),
-        r"train_batch_size=64, but the trainer config gives train_batch_size=8 \(from per_device_batch_size":
+        r"train_batch_size=64, but the trainer config gives train_batch_size=8 \(from per_device_train_batch_size":
             deepspeed_json(train_batch_size=64),
         "train_micro_batch_size_per_gpu=8, but the trainer config gives train_micro_batch_size_per_gpu=4":
             deepspeed_json(train_micro_batch_size_per_gpu=8),
@@ -228,13 +298,13 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
             train_value(ValueTrainConfig(**{**cfg.__dict__, "deepspeed": path, "gradient_accumulation_steps": 2}))
     assert not (tmp_path / "out").exists()  # refused before anything was built or written
 
-    with pytest.raises(ConfigError, match="set exactly one of backbone"):
+    with pytest.raises(ConfigError, match="set exactly one of base_model"):
         train_value(ValueTrainConfig(**{**cfg.__dict__, "tiny": None}))
-    with pytest.raises(ConfigError, match="unknown config key 'epoch'; did you mean 'epochs'"):
-        load_config(ValueTrainConfig, overrides=["epoch=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'num_train_epoch'; did you mean 'num_train_epochs'"):
+        load_config(ValueTrainConfig, overrides=["num_train_epoch=3"])
 
 
 def test_shipped_config_loads():
     cfg = load_config(ValueTrainConfig, "configs/value/tiny.yaml",
-                      ["train_files=[configs/value/tiny.yaml]"])  # any existing file passes validation
+                      ["data_files=[configs/value/tiny.yaml]"])  # any existing file passes validation
     assert cfg.tiny.num_layers == 2 and cfg.gradient_accumulation_steps == 1 and cfg.deepspeed is None

@@ -78,14 +78,22 @@ def build_value_model(
             if Path(source).expanduser().exists() and not (Path(source).expanduser() / "config.json").is_file():
                 raise FileNotFoundError(f"value backbone {source} has no config.json, so it is not a saved "
                                         "model; save one with tsllm.models.tiny.save_model or pass tiny=...")
-            config = AutoConfig.from_pretrained(source, num_labels=1, classifier_dropout=0.0)
-            model = AutoModelForTokenClassification.from_pretrained(source, config=config, dtype=resolve_dtype(dtype))
+            config = AutoConfig.from_pretrained(source, num_labels=1)
+            # Set after loading: a keyword the config class does not declare (Llama has no
+            # classifier_dropout) is dropped by from_pretrained, and the head would get 0.1.
+            config.classifier_dropout = 0.0
+            model = AutoModelForTokenClassification.from_pretrained(source, config=config, dtype=resolve_dtype(dtype),
+                                                                    use_safetensors=True)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token_id is None:
             raise ValueError("build_value_model: the tokenizer has neither a pad nor an eos token; set one")
         tokenizer.pad_token = tokenizer.eos_token  # padded positions are masked; any id will do
     model.config.pad_token_id = tokenizer.pad_token_id
+    head_dropout = getattr(model, "dropout", None)
+    if isinstance(head_dropout, torch.nn.Dropout) and head_dropout.p != 0.0:  # noisy values, inexact resumes
+        raise ValueError(f"build_value_model: {type(model).__name__} ignored classifier_dropout=0.0 "
+                         f"(its head has dropout {head_dropout.p})")
     return model.train(), tokenizer
 
 
@@ -142,7 +150,8 @@ def load_value_model(path: str | os.PathLike, dtype: str | torch.dtype = "float3
         if config.num_labels != 1:
             raise ValueError(f"{folder} holds a model with num_labels={config.num_labels}, not a value model "
                              "(num_labels=1); to start a value model from a causal LM use build_value_model")
-        model = AutoModelForTokenClassification.from_pretrained(folder, dtype=resolve_dtype(dtype))
+        model = AutoModelForTokenClassification.from_pretrained(folder, dtype=resolve_dtype(dtype),
+                                                                use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.to(device).eval(), tokenizer
 

@@ -1,7 +1,7 @@
 """Policy SFT with TRL's `SFTTrainer`, optionally through a PEFT LoRA adapter.
 
     cfg = PolicyTrainConfig(base_model="out/tiny", data_files=["round_0/search/trajectories.jsonl"])
-    metrics = train_policy(cfg)        # writes cfg.output_dir atomically, returns losses and throughput
+    metrics = train_policy(cfg)        # writes cfg.output_dir/model atomically, returns losses and throughput
 
 Data: trajectories jsonl rows (`question`, `steps`, `reward`, optional `task`, `gold`, `source`)
 become prompt/completion pairs. The prompt is exactly what the env shows the policy before its first
@@ -10,8 +10,9 @@ appends the tokenizer's EOS so the policy learns to stop after the answer line. 
 prompt-completion format with `completion_only_loss=True` sets prompt labels to -100: the policy is
 trained on its own steps, never on the question it is given.
 
-Output (`merge`): "merged" saves a full checkpoint (LoRA folded into the base; what `load_causal_lm`
-and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
+Output, the layout both trainers share (tsllm.training.args): `<output_dir>/model/` and
+`<output_dir>/metrics.json`. `merge`: "merged" saves a full checkpoint (LoRA folded into the base;
+what `load_causal_lm` and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
 `HFGenerator.update_weights(path)` applies to its base). Either way with the tokenizer, in
 safetensors, written to a temporary sibling folder and renamed into place.
 
@@ -24,30 +25,29 @@ the progress bars off (tests, logs).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tsllm.atomic import write_dir
+from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.tiny import (
-    TinyModelConfig,
     build_char_tokenizer,
     build_tiny_llama,
     load_causal_lm,
 )
-from tsllm.tasks import prompt_formats
+from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
     Render,
     Trajectory,
@@ -57,72 +57,23 @@ from tsllm.training.data import (
 from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 LLAMA_LINEAR_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-METRICS_FILE = "train_metrics.json"
 
 
 @dataclass
-class PolicyTrainConfig:
-    """One policy SFT run. Keys are settable from YAML and as key=value overrides."""
+class PolicyTrainConfig(TrainArgs):
+    """One policy SFT run; the shared keys are TrainArgs'. Settable from YAML and as key=value overrides."""
 
-    base_model: str = ""  # local folder (or hub id) of the causal LM to fine-tune
-    tiny: TinyModelConfig | None = None  # instead of base_model: a fresh tiny Llama + char tokenizer
-    data_files: list[str] = field(default_factory=list)  # trajectories jsonl; earlier rounds mixed in
-    task: str = "game24"  # env whose template renders prompts, for rows without a "task" field
-    min_reward: float | None = 0.0  # keep rows with reward > min_reward; None keeps every row
-    output_dir: str = "out/policy"
-    merge: Literal["merged", "adapter"] = "merged"  # full checkpoint, or the LoRA adapter only
-    use_lora: bool = True  # False: full fine-tuning (a warm start from random weights needs it)
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LINEAR_LAYERS))
-    learning_rate: float = 1e-3
-    num_epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides num_epochs
-    max_seconds: float | None = None  # stop after this much training wall time (all ranks agree)
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512  # tokens per prompt+completion; longer rows are truncated at the end
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "linear"
-    eval_fraction: float = 0.1  # share of pairs held out for the before/after loss
-    logging_steps: int = 10
-    seed: int = 0
-    deepspeed: str | None = None  # DeepSpeed json (configs/deepspeed/zero2.json, zero3.json) or None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # bf16 on recent GPUs; "no" (fp32) on CPU
+    output_dir: str = default_of(TrainArgs, "output_dir", "out/policy")
+    use_lora: bool = default_of(TrainArgs, "use_lora", True)  # False: full fine-tuning (a fresh tiny model)
+    lora_target_modules: str | list[str] = default_of(TrainArgs, "lora_target_modules", LLAMA_LINEAR_LAYERS)
+    min_reward: float | None = arg(0.0, "keep rows with reward > min_reward; null keeps every row")
+    merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
+                                                        "LoRA adapter only")
 
-    def validate(self) -> None:
-        if not self.base_model and self.tiny is None:
-            raise bad("base_model", "set a model folder, or set `tiny: {}` to start from a fresh tiny Llama")
-        if self.base_model and self.tiny is not None:
-            raise bad("tiny", "set either base_model or tiny, not both")
-        if self.task not in prompt_formats():
-            raise bad("task", f"must be one of {prompt_formats()}, got {self.task!r}")
+    def validate_settings(self) -> None:
+        super().validate_settings()
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
-        positive = {
-            "learning_rate": self.learning_rate, "num_epochs": self.num_epochs, "lora_r": self.lora_r,
-            "lora_alpha": self.lora_alpha, "per_device_batch_size": self.per_device_batch_size,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps,
-            "max_length": self.max_length, "logging_steps": self.logging_steps,
-        }
-        for key, value in positive.items():
-            if value <= 0:
-                raise bad(key, f"must be > 0, got {value}")
-        if not 0 <= self.eval_fraction < 1:
-            raise bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise bad("warmup_ratio", f"must be in [0, 1) (a share of the optimizer steps), got {self.warmup_ratio}")
-        if not 0 <= self.lora_dropout < 1:
-            raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise bad("max_seconds", f"must be > 0 or null, got {self.max_seconds}")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise bad("deepspeed", f"file {self.deepspeed} does not exist (see configs/deepspeed/)")
-
-    def __post_init__(self) -> None:
-        self.validate()
 
 
 # ---------------------------------------------------------------------------------- data
@@ -203,10 +154,9 @@ def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTok
 
 
 
-def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path, merge: str,
-                extra: dict[str, Any] | None = None) -> Path:
+def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path, merge: str) -> Path:
     """Save `model` (a PeftModel or plain model) as a merged checkpoint or an adapter, with the
-    tokenizer and an optional metrics json, atomically."""
+    tokenizer, atomically into the folder `out`."""
     from peft import PeftModel
 
     if merge == "merged" and isinstance(model, PeftModel):
@@ -217,8 +167,6 @@ def save_policy(model: Any, tokenizer: PreTrainedTokenizerBase, out: str | Path,
     def write(folder: Path) -> None:
         model.save_pretrained(folder)  # safetensors is the default format
         tokenizer.save_pretrained(folder)
-        if extra is not None:
-            (folder / METRICS_FILE).write_text(json.dumps(extra, indent=1))
 
     return write_dir(out, write)
 
@@ -237,25 +185,6 @@ def merge_adapter(base_path: str | Path, adapter_path: str | Path, out_path: str
 # ---------------------------------------------------------------------------------- training
 
 
-class _StopAfterSeconds(TrainerCallback):
-    """Stop once `seconds` of training have passed. Rank 0's clock decides and every rank follows,
-    since a rank that stopped alone would leave the others waiting in the gradient all-reduce."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.started = time.perf_counter()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        stop = torch.tensor([float(time.perf_counter() - self.started > self.seconds)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.broadcast(stop, src=0)
-        if stop.item():
-            control.should_training_stop = True
-
-
 def check_deepspeed_launch(key: str = "deepspeed") -> None:
     """Transformers' Trainer gives DeepSpeed no process-group backend on a CPU-only machine, so
     under several CPU processes it would train with the wrong world size; refuse at start."""
@@ -270,14 +199,15 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
     return SFTConfig(
         output_dir=str(scratch),  # the Trainer wants one; nothing is saved there (save_strategy="no")
         learning_rate=config.learning_rate,
-        num_train_epochs=config.num_epochs,
+        num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_length=config.max_length,
         warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
         weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
         lr_scheduler_type=config.lr_scheduler_type,
         logging_steps=config.logging_steps,
         seed=config.seed,
@@ -287,7 +217,7 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
         # TRL defaults to bf16; fp32 unless asked (CPU, and tiny models gain nothing from bf16)
         bf16=config.mixed_precision == "bf16",
         fp16=config.mixed_precision == "fp16",
-        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (DESIGN.md section 6)
+        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
         use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
         deepspeed=config.deepspeed,
         report_to="none",
@@ -303,8 +233,9 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
 def lora_config(config: PolicyTrainConfig) -> Any:
     from peft import LoraConfig
 
+    targets = config.lora_target_modules
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.lora_target_modules), task_type="CAUSAL_LM")
+                      target_modules=targets if isinstance(targets, str) else list(targets), task_type="CAUSAL_LM")
 
 
 def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
@@ -337,20 +268,21 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
     out = Path(config.output_dir).expanduser()
     return SFTTrainer(
         model=model,
-        args=_sft_config(config, out.with_name(f"{out.name}.trainer-{os.getpid()}")),
+        args=_sft_config(config, out / f"trainer.tmp-{os.getpid()}"),
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=[_StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
+        callbacks=[StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
     )
 
 
 def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """Fine-tune the policy on prompt/completion pairs (`examples`, or those read from
-    `config.data_files`), save it to `config.output_dir`, and return the metrics: loss curve,
-    held-out loss before/after, optimizer steps, non-padding tokens and seconds (also saved as
-    train_metrics.json), plus the in-memory `model` and `tokenizer` that were saved."""
+    `config.data_files`), save it to `<output_dir>/model`, and return the metrics (also saved as
+    `<output_dir>/metrics.json`; keys shared with the value trainer): loss curve, held-out loss
+    before/after, optimizer steps, non-padding tokens and seconds, plus the in-memory `model` and
+    `tokenizer` that were saved."""
     config.validate()
     if config.deepspeed is not None:
         check_deepspeed_launch()
@@ -379,25 +311,30 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     eval_after = trainer.evaluate()["eval_loss"] if held_out else None
 
     state = trainer.state
+    curve = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+             for e in state.log_history if "loss" in e]
     metrics = {
+        "train_loss": curve[-1]["loss"] if curve else None,
+        "eval_loss": eval_after,
+        "eval_loss_before": eval_before,
+        "train_loss_curve": curve,
+        "global_step": state.global_step,
+        "world_size": trainer.args.world_size,
         "train_examples": len(trainer.train_dataset),
         "eval_examples": len(trainer.eval_dataset) if held_out else 0,
-        "world_size": trainer.args.world_size,
-        "optimizer_steps": state.global_step,
-        "train_loss_curve": [[e["step"], e["loss"]] for e in state.log_history if "loss" in e],
-        "eval_loss_before": eval_before,
-        "eval_loss_after": eval_after,
-        "tokens": int(state.num_input_tokens_seen),  # non-padding, summed over ranks
-        "seconds": seconds,
+        "train_tokens": int(state.num_input_tokens_seen),  # non-padding, summed over ranks
+        "train_seconds": seconds,
         "tokens_per_second": state.num_input_tokens_seen / seconds if seconds > 0 else None,
         "output_dir": str(out),
+        "model_dir": str(out / MODEL_DIR),
         "config": to_dict(config),
     }
     model = gathered_model(trainer, config)
     if model is not None:  # the main process saves
         if config.merge == "merged" and config.use_lora:
             model = model.merge_and_unload()  # LoRA folded into the base weights; a plain model again
-        save_policy(model, tokenizer, out, config.merge, extra=metrics)
+        save_policy(model, tokenizer, out / MODEL_DIR, config.merge)
+        write_json(metrics, out / METRICS_FILE)
     shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank returns before the checkpoint exists

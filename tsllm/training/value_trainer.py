@@ -1,34 +1,41 @@
-"""Value/ORM trainer: MSE regression of a per-token scalar head onto prefix returns (Accelerate).
+"""Value/ORM trainer: MSE regression of a per-token scalar head onto prefix returns, on
+`transformers.Trainer` (the stack the policy trainer's TRL uses: DeepSpeed, resume, logging).
 
-    metrics = train_value(ValueTrainConfig(train_files=["traj.jsonl"], tiny=TinyModelConfig()))
+    metrics = train_value(ValueTrainConfig(data_files=["traj.jsonl"], tiny=TinyModelConfig()))
 
 One example is one trajectory: its full text is tokenized once (with offsets) and the head is read
 at the token holding the last character of every prefix (tsllm.training.data); all other tokens
-are ignored (label -100). The loss is the mean squared error over the labelled tokens of a
-micro-batch.
+are ignored. `ValueTrainer.compute_loss` is the mean squared error of the token-classification
+head's output at those step-end positions against their targets (Monte-Carlo returns, or
+TD(lambda)), over a micro-batch; everything else (optimizer, schedule, accumulation, clipping,
+DDP and DeepSpeed, data order, logging) is the Trainer's.
 
 Runs as one process, under `torchrun --nproc_per_node N` / `accelerate launch` (DDP; gloo on
-CPU), and with DeepSpeed ZeRO when `deepspeed=<json>` is set (or the launcher says
-`--use_deepspeed`). Batch geometry lives in ONE place, this config: the DeepSpeed json should say
-"auto" for batch sizes, accumulation and clipping, and a hard-coded value that contradicts the
-config stops the run at start, naming both values (Accelerate would otherwise silently prefer the
-json's accumulation).
+CPU), and with DeepSpeed ZeRO-2/3 when `deepspeed=<json>` is set (or the launcher says
+`--use_deepspeed`), on GPUs or CPU processes. Batch geometry lives in ONE place, this config: the
+DeepSpeed json says "auto" for batch sizes, accumulation and clipping, and a hard-coded value that
+contradicts the config stops the run at start, naming both values.
 
-Steps: each process sees B = ceil(examples / (processes * per_device_batch_size)) batches per epoch
-(Accelerate pads the last round by cycling from the start), and the optimizer steps every
+Steps: each process sees B = ceil(examples / (processes * per_device_train_batch_size)) batches
+per epoch (the last round is padded by cycling from the start), and the optimizer steps every
 `gradient_accumulation_steps` batches and once more on a final partial group, so
-steps_per_epoch = ceil(B / gradient_accumulation_steps). The cosine schedule (with linear warmup
-over warmup_ratio of all steps) is defined in these optimizer steps.
+steps_per_epoch = ceil(B / gradient_accumulation_steps); all steps: max_steps, or
+ceil(steps_per_epoch * num_train_epochs). The schedule (lr_scheduler_type, warmup over
+warmup_ratio of all steps) is defined in these optimizer steps. `max_seconds` ends training early
+(then the model is saved as usual).
 
-Checkpoints: `<output_dir>/checkpoints/step_<N>/` holds the model (safetensors via
-save_pretrained; the adapter only with LoRA), the tokenizer, the optimizer moments
-(optimizer.safetensors; not under DeepSpeed, whose optimizer state is sharded: a DeepSpeed resume
-restarts the moments) and trainer_state.json (step, epoch, batches done in the epoch, scheduler
-state, config). Each is written to a temporary sibling and renamed, so a killed run leaves only
-complete checkpoints, and a rerun with the same config resumes from the newest one: same data
-order (the shuffle is seeded per epoch), same schedule, same result as an uninterrupted run.
-The finished model (LoRA merged) goes to `<output_dir>/model`, the metrics to
-`<output_dir>/metrics.json`.
+Checkpoints: `<output_dir>/checkpoints/checkpoint-<N>/` holds the model (safetensors; the adapter
+only with LoRA), the tokenizer, the optimizer moments (optimizer.safetensors; not under DeepSpeed,
+whose optimizer state is sharded and saved by DeepSpeed as pickles: a DeepSpeed resume restarts
+the moments, as fp16's loss scale does), the scheduler, the RNG state of each process (safetensors), the Trainer's
+trainer_state.json and resume.json (this config, the process count). The Trainer's own checkpoint
+writer is replaced because it pickles (optimizer.pt, rng_state.pth, training_args.bin) and writes
+in place; here each checkpoint is written to a temporary sibling and renamed, so a killed run
+leaves only complete checkpoints, and a rerun with the same config resumes from the newest one
+through the Trainer's resume (same data order, schedule and result as an uninterrupted run). The
+head has no dropout (tsllm.models.value), so nothing random is left to restore.
+The finished model (LoRA merged) goes to `<output_dir>/model`, the metrics (keys shared with the
+policy trainer: tsllm.training.args) to `<output_dir>/metrics.json`.
 """
 
 from __future__ import annotations
@@ -37,20 +44,19 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from unittest import mock
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from transformers import Trainer, TrainerCallback
 
 from tsllm.atomic import replace_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
-from tsllm.models.tiny import TinyModelConfig
 from tsllm.models.value import (
     LORA_TARGETS_DEFAULT,
     add_lora,
@@ -59,7 +65,8 @@ from tsllm.models.value import (
     position_ids_for,
     save_value_model,
 )
-from tsllm.tasks import prompt_formats
+from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
     Render,
     ValueExample,
@@ -74,77 +81,51 @@ from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 IGNORE = -100.0  # label of tokens that end no prefix
 # Keys that may change between a run and its resume without changing what is trained.
-RESUME_FREE_KEYS = {"output_dir", "stop_after_steps", "resume", "log_every_steps", "save_every_steps",
-                    "keep_checkpoints"}
+RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
+CHECKPOINT_PREFIX = "checkpoint-"  # transformers' name, so its resume finds the step in the folder name
 
 
 @dataclass
-class ValueTrainConfig:
-    """What to train on, from what, and how. Launch line: see recipes/train_value.py."""
+class ValueTrainConfig(TrainArgs):
+    """What to train on, from what, and how; the shared keys are TrainArgs'. Launch line: see
+    recipes/train_value.py."""
 
-    train_files: list[str] = field(default_factory=list)  # trajectories jsonl (tsllm.training.data)
-    eval_files: list[str] = field(default_factory=list)  # held-out trajectories; empty: split train by question
-    task: str = "game24"  # prompt format: game24 | gsm8k | prontoqa | text
-    template: str | None = None  # override the task's prompt template ("{question}" inside)
-    target: Literal["value", "orm"] = "value"  # every prefix (value) or the final text only (ORM)
-    td_lambda: float | None = None  # None: Monte-Carlo returns; else TD(lambda) from rows' "values"
-    backbone: str | None = None  # causal-LM (or value-model) folder or hub id ...
-    tiny: TinyModelConfig | None = None  # ... or a fresh tiny Llama
-    output_dir: str = "out/value"
-    lr: float = 1e-3
-    epochs: int = 1
-    per_device_batch_size: int = 16
-    gradient_accumulation_steps: int = 1  # the only place accumulation is set
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 512  # tokens; labels past it are dropped (counted in metrics)
-    eval_fraction: float = 0.1  # of train questions held out when eval_files is empty
-    seed: int = 0
-    use_lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_target_modules: str | list[str] = LORA_TARGETS_DEFAULT
-    deepspeed: str | None = None  # DeepSpeed json (configs/deepspeed/zero2.json) or None
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    save_every_steps: int = 0  # 0: checkpoint at epoch ends only
-    log_every_steps: int = 10
-    keep_checkpoints: int = 2
-    stop_after_steps: int | None = None  # end this invocation after N optimizer steps (resumable)
-    resume: bool = True  # continue from the newest checkpoint in output_dir
+    output_dir: str = default_of(TrainArgs, "output_dir", "out/value")
+    per_device_train_batch_size: int = default_of(TrainArgs, "per_device_train_batch_size", 16)
+    warmup_ratio: float = default_of(TrainArgs, "warmup_ratio", 0.05)
+    lr_scheduler_type: str = default_of(TrainArgs, "lr_scheduler_type", "cosine")
+    lora_target_modules: str | list[str] = default_of(TrainArgs, "lora_target_modules", LORA_TARGETS_DEFAULT)
+    eval_files: list[str] = arg([], "held-out trajectories jsonl; empty: hold out eval_fraction of the questions")
+    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
+    target: Literal["value", "orm"] = arg("value", "label every prefix (value) or the final text only (ORM)")
+    td_lambda: float | None = arg(None, "null: Monte-Carlo returns; else TD(lambda) targets from the rows' "
+                                        "'values'")
+    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
+    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
+    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
 
     def validate(self) -> None:
-        if not self.train_files:
-            raise bad("train_files", "give at least one trajectories jsonl file")
-        for key in ("train_files", "eval_files"):
-            for path in getattr(self, key):
-                if not Path(path).is_file():
-                    raise bad(key, f"file {path} does not exist")
-        if self.task not in prompt_formats():
-            raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
+        super().validate()
+        if not self.data_files:
+            raise bad("data_files", "give at least one trajectories jsonl file")
+        for path in self.data_files:
+            if not Path(path).is_file():
+                raise bad("data_files", f"file {path} does not exist")
+
+    def validate_settings(self) -> None:
+        super().validate_settings()
+        for path in self.eval_files:
+            if not Path(path).is_file():
+                raise bad("eval_files", f"file {path} does not exist")
         if self.template is not None and "{question}" not in self.template:
             raise bad("template", "must contain '{question}'")
-        if (self.backbone is None) == (self.tiny is None):
-            raise bad("backbone", "set exactly one of backbone=<model folder> or tiny (a TinyModelConfig mapping)")
-        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
-            raise bad("deepspeed", f"file {self.deepspeed} does not exist (see configs/deepspeed/)")
-        positive = ("lr", "epochs", "per_device_batch_size", "gradient_accumulation_steps", "log_every_steps",
-                    "lora_r", "lora_alpha", "keep_checkpoints")
-        for key in positive:
-            if not getattr(self, key) > 0:
-                raise bad(key, f"must be > 0, got {getattr(self, key)}")
-        if self.max_length < 2:
-            raise bad("max_length", f"must be >= 2, got {self.max_length}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise bad("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
-        if not 0.0 <= self.eval_fraction < 1.0:
-            raise bad("eval_fraction", f"must be in [0, 1), got {self.eval_fraction}")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
             raise bad("td_lambda", f"must be in [0, 1] or null, got {self.td_lambda}")
-        if self.stop_after_steps is not None and self.stop_after_steps < 1:
-            raise bad("stop_after_steps", f"must be >= 1 or null, got {self.stop_after_steps}")
-        if self.save_every_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise ConfigError("config keys save_every_steps, weight_decay and max_grad_norm must be >= 0")
+        if self.save_steps < 0:
+            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
+
 
 
 # ------------------------------------------------------------------------------- DeepSpeed
@@ -187,13 +168,13 @@ def check_deepspeed_config(ds: dict, config: ValueTrainConfig, world_size: int, 
     for section in ("optimizer", "scheduler"):
         if section in ds:
             raise ConfigError(f"DeepSpeed config {source} has a '{section}' section, but the trainer builds AdamW "
-                              "and the cosine schedule from its config (lr, warmup_ratio); remove the section")
-    accumulation, micro = config.gradient_accumulation_steps, config.per_device_batch_size
+                              "and the schedule from its config (learning_rate, lr_scheduler_type); remove the section")
+    accumulation, micro = config.gradient_accumulation_steps, config.per_device_train_batch_size
     implied = {
         "gradient_accumulation_steps": (accumulation, "gradient_accumulation_steps"),
-        "train_micro_batch_size_per_gpu": (micro, "per_device_batch_size"),
+        "train_micro_batch_size_per_gpu": (micro, "per_device_train_batch_size"),
         "train_batch_size": (micro * accumulation * world_size,
-                             f"per_device_batch_size x gradient_accumulation_steps x {world_size} processes"),
+                             f"per_device_train_batch_size x gradient_accumulation_steps x {world_size} processes"),
         "gradient_clipping": (config.max_grad_norm, "max_grad_norm"),
     }
     for key, (want, from_keys) in implied.items():
@@ -210,47 +191,8 @@ def check_deepspeed_config(ds: dict, config: ValueTrainConfig, world_size: int, 
                               f"has mixed_precision={config.mixed_precision!r}; use \"auto\" in the json")
 
 
-def make_accelerator(config: ValueTrainConfig, ds_config: dict | None):
-    from accelerate import Accelerator, DeepSpeedPlugin
-    from accelerate.state import AcceleratorState, GradientState
-    from accelerate.utils import InitProcessGroupKwargs
-
-    # Accelerate keeps its settings in process-wide singletons: forget a previous call's
-    # (accumulation, DeepSpeed plugin), keeping the process group.
-    GradientState._reset_state()
-    AcceleratorState._reset_state()
-    on_cpu = not torch.cuda.is_available()
-    common = {"gradient_accumulation_steps": config.gradient_accumulation_steps,
-              "mixed_precision": config.mixed_precision}
-    if ds_config is None:
-        return Accelerator(cpu=on_cpu, **common)
-    # Not cpu=True here: that silently drops DeepSpeed and runs DDP (DESIGN.md section 6).
-    plugin = DeepSpeedPlugin(hf_ds_config=json.loads(json.dumps(ds_config)),
-                             gradient_accumulation_steps=config.gradient_accumulation_steps,
-                             gradient_clipping=config.max_grad_norm)
-    handlers = [InitProcessGroupKwargs(backend="gloo")] if on_cpu else []
-    return Accelerator(deepspeed_plugin=plugin, kwargs_handlers=handlers, **common)
-
 
 # ------------------------------------------------------------------------------- data
-
-
-class EpochShuffle(Sampler):
-    """A permutation of range(n) fixed by (seed, epoch): the same on every rank and on resume."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = list(range(self.n))
-        random.Random(f"{self.seed}/{self.epoch}").shuffle(order)
-        return iter(order)
-
-    def __len__(self) -> int:
-        return self.n
 
 
 def tokenize_examples(examples: list[ValueExample], tokenizer, max_length: int) -> tuple[list[dict], int]:
@@ -307,7 +249,7 @@ def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list
                 examples += build_value_examples(trajectories, task_render, td_lambda=config.td_lambda)
         return deduplicate(examples)
 
-    examples = build(config.train_files)
+    examples = build(config.data_files)
     if config.eval_files:
         return examples, build(config.eval_files)
     train, evaluation = split_by_question(examples, config.eval_fraction, config.seed)
@@ -331,9 +273,12 @@ def build_model(config: ValueTrainConfig, weights: Path | None = None):
     """(model, tokenizer) as configured; `weights` = a checkpoint folder to start from."""
     if weights is not None and not config.use_lora:  # a full checkpoint is itself a value model folder
         return build_value_model(weights, head_seed=config.seed)
-    model, tokenizer = build_value_model(config.backbone, config.tiny, head_seed=config.seed)
+    model, tokenizer = build_value_model(config.base_model, config.tiny, head_seed=config.seed)
     if config.use_lora:
-        model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha, target_modules=config.lora_target_modules)
+        with torch.random.fork_rng(devices=[]):  # the adapters' init is fixed by the seed alone
+            torch.manual_seed(config.seed)
+            model = add_lora(model, r=config.lora_r, alpha=config.lora_alpha,
+                             target_modules=config.lora_target_modules, dropout=config.lora_dropout)
         if weights is not None:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file
@@ -342,14 +287,6 @@ def build_model(config: ValueTrainConfig, weights: Path | None = None):
             if result.unexpected_keys:
                 raise ValueError(f"checkpoint {weights} does not fit the LoRA config: {result.unexpected_keys[:3]}")
     return model, tokenizer
-
-
-def make_optimizer(model, config: ValueTrainConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norms (1-d parameters)."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-              {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
 
 
 def value_predictions(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -363,6 +300,7 @@ def value_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     predictions = value_predictions(model, batch)
     selected = batch["label_mask"]
     return ((predictions[selected] - batch["labels"][selected]) ** 2).mean()
+
 
 
 # ------------------------------------------------------------------------------- checkpoints
@@ -398,12 +336,32 @@ def load_optimizer(optimizer, path: Path) -> None:
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint (complete = renamed into place, so it has trainer_state.json)."""
+def save_rng_state(folder: Path, rank: int) -> None:
+    from safetensors.torch import save_file
+
+    states = {"cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    save_file(states, folder / f"rng_state_{rank}.safetensors")
+
+
+def load_rng_state(folder: Path, rank: int) -> None:
+    from safetensors.torch import load_file
+
+    path = folder / f"rng_state_{rank}.safetensors"
+    if path.is_file():
+        states = load_file(path)
+        torch.random.set_rng_state(states["cpu"])
+        if "cuda" in states and torch.cuda.is_available():
+            torch.cuda.set_rng_state(states["cuda"])
+
+
+def latest_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint (complete = renamed into place, so it has resume.json)."""
     found = []
-    for folder in (output_dir / "checkpoints").glob("step_*"):
-        suffix = folder.name[len("step_"):]
-        if suffix.isdigit() and (folder / "trainer_state.json").is_file():
+    for folder in checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
+        suffix = folder.name[len(CHECKPOINT_PREFIX):]
+        if suffix.isdigit() and (folder / "resume.json").is_file():
             found.append((int(suffix), folder))
     return max(found)[1] if found else None
 
@@ -412,66 +370,120 @@ def resumable_config(config: ValueTrainConfig) -> dict[str, Any]:
     return {k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}
 
 
-def check_resume(state: dict, config: ValueTrainConfig, num_processes: int, folder: Path) -> None:
-    saved, now = state["config"], resumable_config(config)
-    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+def check_resume(saved: dict, config: ValueTrainConfig, num_processes: int, folder: Path) -> None:
+    before, now = saved["config"], resumable_config(config)
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
         key = changed[0]
-        raise ConfigError(f"checkpoint {folder} was trained with {key}={saved.get(key)!r}, the config now says "
+        raise ConfigError(f"checkpoint {folder} was trained with {key}={before.get(key)!r}, the config now says "
                           f"{now.get(key)!r} (changed keys: {changed}); use the same config, a new output_dir, "
                           "or resume=false to start over")
-    if state["num_processes"] != num_processes:
-        raise ConfigError(f"checkpoint {folder} was written by {state['num_processes']} processes, this run has "
+    if saved["num_processes"] != num_processes:
+        raise ConfigError(f"checkpoint {folder} was written by {saved['num_processes']} processes, this run has "
                           f"{num_processes}; the data shards would differ. Relaunch with the same number")
 
 
-def save_checkpoint(accelerator, model, tokenizer, optimizer, trainer_state: dict, output_dir: Path,
-                    keep: int) -> None:
-    state_dict = accelerator.get_state_dict(model)  # every rank: gathers shards under ZeRO-3
-    if accelerator.is_main_process:
-        target = output_dir / "checkpoints" / f"step_{trainer_state['global_step']:07d}"
-        staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict)
-        tokenizer.save_pretrained(staging)
-        if trainer_state["optimizer_saved"]:
-            save_optimizer(optimizer, staging / "optimizer.safetensors")
-        (staging / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        replace_dir(staging, target)
-        folders = sorted((output_dir / "checkpoints").glob("step_*"))
-        complete = [f for f in folders if (f / "trainer_state.json").is_file()]
-        for old in complete[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+# ------------------------------------------------------------------------------- the Trainer
 
 
-def save_final_model(accelerator, model, tokenizer, config: ValueTrainConfig) -> Path:
-    """The finished value model at <output_dir>/model, LoRA merged: what ValueFunction loads."""
-    state_dict = accelerator.get_state_dict(model)
-    target = Path(config.output_dir) / "model"
-    if accelerator.is_main_process:
-        if config.use_lora:  # fold the adapters into a fresh CPU copy (the trained one may be sharded)
-            with no_zero3_init():  # built by this rank alone: no partitioning collectives
-                fresh, _ = build_model(config)
-            fresh.load_state_dict(state_dict)
-            save_value_model(merged(fresh), tokenizer, target)
-        else:
-            staging = target.with_name(f"model.tmp-{os.getpid()}")
+class ValueTrainer(Trainer):
+    """transformers.Trainer with the value loss, value metrics, and checkpoints without pickles."""
+
+    def __init__(self, *args, value_config: ValueTrainConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.value_config = value_config
+        # The loss is a mean per micro-batch: let the Trainer average it over accumulation
+        # (it would otherwise expect a sum over a token count, as causal-LM losses give).
+        self.model_accepts_loss_kwargs = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = value_loss(model, inputs)
+        return (loss, None) if return_outputs else loss
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Value MSE over every labelled prefix of the held-out trajectories (eval_loss, eval_mse)
+        and the sign accuracy of each trajectory's final labelled prefix (eval_sign_acc)."""
+        scores = value_metrics(self.accelerator, self.model, self.get_eval_dataloader(eval_dataset))
+        metrics = {f"{metric_key_prefix}_loss": scores["mse"], **{f"{metric_key_prefix}_{k}": v
+                                                                    for k, v in scores.items()}}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # -- checkpoints: safetensors and JSON only, written aside and renamed into place
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if self.args.should_save:  # the Trainer's version also pickles the TrainingArguments
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+            self.processing_class.save_pretrained(output_dir)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        root = Path(self.args.output_dir)
+        target = root / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
+        staging = target.with_name(f"{target.name}.tmp")
+        main = self.args.should_save
+        if main:
             shutil.rmtree(staging, ignore_errors=True)
-            accelerator.unwrap_model(model).save_pretrained(staging, state_dict=state_dict)
-            tokenizer.save_pretrained(staging)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self.save_model(str(staging), _internal_call=True)  # every rank: ZeRO-3 gathers the weights
+        save_rng_state(staging, self.args.process_index)
+        if main:
+            if not self.is_deepspeed_enabled:
+                save_optimizer(self.optimizer, staging / "optimizer.safetensors")
+            write_json(self.lr_scheduler.state_dict(), staging / "scheduler.json")
+            self.state.save_to_json(str(staging / "trainer_state.json"))
+            write_json({"config": resumable_config(self.value_config), "num_processes": self.args.world_size,
+                        "optimizer_saved": not self.is_deepspeed_enabled}, staging / "resume.json")
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is in
+        if main:
             replace_dir(staging, target)
-    accelerator.wait_for_everyone()
-    return target
+            complete = sorted((int(f.name[len(CHECKPOINT_PREFIX):]), f) for f in root.glob(f"{CHECKPOINT_PREFIX}*")
+                              if f.name[len(CHECKPOINT_PREFIX):].isdigit() and (f / "resume.json").is_file())
+            for _, old in complete[:-self.args.save_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Nothing: the model was built from the checkpoint's weights (see build_model)."""
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None:
+            return
+        folder = Path(checkpoint)
+        if json.loads((folder / "resume.json").read_text())["optimizer_saved"] and not self.is_deepspeed_enabled:
+            load_optimizer(self.optimizer, folder / "optimizer.safetensors")
+        self.lr_scheduler.load_state_dict(json.loads((folder / "scheduler.json").read_text()))
+        # Building the scheduler set the step-0 rate on the optimizer; put back the saved one.
+        for group, lr in zip(self.optimizer.param_groups, self.lr_scheduler.get_last_lr()):
+            group["lr"] = lr
+        if self.is_deepspeed_enabled and self.args.should_save:
+            print(f"resuming from {folder}: weights and schedule restored; DeepSpeed optimizer moments restart")
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None:
+            load_rng_state(Path(checkpoint), self.args.process_index)
+
+
+class StopAfterCheckpoint(TrainerCallback):
+    """Raise `error` once the checkpoint of `step` is written: a kill at a known point (tests)."""
+
+    def __init__(self, step: int, error: type[BaseException]):
+        self.step, self.error = step, error
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise self.error(f"stopped after the checkpoint of step {self.step}")
 
 
 # ------------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader) -> dict[str, float]:
-    """Value MSE over all labelled prefixes of the held-out trajectories, and the sign accuracy
-    of the value at each trajectory's final labelled prefix (targets of 0 are not counted)."""
+def value_metrics(accelerator, model, loader) -> dict[str, float]:
+    """MSE over all labelled prefixes and sign accuracy of each row's final labelled prefix
+    (targets of 0 are not counted), summed over processes without the padding duplicates."""
+    was_training = model.training
     model.eval()
     rows = []
     for batch in loader:
@@ -485,9 +497,9 @@ def evaluate(accelerator, model, loader) -> dict[str, float]:
         counted = final_target != 0
         correct = (torch.sign(final_prediction) == torch.sign(final_target)) & counted
         rows.append(torch.stack([squared, selected.sum(-1).float(), correct.float(), counted.float()], -1))
-    model.train()
+    model.train(was_training)
     local = torch.cat(rows) if rows else torch.zeros((0, 4), device=accelerator.device)
-    totals = accelerator.gather_for_metrics(local).sum(0).tolist()  # drops the padding duplicates
+    totals = accelerator.gather_for_metrics(local).sum(0).tolist()
     return {"mse": totals[0] / max(totals[1], 1.0), "sign_acc": totals[2] / max(totals[3], 1.0),
             "labels": int(totals[1]), "trajectories": int(totals[3])}
 
@@ -495,29 +507,83 @@ def evaluate(accelerator, model, loader) -> dict[str, float]:
 # ------------------------------------------------------------------------------- training
 
 
-def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[str, Any]:
+def training_arguments(config: ValueTrainConfig, ds_config: dict | None, configured_state: bool = False):
+    """The Trainer's arguments from the config (creating them sets up the process group)."""
+    from transformers import TrainingArguments
+
+    on_cpu = not torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,  # read only with save_strategy="steps"
+        save_total_limit=config.save_total_limit,
+        eval_strategy="epoch",  # turned off in train_value when nothing is held out
+        bf16=config.mixed_precision == "bf16",
+        fp16=config.mixed_precision == "fp16",
+        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
+        use_cpu=on_cpu and ds_config is None,
+        deepspeed=ds_config,
+        accelerator_config={"use_configured_state": configured_state},
+        remove_unused_columns=False,  # the collator's label_mask is not a model argument
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        dataloader_num_workers=0,
+        disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
+        ddp_find_unused_parameters=False,
+    )
+
+
+def cpu_deepspeed_state(ds_config: dict | None) -> bool:
+    """Set up the process group for DeepSpeed on several CPU processes, where the Trainer cannot:
+    it hands Accelerate no backend for DeepSpeed, and without GPUs Accelerate then sees one process
+    (DeepSpeed sees all and its batch check fails). Built here over gloo, the Trainer is told to use
+    it (use_configured_state). False when not needed."""
+    if ds_config is None or torch.cuda.is_available() or int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        return False
+    from accelerate import PartialState
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with mock.patch.dict(os.environ, {"ACCELERATE_USE_DEEPSPEED": "true"}):  # as the Trainer sets it, briefly
+        PartialState(backend="gloo")
+    return True
+
+
+def train_value(config: ValueTrainConfig, render: Render | None = None,
+                callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
     """Train (or resume training) the value model; returns the metrics also written to
     <output_dir>/metrics.json. `render(question, steps)` defaults to each row's task format
-    (config.task for rows without one)."""
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
-
+    (config.task for rows without one); `callbacks` go to the Trainer."""
     config.validate()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     ds_config, ds_source = resolve_deepspeed_config(config, world_size)
-    accelerator = make_accelerator(config, ds_config)
-    set_seed(config.seed)
-    output_dir = Path(config.output_dir)
-    if not config.resume and accelerator.is_main_process:
-        shutil.rmtree(output_dir / "checkpoints", ignore_errors=True)
-    accelerator.wait_for_everyone()
+    args = training_arguments(config, ds_config, configured_state=cpu_deepspeed_state(ds_config))
+    output_dir, checkpoints = Path(config.output_dir), Path(args.output_dir)
+    if not config.resume and args.should_save:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    barrier()
 
     train_examples, eval_examples = load_examples(config, render)
-    resume_from = latest_checkpoint(output_dir) if config.resume else None
-    trainer_state = json.loads((resume_from / "trainer_state.json").read_text()) if resume_from else None
-    if trainer_state:
-        check_resume(trainer_state, config, accelerator.num_processes, resume_from)
+    resume_from = latest_checkpoint(checkpoints) if config.resume else None
+    resumed_from_step = None
+    if resume_from is not None:
+        check_resume(json.loads((resume_from / "resume.json").read_text()), config, args.world_size, resume_from)
+        resumed_from_step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
     # A tiny model is built whole (ZeRO-3 partitions it at prepare); a big backbone loads partitioned.
     with no_zero3_init() if config.tiny is not None else contextlib.nullcontext():
         model, tokenizer = build_model(config, weights=resume_from)
@@ -525,139 +591,99 @@ def train_value(config: ValueTrainConfig, render: Render | None = None) -> dict[
     eval_features, eval_dropped = tokenize_examples(eval_examples, tokenizer, config.max_length)
     if not train_features:
         raise ConfigError(f"no training labels fit in max_length={config.max_length} tokens; raise max_length")
+    if not eval_features:  # nothing held out (eval_fraction=0, or every label cut)
+        from transformers.trainer_utils import IntervalStrategy
 
-    sampler = EpochShuffle(len(train_features), config.seed)
+        args.eval_strategy = IntervalStrategy.NO
+
     pad = tokenizer.pad_token_id
-    train_loader = DataLoader(train_features, batch_size=config.per_device_batch_size, sampler=sampler,
-                              collate_fn=lambda f: collate(f, pad))
-    raw_optimizer = make_optimizer(model, config)
-    use_ds = ds_config is not None
-    if trainer_state and trainer_state["optimizer_saved"] and not use_ds:
-        load_optimizer(raw_optimizer, resume_from / "optimizer.safetensors")
-    prepared = [model, raw_optimizer, train_loader]
-    if eval_features:
-        prepared.append(DataLoader(eval_features, batch_size=config.per_device_batch_size,
-                                   collate_fn=lambda f: collate(f, pad)))
-    model, optimizer, train_loader, *maybe_eval = accelerator.prepare(*prepared)
-    eval_loader = maybe_eval[0] if maybe_eval else None
-
-    batches_per_epoch = len(train_loader)
-    accumulation = config.gradient_accumulation_steps
-    steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
-    total_steps = steps_per_epoch * config.epochs
-    # Built on the torch optimizer and stepped by hand once per real optimizer step: Accelerate's
-    # scheduler wrapper would step it once per process. DeepSpeed's ZeRO optimizer wraps the same
-    # torch optimizer and reads the learning rate from its param groups.
-    scheduler = get_cosine_schedule_with_warmup(raw_optimizer, round(config.warmup_ratio * total_steps), total_steps)
-    global_step, start_epoch, batches_done = 0, 0, 0
-    if trainer_state:
-        scheduler.load_state_dict(trainer_state["scheduler"])
-        # Building the scheduler set the step-0 rate on the optimizer; put back the saved one.
-        for group, lr in zip(raw_optimizer.param_groups, scheduler.get_last_lr()):
-            group["lr"] = lr
-        global_step, start_epoch, batches_done = (trainer_state[k] for k in ("global_step", "epoch", "batches_done"))
-        if use_ds and accelerator.is_main_process:
-            print(f"resuming from {resume_from}: weights and schedule restored; DeepSpeed optimizer moments restart")
-
-    def state_now(epoch: int, done: int) -> dict:
-        if done == batches_per_epoch:  # a finished epoch resumes at the start of the next
-            epoch, done = epoch + 1, 0
-        return {"global_step": global_step, "epoch": epoch, "batches_done": done,
-                "scheduler": scheduler.state_dict(), "optimizer_saved": not use_ds,
-                "num_processes": accelerator.num_processes, "config": resumable_config(config)}
-
-    curve, evals = [], []
-    tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
-    loss_sum = torch.zeros((), device=accelerator.device)
-    loss_count = torch.zeros((), device=accelerator.device)
-    started_at, steps_this_run, stopped_early = time.perf_counter(), 0, False
-    progress = tqdm(total=total_steps, initial=global_step, disable=not accelerator.is_main_process,
-                    desc="value", leave=False)
-    model.train()
-    for epoch in range(start_epoch, config.epochs):
-        skip = batches_done if epoch == start_epoch else 0
-        sampler.set_epoch(epoch)  # the epoch fixes the shuffle; set it on every loader that may forward it
-        train_loader.set_epoch(epoch)
-        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
-        loader.set_epoch(epoch)
-        done = skip
-        for batch in loader:
-            with accelerator.accumulate(model):
-                loss = value_loss(model, batch)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and not use_ds and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad()
-            done += 1
-            tokens += batch["attention_mask"].sum()
-            loss_sum += loss.detach()
-            loss_count += 1
-            if not accelerator.sync_gradients:
-                continue
-            scheduler.step()
-            global_step += 1
-            steps_this_run += 1
-            progress.update(1)
-            if global_step % config.log_every_steps == 0 or global_step == 1:
-                mean_loss = (accelerator.reduce(loss_sum, "sum") / accelerator.reduce(loss_count, "sum")).item()
-                curve.append({"step": global_step, "epoch": epoch, "loss": mean_loss, "lr": scheduler.get_last_lr()[0]})
-                loss_sum.zero_()
-                loss_count.zero_()
-            stop = config.stop_after_steps is not None and steps_this_run >= config.stop_after_steps
-            periodic = config.save_every_steps and global_step % config.save_every_steps == 0
-            if stop or (periodic and done < batches_per_epoch):  # the epoch end saves anyway
-                save_checkpoint(accelerator, model, tokenizer, optimizer, state_now(epoch, done), output_dir,
-                                config.keep_checkpoints)
-            if stop:
-                stopped_early = True
-                break
-        if stopped_early:
-            break
-        if eval_loader is not None:
-            evals.append({"epoch": epoch, **evaluate(accelerator, model, eval_loader)})
-        save_checkpoint(accelerator, model, tokenizer, optimizer, state_now(epoch, done), output_dir,
-                        config.keep_checkpoints)
-    progress.close()
-    train_seconds = time.perf_counter() - started_at
-    if eval_loader is not None and not evals and not stopped_early:  # resumed a finished run
-        evals.append({"epoch": config.epochs - 1, **evaluate(accelerator, model, eval_loader)})
-    total_tokens = int(accelerator.reduce(tokens, "sum").item())
-
-    metrics: dict[str, Any] = {
-        "distributed_type": accelerator.distributed_type.value,
-        "num_processes": accelerator.num_processes,
-        "deepspeed_config": ds_source or None,
-        "zero_stage": ds_config["zero_optimization"].get("stage") if ds_config else None,
-        "per_device_batch_size": config.per_device_batch_size,
-        "gradient_accumulation_steps": accumulation,
-        "train_examples": len(train_features),
-        "eval_examples": len(eval_features),
-        "dropped_labels": dropped + eval_dropped,
-        "batches_per_epoch": batches_per_epoch,
-        "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
-        "global_step": global_step,
-        "steps_this_run": steps_this_run,
-        "resumed_from_step": trainer_state["global_step"] if trainer_state else None,
-        "stopped_early": stopped_early,
-        "train_loss_curve": curve,
-        "final_train_loss": curve[-1]["loss"] if curve else None,
-        "evals": evals,
-        "eval_mse": evals[-1]["mse"] if evals else None,
-        "eval_sign_acc": evals[-1]["sign_acc"] if evals else None,
-        "train_tokens": total_tokens,
-        "train_seconds": train_seconds,
-        "tokens_per_second": total_tokens / train_seconds if train_seconds > 0 else None,
-        "output_dir": str(output_dir),
-    }
-    if use_ds:
-        metrics["engine_global_steps"] = int(model.global_steps)
-    if not stopped_early:
-        metrics["model_dir"] = str(save_final_model(accelerator, model, tokenizer, config))
-        if accelerator.is_main_process:
-            write_json(metrics, output_dir / "metrics.json")
-    accelerator.wait_for_everyone()
-    if use_ds:
+    trainer = ValueTrainer(model=model, args=args, train_dataset=train_features,
+                           eval_dataset=eval_features or None, data_collator=lambda f: collate(f, pad),
+                           processing_class=tokenizer, value_config=config,
+                           callbacks=[*([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []),
+                                      *(callbacks or [])])
+    # Every process gets the same number of batches (the last round padded from the start).
+    batches_per_epoch = math.ceil(len(train_features) / (args.world_size * config.per_device_train_batch_size))
+    started = time.perf_counter()
+    # DeepSpeed would load its own (pickled) engine checkpoint on resume; the weights came with
+    # the model here, and the moments restart (see the module docstring).
+    skip_engine_load = mock.patch("transformers.trainer.deepspeed_load_checkpoint", lambda *a, **k: None)
+    with skip_engine_load if ds_config is not None else contextlib.nullcontext():
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.perf_counter() - started
+    metrics = collect_metrics(trainer, config, resumed_from_step, train_seconds, batches_per_epoch)
+    metrics.update({"deepspeed_config": ds_source or None,
+                    "zero_stage": ds_config["zero_optimization"].get("stage") if ds_config else None,
+                    "train_examples": len(train_features), "eval_examples": len(eval_features),
+                    "dropped_labels": dropped + eval_dropped})
+    if ds_config is not None:
+        metrics["engine_global_steps"] = int(trainer.model_wrapped.global_steps)
+    metrics["model_dir"] = str(save_final_model(trainer, tokenizer, config))
+    if args.should_save:
+        write_json(metrics, output_dir / METRICS_FILE)
+    barrier()
+    if ds_config is not None:
         forget_zero3()
     return metrics
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def collect_metrics(trainer, config: ValueTrainConfig, resumed_from_step: int | None, train_seconds: float,
+                    batches_per_epoch: int) -> dict[str, Any]:
+    """The metric keys both trainers write (tsllm.training.args), from the Trainer's log history."""
+    state = trainer.state
+    curve = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+             for e in state.log_history if "loss" in e]
+    evals = [{"epoch": e.get("epoch"), "mse": e["eval_mse"], "sign_acc": e["eval_sign_acc"]}
+             for e in state.log_history if "eval_mse" in e]
+    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
+    tokens = int(state.num_input_tokens_seen)
+    return {
+        "train_loss": curve[-1]["loss"] if curve else None,
+        "eval_loss": evals[-1]["mse"] if evals else None,
+        "eval_mse": evals[-1]["mse"] if evals else None,
+        "eval_sign_acc": evals[-1]["sign_acc"] if evals else None,
+        "train_loss_curve": curve,
+        "evals": evals,
+        "global_step": state.global_step,
+        "world_size": trainer.args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "batches_per_epoch": batches_per_epoch,
+        "steps_per_epoch": steps_per_epoch,
+        "total_steps": state.max_steps,
+        "steps_this_run": state.global_step - (resumed_from_step or 0),
+        "resumed_from_step": resumed_from_step or None,
+        "stopped_early": state.global_step < state.max_steps,
+        "train_tokens": tokens,
+        "train_seconds": train_seconds,
+        "tokens_per_second": tokens / train_seconds if train_seconds > 0 else None,
+        "output_dir": str(config.output_dir),
+        "config": to_dict(config),
+    }
+
+
+def save_final_model(trainer, tokenizer, config: ValueTrainConfig) -> Path:
+    """The finished value model at <output_dir>/model, LoRA merged: what ValueFunction loads."""
+    accelerator = trainer.accelerator
+    state_dict = accelerator.get_state_dict(trainer.model_wrapped)  # every rank: gathers shards under ZeRO-3
+    target = Path(config.output_dir) / MODEL_DIR
+    if trainer.args.should_save:
+        if config.use_lora:  # fold the adapters into a fresh CPU copy (the trained one may be sharded)
+            with no_zero3_init():  # built by this rank alone: no partitioning collectives
+                fresh, _ = build_model(config)
+            fresh.load_state_dict(state_dict)
+            save_value_model(merged(fresh), tokenizer, target)
+        else:
+            staging = target.with_name(f"{MODEL_DIR}.tmp-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            accelerator.unwrap_model(trainer.model).save_pretrained(staging, state_dict=state_dict)
+            tokenizer.save_pretrained(staging)
+            replace_dir(staging, target)
+    barrier()
+    return target
