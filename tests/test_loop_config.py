@@ -81,6 +81,7 @@ def test_print_config_of_a_shipped_file_matches_the_loaded_config():
     (["temperature=.nan"], r"'temperature': must be a finite number >= 0, got nan"),
     (["temperature=-1"], r"'temperature': must be a finite number >= 0"),
     (["train_questions=-3"], r"'train_questions': must be >= 1"),
+    (["test_questions=5000"], r"'test_questions': Game24 has 1362 puzzles .* choose 1..1361, got 5000"),
     (["value.warmup_ratio=2"], r"config key 'value.warmup_ratio': must be in \[0, 1\)"),
     (["policy.lora_r=0"], r"config key 'policy.lora_r': must be > 0"),
     (["warmstart.warmup_ratio=2"], r"config key 'warmstart.warmup_ratio': must be in \[0, 1\)"),

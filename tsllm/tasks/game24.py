@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tsllm.config import bad
 from tsllm.tasks import register
 from tsllm.tasks.base import TaskSettings, TextTask, check_data, refuse
 
@@ -28,6 +29,12 @@ class Game24Task(TextTask):
     @classmethod
     def check(cls, settings: TaskSettings, training: bool) -> None:
         super().check(settings, training)
+        if settings.test_data is None:
+            from tsllm.envs.game24 import NUM_SOLVABLE
+
+            if not 1 <= settings.test_questions < NUM_SOLVABLE:  # the rest is the training pool
+                raise bad("test_questions", f"Game24 has {NUM_SOLVABLE} puzzles to split into held-out and training "
+                                            f"ones; choose 1..{NUM_SOLVABLE - 1}, got {settings.test_questions}")
         if training:
             refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
         else:
