@@ -147,3 +147,57 @@ def test_eval_without_data_uses_the_held_out_problems_the_loop_evaluates(models,
     held_out = [loop.env.initial_state(p).question for p in loop.test]
     for r in json.loads(out.read_text())["methods"].values():
         assert [q["question"] for q in r["per_question"]] == held_out
+
+
+def bad_inputs(root: Path, policy: Path, value: Path) -> dict[str, tuple[list[str], str]]:
+    """name -> (eval arguments, what the one-line error must say); files made under `root`."""
+    (root / "empty.csv").write_text("")
+    (root / "binary.jsonl").write_bytes(b"\x00\x01\x02 1 4 6\n")
+    (root / "no_config").mkdir(exist_ok=True)
+    (root / "a_file").write_text("x")
+    base = ["--methods", "greedy", "--data", str(TOT_CSV)]
+    return {
+        "value model as --policy": (["--policy", str(value), *base],
+                                    "--policy: .* holds a LlamaForTokenClassification"),
+        "policy as --value": (["--policy", str(policy), "--value", str(policy), "--methods", "greedy",
+                               "--data", str(TOT_CSV)], "--value: .* holds a LlamaForCausalLM"),
+        "empty data file": (["--policy", str(policy), "--methods", "greedy", "--data", str(root / "empty.csv")],
+                            "--data: .* is empty"),
+        "binary data file": (["--policy", str(policy), "--methods", "greedy", "--data", str(root / "binary.jsonl")],
+                             "--data: .* is a binary file"),
+        "folder as --data": (["--policy", str(policy), "--methods", "greedy", "--data", str(root)],
+                             "--data: .* is a folder"),
+        "config-less --policy": (["--policy", str(root / "no_config"), *base], "--policy: .* has no config.json"),
+        "unwritable --out": (["--policy", str(policy), *base, "--out", str(root / "a_file" / "eval.json")],
+                             "--out: .* is not a folder"),
+    }
+
+
+@pytest.mark.parametrize("case", ["value model as --policy", "policy as --value", "empty data file",
+                                  "binary data file", "folder as --data", "config-less --policy",
+                                  "unwritable --out"])
+def test_eval_refuses_wrong_inputs_in_one_line_before_decoding(models, case, tmp_path, capsys, monkeypatch):
+    import tsllm.evaluate
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoding started before the input was checked")
+
+    monkeypatch.setattr(tsllm.evaluate, "evaluate_methods", no_decoding)
+    args, message = bad_inputs(tmp_path, *models)[case]
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("tsllm: "), err
+    assert __import__("re").search(message, err), err
+
+
+def test_eval_warns_about_puzzles_outside_the_rules(models, tmp_path, capsys):
+    policy, _ = models
+    data = tmp_path / "odd.jsonl"
+    data.write_text('{"numbers": [0, 0, 0, 0]}\n{"numbers": [99999999, 1, 4, 6]}\n{"numbers": [4, 9, 10, 13]}\n')
+    code = main(["eval", "--policy", str(policy), "--methods", "greedy", "--data", str(data),
+                 "--max-step-tokens", "8"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 of 3 puzzles have numbers outside 1..13 and 0 cannot make 24" in err

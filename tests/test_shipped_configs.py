@@ -79,3 +79,13 @@ def test_trainer_config_trains_through_its_recipe(config, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 3
+
+
+@pytest.mark.parametrize("output_dir", ["/proc/tsllm/run", "/dev/null", "a_file"])
+def test_impossible_output_dirs_stop_the_run_at_start(output_dir, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    command = [sys.executable, "-m", "tsllm.cli", "run", "--output-dir", output_dir, "tracking.report_to=none"]
+    result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("tsllm: output_dir: "), result.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tsllm.types import Budget
 
@@ -106,6 +107,12 @@ def run_loop(args: argparse.Namespace) -> int:
     if args.print_config:  # the config the run would use, checked as the run checks it
         print(to_yaml(config), end="")
         return 0
+    from tsllm.checks import writable_problem
+
+    if problem := writable_problem(config.output_dir, is_dir=True):  # every rank: all stop together
+        if dist.is_main():
+            print(f"tsllm: output_dir: {problem}; choose another --output-dir", file=sys.stderr)
+        return 2
     dist.setup()  # under torchrun / accelerate launch: join the process group
     refused = None
     if dist.is_main():  # one process judges (and may clear) the output dir; the others follow
@@ -197,6 +204,28 @@ def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task
     return {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
 
 
+def stop(message: str) -> NoReturn:
+    """One line on stderr and exit 2: a bad input, not a bug (no traceback)."""
+    print(f"tsllm: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_eval_inputs(args: argparse.Namespace, task_cls) -> None:
+    """Model folders of the right kind, a readable non-empty --data, a writable --out: checked
+    before any model loads, so a wrong input is one line, never a traceback or lost results."""
+    from tsllm.checks import data_file_problem, model_folder_problem, writable_problem
+
+    models = [("--policy", args.policy, "policy"), ("--value", args.value, "value"),
+              ("--reward-model", args.reward_model, "reward")]
+    for flag, path, kind in models:
+        if path and task_cls.needs_model and (problem := model_folder_problem(path, kind)):
+            stop(f"{flag}: {problem}")
+    if args.data and (problem := data_file_problem(args.data)):
+        stop(f"--data: {problem}")
+    if args.out and (problem := writable_problem(args.out)):
+        stop(f"--out: {problem}")
+
+
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pathlib import Path
 
@@ -211,6 +240,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             parser.error(f"--{flag} {path} does not exist")
     task_cls, settings = eval_task(args, parser)
     knobs = eval_methods(args, parser, task_cls)
+    check_eval_inputs(args, task_cls)
     methods = list(knobs)
     try:
         task = task_cls(settings, device())
@@ -218,6 +248,11 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except (ConfigError, DataError) as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
+    if not problems:
+        stop(f"--data: {args.data} holds no problems" if args.data else "the held-out split is empty")
+    warning = task.unusual_problems(problems)
+    if warning:
+        print(f"tsllm: warning: {warning}", file=sys.stderr)
     generator = None
 
     def generator_for(policy: str):  # built on first use: token-level tasks read the model themselves

@@ -12,6 +12,7 @@ its problems and its policy/value bridge:
 - `row(state, source, tokens)`   one trajectories.jsonl row of a finished path
 - `policy_rows(rows)`            which trajectories the policy learns from
 - `method_metrics(result)`       what the task reports beyond accuracy
+- `unusual_problems(problems)`   a warning for loaded problems outside the task's rules
 - `render(template)`             the prompt text the trainers see for (question, steps)
 
 Seeds: a task's training problems come from `train_seed(seed)`, its held-out ones from
@@ -162,6 +163,11 @@ class Task:
 
     def row(self, state: Any, source: str, tokens: int) -> dict:
         raise NotImplementedError
+
+    def unusual_problems(self, problems: list[Any]) -> str | None:
+        """A warning for problems outside the task's rules (say how many), or None. Evaluation
+        goes on: a user may mean to score them."""
+        return None
 
     @classmethod
     def policy_rows(cls, rows: list[dict]) -> list[dict]:

@@ -57,6 +57,17 @@ class Game24Task(TextTask):
             return self._split()[1]
         return game24.load_tot_csv(data) if data.endswith(".csv") else game24.load_jsonl(data)
 
+    def unusual_problems(self, problems: list[dict]) -> str | None:
+        from tsllm.envs.game24 import is_solvable
+
+        outside = [p for p in problems if not all(1 <= n <= 13 for n in p["numbers"])]
+        unsolvable = [p for p in problems if p not in outside and not is_solvable(p["numbers"])]
+        if not outside and not unsolvable:
+            return None
+        examples = ", ".join(repr(p["question"]) for p in (outside + unsolvable)[:3])
+        return (f"{len(outside)} of {len(problems)} puzzles have numbers outside 1..13 and {len(unsolvable)} "
+                f"cannot make 24 (e.g. {examples}); they are scored like the others and cannot be solved")
+
     def warmstart_rows(self) -> list[dict]:
         from tsllm.training.warmstart import WarmStartConfig, game24_rows
 
