@@ -291,8 +291,8 @@ class Loop:
     def _sample_to_budget(self, pv, problems: list[tuple[int, Any]], target: float, label: str):
         """(index, row) of each distinct rollout end, and (index, {tokens, rollouts}) per problem.
         A problem draws more rollouts while one more, of its mean length so far, would bring its
-        spend closer to `target` (so it stops within half a rollout of it); each pass asks for as
-        many as the shortfall needs, batched over the chunk's problems."""
+        spend closer to `target` (so it stops within half a rollout of it, and draws one at least);
+        each pass asks for the whole rollouts the shortfall holds, batched over the chunk's problems."""
         found, spent = [], []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for _, p in chunk]
@@ -306,7 +306,7 @@ class Loop:
                         continue
                     mean = max(1.0, used[i] / drawn[i])  # this problem's rollouts: lengths differ by problem
                     if used[i] + mean / 2 < target:
-                        want[i] = max(1, round((target - used[i]) / mean))
+                        want[i] = max(1, int((target - used[i]) / mean))  # floor: lengths vary, top up next pass
                 if not want:
                     break
                 for n in sorted(set(want.values())):
