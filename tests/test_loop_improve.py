@@ -210,6 +210,10 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
         evaluated = json.loads((out / f"round_{k}" / "eval" / "results.json").read_text())
         assert [q["question"] for q in evaluated["methods"]["greedy"]["per_question"]] == ["500", "501", "502"]
 
+    # value_from_search: round 1's value model also reads round 0's improve trajectories
+    assert json.loads((out / "round_1" / "value" / "done.json").read_text())["data_files"] == \
+        ["round_0/sample/trajectories.jsonl", "round_1/sample/trajectories.jsonl",
+         "round_0/sampling/trajectories.jsonl"]
     rows = read_jsonl(out / "rounds.jsonl")
     assert [r["round"] for r in rows] == [0, 1, 2]
     for k in (0, 1):

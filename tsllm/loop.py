@@ -209,6 +209,7 @@ class Loop:
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
             return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["train_loss"],
+                    "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
                     "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
@@ -418,8 +419,9 @@ class Loop:
                 if cfg.improve == "search":
                     stages["search"] = self.search(k, policy, value)
                 else:
-                    target = self.search_tokens(k, policy, value, stages["eval"]) \
-                        if not (self.out / f"round_{k}" / "sampling" / "done.json").is_file() else None
+                    # a complete stage (on resume) needs no target; every rank takes the main's view
+                    pending = dist.broadcast(not (self.out / f"round_{k}" / "sampling" / "done.json").is_file())
+                    target = self.search_tokens(k, policy, value, stages["eval"]) if pending else None
                     stages["sampling"] = self.sampling(k, policy, target)
                 stages["policy"] = self.train_policy(k, policy)
             row = {"round": k, **{key: v for key, v in stages["eval"].items() if key != "seconds"},
