@@ -42,18 +42,22 @@ def test_print_config_keeps_the_other_knobs():
     assert search["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
 
 
-@pytest.mark.parametrize("override, key", [
-    ("search.knobs.num_simulation=4", "search.knobs.num_simulation"),
-    ("value.lrr=1", "value.lrr"),
-    ("rounds=two", "rounds"),
-    ("search.algorithm=nope", "search.algorithm"),
-])
-def test_bad_config_stops_the_real_cli_at_once_naming_the_key(override, key, tmp_path):
-    out = tsllm_run("--output-dir", str(tmp_path / "run"), override)
-    assert out.returncode == 2
-    assert f"'{key}'" in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "run").exists()  # nothing was started
+BAD_OVERRIDES = {"search.knobs.num_simulation=4": "search.knobs.num_simulation", "value.lrr=1": "value.lrr",
+                 "rounds=two": "rounds", "search.algorithm=nope": "search.algorithm"}
+
+
+def test_bad_config_stops_the_real_cli_at_once_naming_the_key(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    runs = {override: subprocess.Popen(  # all at once: each spends its seconds importing
+        [sys.executable, "-m", "tsllm.cli", "run", "--output-dir", str(tmp_path / key), override],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        for override, key in BAD_OVERRIDES.items()}
+    for override, proc in runs.items():
+        _, stderr = proc.communicate(timeout=120)
+        key = BAD_OVERRIDES[override]
+        assert proc.returncode == 2, (override, stderr)
+        assert f"'{key}'" in stderr and "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+        assert not (tmp_path / key).exists()  # nothing was started
 
 
 def test_print_config_of_a_shipped_file_matches_the_loaded_config():

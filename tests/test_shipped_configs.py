@@ -1,0 +1,81 @@
+"""Every file in configs/ runs as shipped: what users run is what is tested.
+
+A CPU loop config runs one round end to end through its own launch line's program, with overrides
+that shrink only counts (rounds, questions, samples, simulations, optimizer steps) and never a
+shape the file sets (model size, step and rollout budgets, widths). A GPU config is validated with
+real paths in tests/test_loop_tasks.py. A trainer config trains a few steps through its recipe. A
+config added without an entry here fails `test_every_shipped_config_is_tested`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.launch import TORCHRUN, run_launcher
+from tests.test_loop_tasks import GPU_CONFIGS
+
+REPO = Path(__file__).resolve().parents[1]
+# counts only: one round over a handful of problems, a few optimizer steps per trainer
+SHRINK = ["rounds=1", "train_questions=4", "test_questions=4", "samples_per_question=1",
+          "warmstart.max_steps=8", "value.max_steps=4", "policy.max_steps=4", "tracking.report_to=none"]
+CPU_LOOPS = {  # config -> processes its launch line starts
+    "configs/game24/tiny.yaml": 1,
+    "configs/game24/tiny_zero2.yaml": 2,
+    "configs/prontoqa/tiny.yaml": 1,
+}
+TRAINERS = {  # config -> its recipe and the arguments that give it data and shrink its steps
+    "configs/value/tiny.yaml": ("recipes/train_value.py", ["--demo-data", "40", "max_steps=3"]),
+    "configs/policy/tiny.yaml": ("recipes/train_policy.py", ["max_steps=3"]),
+}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+
+
+def shipped() -> list[str]:
+    return sorted(str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml"))
+
+
+def test_every_shipped_config_is_tested():
+    gpu = {str(p.relative_to(REPO)) for p in GPU_CONFIGS}
+    untested = [c for c in shipped() if c not in CPU_LOOPS and c not in TRAINERS and c not in gpu]
+    assert not untested, f"configs without a test here: {untested}; add them to CPU_LOOPS or TRAINERS"
+
+
+@pytest.mark.parametrize("config", sorted(CPU_LOOPS))
+def test_cpu_loop_config_runs_one_round(config, tmp_path):
+    out = tmp_path / "run"
+    args = ["--config", str(REPO / config), "--output-dir", str(out), "--no-progress", *SHRINK]
+    if CPU_LOOPS[config] == 1:
+        command = [sys.executable, "-m", "tsllm.cli", "run", *args]
+        result = subprocess.run(command, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+    else:  # the launch line's launcher; DeepSpeed json paths in the file are relative to the repo root
+        command = [str(TORCHRUN), "--standalone", "--nproc_per_node", str(CPU_LOOPS[config]),
+                   str(REPO / "recipes" / "iterate.py"), *args]
+        run_launcher(command, REPO, ENV, timeout=900)
+    rows = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1]
+    saved = json.loads((out / "config.json").read_text())
+    shipped_text = (REPO / config).read_text()
+    assert saved["task"] in shipped_text and saved["rounds"] == 1
+
+
+@pytest.mark.parametrize("config", sorted(TRAINERS))
+def test_trainer_config_trains_through_its_recipe(config, tmp_path):
+    recipe, extra = TRAINERS[config]
+    if recipe.endswith("train_policy.py"):  # it needs trajectories: the warm start's own rows
+        rows = tmp_path / "rows.jsonl"
+        subprocess.run([sys.executable, "-m", "tsllm.training.warmstart", "--out", str(rows)],
+                       cwd=REPO, env=ENV, check=True, capture_output=True, timeout=600)
+        extra = [*extra, f"data_files=[{rows}]"]
+    command = [sys.executable, str(REPO / recipe), "--config", str(REPO / config), *extra,
+               f"output_dir={tmp_path / 'out'}"]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 3
