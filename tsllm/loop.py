@@ -430,12 +430,12 @@ class Loop:
                    "wall_seconds": sum(s.get("seconds", 0.0) for s in stages.values()),
                    "elapsed_this_run": time.perf_counter() - round_start,
                    **{f"{name}_seconds": s.get("seconds") for name, s in stages.items()}}
-            if cfg.improve in stages:
-                improved = stages[cfg.improve]
-                row.update({"improve": cfg.improve, "train_problems": improved["problems"],
-                            "train_solved": improved["solved"],
+            if cfg.improve in stages:  # .get: stages completed by an older version lack the newer counts
+                improved, trained = stages[cfg.improve], stages["policy"]
+                row.update({"improve": cfg.improve, "train_problems": improved.get("problems"),
+                            "train_solved": improved.get("solved"),
                             "improve_tokens_per_question": improved["tokens_per_question"],
-                            "policy_problems": stages["policy"]["problems"], "policy_rows": stages["policy"]["rows"],
+                            "policy_problems": trained.get("problems"), "policy_rows": trained.get("rows"),
                             f"{cfg.improve}_train_correct": improved["correct"],
                             f"{cfg.improve}_train_trajectories": improved["trajectories"],
                             "sample_correct": stages["sample"]["correct"]})
