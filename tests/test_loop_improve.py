@@ -258,6 +258,13 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
     assert (out / "search" / "round_0" / "search" / "done.json").is_file()
     assert (out / "sampling" / "round_0" / "sampling" / "done.json").is_file()
     assert search[0]["improve"] == "search" and sampling[0]["improve"] == "sampling"
+    searched = json.loads((out / "search" / "round_0" / "search" / "done.json").read_text())
+    found = read_jsonl(out / "search" / "round_0" / "search" / "trajectories.jsonl")
+    assert search[0]["train_problems"] == 4 and search[0]["train_solved"] == searched["solved"] == \
+        len({r["question"] for r in found if r["reward"] > 0})
+    assert search[0]["improve_tokens_per_question"] == searched["tokens_per_question"]
+    assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"], sampling[0]["train_solved"],
+                                                            None, None]
     # the RFT run spent about the search's tokens per problem
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
     assert target == search[0]["tokens_per_question"]
