@@ -62,3 +62,25 @@ def test_two_processes_shard_generation_and_train_together(tmp_path):
     evaluated = json.loads((out / "round_0" / "eval" / "results.json").read_text())
     assert all(len(m["per_question"]) == 4 for m in evaluated["methods"].values())  # both shards merged
     assert not list(out.glob("**/*.tmp"))
+
+
+def test_two_processes_run_the_rft_baseline_at_a_measured_training_budget(tmp_path):
+    """improve=sampling with a training search budget unlike evaluation's: rank 0 measures the
+    training search's tokens per problem and both ranks sample their own problems to it."""
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(REPO / "recipes" / "iterate.py"),
+               "--output-dir", str(out), "--no-progress", *TINY, "improve=sampling",
+               "search.train_knobs={num_simulations: 3}"]
+    run_launcher(command, tmp_path, env)
+    parts = [read_jsonl(out / "round_0" / f"sampling/tokens.rank{r}-of-2.jsonl") for r in (0, 1)]
+    for r, part in enumerate(parts):
+        assert {p["index"] for p in part} == set(range(r, TRAIN_QUESTIONS, 2))
+        assert all(p["row"]["rollouts"] >= 1 for p in part)
+    done = json.loads((out / "round_0" / "sampling" / "done.json").read_text())
+    assert done["world_size"] == 2 and done["problems"] == TRAIN_QUESTIONS and done["target_tokens"] > 0
+    evaluated = json.loads((out / "round_0" / "eval" / "done.json").read_text())
+    assert done["target_tokens"] != evaluated["tokens_per_question"]  # measured, not the held-out search's
+    assert not (out / "round_0" / "search").exists()
+    rows = read_jsonl(out / "rounds.jsonl")
+    assert rows[0]["improve"] == "sampling" and rows[0]["train_problems"] == TRAIN_QUESTIONS

@@ -4,6 +4,7 @@
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [--print-config] [key=value ...]
     tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
+    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
 It builds a batch of random reasoning trees whose value estimates are informative but noisy (what
@@ -148,6 +149,26 @@ def run_loop(args: argparse.Namespace) -> int:
         print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>10}{shown[2]:>10}{r['tokens_per_question']:>8.0f}"
               f"{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
+    return 0
+
+
+def run_bench_loop(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tsllm.bench_loop import print_loop_table, run_loop_bench, write_json
+    from tsllm.config import ConfigError, load_config
+    from tsllm.loop import LoopConfig
+
+    try:
+        output_dir = args.output_dir or load_config(LoopConfig, args.config, args.overrides).output_dir + "-bench-loop"
+        result = run_loop_bench(args.config, list(args.overrides), output_dir, progress=not args.no_progress)
+    except ConfigError as error:
+        print(f"tsllm: {error}", file=sys.stderr)
+        return 2
+    print_loop_table(result)
+    out = Path(args.out or Path(output_dir) / "bench_loop.json")
+    write_json(result, out)
+    print(f"results: {out}")
     return 0
 
 
@@ -342,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--allow-illegal-steps", action="store_true",
                     help="let searches keep proposed steps that break the task's rules (env.legal_step)")
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
-    bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search)")
+    bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search; "
+                                         "loop: the search loop against the RFT loop)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     engine = bench_sub.add_parser("engine", help="tse/prf/vcn of MCTS-α vs flat sampling on one backend")
     engine.add_argument("--backend", choices=["hf", "vllm"], default="hf")
@@ -360,12 +382,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
                              "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
+    loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
+                                             "one warm start, per round")
+    loop.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    loop.add_argument("--output-dir", help="where both runs live, in search/ and sampling/ "
+                                           "(default: the config's output_dir + '-bench-loop')")
+    loop.add_argument("--out", metavar="FILE.json", help="the table and both runs' rounds "
+                                                         "(default: OUTPUT_DIR/bench_loop.json)")
+    loop.add_argument("--no-progress", action="store_true", help="no progress bars")
+    loop.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both runs")
     args = parser.parse_args(argv)
 
     if args.command == "run":
         return run_loop(args)
     if args.command == "eval":
         return run_eval(args, parser)
+    if args.command == "bench" and args.bench == "loop":
+        return run_bench_loop(args)
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 

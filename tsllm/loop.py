@@ -1,13 +1,23 @@
 """The AlphaZero-style iteration loop (DESIGN.md section 1).
 
-Round k, with policy_k (round 0: the warm-started policy):
-  sample  N trajectories per training question with policy_k       -> trajectories.jsonl
-  value   train value_k on every sampled trajectory so far          -> model/
+Round k, with policy_k (round 0: the warm-started policy) and pool_k, the round's training
+problems (`Task.pool(k)`: the same every round unless the task draws fresh ones):
+  sample  N trajectories per pool_k problem with policy_k            -> trajectories.jsonl
+  value   train value_k on every sampled trajectory so far (and, with
+          value_from_search, on earlier rounds' improve trajectories) -> model/
   eval    policy_k greedy, the configured search (policy_k, value_k)
-          and CoT-SC at about the search's token budget, on held-out -> metrics.json
-  search  the configured search on training questions with value_k  -> trajectories.jsonl
-  policy  LoRA SFT of policy_k on the correct search trajectories    -> model/ (policy_k+1)
+          and CoT-SC at about the search's token budget, on held-out  -> results.json
+  improve `search` (improve=search): the search at its training budget
+          (search.train_knobs / train_max_tokens) on all of pool_k;
+          or `sampling` (improve=sampling, the RFT baseline): rollouts
+          of policy_k per problem until each has spent about the
+          generated tokens the training search spends per problem     -> trajectories.jsonl
+  policy  LoRA SFT of policy_k on the correct improve trajectories of
+          rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
+Each row also says how many pool problems the improve stage solved (`train_solved`), how many
+distinct problems the policy's data holds (`policy_problems`), the improve mode and its generated
+tokens per problem (`improve_tokens_per_question`).
 
 Every stage writes under <output_dir>/round_<k>/<stage>/ through a temporary sibling folder that
 is renamed into place with its done.json last, so a stage is either complete or absent. On
@@ -45,6 +55,13 @@ from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings
+
+# The training search's tokens per problem, when its budget differs from evaluation's, are
+# measured on this many pool problems (a mean over a few dozen searches is stable enough to size
+# the RFT baseline's sampling).
+MEASURED_PROBLEMS = 32
+# A safety stop for a policy whose rollouts generate (almost) nothing: sampling passes per chunk.
+MAX_SAMPLING_PASSES = 64
 
 # ------------------------------------------------------------------------------- stages
 
@@ -92,9 +109,16 @@ class Loop:
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)
         self.env = self.task.env
-        self.train, self.test = self.task.problems()
+        self.test = self.task.test_problems()
+        self._pools: dict[int, list] = {}
         self._generator = None
         self._generator_policy: str | None = None
+
+    def pool(self, k: int) -> list:
+        """Round k's training problems (the task's; asked once per round)."""
+        if k not in self._pools:
+            self._pools[k] = self.task.pool(k)
+        return self._pools[k]
 
     # --- models -------------------------------------------------------------------------
     def generator(self, policy: str):
@@ -150,7 +174,7 @@ class Loop:
     def sample(self, k: int, policy: str) -> dict:
         def work(tmp: Path) -> dict:
             pv = self.policy_value(policy, None)
-            mine = self._rollout_rows(pv, dist.shard(self.train), self.config.samples_per_question,
+            mine = self._rollout_rows(pv, dist.shard(self.pool(k)), self.config.samples_per_question,
                                       f"sample round {k}")
             rows = dist.merge_parts(tmp, "trajectories", mine)
             if rows is None:  # not the main process: its part is written
@@ -178,32 +202,40 @@ class Loop:
             from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
             files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
+            if self.config.value_from_search:  # rounds before k: this round's improve stage comes later
+                files += [str(self.improve_folder(j) / "trajectories.jsonl") for j in range(k)]
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
             return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["train_loss"],
+                    "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
                     "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
 
-    def _search(self, policy: str, value: str, problems: list[dict], label: str):
+    def _search(self, policy: str, value: str, problems: list[dict], label: str, training: bool = True):
         from tsllm.search import get_algorithm
         from tsllm.types import Budget
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
+        knobs, max_tokens = s.budget(training)
         pv = self.policy_value(policy, value)
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
-            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=s.max_tokens), **s.knobs)
+            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=max_tokens), **knobs)
         return outs, pv
+
+    def improve_folder(self, k: int) -> Path:
+        """Where round k's policy data is written: the `search` or `sampling` stage."""
+        return self.out / f"round_{k}" / self.config.improve
 
     def search(self, k: int, policy: str, value: str) -> dict:
         def work(tmp: Path) -> dict:
-            mine = dist.shard(self.train)
+            mine = dist.shard(self.pool(k))
             outs, _ = self._search(policy, value, [p for _, p in mine], f"search round {k}")
             found, spent = [], []
             for (index, _), out in zip(mine, outs):
@@ -220,18 +252,92 @@ class Loop:
                 return {}
             write_jsonl(rows, tmp / "trajectories.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
+                    "solved": solved_problems(rows), "problems": len(budgets),
                     "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
 
         return run_stage(self.out / f"round_{k}" / "search", work)
+
+    def search_tokens(self, k: int, policy: str, value: str, evaluated: dict) -> float:
+        """Generated tokens per problem the training search spends in round k: the held-out
+        search's when training and evaluation share a budget (same policy, value and knobs), else
+        measured by the training search on the first MEASURED_PROBLEMS pool problems (what it
+        finds there is dropped: the RFT data must come from sampling alone)."""
+        s = self.config.search
+        if s.budget(training=True) == s.budget(training=False):
+            return evaluated["tokens_per_question"]
+        mean = None
+        if dist.is_main():  # a few dozen searches: one process measures, the others wait for the number
+            outs, _ = self._search(policy, value, self.pool(k)[:MEASURED_PROBLEMS], f"measure search round {k}")
+            mean = sum(out.budget.tokens for out in outs) / len(outs)
+        return dist.broadcast(mean)
+
+    def sampling(self, k: int, policy: str, tokens_per_question: float) -> dict:
+        """The RFT baseline's improve stage: rollouts of `policy` on every pool problem until the
+        problem has spent about `tokens_per_question` generated tokens."""
+        def work(tmp: Path) -> dict:
+            pv = self.policy_value(policy, None)
+            mine = dist.shard(self.pool(k))
+            found, spent = self._sample_to_budget(pv, mine, tokens_per_question, f"sampling round {k}")
+            rows, budgets = dist.merge_parts(tmp, "trajectories", found), dist.merge_parts(tmp, "tokens", spent)
+            if rows is None:
+                return {}
+            write_jsonl(rows, tmp / "trajectories.jsonl")
+            return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
+                    "solved": solved_problems(rows), "problems": len(budgets), "target_tokens": tokens_per_question,
+                    "rollouts_per_question": sum(b["rollouts"] for b in budgets) / len(budgets),
+                    "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
+
+        return run_stage(self.out / f"round_{k}" / "sampling", work)
+
+    def _sample_to_budget(self, pv, problems: list[tuple[int, Any]], target: float, label: str):
+        """(index, row) of each distinct rollout end, and (index, {tokens, rollouts}) per problem.
+        A problem draws more rollouts while one more, of its mean length so far, would bring its
+        spend closer to `target` (so it stops within half a rollout of it, and draws one at least);
+        each pass asks for the whole rollouts the shortfall holds, batched over the chunk's problems."""
+        found, spent = [], []
+        for chunk in chunks(problems, 32, label, self.progress):
+            states = [self.env.initial_state(p) for _, p in chunk]
+            used, drawn, seen = [0] * len(chunk), [0] * len(chunk), [set() for _ in chunk]
+            rows: list[list[dict]] = [[] for _ in chunk]
+            for _ in range(MAX_SAMPLING_PASSES):
+                want = {}
+                for i in range(len(chunk)):
+                    if not drawn[i]:
+                        want[i] = 1
+                        continue
+                    mean = max(1.0, used[i] / drawn[i])  # this problem's rollouts: lengths differ by problem
+                    if used[i] + mean / 2 < target:
+                        want[i] = max(1, int((target - used[i]) / mean))  # floor: lengths vary, top up next pass
+                if not want:
+                    break
+                for n in sorted(set(want.values())):
+                    batch = [i for i, m in want.items() if m == n]
+                    for i, rollouts in zip(batch, pv.rollout([states[i] for i in batch], n)):
+                        for r in rollouts:
+                            used[i] += r.token_count
+                            drawn[i] += 1
+                            end = states[i]
+                            for step in r.actions:
+                                end = self.env.step(end, step)
+                            if end not in seen[i]:
+                                seen[i].add(end)
+                                rows[i].append(self.task.row(end, "sampling", r.token_count))
+            for i, (index, _) in enumerate(chunk):
+                found += [(index, row) for row in rows[i]]
+                spent.append((index, {"tokens": used[i], "rollouts": drawn[i]}))
+        return found, spent
 
     def train_policy(self, k: int, policy: str) -> dict:
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
-            files = [self.out / f"round_{j}" / "search" / "trajectories.jsonl" for j in range(k + 1)]
-            chosen = self.task.policy_rows([r for f in files for r in read_jsonl(f)])  # correct / top-reward
-            if not chosen:  # the search found nothing to learn from: keep the policy
-                return {"policy": policy, "loss": None, "skipped": "no search trajectories to learn from"}
+            # replay: every round's improve data so far, each (problem, path) once
+            files = [self.improve_folder(j) / "trajectories.jsonl" for j in range(k + 1)]
+            chosen = self.task.policy_rows(distinct_paths([r for f in files for r in read_jsonl(f)]))
+            data = {"rows": len(chosen), "problems": len({r["question"] for r in chosen})}
+            if not chosen:  # the improve stage found nothing to learn from: keep the policy
+                return {"policy": policy, "loss": None, **data,
+                        "skipped": f"no {self.config.improve} trajectories to learn from"}
             if dist.is_main():
                 write_jsonl(chosen, tmp / "policy_data.jsonl")
             dist.barrier()
@@ -242,7 +348,7 @@ class Loop:
                                                      output_dir=str(tmp), **settings))
             return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
-                    "trainer_processes": metrics["world_size"]}
+                    "trainer_processes": metrics["world_size"], **data}
 
         return run_stage(self.out / f"round_{k}" / "policy", work)
 
@@ -260,7 +366,8 @@ class Loop:
 
             s, task = self.config.search, self.task
             methods = ["greedy", s.algorithm, task.baseline]
-            knobs = {"greedy": {}, s.algorithm: {"max_tokens": s.max_tokens, **s.knobs},
+            search_knobs, max_tokens = s.budget(training=False)
+            knobs = {"greedy": {}, s.algorithm: {"max_tokens": max_tokens, **search_knobs},
                      task.baseline: dict(task.baseline_knobs)}
             mine = dist.shard(self.test)
             results: dict[str, dict] = {}
@@ -309,7 +416,13 @@ class Loop:
                 stages["value"] = self.train_value(k, policy)
                 value = stages["value"]["value"]
                 stages["eval"] = self.evaluate(k, policy, value)
-                stages["search"] = self.search(k, policy, value)
+                if cfg.improve == "search":
+                    stages["search"] = self.search(k, policy, value)
+                else:
+                    # a complete stage (on resume) needs no target; every rank takes the main's view
+                    pending = dist.broadcast(not (self.out / f"round_{k}" / "sampling" / "done.json").is_file())
+                    target = self.search_tokens(k, policy, value, stages["eval"]) if pending else None
+                    stages["sampling"] = self.sampling(k, policy, target)
                 stages["policy"] = self.train_policy(k, policy)
             row = {"round": k, **{key: v for key, v in stages["eval"].items() if key != "seconds"},
                    "value_loss": stages.get("value", {}).get("loss"),
@@ -317,10 +430,15 @@ class Loop:
                    "wall_seconds": sum(s.get("seconds", 0.0) for s in stages.values()),
                    "elapsed_this_run": time.perf_counter() - round_start,
                    **{f"{name}_seconds": s.get("seconds") for name, s in stages.items()}}
-            if "search" in stages:
-                row["search_train_correct"] = stages["search"]["correct"]
-                row["search_train_trajectories"] = stages["search"]["trajectories"]
-                row["sample_correct"] = stages["sample"]["correct"]
+            if cfg.improve in stages:  # .get: stages completed by an older version lack the newer counts
+                improved, trained = stages[cfg.improve], stages["policy"]
+                row.update({"improve": cfg.improve, "train_problems": improved.get("problems"),
+                            "train_solved": improved.get("solved"),
+                            "improve_tokens_per_question": improved["tokens_per_question"],
+                            "policy_problems": trained.get("problems"), "policy_rows": trained.get("rows"),
+                            f"{cfg.improve}_train_correct": improved["correct"],
+                            f"{cfg.improve}_train_trajectories": improved["trajectories"],
+                            "sample_correct": stages["sample"]["correct"]})
             rows.append(row)
             if self.tracker is not None:
                 self.tracker.log(row, step=k)
@@ -328,6 +446,22 @@ class Loop:
                 policy = stages["policy"]["policy"]
         self.total_seconds = time.perf_counter() - start
         return rows
+
+
+def distinct_paths(rows: list[dict]) -> list[dict]:
+    """`rows` with each (question, steps) once, the first kept (rounds are read in order)."""
+    seen, out = set(), []
+    for row in rows:
+        key = (row["question"], json.dumps(row["steps"]))
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def solved_problems(rows: list[dict]) -> int:
+    """Distinct problems with at least one correct trajectory among `rows`."""
+    return len({r["question"] for r in rows if r["reward"] > 0})
 
 
 def check_output_dir(config: LoopConfig, mode: Literal["refuse", "resume", "overwrite"] = "refuse") -> None:

@@ -185,6 +185,11 @@ class SearchSection:
                                           "stopping rule")
     legal_steps_only: bool = option(True, "drop proposed steps that break the task's rules (env.legal_step), "
                                           "AlphaZero's legal-move mask")
+    # AlphaZero trains on its strongest affordable search; evaluation may use another budget
+    train_knobs: dict[str, Any] = option(
+        {}, "knobs laid over `knobs` for the search on the training pool (the policy's data), e.g. "
+            "{num_simulations: 12}; {}: evaluation's knobs", reset_with="algorithm")
+    train_max_tokens: int | None = option(None, "generated tokens allowed per training problem; null: max_tokens")
 
     def validate(self) -> None:
         from tsllm.search import ALGORITHMS
@@ -192,12 +197,22 @@ class SearchSection:
         if self.algorithm not in ALGORITHMS:
             raise bad("search.algorithm", f"unknown algorithm {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}")
         valid = algorithm_knobs(self.algorithm)
-        for name, value in self.knobs.items():
-            if name not in valid:
-                raise bad(f"search.knobs.{name}", f"{self.algorithm} has no knob {name!r}; its knobs: {sorted(valid)}")
-            check_knob(f"search.knobs.{name}", value, valid[name])
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise bad("search.max_tokens", f"must be >= 1 or null, got {self.max_tokens}")
+        for key in ("knobs", "train_knobs"):
+            for name, value in getattr(self, key).items():
+                if name not in valid:
+                    raise bad(f"search.{key}.{name}", f"{self.algorithm} has no knob {name!r}; "
+                                                      f"its knobs: {sorted(valid)}")
+                check_knob(f"search.{key}.{name}", value, valid[name])
+        for key in ("max_tokens", "train_max_tokens"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise bad(f"search.{key}", f"must be >= 1 or null, got {getattr(self, key)}")
+
+    def budget(self, training: bool) -> tuple[dict[str, Any], int | None]:
+        """(knobs, max_tokens) of the search on the training pool (`training`) or on held-out problems."""
+        if not training:
+            return dict(self.knobs), self.max_tokens
+        tokens = self.max_tokens if self.train_max_tokens is None else self.train_max_tokens
+        return {**self.knobs, **self.train_knobs}, tokens
 
 
 # ------------------------------------------------------------------------- other sections
@@ -313,7 +328,8 @@ class LoopConfig:
                                                  "config.json, rounds.jsonl, plots")
     rounds: int = option(2, "search-then-train rounds (a final evaluation follows the last)")
     seed: int = option(0, "seed of the problem split, sampling, search and every trainer")
-    train_questions: int = option(128, "training questions used per round")
+    train_questions: int = option(128, "the training pool: problems sampled and improved on (searched, or "
+                                       "sampled for RFT) every round, all of them each round")
     test_questions: int = option(128, "held-out questions for evaluation (fewer: noisier accuracies)")
     base_model: str | None = option(None, "the starting policy, a causal-LM folder; null: build the tiny "
                                           "model and warm-start it")
@@ -337,6 +353,12 @@ class LoopConfig:
     value: ValueSection = option(ValueSection(), ValueSection.__doc__)
     policy: PolicySection = option(PolicySection(), PolicySection.__doc__)
     search: SearchSection = option(SearchSection(), "the tree search")
+    improve: Literal["search", "sampling"] = option(
+        "search", "what each round's policy data comes from: `search`, the tree search on the training pool; "
+                  "`sampling`, the RFT baseline: rollouts of the current policy until each problem has spent "
+                  "about the generated tokens the training search spends per problem that round")
+    value_from_search: bool = option(False, "also train the value model on the improve stage's trajectories of "
+                                            "earlier rounds (not only on the samples); unmeasured, so off")
     tracking: TrackingSection = option(TrackingSection(), "metrics tracking")
 
     def validate(self) -> None:

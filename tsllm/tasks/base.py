@@ -6,7 +6,8 @@ its problems and its policy/value bridge:
 
 - `check(settings, training)`   config errors before any work, naming the key (classmethod)
 - `env`                          the MDP (tsllm/envs/*), wrapped, never changed
-- `train_problems()` / `test_problems()`  the training pool and the held-out problems
+- `train_problems()` / `test_problems()`  the training problems and the held-out problems
+- `pool(round)`                  the problems loop round `round` samples and improves on
 - `warmstart_rows()`             trajectories the tiny policy is warm-started on
 - `policy_value(...)`            the PolicyValueFn search and sampling use
 - `row(state, source, tokens)`   one trajectories.jsonl row of a finished path
@@ -18,6 +19,18 @@ its problems and its policy/value bridge:
 Seeds: a task's training problems come from `train_seed(seed)`, its held-out ones from
 `held_out_seed(seed)`, the warm start's own problems from `warmstart_seed(seed)`, so the three
 never share a generator stream.
+
+Fresh problems per round: the loop asks `pool(k)` for round k's training pool (train_questions
+problems). The default is the same pool every round (the first train_questions of
+`train_problems()`). A task with a generator overrides it to draw a new pool per round, e.g. from
+a stream seeded by `(train_seed(seed), k)`, never overlapping `test_problems()`:
+
+    def pool(self, round: int) -> list[dict]:
+        rng = random.Random(f"{train_seed(self.settings.seed)}-{round}")
+        return draw_problems(rng, self.settings.train_questions, exclude=self.held_out_keys())
+
+The held-out set never changes with the round. A pool's problems are plain values the task's
+env takes (`env.initial_state(problem)`); the loop identifies a problem by its row's question text.
 """
 
 from __future__ import annotations
@@ -148,8 +161,13 @@ class Task:
         raise NotImplementedError
 
     def problems(self) -> tuple[list[Any], list[Any]]:
-        """(train, test): the first train_questions of the pool, and the held-out problems."""
-        return self.train_problems()[: self.settings.train_questions], self.test_problems()
+        """(train, test): round 0's training pool, and the held-out problems."""
+        return self.pool(0), self.test_problems()
+
+    def pool(self, round: int) -> list[Any]:
+        """The training problems of loop round `round` (see the module doc); default: the first
+        train_questions of `train_problems()`, the same every round."""
+        return self.train_problems()[: self.settings.train_questions]
 
     def warmstart_rows(self) -> list[dict]:
         """Trajectories to warm-start the tiny policy on when base_model is unset; a task without

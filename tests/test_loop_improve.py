@@ -1,0 +1,271 @@
+"""What each round improves on: the whole training pool, fresh pools from a task that draws them,
+replay with one row per (problem, path), the training search's own budget, and the RFT baseline
+(`improve=sampling`: rollouts at the search's generated tokens per problem)."""
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from tsllm import tasks
+from tsllm.cli import main
+from tsllm.config import ConfigError, load_config
+from tsllm.envs.base import TextEnv
+from tsllm.loop import Loop, LoopConfig, distinct_paths, solved_problems
+from tsllm.tasks.base import TaskSettings, TextTask
+
+TINY = ["rounds=2", "train_questions=4", "test_questions=3", "warmstart.max_seconds=4", "samples_per_question=2",
+        "max_step_tokens=8", "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1",
+        "policy.num_train_epochs=1", "tracking.report_to=none",
+        "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- pure logic
+
+def test_replay_keeps_each_problem_and_path_once():
+    rows = [{"question": "a", "steps": ["x"], "reward": 1.0, "source": "round 0"},
+            {"question": "a", "steps": ["x"], "reward": 1.0, "source": "round 1"},  # the same path again
+            {"question": "a", "steps": ["y"], "reward": 1.0, "source": "round 1"},
+            {"question": "b", "steps": ["x"], "reward": -1.0, "source": "round 1"}]
+    kept = distinct_paths(rows)
+    assert [(r["question"], r["steps"], r["source"]) for r in kept] == \
+        [("a", ["x"], "round 0"), ("a", ["y"], "round 1"), ("b", ["x"], "round 1")]
+    assert solved_problems(rows) == 1
+
+
+class CountingEnv:
+    """States are (problem, steps taken); a rollout's single step says how long it was."""
+
+    def initial_state(self, problem):
+        return (problem, ())
+
+    def step(self, state, step):
+        return (state[0], state[1] + (step,))
+
+
+class FixedLengthRollouts:
+    """Every rollout of problem p costs lengths[p] tokens; the n-th one of a problem ends in step n,
+    except that problem 'same' always ends in the same step (duplicates are written once)."""
+
+    def __init__(self, lengths):
+        self.lengths, self.drawn, self.calls = lengths, {p: 0 for p in lengths}, []
+
+    def rollout(self, states, n):
+        self.calls.append(n)
+        out = []
+        for problem, _ in states:
+            rollouts = []
+            for _ in range(n):
+                self.drawn[problem] += 1
+                step = "s" if problem == "same" else f"s{self.drawn[problem]}"
+                rollouts.append(SimpleNamespace(actions=[step], token_count=self.lengths[problem]))
+            out.append(rollouts)
+        return out
+
+
+def sampler():
+    loop = object.__new__(Loop)
+    loop.env, loop.progress = CountingEnv(), False
+    loop.task = SimpleNamespace(row=lambda end, source, tokens: {"question": end[0], "steps": list(end[1]),
+                                                                 "source": source, "tokens": tokens})
+    return loop
+
+
+def test_sampling_spends_about_the_target_tokens_per_problem():
+    pv = FixedLengthRollouts({"short": 10, "long": 45, "same": 20, "huge": 500})
+    problems = list(enumerate(["short", "long", "same", "huge"]))
+    found, spent = sampler()._sample_to_budget(pv, problems, target=200, label="test")
+    by_problem = {problems[i][1]: s for i, s in spent}
+    for name, s in by_problem.items():
+        length = pv.lengths[name]
+        assert s["rollouts"] == pv.drawn[name] and s["tokens"] == s["rollouts"] * length
+        if length < 200:  # within half a rollout of the target
+            assert abs(s["tokens"] - 200) <= length / 2 + 1e-9, (name, s)
+    assert by_problem["huge"] == {"tokens": 500, "rollouts": 1}  # one rollout is the least a problem gets
+    rows = {problems[i][1]: [r for j, r in found if j == i] for i in range(4)}
+    assert len(rows["short"]) == by_problem["short"]["rollouts"] == 20
+    assert len(rows["same"]) == 1  # one row per distinct end
+    assert all(r["source"] == "sampling" for _, r in found)
+    assert len(pv.calls) < 20  # batched: a pass asks for the whole shortfall, not one rollout at a time
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_training_search_budget_lies_over_evaluation_s(tmp_path):
+    cfg = load_config(LoopConfig, None, ["search.train_knobs={num_simulations: 12}", "search.max_tokens=900",
+                                         "search.train_max_tokens=3000"])
+    assert cfg.search.budget(training=False) == ({"num_simulations": 6, "width": 8, "parallel_simulations": 3}, 900)
+    assert cfg.search.budget(training=True) == ({"num_simulations": 12, "width": 8, "parallel_simulations": 3}, 3000)
+    plain = load_config(LoopConfig, None, [])
+    assert plain.search.budget(training=True) == plain.search.budget(training=False)
+    assert plain.improve == "search" and plain.value_from_search is False
+    # a later layer choosing another algorithm starts the training knobs afresh, as it does the knobs
+    (tmp_path / "run.yaml").write_text("search:\n  train_knobs: {num_simulations: 12}\n")
+    other = load_config(LoopConfig, tmp_path / "run.yaml", ["search.algorithm=bfs"])
+    assert other.search.train_knobs == {}
+
+
+@pytest.mark.parametrize("override, message", [
+    (["search.train_knobs={bogus: 1}"], "config key 'search.train_knobs.bogus': mcts_alpha has no knob"),
+    (["search.train_knobs={num_simulations: 0}"], "config key 'search.train_knobs.num_simulations': must be an int"),
+    (["search.train_max_tokens=0"], "config key 'search.train_max_tokens': must be >= 1"),
+    (["improve=rollouts"], "config key 'improve'"),
+    (["value_from_search=maybe"], "config key 'value_from_search'"),
+])
+def test_improve_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(LoopConfig, None, override)
+
+
+# ----------------------------------------------------------------------------- real loops
+
+class SuccessorEnv(TextEnv):
+    """'the number after n': one step, `Answer: n+1` (tests/tasks/test_custom_task.py's task)."""
+
+    template = "After {question} comes:\n"
+
+    def __init__(self, template: str | None = None):
+        super().__init__(max_steps=2, template=template)
+
+    def gold_of(self, problem):
+        return problem["answer"]
+
+    def is_final_step(self, step: str) -> bool:
+        return step.startswith("Answer:")
+
+    def extract_answer(self, text: str):
+        found = re.findall(r"Answer: (-?\d+)", text[-200:])
+        return found[-1] if found else None
+
+    def check(self, problem, text: str) -> bool:
+        return self.extract_answer(text) == problem["answer"]
+
+
+def problem(n: int) -> dict:
+    return {"question": str(n), "answer": str(n + 1)}
+
+
+class SuccessorTask(TextTask):
+    """The same pool every round (the Task default); warm-started on other numbers' answers."""
+
+    name = "successor"
+
+    @classmethod
+    def make_env(cls, settings: TaskSettings, template: str | None = None):
+        return SuccessorEnv(template)
+
+    def train_problems(self) -> list[dict]:
+        return [problem(n) for n in range(self.settings.train_questions)]
+
+    def test_problems(self) -> list[dict]:
+        return [problem(n) for n in range(500, 500 + self.settings.test_questions)]
+
+    def warmstart_rows(self) -> list[dict]:
+        return [{"question": p["question"], "steps": [f"Answer: {p['answer']}"], "reward": 1.0,
+                 "task": self.name, "source": "warmstart"} for p in map(problem, range(1000, 1040))]
+
+
+class FreshSuccessorTask(SuccessorTask):
+    """A generator task: a new training pool every round, the held-out set fixed."""
+
+    name = "fresh_successor"
+
+    def pool(self, round: int) -> list[dict]:
+        first = 100 * (round + 1)
+        return [problem(n) for n in range(first, first + self.settings.train_questions)]
+
+
+@pytest.fixture
+def registered():
+    for cls in (SuccessorTask, FreshSuccessorTask):
+        tasks.register(cls)
+    yield
+    for cls in (SuccessorTask, FreshSuccessorTask):
+        tasks.unregister(cls.name)
+
+
+def test_the_default_pool_is_the_same_every_round():
+    task = SuccessorTask(TaskSettings(train_questions=5))
+    assert task.pool(0) == task.pool(3) == task.train_problems()[:5] == task.problems()[0]
+
+
+def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_path, registered):
+    out = tmp_path / "run"
+    assert main(["run", "--output-dir", str(out), "--no-progress", "task=fresh_successor", "improve=sampling",
+                 "value_from_search=true", *TINY]) == 0
+    for k in (0, 1):  # round k samples and improves on pool k
+        wanted = [str(n) for n in range(100 * (k + 1), 100 * (k + 1) + 4)]
+        assert sorted({r["question"] for r in read_jsonl(out / f"round_{k}" / "sample" / "trajectories.jsonl")}) \
+            == wanted
+        improved = read_jsonl(out / f"round_{k}" / "sampling" / "trajectories.jsonl")
+        assert {r["question"] for r in improved} == set(wanted) and {r["source"] for r in improved} == {"sampling"}
+        assert not (out / f"round_{k}" / "search").exists()
+    for k in (0, 1, 2):  # the held-out set never moves
+        evaluated = json.loads((out / f"round_{k}" / "eval" / "results.json").read_text())
+        assert [q["question"] for q in evaluated["methods"]["greedy"]["per_question"]] == ["500", "501", "502"]
+
+    # value_from_search: round 1's value model also reads round 0's improve trajectories
+    assert json.loads((out / "round_1" / "value" / "done.json").read_text())["data_files"] == \
+        ["round_0/sample/trajectories.jsonl", "round_1/sample/trajectories.jsonl",
+         "round_0/sampling/trajectories.jsonl"]
+    rows = read_jsonl(out / "rounds.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    for k in (0, 1):
+        done = json.loads((out / f"round_{k}" / "sampling" / "done.json").read_text())
+        evaluated = json.loads((out / f"round_{k}" / "eval" / "done.json").read_text())
+        # same budget for training and evaluation: the held-out search's tokens are the target
+        assert done["target_tokens"] == evaluated["tokens_per_question"]
+        assert rows[k]["improve"] == "sampling" and rows[k]["train_problems"] == 4
+        assert rows[k]["improve_tokens_per_question"] == done["tokens_per_question"]
+        assert rows[k]["train_solved"] == done["solved"]
+        policy = json.loads((out / f"round_{k}" / "policy" / "done.json").read_text())
+        assert rows[k]["policy_problems"] == policy["problems"]
+    # replay: round 1's policy data holds round 0's solved problems too, each path once
+    replayed = [r for j in (0, 1) for r in read_jsonl(out / f"round_{j}" / "sampling" / "trajectories.jsonl")
+                if r["reward"] > 0]
+    distinct = {(r["question"], json.dumps(r["steps"])) for r in replayed}
+    assert rows[1]["policy_rows"] == len(distinct)
+    assert rows[1]["policy_problems"] == len({q for q, _ in distinct}) >= rows[0]["policy_problems"]
+    if distinct:
+        data = read_jsonl(out / "round_1" / "policy" / "policy_data.jsonl")
+        assert len({(r["question"], json.dumps(r["steps"])) for r in data}) == len(data) == len(distinct)
+
+
+def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsys, registered):
+    out = tmp_path / "bench"
+    tiny = [*TINY[1:], "rounds=1", "task=successor"]
+    assert main(["bench", "loop", "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    printed = capsys.readouterr().out
+    assert "last round greedy: search loop" in printed
+    result = json.loads((out / "bench_loop.json").read_text())
+    assert [(r["round"], r["mode"]) for r in result["table"]] == \
+        [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
+    assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
+    search, sampling = (result["runs"][m] for m in ("search", "sampling"))
+    # round 0 is shared: the same numbers, and the sampling run's stages name its own folder
+    assert search[0]["greedy_accuracy"] == sampling[0]["greedy_accuracy"]
+    assert search[0]["search_accuracy"] == sampling[0]["search_accuracy"]
+    assert json.loads((out / "sampling" / "warmstart" / "done.json").read_text())["policy"] == \
+        str(out / "sampling" / "warmstart" / "model")
+    assert json.loads((out / "sampling" / "round_0" / "value" / "done.json").read_text())["value"] == \
+        str(out / "sampling" / "round_0" / "value" / "model")
+    assert (out / "search" / "round_0" / "search" / "done.json").is_file()
+    assert (out / "sampling" / "round_0" / "sampling" / "done.json").is_file()
+    assert search[0]["improve"] == "search" and sampling[0]["improve"] == "sampling"
+    searched = json.loads((out / "search" / "round_0" / "search" / "done.json").read_text())
+    found = read_jsonl(out / "search" / "round_0" / "search" / "trajectories.jsonl")
+    assert search[0]["train_problems"] == 4 and search[0]["train_solved"] == searched["solved"] == \
+        len({r["question"] for r in found if r["reward"] > 0})
+    assert search[0]["improve_tokens_per_question"] == searched["tokens_per_question"]
+    assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"], sampling[0]["train_solved"],
+                                                            None, None]
+    # the RFT run spent about the search's tokens per problem
+    target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
+    assert target == search[0]["tokens_per_question"]
+    assert sampling[0]["improve_tokens_per_question"] > 0
