@@ -133,3 +133,28 @@ def test_killed_loop_resumes_to_the_same_result(tmp_path):
     assert _summary(killed) == _summary(straight)
     assert _summary(killed)["rounds"] == [0, 1]
     assert not list(killed.glob("round_*/*.tmp"))  # nothing half-written left behind
+    # the finished run, moved elsewhere and named by a relative path, resumes from its own models
+    # (stage results name them relative to the run folder) and redoes nothing
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    straight.rename(moved)
+    before = {str(p.relative_to(moved)): p.read_text() for p in moved.glob("**/done.json")}
+    again = subprocess.run([*_tsllm(Path("moved"))], cwd=moved.parent, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {str(p.relative_to(moved)): p.read_text() for p in moved.glob("**/done.json")} == before
+    assert all(str(tmp_path / "straight") not in text for text in before.values())
+
+
+def test_output_dir_is_checked_at_start_for_what_it_holds(tmp_path, monkeypatch):
+    config = load_config(LoopConfig, None, [f"output_dir={tmp_path / 'run'}", "rounds=1"])
+    (tmp_path / "run" / "round_0").mkdir(parents=True)  # stages with no config.json: whose are they?
+    with pytest.raises(ConfigError, match=r"holds stage folders \(round_0\) but no config.json.*--overwrite"):
+        check_output_dir(config)
+    check_output_dir(config, "overwrite")
+    (tmp_path / "run" / "round_1").write_text("x")  # a file where a stage folder goes
+    with pytest.raises(ConfigError, match=r"holds files where the run's stage folders go \(\['round_1'\]\)"):
+        check_output_dir(config)
+    (tmp_path / "run" / "round_1").unlink()
+    monkeypatch.chdir(tmp_path)  # the same run by a relative path is the same run, not "a different config"
+    check_output_dir(load_config(LoopConfig, None, ["output_dir=run", "rounds=1"]))

@@ -165,10 +165,10 @@ class Loop:
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
                                                      task=self.task.name, output_dir=str(tmp), **settings))
-            return {"policy": str(self.out / "warmstart" / "model"), "loss": metrics["eval_loss"],
+            return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
-        return run_stage(self.out / "warmstart", work, resumable=False)["policy"]
+        return self.model_path(run_stage(self.out / "warmstart", work, resumable=False)["policy"])
 
     # --- stages -----------------------------------------------------------------------
     def sample(self, k: int, policy: str) -> dict:
@@ -208,7 +208,7 @@ class Loop:
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), **settings))
-            return {"value": str(self.out / f"round_{k}" / "value" / "model"), "loss": metrics["train_loss"],
+            return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
                     "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
@@ -336,7 +336,7 @@ class Loop:
             chosen = self.task.policy_rows(distinct_paths([r for f in files for r in read_jsonl(f)]))
             data = {"rows": len(chosen), "problems": len({r["question"] for r in chosen})}
             if not chosen:  # the improve stage found nothing to learn from: keep the policy
-                return {"policy": policy, "loss": None, **data,
+                return {"policy": self.stored_path(policy), "loss": None, **data,
                         "skipped": f"no {self.config.improve} trajectories to learn from"}
             if dist.is_main():
                 write_jsonl(chosen, tmp / "policy_data.jsonl")
@@ -346,7 +346,7 @@ class Loop:
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
                                                      output_dir=str(tmp), **settings))
-            return {"policy": str(self.out / f"round_{k}" / "policy" / "model"),
+            return {"policy": f"round_{k}/policy/model",
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}
 
@@ -402,6 +402,18 @@ class Loop:
 
         return run_stage(self.out / f"round_{k}" / "eval", work)
 
+    # --- model paths in stage results ---------------------------------------------------
+    # Stages record the models they write relative to the run folder, so a run folder moved or
+    # copied elsewhere resumes from its own models; a model outside it (base_model) is absolute.
+    def model_path(self, stored: str) -> str:
+        return stored if Path(stored).is_absolute() else str(self.out / stored)
+
+    def stored_path(self, path: str) -> str:
+        try:
+            return str(Path(path).relative_to(self.out))
+        except ValueError:
+            return str(Path(path).resolve())
+
     # --- the run ------------------------------------------------------------------------
     def run(self) -> list[dict]:
         cfg, rows = self.config, []
@@ -414,7 +426,7 @@ class Loop:
             else:
                 stages = {"sample": self.sample(k, policy)}
                 stages["value"] = self.train_value(k, policy)
-                value = stages["value"]["value"]
+                value = self.model_path(stages["value"]["value"])
                 stages["eval"] = self.evaluate(k, policy, value)
                 if cfg.improve == "search":
                     stages["search"] = self.search(k, policy, value)
@@ -443,7 +455,7 @@ class Loop:
             if self.tracker is not None:
                 self.tracker.log(row, step=k)
             if k < cfg.rounds:
-                policy = stages["policy"]["policy"]
+                policy = self.model_path(stages["policy"]["policy"])
         self.total_seconds = time.perf_counter() - start
         return rows
 
@@ -470,14 +482,30 @@ def check_output_dir(config: LoopConfig, mode: Literal["refuse", "resume", "over
     out = Path(config.output_dir)
     saved = out / "config.json"
     current = to_dict(config)
+    stages = [p for p in (out.glob("round_*") if out.is_dir() else []) if p.name.split("_")[-1].isdigit()]
+    stages += [out / "warmstart"] if (out / "warmstart").exists() else []
+    if not saved.is_file() and stages and mode != "overwrite":
+        raise ConfigError(f"output dir {out} holds stage folders ({', '.join(sorted(p.name for p in stages))}) "
+                          "but no config.json, so which run wrote them is unknown; pass --overwrite to start "
+                          "over there, or choose another --output-dir")
     if saved.is_file():
         previous = json.loads(saved.read_text())
+        # the run folder is the run's identity: the same run named by another path (relative or
+        # absolute, or after a move) is the same run
+        same = {k: v for k, v in previous.items() if k != "output_dir"} == \
+            {k: v for k, v in current.items() if k != "output_dir"}
         if mode == "overwrite":
             shutil.rmtree(out)
-        elif previous != current and mode != "resume":
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        elif not same and mode != "resume":
+            changed = sorted(k for k in set(previous) | set(current)
+                             if k != "output_dir" and previous.get(k) != current.get(k))
             raise ConfigError(f"output dir {out} holds a run with a different config (keys {changed}); "
                               "pass --resume to continue it with this config, --overwrite to start over, "
                               "or choose another --output-dir")
     out.mkdir(parents=True, exist_ok=True)
+    blocked = [p.name for p in [out / "warmstart", *(out / f"round_{k}" for k in range(config.rounds + 1))]
+               if p.exists() and not p.is_dir()]
+    if blocked:  # found now, not after the warm start has run
+        raise ConfigError(f"output dir {out} holds files where the run's stage folders go ({blocked}); "
+                          "remove them or choose another --output-dir")
     saved.write_text(json.dumps(current, indent=1) + "\n")
