@@ -62,7 +62,7 @@ class Problems:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         if args.task == "prontoqa":
-            depth = {"min_depth": args.min_depth, "max_depth": args.max_depth}
+            depth = {"min_depth": args.min_depth, "max_depth": args.max_depth, "distractors": args.distractors}
             self.test = prontoqa.generate(args.test, seed=args.seed + 10_000, **depth)
             # fresh problems every round, from seeds no other set uses
             self.pools = [prontoqa.generate(args.pool, seed=args.seed + 1 + 100 * k, **depth)
@@ -77,7 +77,7 @@ class Problems:
         if a.task == "prontoqa":
             taken = {p["question"] + " " + p["query"] for p in self.test + [p for pool in self.pools for p in pool]}
             problems = prontoqa.generate(a.warm_problems, seed=a.seed + 20_000, min_depth=a.min_depth,
-                                         max_depth=a.max_depth)
+                                         max_depth=a.max_depth, distractors=a.distractors)
             return oracle_free.prontoqa_random_chaining(problems, a.warm_plays, a.stop_probability,
                                                         exclude=taken, seed=a.seed)
         rows = oracle_free.game24_random_play(a.warm_plays, exclude=[p["numbers"] for p in self.test], seed=a.seed)
@@ -307,6 +307,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--test", type=int, default=256, help="held-out problems")
     p.add_argument("--min-depth", type=int, default=1)
     p.add_argument("--max-depth", type=int, default=5)
+    p.add_argument("--distractors", type=int, default=3, help="prontoqa: rules that do not change the answer")
     p.add_argument("--improve", choices=["search", "sampling"], default="search")
     p.add_argument("--algorithm", default="bfs")
     p.add_argument("--knobs", default='{"beam_width": 2, "width": 4, "max_depth": 16}', help="search knobs (JSON)")
