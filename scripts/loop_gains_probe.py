@@ -253,6 +253,22 @@ class Probe:
         write_jsonl(rows, self.out / f"round_{k}" / "improve.jsonl")
         return correct
 
+    def reuse_round0(self, record: dict, value_files: list[str]) -> tuple[str, list[dict]]:
+        """Round 0's samples, value model and held-out numbers from an earlier probe with the same
+        warm start (what this run would compute again, seed for seed), so an RFT run only pays
+        for what differs: its improve step and after."""
+        earlier = Path(self.args.reuse_round0)
+        results = json.loads((earlier / "results.json").read_text())
+        if results["warmstart"].get("policy", results["warmstart"].get("from")) != self.args.warm_from:
+            raise SystemExit(f"--reuse-round0 {earlier} started from another warm start than --warm-from")
+        keep = ("value_wall_s", "value_cpu_s", "sample_correct", "greedy", "search", "greedy_tokens", "search_tokens",
+                "greedy_by_depth", "eval_greedy_wall_s", "eval_greedy_cpu_s", "eval_search_wall_s", "eval_search_cpu_s")
+        record.update({key: results["rounds"][0][key] for key in keep}, reused_from=str(earlier))
+        samples = earlier / "round_0" / "samples.jsonl"
+        value_files.append(str(samples))
+        rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+        return str(earlier / "round_0" / "value" / "model"), rows
+
     # --- the run --------------------------------------------------------------------
     def run(self) -> None:
         a = self.args
@@ -266,12 +282,15 @@ class Probe:
                 self.evaluate(policy, value, record)
                 break
             pool = self.problems.pools[k]
-            with Clock(record, "value"):
-                rollout_rows = self.rollouts(policy, pool, a.value_samples)
-                value_files.append(str(write_jsonl(rollout_rows, self.out / f"round_{k}" / "samples.jsonl")))
-                value = self.train_value(k, policy, value_files)
-            record["sample_correct"] = sum(r["reward"] > 0 for r in rollout_rows)
-            self.evaluate(policy, value, record)
+            if k == 0 and a.reuse_round0:
+                value, rollout_rows = self.reuse_round0(record, value_files)
+            else:
+                with Clock(record, "value"):
+                    rollout_rows = self.rollouts(policy, pool, a.value_samples)
+                    value_files.append(str(write_jsonl(rollout_rows, self.out / f"round_{k}" / "samples.jsonl")))
+                    value = self.train_value(k, policy, value_files)
+                record["sample_correct"] = sum(r["reward"] > 0 for r in rollout_rows)
+                self.evaluate(policy, value, record)
             self.save()
             with Clock(record, "improve"):
                 correct = self.improve(k, policy, value, pool, rollout_rows, record)
@@ -316,6 +335,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--value-samples", type=int, default=2, help="rollouts per pool problem for the value model")
     p.add_argument("--search-value-data", action="store_true", help="also train the value on search paths")
     p.add_argument("--warm-from", help="reuse this warm-start policy folder")
+    p.add_argument("--reuse-round0", help="an earlier probe (same --warm-from): reuse its round-0 value and eval")
     p.add_argument("--warm-problems", type=int, default=2000, help="prontoqa: problems played at random")
     p.add_argument("--warm-plays", type=int, default=1, help="random plays per problem (game24: per multiset)")
     p.add_argument("--stop-probability", type=float, default=0.2)
