@@ -118,8 +118,8 @@ class Probe:
         metrics = train_policy(PolicyTrainConfig(data_files=files, task=self.args.task, output_dir=str(output),
                                                  max_length=self.args.context, seed=self.args.seed,
                                                  **model, **settings))
-        return {"eval_loss_before": metrics["eval_loss_before"], "eval_loss_after": metrics["eval_loss_after"],
-                "steps": metrics["optimizer_steps"], "examples": metrics["train_examples"]}
+        return {"eval_loss_before": metrics["eval_loss_before"], "eval_loss_after": metrics["eval_loss"],
+                "steps": metrics["global_step"], "examples": metrics["train_examples"]}
 
     def warm_start(self) -> str:
         """Random legal play, trained in segments until the held-out loss falls by less than
@@ -138,12 +138,12 @@ class Probe:
                 folder = self.out / "warmstart" / f"segment_{segment}"
                 metrics = self.train(base, [str(data)], folder, use_lora=False, min_reward=None,
                                      learning_rate=a.warm_lr if segment == 0 else a.warm_lr / 2,
-                                     lr_scheduler_type="cosine", warmup_ratio=0.05, per_device_batch_size=8,
-                                     num_epochs=a.warm_epochs if segment == 0 else a.warm_epochs / 2,
+                                     lr_scheduler_type="cosine", warmup_ratio=0.05, per_device_train_batch_size=8,
+                                     num_train_epochs=a.warm_epochs if segment == 0 else a.warm_epochs / 2,
                                      eval_fraction=0.05)
                 record["segments"].append(metrics)
                 self.save()
-                base, previous, loss = str(folder), loss, metrics["eval_loss_after"]
+                base, previous, loss = str(folder / "model"), loss, metrics["eval_loss_after"]
                 if previous is not None and previous - loss < a.warm_tolerance * previous:
                     break
             record["policy"] = base
@@ -204,8 +204,9 @@ class Probe:
         from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
         folder = self.out / f"round_{k}" / "value"
-        train_value(ValueTrainConfig(train_files=files, backbone=policy, task=self.args.task, output_dir=str(folder),
-                                     epochs=2, lr=5e-4, per_device_batch_size=32, max_length=self.args.context,
+        train_value(ValueTrainConfig(data_files=files, base_model=policy, task=self.args.task, output_dir=str(folder),
+                                     num_train_epochs=2, learning_rate=5e-4, per_device_train_batch_size=32,
+                                     max_length=self.args.context,
                                      seed=self.args.seed, resume=False))
         return str(folder / "model")
 
@@ -305,9 +306,9 @@ class Probe:
                 with Clock(record, "policy"):
                     record["policy_train"] = self.train(policy, [str(data)], self.out / f"round_{k}" / "policy",
                                                         use_lora=False, learning_rate=a.policy_lr,
-                                                        num_epochs=a.policy_epochs, per_device_batch_size=8,
+                                                        num_train_epochs=a.policy_epochs, per_device_train_batch_size=8,
                                                         lr_scheduler_type="cosine", eval_fraction=0.05)
-                policy = str(self.out / f"round_{k}" / "policy")
+                policy = str(self.out / f"round_{k}" / "policy" / "model")
             self.save()
             print(json.dumps(record), flush=True)
         self.results["total_wall_s"] = round(time.perf_counter() - start_wall, 1)
