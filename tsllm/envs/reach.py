@@ -182,10 +182,13 @@ def generate(n: int, seed: Hashable, exclude: Iterable[Key] = (), depth_weights:
 
 def random_play(problem: Mapping[str, Any], rng: random.Random, max_moves: int = MAX_MOVES) -> list[str]:
     """Legal steps with random allowed moves for a random number (0..max_moves) of moves, then the
-    answer line of the value reached: the rules, whatever value it ends on."""
+    answer line of the value reached: the rules, whatever value it ends on. A play stops once past
+    MAX_TARGET: no target lies beyond, so longer arithmetic there would only spend the warm start."""
     value, moves = int(problem["start"]), tuple(problem["moves"])
     lines = []
     for _ in range(rng.randint(0, max_moves)):
+        if value > MAX_TARGET:
+            break
         move = rng.choice(moves)
         lines.append(step_line(value, move))
         value = apply_move(value, move)
