@@ -1,0 +1,91 @@
+"""Reach: reach a target from a start number with a few allowed moves (tsllm/envs/reach.py).
+
+Problems come from the generator, so there are as many as a run asks for. Held-out ones from
+`held_out_seed(seed)`; training pools from `train_seed(seed)` and the round index
+(`train_problems(round=k)`: a fresh pool per round, none keyed like a held-out problem); the warm
+start's from `warmstart_seed(seed)`. `tsllm eval --data` reads a jsonl of {start, target, moves}.
+
+The warm start is oracle-free: random legal play (allowed moves, exact arithmetic, a random stop,
+then the answer line of the value reached). A play that ends on its own prompt's target is
+dropped, and so is one that ends on the target of a held-out problem or of the first
+`EXCLUDED_ROUNDS` training pools with the same start and moves: the warm start teaches the rules,
+never a solution of a problem the loop learns from or is judged on.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from tsllm.tasks import register
+from tsllm.tasks.base import TaskSettings, TextTask, check_data, held_out_seed, refuse, train_seed, warmstart_seed
+
+WARMSTART_PROBLEMS = 4000
+PLAYS_PER_PROBLEM = 2
+EXCLUDED_ROUNDS = 8  # training pools whose solutions the warm start must not contain
+
+
+@register
+class ReachTask(TextTask):
+    name = "reach"
+    data_help = "a jsonl of {start, target, moves} rows"
+
+    @classmethod
+    def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:
+        from tsllm.envs.reach import ReachEnv
+
+        return ReachEnv(strict=settings.strict, template=template)
+
+    @classmethod
+    def check(cls, settings: TaskSettings, training: bool) -> None:
+        super().check(settings, training)
+        if training:
+            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
+        else:
+            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
+            check_data("test_data", settings.test_data, cls.data_help)
+
+    def _held_out(self) -> list[dict]:
+        from tsllm.envs import reach
+
+        return reach.generate(self.settings.test_questions, seed=f"reach-held-out-{held_out_seed(self.settings.seed)}")
+
+    def train_problems(self, round: int = 0) -> list[dict]:
+        """Round `round`'s training pool: train_questions fresh problems, none held out."""
+        from tsllm.envs import reach
+
+        exclude = {reach.key_of(p) for p in self._held_out()}
+        seed = f"reach-train-{train_seed(self.settings.seed)}-round-{round}"
+        return reach.generate(self.settings.train_questions, seed=seed, exclude=exclude)
+
+    def test_problems(self) -> list[dict]:
+        from tsllm.envs import reach
+
+        if self.settings.test_data is None:
+            return self._held_out()
+        return reach.load_jsonl(self.settings.test_data)
+
+    def excluded_keys(self) -> set[tuple]:
+        """(start, target, moves) of every problem the warm start must hold no solution of."""
+        from tsllm.envs import reach
+
+        pools = [self._held_out()] + [self.train_problems(round=k) for k in range(EXCLUDED_ROUNDS)]
+        return {reach.key_of(p) for pool in pools for p in pool}
+
+    def warmstart_rows(self) -> list[dict]:
+        from tsllm.envs import reach
+
+        seed = warmstart_seed(self.settings.seed)
+        problems = reach.generate(WARMSTART_PROBLEMS, seed=f"reach-warmstart-{seed}")
+        excluded, rng = self.excluded_keys(), random.Random(f"reach-plays-{seed}")
+        rows = []
+        for problem in problems:
+            start, target, moves = reach.key_of(problem)
+            for _ in range(PLAYS_PER_PROBLEM):
+                steps = reach.random_play(problem, rng)
+                end = reach.end_value(start, moves, steps)
+                if end == target or (start, end, moves) in excluded:  # a solution: not for the warm start
+                    continue
+                rows.append({"question": problem["question"], "gold": [start, target, list(moves)], "steps": steps,
+                             "reward": -1.0, "task": self.name, "source": "warmstart"})
+        return rows
