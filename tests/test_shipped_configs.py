@@ -28,6 +28,7 @@ CPU_LOOPS = {  # config -> processes its launch line starts
     "configs/game24/tiny.yaml": 1,
     "configs/game24/tiny_zero2.yaml": 2,
     "configs/prontoqa/tiny.yaml": 1,
+    "configs/reach/tiny.yaml": 1,
 }
 TRAINERS = {  # config -> its recipe and the arguments that give it data and shrink its steps
     "configs/value/tiny.yaml": ("recipes/train_value.py", ["--demo-data", "40", "max_steps=3"]),

@@ -58,6 +58,10 @@ class ReachTask(TextTask):
         seed = f"reach-train-{train_seed(self.settings.seed)}-round-{round}"
         return reach.generate(self.settings.train_questions, seed=seed, exclude=exclude)
 
+    def pool(self, round: int) -> list[dict]:
+        """A fresh pool every round (the loop asks for round k's)."""
+        return self.train_problems(round=round)
+
     def test_problems(self) -> list[dict]:
         from tsllm.envs import reach
 
