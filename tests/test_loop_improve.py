@@ -248,13 +248,14 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
         [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
     assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
     search, sampling = (result["runs"][m] for m in ("search", "sampling"))
-    # round 0 is shared: the same numbers, and the sampling run's stages name its own folder
+    # round 0 is shared: the same numbers, and the sampling run's stages name its own models
+    # (relative to the run folder, so the copy is self-contained) and no model of the search run
     assert search[0]["greedy_accuracy"] == sampling[0]["greedy_accuracy"]
     assert search[0]["search_accuracy"] == sampling[0]["search_accuracy"]
-    assert json.loads((out / "sampling" / "warmstart" / "done.json").read_text())["policy"] == \
-        str(out / "sampling" / "warmstart" / "model")
+    assert json.loads((out / "sampling" / "warmstart" / "done.json").read_text())["policy"] == "warmstart/model"
     assert json.loads((out / "sampling" / "round_0" / "value" / "done.json").read_text())["value"] == \
-        str(out / "sampling" / "round_0" / "value" / "model")
+        "round_0/value/model"
+    assert not [p for p in (out / "sampling").glob("**/done.json") if str(out / "search") in p.read_text()]
     assert (out / "search" / "round_0" / "search" / "done.json").is_file()
     assert (out / "sampling" / "round_0" / "sampling" / "done.json").is_file()
     assert search[0]["improve"] == "search" and sampling[0]["improve"] == "sampling"
