@@ -86,5 +86,9 @@ def test_a_tiny_reach_round_runs_and_evaluates(tmp_path):
 def test_eval_names_the_file_and_line_of_a_bad_problem_row(tmp_path, capsys):
     data = tmp_path / "problems.jsonl"
     data.write_text(json.dumps({"start": 7, "target": 46, "moves": "+3"}) + "\n")
-    assert main(["eval", "--task", "reach", "--policy", str(tmp_path), "--data", str(data), "--methods", "greedy"]) == 2
+    policy = tmp_path / "policy"  # passes the model-folder check; the bad row stops eval before it loads
+    policy.mkdir()
+    (policy / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (policy / "model.safetensors").write_bytes(b"")
+    assert main(["eval", "--task", "reach", "--policy", str(policy), "--data", str(data), "--methods", "greedy"]) == 2
     assert f"{data}:1" in capsys.readouterr().err
