@@ -1,4 +1,4 @@
-"""The AlphaZero-style iteration loop (DESIGN.md section 1).
+"""The AlphaZero-style iteration loop (docs/ARCHITECTURE.md section 1).
 
 Round k, with policy_k (round 0: the warm-started policy) and pool_k, the round's training
 problems (`Task.pool(k)`: the same every round unless the task draws fresh ones):

@@ -1,4 +1,4 @@
-"""best_first: hand-worked trees (incl. the noisy-verifier failure of seed 000), budgets, batching
+"""best_first: hand-worked trees (incl. the noisy-verifier failure of the prefix-search tutorial), budgets, batching
 across roots, and a golden tree."""
 
 
@@ -28,7 +28,7 @@ NODES = {
 
 def test_one_frontier_expansion_recommends_the_visible_frontier_leaf():
     env = FixedTreeEnv(NODES)
-    # the root's expansion reveals T_0 and is free (seed 000); max_expansions=1 then expands C
+    # the root's expansion reveals T_0 and is free (the prefix-search tutorial); max_expansions=1 then expands C
     out = best_first(env, FixedTreePolicyValue(env), ["root"], budget=Budget(max_expansions=1))[0]
     # Visible: root, A, B, C, C1, C2. V(C1) = h = .5; V(C2) = 0 (terminal);
     # V(C) = max(.4 + .5, -.2 + 0) = .9; V(root) = max(.2+.3, .5+.1, .1+.9) = 1.0.

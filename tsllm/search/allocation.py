@@ -1,4 +1,4 @@
-"""Rollout allocation rules for parallel search (DORA paper, seeds/003, section 2.2 and 3.3).
+"""Rollout allocation rules for parallel search (DORA paper, "Every Rollout Counts", section 2.2 and 3.3).
 
 Each rule takes the critic scores of the candidates in a pool and an integer rollout budget and
 says how many rollouts each candidate gets at the next step:

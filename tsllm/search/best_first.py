@@ -1,4 +1,4 @@
-"""Best-first prefix search with max backup (seed 000, docs/ARCHITECTURE.md section 4).
+"""Best-first prefix search with max backup (the prefix-search tutorial, docs/ARCHITECTURE.md section 4).
 
 The visible tree grows one prefix at a time:
 - frontier: visible, unexpanded, non-terminal prefixes;
@@ -11,7 +11,7 @@ The visible tree grows one prefix at a time:
   the visible tree; `answer` is env.answer of that leaf when it is terminal, else None;
 - `root_value` = V(root) (None when the root was never expanded).
 
-The search starts, as in seed 000, from T_0 = the root and its children: the root's own expansion
+The search starts, as in the tutorial, from T_0 = the root and its children: the root's own expansion
 reveals the first frontier and is not counted against `max_expansions` (its tokens and value calls
 still count), so `Budget(max_expansions=2)` expands the root and then two frontier prefixes. The reported
 budget shows all expansions, the root's included.

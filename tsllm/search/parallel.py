@@ -1,4 +1,4 @@
-"""Parallel search with rollout allocation (DORA paper, seeds/003, Algorithm 1).
+"""Parallel search with rollout allocation (DORA paper, "Every Rollout Counts", Algorithm 1).
 
 A pool of partial solutions grows one step at a time. Step 0 gives the root all B rollouts.
 After every step the new candidates are scored by the critic and the allocation rule
