@@ -124,3 +124,36 @@ class TrainArgs:
             raise bad("lr_scheduler_type", f"unknown schedule {self.lr_scheduler_type!r}; use one of {names}")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise bad("deepspeed", f"file {self.deepspeed} does not exist (see configs/deepspeed/)")
+
+    def trainer_arguments(self, deepspeed: Any) -> dict[str, Any]:
+        """The transformers `TrainingArguments` both trainers set from these keys, the same way;
+        `deepspeed` is the DeepSpeed config (path or dict) the Trainer gets, or None."""
+        import os
+
+        import torch
+
+        return dict(
+            learning_rate=self.learning_rate,
+            num_train_epochs=self.num_train_epochs,
+            max_steps=self.max_steps,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_train_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            lr_scheduler_type=self.lr_scheduler_type,
+            warmup_steps=self.warmup_ratio,  # a float below 1 is a ratio of the total steps
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            logging_steps=self.logging_steps,
+            seed=self.seed,
+            data_seed=self.seed,
+            bf16=self.mixed_precision == "bf16",  # TRL defaults to bf16: fp32 unless asked
+            fp16=self.mixed_precision == "fp16",
+            # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
+            use_cpu=not torch.cuda.is_available() and deepspeed is None,
+            deepspeed=deepspeed,
+            report_to="none",
+            include_num_input_tokens_seen="non_padding",
+            dataloader_num_workers=0,
+            disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
+            ddp_find_unused_parameters=False,
+        )

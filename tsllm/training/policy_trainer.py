@@ -198,35 +198,12 @@ def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
 
     return SFTConfig(
         output_dir=str(scratch),  # the Trainer wants one; nothing is saved there (save_strategy="no")
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **config.trainer_arguments(config.deepspeed),
         max_length=config.max_length,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-        lr_scheduler_type=config.lr_scheduler_type,
-        logging_steps=config.logging_steps,
-        seed=config.seed,
-        data_seed=config.seed,
         completion_only_loss=True,  # prompt labels are -100: learn the steps, not the question
         gradient_checkpointing=False,  # TRL turns it on by default; it only costs time on tiny models
-        # TRL defaults to bf16; fp32 unless asked (CPU, and tiny models gain nothing from bf16)
-        bf16=config.mixed_precision == "bf16",
-        fp16=config.mixed_precision == "fp16",
-        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
-        use_cpu=not torch.cuda.is_available() and config.deepspeed is None,
-        deepspeed=config.deepspeed,
-        report_to="none",
         save_strategy="no",
         eval_strategy="no",  # held-out loss is measured once before and once after training
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
-        ddp_find_unused_parameters=False,
     )
 
 

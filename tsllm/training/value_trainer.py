@@ -511,40 +511,17 @@ def training_arguments(config: ValueTrainConfig, ds_config: dict | None, configu
     """The Trainer's arguments from the config (creating them sets up the process group)."""
     from transformers import TrainingArguments
 
-    on_cpu = not torch.cuda.is_available()
     return TrainingArguments(
         output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR),
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        lr_scheduler_type=config.lr_scheduler_type,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
+        **config.trainer_arguments(ds_config),
         optim="adamw_torch",
-        logging_steps=config.logging_steps,
         logging_first_step=True,
-        seed=config.seed,
-        data_seed=config.seed,
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,  # read only with save_strategy="steps"
         save_total_limit=config.save_total_limit,
         eval_strategy="epoch",  # turned off in train_value when nothing is held out
-        bf16=config.mixed_precision == "bf16",
-        fp16=config.mixed_precision == "fp16",
-        # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
-        use_cpu=on_cpu and ds_config is None,
-        deepspeed=ds_config,
         accelerator_config={"use_configured_state": configured_state},
         remove_unused_columns=False,  # the collator's label_mask is not a model argument
-        include_num_input_tokens_seen="non_padding",
-        report_to="none",
-        dataloader_num_workers=0,
-        disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
-        ddp_find_unused_parameters=False,
     )
 
 
