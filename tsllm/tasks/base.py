@@ -235,3 +235,18 @@ class TextTask(Task):
         reward = self.env.reward(state) if self.env.is_terminal(state) else -1.0  # no answer: wrong
         return {"question": state.question, "gold": state.gold, "steps": list(state.steps), "reward": reward,
                 "task": self.name, "source": source, "tokens": tokens}
+
+
+class GeneratedTextTask(TextTask):
+    """A text task that generates its own training problems and is scored by its exact checker:
+    a loop run takes no data files and no reward model; `tsllm eval` may read held-out problems
+    from `--data`."""
+
+    @classmethod
+    def check(cls, settings: TaskSettings, training: bool) -> None:
+        super().check(settings, training)
+        if training:
+            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
+        else:
+            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
+            check_data("test_data", settings.test_data, cls.data_help)

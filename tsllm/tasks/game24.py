@@ -11,11 +11,11 @@ from typing import Any
 
 from tsllm.config import bad
 from tsllm.tasks import register
-from tsllm.tasks.base import TaskSettings, TextTask, check_data, refuse
+from tsllm.tasks.base import GeneratedTextTask, TaskSettings
 
 
 @register
-class Game24Task(TextTask):
+class Game24Task(GeneratedTextTask):
     name = "game24"
     data_help = "a Tree-of-Thoughts ranked CSV (24.csv) or a jsonl of puzzles"
 
@@ -35,11 +35,6 @@ class Game24Task(TextTask):
             if not 1 <= settings.test_questions < NUM_SOLVABLE:  # the rest is the training pool
                 raise bad("test_questions", f"Game24 has {NUM_SOLVABLE} puzzles to split into held-out and training "
                                             f"ones; choose 1..{NUM_SOLVABLE - 1}, got {settings.test_questions}")
-        if training:
-            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
-        else:
-            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
-            check_data("test_data", settings.test_data, cls.data_help)
 
     def _split(self) -> tuple[list[dict], list[dict]]:
         from tsllm.envs.game24 import split

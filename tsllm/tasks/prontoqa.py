@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from tsllm.tasks import register
-from tsllm.tasks.base import TaskSettings, TextTask, check_data, held_out_seed, refuse, train_seed, warmstart_seed
+from tsllm.tasks.base import GeneratedTextTask, TaskSettings, held_out_seed, train_seed, warmstart_seed
 
 
 @register
-class ProntoQATask(TextTask):
+class ProntoQATask(GeneratedTextTask):
     name = "prontoqa"
     data_help = "the published PrOntoQA json or a jsonl of problems"
 
@@ -23,15 +23,6 @@ class ProntoQATask(TextTask):
         from tsllm.envs.prontoqa import ProntoQAEnv
 
         return ProntoQAEnv(strict=settings.strict, template=template)
-
-    @classmethod
-    def check(cls, settings: TaskSettings, training: bool) -> None:
-        super().check(settings, training)
-        if training:
-            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
-        else:
-            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
-            check_data("test_data", settings.test_data, cls.data_help)
 
     def train_problems(self) -> list[dict]:
         from tsllm.envs import prontoqa

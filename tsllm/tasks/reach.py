@@ -14,11 +14,12 @@ never a solution of a problem the loop learns from or is judged on.
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
 from tsllm.tasks import register
-from tsllm.tasks.base import TaskSettings, TextTask, check_data, held_out_seed, refuse, train_seed, warmstart_seed
+from tsllm.tasks.base import GeneratedTextTask, TaskSettings, held_out_seed, train_seed, warmstart_seed
 
 WARMSTART_PROBLEMS = 4000
 PLAYS_PER_PROBLEM = 2
@@ -26,7 +27,7 @@ EXCLUDED_ROUNDS = 8  # training pools whose solutions the warm start must not co
 
 
 @register
-class ReachTask(TextTask):
+class ReachTask(GeneratedTextTask):
     name = "reach"
     data_help = "a jsonl of {start, target, moves} rows"
 
@@ -36,27 +37,24 @@ class ReachTask(TextTask):
 
         return ReachEnv(strict=settings.strict, template=template)
 
-    @classmethod
-    def check(cls, settings: TaskSettings, training: bool) -> None:
-        super().check(settings, training)
-        if training:
-            refuse(settings, cls.name, ("train_data", "test_data", "reward_model"), "generates its own problems")
-        else:
-            refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
-            check_data("test_data", settings.test_data, cls.data_help)
-
-    def _held_out(self) -> list[dict]:
+    @functools.cached_property
+    def _held_out(self) -> list[dict]:  # drawn once: every pool and the warm start exclude it
         from tsllm.envs import reach
 
         return reach.generate(self.settings.test_questions, seed=f"reach-held-out-{held_out_seed(self.settings.seed)}")
+
+    @functools.cached_property
+    def _held_out_keys(self) -> set[tuple]:
+        from tsllm.envs import reach
+
+        return {reach.key_of(p) for p in self._held_out}
 
     def train_problems(self, round: int = 0) -> list[dict]:
         """Round `round`'s training pool: train_questions fresh problems, none held out."""
         from tsllm.envs import reach
 
-        exclude = {reach.key_of(p) for p in self._held_out()}
         seed = f"reach-train-{train_seed(self.settings.seed)}-round-{round}"
-        return reach.generate(self.settings.train_questions, seed=seed, exclude=exclude)
+        return reach.generate(self.settings.train_questions, seed=seed, exclude=self._held_out_keys)
 
     def pool(self, round: int) -> list[dict]:
         """A fresh pool every round (the loop asks for round k's)."""
@@ -66,14 +64,14 @@ class ReachTask(TextTask):
         from tsllm.envs import reach
 
         if self.settings.test_data is None:
-            return self._held_out()
+            return self._held_out
         return reach.load_jsonl(self.settings.test_data)
 
     def excluded_keys(self) -> set[tuple]:
         """(start, target, moves) of every problem the warm start must hold no solution of."""
         from tsllm.envs import reach
 
-        pools = [self._held_out()] + [self.train_problems(round=k) for k in range(EXCLUDED_ROUNDS)]
+        pools = [self._held_out] + [self.train_problems(round=k) for k in range(EXCLUDED_ROUNDS)]
         return {reach.key_of(p) for pool in pools for p in pool}
 
     def warmstart_rows(self) -> list[dict]:
