@@ -3,18 +3,17 @@ replay with one row per (problem, path), the training search's own budget, and t
 (`improve=sampling`: rollouts at the search's generated tokens per problem)."""
 
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from tests.tasks.test_custom_task import NextNumberTask, problem
 from tsllm import tasks
 from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
-from tsllm.envs.base import TextEnv
 from tsllm.loop import Loop, LoopConfig, distinct_paths, solved_problems
-from tsllm.tasks.base import TaskSettings, TextTask
+from tsllm.tasks.base import TaskSettings
 
 TINY = ["rounds=2", "train_questions=4", "test_questions=3", "warmstart.max_seconds=4", "samples_per_question=2",
         "max_step_tokens=8", "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1",
@@ -59,12 +58,12 @@ class FixedLengthRollouts:
     def rollout(self, states, n):
         self.calls.append(n)
         out = []
-        for problem, _ in states:
+        for question, _ in states:
             rollouts = []
             for _ in range(n):
-                self.drawn[problem] += 1
-                step = "s" if problem == "same" else f"s{self.drawn[problem]}"
-                rollouts.append(SimpleNamespace(actions=[step], token_count=self.lengths[problem]))
+                self.drawn[question] += 1
+                step = "s" if question == "same" else f"s{self.drawn[question]}"
+                rollouts.append(SimpleNamespace(actions=[step], token_count=self.lengths[question]))
             out.append(rollouts)
         return out
 
@@ -125,46 +124,11 @@ def test_improve_config_errors_name_the_key(override, message):
 
 # ----------------------------------------------------------------------------- real loops
 
-class SuccessorEnv(TextEnv):
-    """'the number after n': one step, `Answer: n+1` (tests/tasks/test_custom_task.py's task)."""
-
-    template = "After {question} comes:\n"
-
-    def __init__(self, template: str | None = None):
-        super().__init__(max_steps=2, template=template)
-
-    def gold_of(self, problem):
-        return problem["answer"]
-
-    def is_final_step(self, step: str) -> bool:
-        return step.startswith("Answer:")
-
-    def extract_answer(self, text: str):
-        found = re.findall(r"Answer: (-?\d+)", text[-200:])
-        return found[-1] if found else None
-
-    def check(self, problem, text: str) -> bool:
-        return self.extract_answer(text) == problem["answer"]
-
-
-def problem(n: int) -> dict:
-    return {"question": str(n), "answer": str(n + 1)}
-
-
-class SuccessorTask(TextTask):
-    """The same pool every round (the Task default); warm-started on other numbers' answers."""
+class SuccessorTask(NextNumberTask):
+    """tests/tasks/test_custom_task.py's "number after n" task with the same pool every round (the
+    Task default), warm-started on other numbers' answers."""
 
     name = "successor"
-
-    @classmethod
-    def make_env(cls, settings: TaskSettings, template: str | None = None):
-        return SuccessorEnv(template)
-
-    def train_problems(self) -> list[dict]:
-        return [problem(n) for n in range(self.settings.train_questions)]
-
-    def test_problems(self) -> list[dict]:
-        return [problem(n) for n in range(500, 500 + self.settings.test_questions)]
 
     def warmstart_rows(self) -> list[dict]:
         return [{"question": p["question"], "steps": [f"Answer: {p['answer']}"], "reward": 1.0,
