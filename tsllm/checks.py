@@ -24,6 +24,8 @@ def model_folder_problem(path: str, kind: str) -> str | None:
     """Whether `path` is a saved model of `kind` (policy / value / reward) with safetensors weights."""
     suffix, what = MODEL_KINDS[kind]
     folder = Path(path)
+    if not folder.exists():
+        return f"{path} does not exist; give {what}"
     if not folder.is_dir():
         return f"{path} is not a folder; give {what}"
     config = folder / "config.json"

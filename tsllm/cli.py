@@ -248,17 +248,12 @@ def check_eval_inputs(args: argparse.Namespace, task_cls) -> None:
 
 
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from pathlib import Path
 
     from tsllm.config import ConfigError
     from tsllm.distributed import device
     from tsllm.envs.base import DataError
     from tsllm.evaluate import evaluate_methods, print_table, save_results
 
-    for flag in ("policy", "value"):
-        path = getattr(args, flag)
-        if path and not Path(path).exists():
-            parser.error(f"--{flag} {path} does not exist")
     task_cls, settings = eval_task(args, parser)
     knobs = eval_methods(args, parser, task_cls)
     check_eval_inputs(args, task_cls)
