@@ -46,10 +46,11 @@ def test_warm_start_rows_are_legal_play_and_solve_no_pool_or_held_out_problem():
             assert env.legal_step(state, step), (row, step)  # no flawed steps
             state = env.step(state, step)
         assert env.is_terminal(state) and env.reward(state) == -1.0 == row["reward"]  # not its own solution
-        end = reach.end_value(start, moves, row["steps"])
-        assert end not in targets[start, moves]  # nor a solution of any problem the loop uses
+        assert state.steps == tuple(row["steps"])  # written as the env writes them
+        passed = reach.play(start, moves, row["steps"])
+        assert not set(passed) & targets[start, moves]  # nor a solution of any problem the loop uses
         lengths.add(len(row["steps"]))
-    assert lengths == set(range(1, reach.MAX_MOVES + 2))  # stops after 0..MAX_MOVES moves
+    assert lengths == set(range(1, reach.MAX_STEPS + 1))  # plays end by passing the target or at the cap
 
 
 def test_a_tiny_reach_round_runs_and_evaluates(tmp_path):

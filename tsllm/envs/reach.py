@@ -5,16 +5,20 @@ A problem is a start, a target and the moves allowed (drawn per problem from `MO
     Start 7, reach 46, moves +3 *2.
     7 * 2 = 14
     14 + 3 = 17
-    ...
-    Answer: 46
+    17 + 3 = 20
+    20 + 3 = 23
+    23 * 2 = 46
 
-A step is one line `value op operand = result`: the current value, one of the problem's moves and
-the exact result. The line `Answer: n` states the current value and ends the episode. Reward +1
-iff the answer is the target (and, with `strict`, every step was legal), else -1.
+The env is the game engine, as in AlphaZero: the policy chooses a move, the env applies it. A
+step is the policy's line naming one of the problem's moves (`14 + 3 = 17`; whatever value and
+result the line states); the env rewrites it as that move applied to the current value with the
+exact result, so the policy's context always holds the true values. The game ends when the value
+reaches the target (+1), passes it (-1: the moves never decrease a value), after `max_steps`
+moves (-1), or at a line that names no allowed move (-1: a broken rule).
 
-The rules are local and short (one operation on the current value), so random legal play teaches
-them; the strategy (which move brings the target closer) is the same on every problem, so what
-the search finds on training problems carries over to held-out ones.
+So the rules (write a line naming an allowed move) are easy and random play teaches them; the
+strategy (which move, given the value, the target and the moves) is the same on every problem,
+so what the search finds on training problems can carry over to held-out ones.
 
 Generator (`generate`): start 1..MAX_START, a move set of MOVES_PER_PROBLEM moves from the menu, a
 shortest-solution length drawn from `DEPTH_WEIGHTS` (1 to MAX_MOVES moves, found by BFS) and a
@@ -41,13 +45,13 @@ MAX_START = 20
 MAX_TARGET = 200
 MAX_MOVES = 6  # the longest shortest solution; the episode is MAX_MOVES steps and the answer line
 DEPTH_WEIGHTS = (1, 1, 1, 1, 1, 1)  # relative frequency of shortest-solution lengths 1..MAX_MOVES
+MAX_STEPS = MAX_MOVES + 1  # moves in an episode: one more than the longest shortest solution
 MAX_DIGITS = 6  # longer numbers are not legal steps (the policy's text is bounded, not evaluated)
 
 Key = tuple[int, int, tuple[str, ...]]  # (start, target, moves): what makes two problems the same
 
 _NUMBER = rf"(0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
 _STEP_RE = re.compile(rf"^{_NUMBER} ([+*]) {_NUMBER} = {_NUMBER}$", re.ASCII)
-_ANSWER_RE = re.compile(rf"^Answer: {_NUMBER}$", re.ASCII)
 _MOVE_RE = re.compile(r"^([+*])([1-9][0-9]?)$", re.ASCII)
 _QUESTION_RE = re.compile(rf"^Start {_NUMBER}, reach {_NUMBER}, moves ((?:[+*][1-9][0-9]? ?)+)\.$", re.ASCII)
 
@@ -62,30 +66,29 @@ def step_line(value: int, move: str) -> str:
     return f"{value} {move[0]} {move[1:]} = {apply_move(value, move)}"
 
 
-def answer_line(value: int) -> str:
-    return f"Answer: {value}"
-
-
 def parse_step(line: str) -> tuple[int, str, int] | None:
     """(value, move, result) of a step line as written (not checked), or None."""
     match = _STEP_RE.match(line.strip()) if isinstance(line, str) else None
     return None if match is None else (int(match[1]), f"{match[2]}{match[3]}", int(match[4]))
 
 
-def parse_answer(line: str) -> int | None:
-    match = _ANSWER_RE.match(line.strip()) if isinstance(line, str) else None
-    return None if match is None else int(match[1])
-
-
-def next_value(value: int, moves: Sequence[str], line: str) -> int | None:
-    """The value after a legal step line from `value`, or None when the line breaks a rule."""
+def named_move(moves: Sequence[str], line: str) -> str | None:
+    """The allowed move a step line names (whatever value and result it states), or None."""
     parsed = parse_step(line)
-    if parsed is None:
-        return None
-    stated, move, result = parsed
-    if stated != value or move not in moves or apply_move(value, move) != result:
-        return None
-    return result
+    return parsed[1] if parsed is not None and parsed[1] in moves else None
+
+
+def play(start: int, moves: Sequence[str], lines: Sequence[str]) -> list[int] | None:
+    """The values after each line when the env applies the moves they name, or None when a line
+    names no allowed move (a broken rule)."""
+    values, value = [], start
+    for line in lines:
+        move = named_move(moves, line)
+        if move is None:
+            return None
+        value = apply_move(value, move)
+        values.append(value)
+    return values
 
 
 def question_text(start: int, target: int, moves: Sequence[str]) -> str:
@@ -118,12 +121,12 @@ def distances(start: int, moves: Sequence[str], max_moves: int = MAX_MOVES,
 
 
 def shortest_solution(start: int, target: int, moves: Sequence[str], max_moves: int = MAX_MOVES) -> list[str] | None:
-    """The step lines of one shortest path from start to target, then the answer line, or None."""
+    """The step lines of one shortest path from start to target, or None."""
     parent: dict[int, tuple[int, str]] = {}
     frontier, seen = [start], {start}
     for _ in range(max_moves + 1):
         if target in seen:
-            lines, value = [answer_line(target)], target
+            lines, value = [], target
             while value != start:
                 prev, move = parent[value]
                 lines.insert(0, step_line(prev, move))
@@ -180,29 +183,17 @@ def generate(n: int, seed: Hashable, exclude: Iterable[Key] = (), depth_weights:
     return problems
 
 
-def random_play(problem: Mapping[str, Any], rng: random.Random, max_moves: int = MAX_MOVES) -> list[str]:
-    """Legal steps with random allowed moves for a random number (0..max_moves) of moves, then the
-    answer line of the value reached: the rules, whatever value it ends on. A play stops once past
-    MAX_TARGET: no target lies beyond, so longer arithmetic there would only spend the warm start."""
-    value, moves = int(problem["start"]), tuple(problem["moves"])
+def random_play(problem: Mapping[str, Any], rng: random.Random, max_moves: int = MAX_STEPS) -> list[str]:
+    """Random allowed moves until the game ends (the target reached or passed, or max_moves moves):
+    the rules, whatever the outcome. The play never stops by itself before the end, so the policy
+    it teaches always names a move while the game is on."""
+    value, target, moves = int(problem["start"]), int(problem["target"]), tuple(problem["moves"])
     lines = []
-    for _ in range(rng.randint(0, max_moves)):
-        if value > MAX_TARGET:
-            break
+    while len(lines) < max_moves and value < target:
         move = rng.choice(moves)
         lines.append(step_line(value, move))
         value = apply_move(value, move)
-    return lines + [answer_line(value)]
-
-
-def end_value(start: int, moves: Sequence[str], lines: Sequence[str]) -> int | None:
-    """The value a legal trace reaches (the answer it states), or None when any line breaks a rule."""
-    value: int | None = start
-    for line in lines[:-1]:
-        value = next_value(value, moves, line)
-        if value is None:
-            return None
-    return value if lines and parse_answer(lines[-1]) == value else None
+    return lines
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -224,14 +215,14 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 # --- the environment -------------------------------------------------------------------------
 class ReachEnv(TextEnv):
-    """Reach as an MDP over lines; terminal at the answer line or after max_steps lines (default:
-    MAX_MOVES steps and the answer). The gold key is (start, target, moves)."""
+    """Reach as an MDP over lines, the env applying the moves (see the module doc). The gold key is
+    (start, target, moves); the target is in the question, so ending the game when it is reached
+    reveals nothing the policy does not see."""
 
     template = "{question}\n"
 
-    def __init__(self, max_steps: int = MAX_MOVES + 1, template: str | None = None, strict: bool = True):
+    def __init__(self, max_steps: int = MAX_STEPS, template: str | None = None):
         super().__init__(max_steps=max_steps, template=template)
-        self.strict = strict
 
     def question_text(self, problem: Any) -> str:
         return question_text(*self._key(problem))
@@ -254,44 +245,49 @@ class ReachEnv(TextEnv):
         start, target, moves = state.gold
         return make_problem(start, target, moves)
 
-    def is_final_step(self, step: str) -> bool:
-        return isinstance(step, str) and step.strip().startswith("Answer:")
+    def step(self, state: TextState, action: str) -> TextState:
+        """Apply the move the line names to the current value and write the exact line; a line that
+        names no allowed move is kept as written (it ends the game as a loss)."""
+        child = super().step(state, action)
+        start, _, moves = state.gold
+        values = play(start, moves, state.steps)
+        move = named_move(moves, child.steps[-1])
+        if values is None or move is None:
+            return child
+        line = step_line(values[-1] if values else start, move)
+        return TextState(child.question, state.steps + (line,), child.gold)
 
-    def extract_answer(self, text: str) -> int | None:
-        """The number on the last answer line, or None."""
-        if not isinstance(text, str):
-            return None
-        for line in reversed(text.split("\n")):
-            if self.is_final_step(line):
-                return parse_answer(line)
+    def values(self, state: TextState) -> list[int] | None:
+        return play(state.gold[0], state.gold[2], state.steps)
+
+    def is_terminal(self, state: TextState) -> bool:
+        if len(state.steps) >= self.max_steps:
+            return True
+        values = self.values(state) if state.steps else []
+        return values is None or (bool(values) and values[-1] >= state.gold[1])
+
+    def is_final_step(self, step: str) -> bool:  # the end is decided from the values, in is_terminal
+        return False
+
+    def answer(self, state: TextState) -> int | None:
+        """The value reached (None before the first move or after a broken rule)."""
+        values = self.values(state) if state.steps else None
+        return values[-1] if values else None
+
+    def extract_answer(self, text: str) -> int | None:  # needs the start and moves: see `answer`
         return None
 
     def check(self, problem: Any, text: str) -> bool:
+        """Whether the lines, applied from the start, end exactly on the target."""
         start, target, moves = self._key(problem)
         if not isinstance(text, str):
             return False
-        if not self.strict:
-            return self.extract_answer(text) == target
-        lines = [line.strip() for line in text.split("\n") if line.strip()]
-        return end_value(start, moves, lines) == target
-
-    def current_value(self, state: TextState) -> int | None:
-        """The value after the state's steps, or None once a step broke a rule or answered."""
-        start, _, moves = state.gold
-        value: int | None = start
-        for line in state.steps:
-            if value is None or self.is_final_step(line):
-                return None
-            value = next_value(value, moves, line)
-        return value
+        values = play(start, moves, [line for line in text.split("\n") if line.strip()][:self.max_steps])
+        return bool(values) and values[-1] == target and all(v < target for v in values[:-1])
 
     def legal_step(self, state: TextState, step: str) -> bool:
-        """The rules, judged without the target: a step applies one allowed move to the current
-        value and states the exact result; an answer line states the current value. After an
-        illegal history (a sampled path, never a searched one) nothing more is ruled out."""
-        value = self.current_value(state)
-        if value is None:
-            return not any(self.is_final_step(line) for line in state.steps)
-        if self.is_final_step(step):
-            return parse_answer(step) == value
-        return next_value(value, state.gold[2], step) is not None
+        """The rules, judged without the target: a line names one of the problem's moves. Once a
+        line broke a rule (a sampled path, never a searched one) nothing more is ruled out."""
+        if self.values(state) is None:
+            return True
+        return named_move(state.gold[2], step) is not None

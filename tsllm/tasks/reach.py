@@ -5,11 +5,11 @@ Problems come from the generator, so there are as many as a run asks for. Held-o
 (`train_problems(round=k)`: a fresh pool per round, none keyed like a held-out problem); the warm
 start's from `warmstart_seed(seed)`. `tsllm eval --data` reads a jsonl of {start, target, moves}.
 
-The warm start is oracle-free: random legal play (allowed moves, exact arithmetic, a random stop,
-then the answer line of the value reached). A play that ends on its own prompt's target is
-dropped, and so is one that ends on the target of a held-out problem or of the first
-`EXCLUDED_ROUNDS` training pools with the same start and moves: the warm start teaches the rules,
-never a solution of a problem the loop learns from or is judged on.
+The warm start is oracle-free: random legal play (random allowed moves, written as the env writes
+them, until the game ends by passing the target or by the move cap). A play that reaches its own
+prompt's target is dropped, and so is one that passes through the target of a held-out problem or
+of the first `EXCLUDED_ROUNDS` training pools with the same start and moves: the warm start teaches
+the rules, never a solution of a problem the loop learns from or is judged on.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class ReachTask(GeneratedTextTask):
     def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:
         from tsllm.envs.reach import ReachEnv
 
-        return ReachEnv(strict=settings.strict, template=template)
+        return ReachEnv(template=template)
 
     @functools.cached_property
     def _held_out(self) -> list[dict]:  # drawn once: every pool and the warm start exclude it
@@ -85,8 +85,9 @@ class ReachTask(GeneratedTextTask):
             start, target, moves = reach.key_of(problem)
             for _ in range(PLAYS_PER_PROBLEM):
                 steps = reach.random_play(problem, rng)
-                end = reach.end_value(start, moves, steps)
-                if end == target or (start, end, moves) in excluded:  # a solution: not for the warm start
+                reached = reach.play(start, moves, steps)
+                # every value a play passes is the end of a solution of (start, value, moves)
+                if target in reached or any((start, v, moves) in excluded for v in reached):
                     continue
                 rows.append({"question": problem["question"], "gold": [start, target, list(moves)], "steps": steps,
                              "reward": -1.0, "task": self.name, "source": "warmstart"})
