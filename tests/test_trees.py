@@ -26,7 +26,7 @@ def snapshot_nodes(snap: dict) -> list[dict]:
 @pytest.mark.parametrize("algorithm, knobs", [
     ("mcts_alpha", {"num_simulations": 6, "width": 3, "add_noise": True, "temperature": 1.0}),
     ("bfs", {"beam_width": 2, "width": 3}), ("gumbel_mcts", {"num_simulations": 6, "width": 3}),
-    ("parallel_rebase", {"num_rollouts": 6}), ("cot_greedy", {}),
+    ("parallel_rebase", {"num_rollouts": 6}), ("cot_greedy", {}), ("cot_sc", {"k": 6}),
 ])
 def test_tree_json_matches_the_search_output(algorithm, knobs):
     env = FixedTreeEnv(random_tree(depth=4, branching=3, seed=3))
@@ -70,8 +70,7 @@ def test_eval_trees_on_a_real_policy_writes_json_per_question_and_the_page(model
     methods = json.loads(out.read_text())["methods"]
     page = (trees / "index.html").read_text()
     shown = embedded_trees(page)
-    assert set(shown) == {"greedy", "mcts_alpha"} and not (trees / "cot_sc").exists()  # flat samples: no tree
-    assert "cot_sc" in page
+    assert list(shown) == ["greedy", "mcts_alpha", "cot_sc"]  # cot_sc: the trie of its samples
     env = Game24Env()
     for method, per_question in ((m, methods[m]["per_question"]) for m in shown):
         files = sorted((trees / method).glob("*.json"))
@@ -96,7 +95,7 @@ def test_the_page_shows_model_text_only_as_text():
                       {"id": 1, "parent": 0, "depth": 1, "step": hostile, "prior": 1.0, "value": 0.5, "q": 0.5,
                        "visits": 1, "terminal": True, "reward": -1.0, "chosen": True}],
             "chosen_path": [0, 1]}
-    page = render_html({"bfs": [tree], "cot_sc": None})
+    page = render_html({"bfs": [tree], "treeless": None})
     assert "alert(1)</script>" not in page and "<b>x</b>" not in page
     assert page.count("<script") == 2  # the data and the drawing code, nothing injected
     assert embedded_trees(page) == {"bfs": [tree]}

@@ -7,8 +7,8 @@
 The page is static (inline script, no server, no network): it opens from disk. Model text is
 untrusted, so the page only ever sets it as text (`textContent`), never as markup. Trees come
 from `SearchOutput.tree` (tsllm.search.tree.snapshot), replayed from the root state with each
-node's action to name its step and read the rewards of its ends; methods that keep no tree
-(cot_sc, best_of_n: flat samples) are listed as such.
+node's action to name its step and read the rewards of its ends (cot_sc and best_of_n report
+the trie of their samples); a method whose outputs keep no tree is listed as such.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def render_html(pages: dict[str, list[dict[str, Any]] | None]) -> str:
     sections = []
     for method, trees in pages.items():
         if trees is None:
-            sections.append(f"<h2>{html.escape(method)}</h2><p class=note>no tree: flat samples</p>")
+            sections.append(f"<h2>{html.escape(method)}</h2><p class=note>no tree kept</p>")
             continue
         items = "".join(
             f'<li><a href="#{html.escape(method)}/{t["index"]}">{"&#10003;" if t["correct"] else "&#10007;"} '
