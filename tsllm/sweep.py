@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sweep", action="append", default=[], metavar="METHOD.KNOB=V1,V2,...",
                         help="evaluate METHOD at each value of KNOB (repeatable, one knob per method; the "
                              "method joins --methods), e.g. mcts_alpha.num_simulations=2,4,8,16; writes the "
-                             "points as JSON (--out, default sweep.json), a table and a PNG beside the JSON")
+                             "points as JSON (--out, default sweep.json), a table and a PNG beside the JSON; "
+                             "votes are not matched to the search in a sweep")
     parser.add_argument("--seeds", type=int, default=1,
                         help="runs per point, each with its own search and sampling seed (mean and spread "
                              "reported); more than 1 makes a sweep even without --sweep")
@@ -123,10 +124,6 @@ class Point:
     knob: str | None = None  # the swept knob (None: the method's one point)
     value: int | float | None = None
 
-    @property
-    def label(self) -> str:
-        return self.method if self.knob is None else f"{self.method} {self.knob}={self.value}"
-
 
 def plan(knobs: dict[str, dict[str, Any]], sweeps: list[Sweep]) -> list[Point]:
     """The points in order: each method of `knobs` (eval's {method: knobs}, swept methods included)
@@ -143,7 +140,7 @@ def plan(knobs: dict[str, dict[str, Any]], sweeps: list[Sweep]) -> list[Point]:
 
 
 def reseed(pv: Any, seed: int) -> Any:
-    """`pv` (as make_pv built it) sampling from stream `seed`; seed 0 leaves it as built."""
+    """`pv`, freshly built by make_pv, made to sample from stream `seed`; seed 0 leaves it as built."""
     if seed == 0:
         return pv
     import numpy as np
