@@ -196,13 +196,20 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
 
 
 def print_sweep(rows: list[dict[str, Any]]) -> None:
-    header = f"{'point':<32}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
+    """Per point: accuracy (mean, std, min, max over seeds), tokens per question (mean, std), and
+    the mean of each task metric (rlhf: reward)."""
+    core = ("accuracy", "tokens_per_question")
+    extra = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "mean" in v)
+             if k not in core]
+    header = (f"{'point':<32}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
+              + "".join(f"{k:>10}" for k in extra))
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         label = r["method"] if r["knob"] is None else f"{r['method']} {r['knob']}={r['value']}"
         a, t = r["accuracy"], r["tokens_per_question"]
+        shown = "".join(f"{r[k]['mean']:>10.3f}" if k in r else f"{'-':>10}" for k in extra)
         print(f"{label:<32}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
-              f"{t['mean']:>10.1f}{t['std']:>8.1f}")
+              f"{t['mean']:>10.1f}{t['std']:>8.1f}{shown}")
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _step_text(env: Any, action: Any) -> str:
     if isinstance(action, int) and callable(getattr(env, "decode", None)):  # token level: the token's text
-        return env.decode([action])
+        return env.decode([action]) or f"[token {action}]"  # special tokens decode to nothing
     return str(action)
 
 
