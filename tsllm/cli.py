@@ -3,6 +3,7 @@
     tsllm demo [--roots 128] [--depth 6] [--branching 3] [--value-noise 0.5] [--json FILE]
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [--print-config] [key=value ...]
     tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
+               [--sweep METHOD.KNOB=V1,V2,... --seeds N] [--trees DIR]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
@@ -200,13 +201,16 @@ def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
     return task_cls, settings
 
 
-def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls) -> dict[str, dict]:
+def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task_cls,
+                 also: Sequence[str] = ()) -> dict[str, dict]:
     """{method: knobs} in order: --methods (default greedy, mcts_alpha and the task's baseline),
-    the task's baseline knobs under the --set ones."""
+    then those of `also` (swept methods) not among them; the task's baseline knobs under the
+    --set ones."""
     from tsllm.config import ConfigError, parse_overrides
     from tsllm.search import ALGORITHMS
 
     methods = [m.strip() for m in (args.methods or f"greedy,mcts_alpha,{task_cls.baseline}").split(",") if m.strip()]
+    methods += [m for m in dict.fromkeys(also) if m not in methods]
     unknown = [m for m in methods if m not in ("greedy", "cot_sc") and m not in ALGORITHMS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose greedy, cot_sc or one of {sorted(ALGORITHMS)}")
@@ -245,17 +249,24 @@ def check_eval_inputs(args: argparse.Namespace, task_cls) -> None:
         stop(f"--data: {problem}")
     if args.out and (problem := writable_problem(args.out)):
         stop(f"--out: {problem}")
+    if args.trees and (problem := writable_problem(args.trees, is_dir=True)):
+        stop(f"--trees: {problem}")
 
 
 def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
+    from tsllm import sweep, trees
     from tsllm.config import ConfigError
     from tsllm.distributed import device
     from tsllm.envs.base import DataError
     from tsllm.evaluate import evaluate_methods, print_table, save_results
 
     task_cls, settings = eval_task(args, parser)
-    knobs = eval_methods(args, parser, task_cls)
+    try:
+        sweeps = sweep.check_args(args)
+    except ConfigError as error:
+        stop(str(error))
+    knobs = eval_methods(args, parser, task_cls, also=[s.method for s in sweeps])
     check_eval_inputs(args, task_cls)
     methods = list(knobs)
     try:
@@ -291,6 +302,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                  args.temperature if temperature is None else temperature,
                                  legal_steps_only=guided and not args.allow_illegal_steps)
 
+    if sweep.sweeping(args):
+        return sweep.run_from_args(args, task, make_pv, problems, knobs, sweeps)
     results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
     extra: list[str] = []
     for result in results.values():
@@ -301,6 +314,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.out:
         save_results(results, args.out, {"policy": args.policy, "value": args.value, "task": args.task,
                                          "data": args.data, "questions": len(problems)})
+    if args.trees:
+        print(f"trees: {trees.write_trees(args.trees, task.env, results)}")
     return 0
 
 
@@ -308,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
+    from tsllm import sweep, trees
     from tsllm.tasks import get_task, names
 
     parser = argparse.ArgumentParser(prog="tsllm", description=__doc__.split("\n\n")[0])
@@ -358,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--allow-illegal-steps", action="store_true",
                     help="let searches keep proposed steps that break the task's rules (env.legal_step)")
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
+    sweep.add_arguments(ev)
+    trees.add_arguments(ev)
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search; "
                                          "loop: the search loop against the RFT loop)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -46,13 +46,15 @@ def is_correct(env: Any, out: Any) -> bool:
 
 
 def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
-               progress: bool = True) -> dict[str, Any]:
+               progress: bool = True, rng: Any = None) -> dict[str, Any]:
     """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
     LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
     greedy and cot_sc get the policy alone. `knobs` are the method's keyword arguments, except
     that Budget limits among them (`max_tokens`, `max_expansions`, `max_value_calls`,
-    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record."""
-    from tsllm.search import cot_greedy, get_algorithm
+    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record.
+    `rng` (a numpy Generator) goes to the algorithms that draw random numbers (`takes_rng`);
+    None: their own fixed seed."""
+    from tsllm.search import cot_greedy, get_algorithm, takes_rng
     from tsllm.types import Budget
 
     if method == "greedy":
@@ -63,6 +65,8 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
         algorithm, pv = get_algorithm(method), make_pv(None, True)
     budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})
     search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
+    if rng is not None and takes_rng(algorithm):
+        search_knobs["rng"] = rng
     outs = []
     for chunk in chunks(problems, 32, method, progress):
         outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)

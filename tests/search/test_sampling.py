@@ -169,3 +169,32 @@ def test_cot_greedy_batches_one_expand_per_depth_step():
     # "solo" ends after 1 step, "root" after 3: 3 calls, 4 states
     assert pv.expand_calls == 3 and pv.states_expanded == 4
     assert [o.answer for o in outs] == ["b1a", "s1"]
+
+
+TRIE_NODES = {
+    "root": {"children": ["A", "B"]},
+    "A": {"children": ["A1", "A2"]}, "B": {"answer": "b", "value": 0.7},
+    "A1": {"answer": "a", "value": 0.2}, "A2": {"answer": "a", "value": -0.4},
+}
+
+
+@pytest.mark.parametrize("search, knobs", [(cot_sc, {"k": 5}), (best_of_n, {"n": 5})])
+def test_samples_are_reported_as_the_trie_of_their_paths(search, knobs):
+    env = FixedTreeEnv(TRIE_NODES)
+    script = {"root": [["A", "A1"], ["B"], ["A", "A1"], ["A", "A2"], ["B"]]}
+    out = search(env, ScriptedPV(env, script), ["root"], **knobs)[0]
+
+    def walk(node):
+        yield node
+        for child in node["children"]:
+            yield from walk(child)
+
+    nodes = {n["state"]: n for n in walk(out.tree)}
+    assert list(nodes) == ["root", "A", "A1", "A2", "B"]  # first-seen order, each state once
+    assert {s: n["visits"] for s, n in nodes.items()} == {"root": 5, "A": 3, "A1": 2, "A2": 1, "B": 2}
+    assert {s: n["prior"] for s, n in nodes.items() if s != "root"} == {"A": 0.6, "A1": round(2 / 3, 6),
+                                                                       "A2": round(1 / 3, 6), "B": 0.4}
+    assert [s for s, n in nodes.items() if n["terminal"]] == ["A1", "A2", "B"]
+    assert out.stats["nodes"] == 5 and out.stats["rollouts"] == 5
+    scored = {s: n["value"] for s, n in nodes.items() if n["value"] is not None}
+    assert scored == ({} if search is cot_sc else {"A1": 0.2, "A2": -0.4, "B": 0.7})  # best-of-N: the ORM's scores

@@ -11,6 +11,10 @@
   Candidates are unique paths with counts, score = ORM value; answer by `method`
   ("orm_max", "orm_vote", "weighted" or "majority", see search.aggregate).
 
+cot_sc and best_of_n also report the kept samples as a tree (`SearchOutput.tree`, for inspection):
+the trie of their paths, where a node's visits count the samples through it, its prior is the share
+of its parent's samples that took its step, and (best-of-N) a final state's value is its ORM score.
+
 Budget: rollouts charge their `token_count` to `Budget.tokens`; best-of-N charges one value call per
 final state scored. Rollouts are kept in the order the policy returned them, up to (not including)
 the first one that does not fit: its tokens would pass `max_tokens`, or (best-of-N) its final state
@@ -24,7 +28,7 @@ import math
 from collections.abc import Hashable, Sequence
 
 from tsllm.search.aggregate import aggregate, choose_candidate
-from tsllm.search.tree import expand_nodes, make_budget, new_root, snapshot, tree_stats
+from tsllm.search.tree import Node, expand_nodes, iter_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, Rollout, SearchOutput
 
 
@@ -36,9 +40,9 @@ def _path(env: Env, root: Hashable, rollout: Rollout) -> list[Hashable]:
 
 
 def _keep_fitting(env: Env, root: Hashable, rollouts: list[Rollout], budget: Budget,
-                  score_finals: bool) -> list[list[Hashable]]:
-    """Paths of the rollouts that fit the budget (see module docstring); charges their tokens."""
-    paths, finals = [], set()
+                  score_finals: bool) -> list[tuple[list[Hashable], list]]:
+    """(path, actions) of the rollouts that fit the budget (see module docstring); charges their tokens."""
+    kept, finals = [], set()
     for rollout in rollouts:
         path = _path(env, root, rollout)
         if budget.max_tokens is not None and budget.tokens + rollout.token_count > budget.max_tokens:
@@ -49,8 +53,28 @@ def _keep_fitting(env: Env, root: Hashable, rollouts: list[Rollout], budget: Bud
             break
         budget.tokens += rollout.token_count
         finals.add(path[-1])
-        paths.append(path)
-    return paths
+        kept.append((path, rollout.actions))
+    return kept
+
+
+def _trie(env: Env, root: Hashable, kept: list[tuple[list[Hashable], list]], budget: Budget) -> Node:
+    """The samples' paths as a tree (see the module docstring)."""
+    top = new_root(env, root, budget, fresh=False)
+    for path, actions in kept:
+        node = top
+        node.visits += 1
+        for state, action in zip(path[1:], actions):
+            child = next((c for c in node.children if c.state == state), None)
+            if child is None:
+                child = Node(state, budget, node, action, terminal=env.is_terminal(state))
+                node.children.append(child)
+                node.expanded = True
+            node = child
+            node.visits += 1
+    for node in iter_nodes(top):
+        for child in node.children:
+            child.prior = child.visits / node.visits
+    return top
 
 
 def _group(env: Env, paths: list[list[Hashable]]) -> list[Candidate]:
@@ -67,35 +91,35 @@ def _group(env: Env, paths: list[list[Hashable]]) -> list[Candidate]:
 
 
 def _sample(env: Env, pv: PolicyValueFn, roots: list[Hashable], k: int, template: Budget,
-            score_finals: bool) -> tuple[list[Budget], list[list[Candidate]]]:
-    """Root budgets and each root's grouped candidates from one batched rollout call."""
+            score_finals: bool) -> tuple[list[Budget], list[list[Candidate]], list[Node]]:
+    """Root budgets, each root's grouped candidates and its samples' tree from one batched rollout call."""
     budgets = [template.fresh() for _ in roots]
     todo = [i for i, b in enumerate(budgets) if not b.exhausted()]
     rollouts = pv.rollout([roots[i] for i in todo], k) if todo and k > 0 else []
-    groups: list[list[Candidate]] = [[] for _ in roots]
+    kept: list[list[tuple[list[Hashable], list]]] = [[] for _ in roots]
     for i, rolls in zip(todo, rollouts):
-        groups[i] = _group(env, _keep_fitting(env, roots[i], rolls, budgets[i], score_finals))
-    return budgets, groups
+        kept[i] = _keep_fitting(env, roots[i], rolls, budgets[i], score_finals)
+    groups = [_group(env, [path for path, _ in paths]) for paths in kept]
+    return budgets, groups, [_trie(env, r, paths, b) for r, paths, b in zip(roots, kept, budgets)]
 
 
-def _output(root: Hashable, candidates: list[Candidate], method: str, budget: Budget,
-            stats: dict[str, float]) -> SearchOutput:
+def _output(root: Hashable, candidates: list[Candidate], method: str, budget: Budget, tree: Node) -> SearchOutput:
     answer, chosen = choose_candidate(candidates, method)
     return SearchOutput(root=root, best_path=chosen.path if chosen else [root], answer=answer,
-                        candidates=candidates, stats=stats, budget=budget)
+                        candidates=candidates, tree=snapshot(tree),
+                        stats={"rollouts": sum(c.count for c in candidates), **tree_stats(tree)}, budget=budget)
 
 
 def cot_sc(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, k: int = 8,
            budget: Budget | None = None) -> list[SearchOutput]:
     """Self-consistency: k sampled paths per root, majority vote (the policy does the sampling)."""
     template = make_budget(budget)
-    budgets, groups = _sample(env, pv, list(roots), k, template, score_finals=False)
+    budgets, groups, trees = _sample(env, pv, list(roots), k, template, score_finals=False)
     for cands in groups:
         kept = sum(c.count for c in cands)
         for c in cands:
             c.score = c.count / kept
-    return [_output(r, c, "majority", b, {"rollouts": sum(x.count for x in c)})
-            for r, c, b in zip(roots, groups, budgets)]
+    return [_output(r, c, "majority", b, t) for r, c, b, t in zip(roots, groups, budgets, trees)]
 
 
 def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int = 8, method: str = "orm_max",
@@ -103,17 +127,18 @@ def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int 
     """Best-of-N: n sampled paths per root scored at their end by the value model (ORM)."""
     aggregate([], method)  # fail on an unknown method before spending anything
     template = make_budget(budget)
-    budgets, groups = _sample(env, pv, list(roots), n, template, score_finals=True)
+    budgets, groups, trees = _sample(env, pv, list(roots), n, template, score_finals=True)
     finals = [list(dict.fromkeys(c.path[-1] for c in cands)) for cands in groups]
     flat = [state for states in finals for state in states]
     values = iter(pv.evaluate(flat) if flat else [])
-    for cands, states, b in zip(groups, finals, budgets):
+    for cands, states, b, tree in zip(groups, finals, budgets, trees):
         score = {state: float(next(values)) for state in states}
         b.value_calls += len(states)
         for c in cands:
             c.score = score[c.path[-1]]
-    return [_output(r, c, method, b, {"rollouts": sum(x.count for x in c)})
-            for r, c, b in zip(roots, groups, budgets)]
+        for node in iter_nodes(tree):
+            node.value = score.get(node.state)
+    return [_output(r, c, method, b, t) for r, c, b, t in zip(roots, groups, budgets, trees)]
 
 
 def cot_greedy(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 1,

@@ -107,13 +107,21 @@ def _key(state: Hashable) -> str:
     return state if isinstance(state, str) else repr(state)
 
 
+def _action(action: Any) -> Any:
+    """A step as JSON holds it: text, a token id or a toy child id as is, anything else as its repr."""
+    return action if action is None or isinstance(action, (str, int, float)) else repr(action)
+
+
 def snapshot(root: Node, digits: int = 6) -> dict[str, Any]:
-    """A JSON-serialisable picture of the tree: per node its state, visits, mean value, critic
-    value and prior, children in creation order. Floats are rounded so golden files are stable."""
+    """A JSON-serialisable picture of the tree: per node its state, the action (step) into it
+    (None at the root; with it the tree can be replayed from the root state, as tree inspection
+    does), visits, mean value, critic value and prior, children in creation order. Floats are
+    rounded so golden files are stable."""
 
     def one(node: Node) -> dict[str, Any]:
         return {
             "state": _key(node.state),
+            "action": _action(node.action),
             "visits": node.visits,
             "q": round(node.q, digits),
             "value": None if node.value is None else round(node.value, digits),
