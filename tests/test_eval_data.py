@@ -73,6 +73,9 @@ BAD_ROWS = {
                                             '{"question": "q", "answer": "no marker"}\n',
                      r"2: the answer has no '####"),
     "prontoqa json": ("prontoqa", "test.json", '{\n  "ex": {\n    "question": "x",\n  }\n}\n', r"4: invalid JSON"),
+    "prontoqa json example": ("prontoqa", "test.json", '{"ex1": {"question": "Sam is a a.", "query": "True or false: '
+                                                       'Sam is a a.", "answer": "True"},\n "ex2": {"question": "x"}}\n',
+                              r"2: example 'ex2': missing field\(s\) \['query', 'answer'\]"),
     "prontoqa TS-LLM query": ("prontoqa", "test.jsonl",
                               '{"question": "Sam is a a.", "answer": [{"text": "The answer is true.", '
                               '"correct": true}]}\n',

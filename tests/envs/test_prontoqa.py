@@ -164,8 +164,8 @@ def test_loading_errors_name_file_and_line(tmp_path):
     with pytest.raises(DataError, match=rf"{broken}:4:"):
         prontoqa.load_json(broken)
     missing = tmp_path / "m.json"
-    missing.write_text(json.dumps({"ex": {"question": "x"}}))
-    with pytest.raises(DataError, match="example 'ex': missing"):
+    missing.write_text(json.dumps({"ok": {**good, "id": "ex"}, "ex": {"question": "x"}}, indent=1))
+    with pytest.raises(DataError, match=rf"{missing}:8: example 'ex': missing"):  # the key's line, not the value's
         prontoqa.load_json(missing)
     rows.write_text(json.dumps(good) + "\n")
     assert prontoqa.load_jsonl(rows)[0]["answer"] == "True"

@@ -313,20 +313,36 @@ def _problem(example: Mapping[str, Any], where: str, key: str | None = None) -> 
     return problem
 
 
+def _key_position(text: str, key: str, start: int) -> int:
+    """Where the object key `key` ("key" then a colon) first occurs in JSON `text` from `start`, or -1."""
+    quoted = json.dumps(key, ensure_ascii=False)
+    found = text.find(quoted, start)
+    while found >= 0 and not text[found + len(quoted):found + len(quoted) + 64].lstrip().startswith(":"):
+        found = text.find(quoted, found + 1)
+    return found
+
+
 def load_json(path: str | Path) -> list[dict[str, Any]]:
-    """Problems from the published PrOntoQA json (a dict of id -> example)."""
+    """Problems from the published PrOntoQA json (a dict of id -> example). An error in an example
+    names the line of its id (the id's first occurrence as a key after the previous id: json keeps
+    no positions)."""
     path = Path(path)
+    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}:1: expected an object keyed by example id")
-    out = []
+    out, pos = [], 0
     for key, example in data.items():
+        found = _key_position(text, key, pos)
+        pos = max(found, pos)
+        where = f"{path}:{text.count(chr(10), 0, found) + 1}: example {key!r}" if found >= 0 else \
+            f"{path}: example {key!r}"
         if not isinstance(example, dict):
-            raise DataError(f"{path}: example {key!r} is not an object")
-        out.append(_problem(example, f"{path}: example {key!r}", key))
+            raise DataError(f"{where} is not an object")
+        out.append(_problem(example, where, key))
     return out
 
 
