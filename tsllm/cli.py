@@ -4,6 +4,7 @@
     tsllm run [--config FILE] [--output-dir DIR] [--resume|--overwrite] [--print-config] [key=value ...]
     tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
                [--sweep METHOD.KNOB=V1,V2,... --seeds N] [--trees DIR]
+    tsllm eval --run RUN_DIR [--round K] [any flag above, which wins over the run]
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
@@ -259,8 +260,15 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tsllm.config import ConfigError
     from tsllm.distributed import device
     from tsllm.envs.base import DataError
+    from tsllm.eval_run import resolve_eval_args
     from tsllm.evaluate import evaluate_methods, print_table, save_results
 
+    try:  # the flags a run gives (--run), then the defaults; before any model loads
+        from_run = resolve_eval_args(args)
+    except ConfigError as error:
+        stop(str(error))
+    if from_run:
+        print(f"tsllm eval: {from_run}", file=sys.stderr)
     task_cls, settings = eval_task(args, parser)
     try:
         sweeps = sweep.check_args(args)
@@ -313,7 +321,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     print_table(results, tuple(extra))
     if args.out:
         save_results(results, args.out, {"policy": args.policy, "value": args.value, "task": args.task,
-                                         "data": args.data, "questions": len(problems)})
+                                         "data": args.data, "questions": len(problems), "run": args.run,
+                                         "round": args.round})
     if args.trees:
         print(f"trees: {trees.write_trees(args.trees, task.env, results)}")
     return 0
@@ -324,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
     from tsllm import sweep, trees
+    from tsllm.eval_run import EVAL_DEFAULTS
     from tsllm.tasks import get_task, names
 
     parser = argparse.ArgumentParser(prog="tsllm", description=__doc__.split("\n\n")[0])
@@ -347,27 +357,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="print the resolved config (YAML) and exit; fails as the run would on a bad config")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
     ev = sub.add_parser("eval", help="evaluate a policy (+ value) checkpoint with search methods")
+    ev.add_argument("--run", metavar="RUN_DIR", help="a `tsllm run` output folder: take the policy and value of "
+                    "--round, the task, the held-out split and the search settings from it (flags given win)")
+    ev.add_argument("--round", type=int, help="with --run: the round whose policy and value to evaluate "
+                                              "(0: the warm start; default: the last round with both models)")
     ev.add_argument("--policy", help="policy model folder (every task but toy)")
     ev.add_argument("--value", help="value model folder (needed by value-guided searches)")
-    ev.add_argument("--task", choices=names(), default="game24")
+    # these defaults are None here: a run fills the flags not given, then EVAL_DEFAULTS the rest
+    def run_default(name: str) -> str:
+        return f"default: the run's, else {EVAL_DEFAULTS[name]}"
+
+    ev.add_argument("--task", choices=names(), help=run_default("task"))
     ev.add_argument("--data", help="problems file (or hub dataset id) in the task's format, e.g. "
                                    + "; ".join(f"{n}: {get_task(n).data_help}" for n in names()
                                                if get_task(n).data_help) + "; default: the task's held-out split")
-    ev.add_argument("--split", default="test", help="the split of a hub dataset --data")
+    ev.add_argument("--split", help=f"the split of a hub dataset --data ({run_default('split')})")
     ev.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder (num_labels=1)")
-    ev.add_argument("--prompt-field", default="prompt", help="rlhf: the prompts' column in --data")
-    ev.add_argument("--max-response-tokens", type=int, default=64, help="rlhf: the token-level tree's depth")
-    ev.add_argument("--test-questions", type=int, default=100, help="size of the held-out split")
-    ev.add_argument("--seed", type=int, default=0, help="split seed (must match training's)")
+    ev.add_argument("--prompt-field", help=f"rlhf: the prompts' column in --data ({run_default('prompt_field')})")
+    ev.add_argument("--max-response-tokens", type=int,
+                    help=f"rlhf: the token-level tree's depth ({run_default('max_response_tokens')})")
+    ev.add_argument("--test-questions", type=int, help=f"size of the held-out split ({run_default('test_questions')})")
+    ev.add_argument("--seed", type=int, help=f"split seed, must match training's ({run_default('seed')})")
     ev.add_argument("--methods", help="comma-separated: greedy, cot_sc, or any search algorithm name "
-                                      "(default: greedy, mcts_alpha and the task's baseline)")
+                                      "(default: greedy, the run's search algorithm or mcts_alpha, and the task's "
+                                      "baseline)")
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
                     help="a method's knob, e.g. mcts_alpha.num_simulations=8 (repeatable)")
     ev.add_argument("--no-match-budget", action="store_true",
                     help="do not size cot_sc's votes to the tree search's tokens per question")
-    ev.add_argument("--backend", choices=["hf", "vllm"], default="hf")
-    ev.add_argument("--max-step-tokens", type=int, default=48)
-    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (not greedy)")
+    ev.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
+    ev.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
+    ev.add_argument("--temperature", type=float,
+                    help=f"sampling temperature, not greedy's ({run_default('temperature')})")
     ev.add_argument("--lenient", action="store_true",
                     help="count a right final answer as solved even when a step broke the task's rules "
                          "(the loop scores strictly by default)")

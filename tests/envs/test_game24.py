@@ -280,6 +280,21 @@ def test_load_jsonl_and_errors(tmp_path):
         game24.load_jsonl(bad)
 
 
+def test_load_tsllm_jsonl_fixture():
+    """TS-LLM's layout: `question` "1 1 4 6" and an `answer` trace, kept but never used to score."""
+    import json
+
+    rows = [json.loads(line) for line in (FIXTURES / "game24_tsllm.jsonl").read_text().splitlines()]
+    problems = game24.load_jsonl(FIXTURES / "game24_tsllm.jsonl")
+    assert [p["question"] for p in problems] == [r["question"] for r in rows]
+    assert [p["numbers"] for p in problems] == [[int(n) for n in r["question"].split()] for r in rows]
+    assert [p["answer"] for p in problems] == [r["answer"] for r in rows]
+    env = Game24Env(strict=True)
+    for p in problems:  # the solver's own trace is the solution, and the checker reads only the numbers
+        assert check_trace(p["numbers"], p["solution"])
+        assert env.check(env.problem_of(env.initial_state(p)), p["solution"])
+
+
 # --- the environment ------------------------------------------------------------------------
 def _run(env, problem, steps):
     state = env.initial_state(problem)

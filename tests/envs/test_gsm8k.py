@@ -151,6 +151,15 @@ def test_hub_name_goes_to_datasets_with_config_and_split(monkeypatch):
     assert problems == [{"question": "q1", "answer": "2", "solution": "1+1 = 2\n#### 2"}]
 
 
+def test_a_hub_id_that_cannot_be_reached_is_one_line_naming_it():
+    """The suite runs offline (HF_HUB_OFFLINE=1), as a machine without network does."""
+    with pytest.raises(DataError) as error:
+        gsm8k.load_gsm8k("tsllm-tests/no-such-gsm8k", split="test")
+    message = str(error.value)
+    assert message.startswith("tsllm-tests/no-such-gsm8k: the hub dataset cannot be loaded (")
+    assert "give a local file instead" in message and "\n" not in message
+
+
 # --- the environment -----------------------------------------------------------------------
 def test_env_terminal_lines_answers_and_rewards():
     env = GSM8kEnv(max_steps=3)

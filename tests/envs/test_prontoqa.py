@@ -1,8 +1,9 @@
 """PrOntoQA: generated labels are right (re-derived by an independent reasoner written here),
 gold proofs pass the proof checker and earn +1, tampered proofs fail, the published json shape
-loads, and bad rows name their file and line."""
+and TS-LLM's test jsonl layout load, and bad rows name their file and line."""
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from tsllm.envs import prontoqa
 from tsllm.envs.base import DataError
-from tsllm.envs.prontoqa import ProntoQAEnv, check_proof, extract_answer
+from tsllm.envs.prontoqa import Fact, ProntoQAEnv, Rule, check_proof, extract_answer, parse_sentence
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -20,19 +21,25 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def independent_label(context: str, query: str) -> bool | None:
     """A second reasoner using plain word splitting (not the module's regexes): collect the
     concepts the entity belongs to by following positive rules, then read the rule into the
-    queried concept from any of them."""
+    queried concept from any of them. Concepts are compared without their trailing e/s letters,
+    so a plural rule ("Wumpuses are not shy.") meets its singular facts ("Max is a wumpus.")."""
     def words(s):
         return s.rstrip(".").split()
+
+    def concept(word):
+        return word.lower().rstrip("es")
     rules, start = [], None
     for sentence in context.split(". "):
         w = words(sentence)
         if w[0] in ("Every", "Each"):
             negated = w[3] == "not"
-            rules.append((w[1], w[-1], not negated))
+            rules.append((concept(w[1]), concept(w[-1]), not negated))
+        elif w[1] == "are":
+            rules.append((concept(w[0]), concept(w[-1]), w[2] != "not"))
         else:
-            start = w[-1]
+            start = concept(w[-1])
     q = words(query.removeprefix("True or false: "))
-    target, query_positive = q[-1], q[2] != "not"
+    target, query_positive = concept(q[-1]), q[2] != "not"
     member, frontier = {start}, [start]
     while frontier:
         c = frontier.pop()
@@ -157,8 +164,61 @@ def test_loading_errors_name_file_and_line(tmp_path):
     with pytest.raises(DataError, match=rf"{broken}:4:"):
         prontoqa.load_json(broken)
     missing = tmp_path / "m.json"
-    missing.write_text(json.dumps({"ex": {"question": "x"}}))
-    with pytest.raises(DataError, match="example 'ex': missing"):
+    missing.write_text(json.dumps({"ok": {**good, "id": "ex"}, "ex": {"question": "x"}}, indent=1))
+    with pytest.raises(DataError, match=rf"{missing}:8: example 'ex': missing"):  # the key's line, not the value's
         prontoqa.load_json(missing)
     rows.write_text(json.dumps(good) + "\n")
     assert prontoqa.load_jsonl(rows)[0]["answer"] == "True"
+
+
+@pytest.mark.parametrize("sentence, parsed", [
+    ("Wumpuses are tumpuses.", Rule("wumpus", "tumpus", True)),
+    ("Jompuses are not shy.", Rule("jompus", "shy", False)),
+    ("Butterflies are not nervous.", Rule("butterfly", "nervous", False)),
+    ("Cats are mammals.", Rule("cat", "mammal", True)),
+    ("Every wumpus is an impus.", Rule("wumpus", "impus", True)),
+    ("Max is not bitter.", Fact("Max", "bitter", False)),
+    ("Max and Fae are wumpuses.", None),
+])
+def test_plural_rules_name_their_concepts_in_the_singular(sentence, parsed):
+    assert parse_sentence(sentence) == parsed
+
+
+def test_load_tsllm_test_jsonl_fixture():
+    """TS-LLM's released test split: the query inside `question`, proofs as {text, correct}."""
+    rows = [json.loads(line) for line in (FIXTURES / "prontoqa_tsllm_test.jsonl").read_text().splitlines()]
+    problems = prontoqa.load_jsonl(FIXTURES / "prontoqa_tsllm_test.jsonl")
+    env = ProntoQAEnv(strict=True)
+    assert len(problems) == len(rows) == 3
+    for row, p in zip(rows, problems):
+        assert p["query"].startswith("True or false: ") and p["query"] in row["question"]
+        assert env.initial_state(p).question == row["question"]  # the prompt the policy sees is the row's text
+        label = p["answer"] == "True"
+        assert independent_label(p["question"], p["query"]) == label  # the label the correct proof concludes
+        steps = p["solution"].split("\n")
+        assert check_proof(env.initial_state(p).question, steps, label) and env.check(p, p["solution"])
+        for wrong in (x["text"] for x in row["answer"] if not x["correct"]):  # a wrong proof fails strictly
+            assert not env.check(p, "\n".join(prontoqa.sentences(wrong)))
+    assert problems[1]["query"] == "True or false: Max is not bitter." and problems[1]["answer"] == "False"
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"question": "Every a is a b. Sam is a a.", "answer": [{"text": "The answer is true.", "correct": True}]},
+     "no 'True or false: ...' sentence"),
+    ({"question": "Sam is a a. True or false: Sam is a a.", "answer": [{"text": "The answer is true.",
+                                                                         "correct": False}]},
+     "no proof in 'answer' is marked correct"),
+    ({"question": "Sam is a a. True or false: Sam is a a.", "answer": [{"text": "Sam is a a.", "correct": True}]},
+     "does not end in true or false"),
+    ({"question": "Sam is a a. True or false: Sam is a a.", "answer": [
+        {"text": "The answer is true.", "correct": True}, {"text": "The answer is false.", "correct": True}]},
+     "conclude both true and false"),
+    ({"question": "Sam is a a. True or false: Sam is a a.", "answer": [{"text": "The answer is true."}]},
+     "a non-empty list of"),
+])
+def test_tsllm_rows_that_cannot_be_read_name_their_line(row, message, tmp_path):
+    good = json.loads((FIXTURES / "prontoqa_tsllm_test.jsonl").read_text().splitlines()[0])
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:2: .*{re.escape(message)}"):
+        prontoqa.load_jsonl(path)

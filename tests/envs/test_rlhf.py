@@ -1,6 +1,10 @@
 """RLHF token-level env: terminal at EOS or the depth cap, rewards from a callable (cached per
 leaf) and from a real (tiny, random, locally built) HF sequence-classification reward model."""
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from tsllm.envs.base import DataError
@@ -60,6 +64,18 @@ def test_load_prompts_from_list_and_jsonl(tmp_path):
     path.write_text('{"prompt": "hello"}\n{"text": "no prompt"}\n')
     with pytest.raises(DataError, match=rf"{path}:2:"):
         load_prompts(path)
+
+
+def test_load_prompts_from_text_and_jsonl_fixtures(tmp_path):
+    fixtures = Path(__file__).parent / "fixtures"
+    lines = [line for line in (fixtures / "rlhf_prompts.txt").read_text().splitlines() if line.strip()]
+    assert load_prompts(fixtures / "rlhf_prompts.txt") == [{"question": line} for line in lines]
+    rows = [json.loads(line) for line in (fixtures / "rlhf_prompts.jsonl").read_text().splitlines()]
+    assert load_prompts(fixtures / "rlhf_prompts.jsonl", limit=2) == [{"question": r["prompt"]} for r in rows[:2]]
+    bad = tmp_path / "prompts.txt"
+    bad.write_bytes(b"Say hi.\n\nName a \xff color.\n")
+    with pytest.raises(DataError, match=rf"^{re.escape(str(bad))}:3: not UTF-8 text"):
+        load_prompts(bad)
 
 
 # --- a real HF reward model, built locally -------------------------------------------------

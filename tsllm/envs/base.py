@@ -68,6 +68,33 @@ def read_jsonl(path: str | Path, required: Iterable[str] = ()) -> list[dict[str,
     return [row for _, row in iter_jsonl(path, required)]
 
 
+def iter_text_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) for each non-blank line of a UTF-8 text file;
+    a line that is not UTF-8 is DataError("<file>:<line>: ...")."""
+    path = Path(path)
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line)") from None
+            if line.strip():
+                yield lineno, line
+
+
+def load_hub_dataset(source: str, *args: Any, **kwargs: Any) -> Any:
+    """`datasets.load_dataset(source, ...)` for a hub dataset id, with the reasons it cannot be
+    loaded (no network, offline mode, no such dataset or split) as one DataError line naming it."""
+    import datasets  # lazy: heavy, and only loaders need it
+
+    try:
+        return datasets.load_dataset(source, *args, **kwargs)
+    except (OSError, ValueError) as e:  # ConnectionError, DatasetNotFoundError, an unknown split
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(f"{source}: the hub dataset cannot be loaded ({reason}); give a local file instead, "
+                        "or fetch the dataset once with network access (it is cached after)") from None
+
+
 def split_steps(text: str) -> list[str]:
     """Lines of `text`, stripped, empty ones dropped: how generated text becomes steps."""
     return [line.strip() for line in text.split(STEP_SEPARATOR) if line.strip()]

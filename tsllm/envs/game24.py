@@ -460,7 +460,8 @@ def load_tot_csv(path: str | Path, ranks: tuple[int, int] | None = None) -> list
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Puzzles from jsonl rows holding `numbers` (four integers) or `question`/`puzzle` text
-    like "1 1 4 6"; other fields are kept."""
+    like "1 1 4 6" (TS-LLM's layout: `question` and an `answer` trace); other fields are kept as
+    they are (the checker needs only the numbers, so an `answer` is never trusted for scoring)."""
     problems = []
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"

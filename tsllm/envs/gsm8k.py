@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tsllm.envs.base import DataError, TextEnv, iter_jsonl
+from tsllm.envs.base import DataError, TextEnv, iter_jsonl, load_hub_dataset
 
 MAX_NUMBER_DIGITS = 30
 # Every unbounded repeat is possessive (`*+`, `++`): it never gives characters back, so a match
@@ -120,21 +120,26 @@ def load_gsm8k(source: str = "openai/gsm8k", split: str = "test", *, config: str
 
     `source` is a local JSON-lines file (.jsonl or .json, one object per line with `question`
     and `answer`, read with `datasets.load_dataset("json", ...)`), or a hub dataset name (needs
-    network). Bad local rows are reported as "<file>:<line>: ..."."""
+    network; when it cannot be reached, one DataError line says so). Bad local rows are reported
+    as "<file>:<line>: ..."."""
     import datasets  # lazy: heavy, and only loaders need it
 
     path = Path(source)
     if path.suffix in (".json", ".jsonl") or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"GSM8k file not found: {path}")
-        # Validate with our own reader first: datasets' JSON errors do not name the line.
-        lines = [lineno for lineno, _ in iter_jsonl(path, required=("question", "answer"))]
+        # Validate every row with our own reader first: datasets' JSON errors do not name the line,
+        # and a bad row then stops before datasets starts (and prints its progress)
+        lines = []
+        for lineno, row in iter_jsonl(path, required=("question", "answer")):
+            _problem(row["question"], row["answer"], f"{path}:{lineno}")
+            lines.append(lineno)
         data = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache_dir)
         if len(data) != len(lines):
             raise DataError(f"{path}: datasets read {len(data)} rows, expected {len(lines)}")
         wheres = [f"{path}:{lineno}" for lineno in lines]
     else:
-        data = datasets.load_dataset(source, config, split=split, cache_dir=cache_dir)
+        data = load_hub_dataset(source, config, split=split, cache_dir=cache_dir)
         wheres = [f"{source}[{split}] row {i}" for i in range(len(data))]
     problems = []
     for row, where in zip(data, wheres):

@@ -15,7 +15,9 @@ proof alternates facts and rules, one sentence per step, and ends with the answe
 rule of the opposite polarity about the queried concept from a concept Alex is not. Labels are
 correct by construction and re-derived by forward chaining (`entailed`) before a problem is kept.
 `load_json` reads the published format (examples keyed by id, each holding question, query,
-chain_of_thought and answer, optionally nested under "test_example").
+chain_of_thought and answer, optionally nested under "test_example"); `load_jsonl` reads rows of
+that shape, or of TS-LLM's released test split: `question` holding the facts, rules and the query
+sentence, `answer` a list of `{"text": <proof>, "correct": bool}`.
 
 The checker reads the last "answer is true/false" (or a last line that is just true/false).
 `check_proof` additionally validates every step: a sentence of the context, or a fact that
@@ -44,6 +46,8 @@ QUERY_PREFIX = "True or false:"
 # attempt reads each character once. Greedy `\s*:?\s*` split a run of n spaces n^2 ways before
 # failing. The repeats stop where the next element cannot match anyway, so results are unchanged.
 _RULE_RE = re.compile(r"^(?:every|each)\s++([\w-]++)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$", re.I)
+# PrOntoQA also states rules in the plural ("Wumpuses are tumpuses.", "Jompuses are not shy.")
+_PLURAL_RULE_RE = re.compile(r"^([A-Za-z][\w-]*+)\s++are\s++(not\s++)?([\w-]++)\s*+\.?$")
 _FACT_RE = re.compile(r"^([A-Z][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$")
 _ANSWER_RE = re.compile(r"answer\s++is\s*+:?\s*+(true|false)\b", re.I)
 _FINAL_STEP_RE = re.compile(r"answer\s++is", re.I)
@@ -62,13 +66,30 @@ class Fact(NamedTuple):
     positive: bool
 
 
+def singular(word: str) -> str:
+    """The singular of a concept named in the plural ("wumpuses" -> "wumpus", "butterflies" ->
+    "butterfly", "cats" -> "cat"); adjectives ("shy", "nervous") come back unchanged."""
+    w = word.lower()
+    if w.endswith("uses"):
+        return w[:-2]
+    if w.endswith("ies"):
+        return w[:-3] + "y"
+    if w.endswith("s") and not w.endswith(("ss", "us")):
+        return w[:-1]
+    return w
+
+
 def parse_sentence(sentence: str) -> Rule | Fact | None:
-    """A rule or fact of the restricted grammar, or None (plural forms are not parsed)."""
+    """A rule ("Every/Each X is (not) (a) Y.", "Xs are (not) Ys.") or a fact ("Max is (not) (a) Y.")
+    of the restricted grammar, or None. Plural concepts are stored in the singular, so a plural
+    rule applies to the facts that name its subject."""
     s = sentence.strip()
     if len(s) > 200:
         return None
     if m := _RULE_RE.match(s):
         return Rule(m[1].lower(), m[3].lower(), m[2] is None)
+    if m := _PLURAL_RULE_RE.match(s):
+        return Rule(singular(m[1]), singular(m[3]), m[2] is None)
     if m := _FACT_RE.match(s):
         return Fact(m[1], m[3].lower(), m[2] is None)
     return None
@@ -237,9 +258,42 @@ def generate(n: int, seed: int = 0, min_depth: int = 1, max_depth: int = 5,
 
 
 # --- loading ---------------------------------------------------------------------------------
+def _tsllm_problem(row: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A row of TS-LLM's released test jsonl: `question` holds the facts, the rules and the query
+    sentence ("... True or false: Max is not bitter."), and `answer` is a list of proofs
+    `{"text": ..., "correct": bool}`. The label is what the correct proofs conclude (an incorrect
+    proof may be wrong in a step, not in its conclusion, so it says nothing about the label); the
+    first correct proof is kept as the solution."""
+    if not isinstance(row["question"], str):
+        raise DataError(f"{where}: 'question' must be a string")
+    context, query = split_question(row["question"])
+    if not query:
+        raise DataError(f"{where}: the question has no '{QUERY_PREFIX} ...' sentence and the row no 'query' field")
+    proofs = row["answer"]
+    if not (proofs and all(isinstance(p, Mapping) and isinstance(p.get("text"), str)
+                           and isinstance(p.get("correct"), bool) for p in proofs)):
+        raise DataError(f"{where}: 'answer' must be True/False or a non-empty list of "
+                        '{"text": <proof>, "correct": true/false} objects')
+    correct = [p["text"] for p in proofs if p["correct"]]
+    if not correct:
+        raise DataError(f"{where}: no proof in 'answer' is marked correct, so the label is unknown")
+    labels = {extract_answer(text) for text in correct}
+    if None in labels:
+        raise DataError(f"{where}: a correct proof does not end in true or false ('The answer is true.')")
+    if len(labels) > 1:
+        raise DataError(f"{where}: the correct proofs in 'answer' conclude both true and false")
+    problem = {k: v for k, v in row.items() if k not in ("question", "answer")}
+    problem.update(question=" ".join(context), query=f"{QUERY_PREFIX} {query}",
+                   answer="True" if labels.pop() else "False")
+    problem.setdefault("solution", "\n".join(sentences(correct[0])))  # one sentence a step, as the env takes
+    return problem
+
+
 def _problem(example: Mapping[str, Any], where: str, key: str | None = None) -> dict[str, Any]:
     if "test_example" in example:
         example = example["test_example"]
+    if "query" not in example and isinstance(example.get("answer"), list) and "question" in example:
+        return _tsllm_problem(example, where)
     missing = [k for k in ("question", "query", "answer") if k not in example]
     if missing:
         raise DataError(f"{where}: missing field(s) {missing}")
@@ -259,25 +313,42 @@ def _problem(example: Mapping[str, Any], where: str, key: str | None = None) -> 
     return problem
 
 
+def _key_position(text: str, key: str, start: int) -> int:
+    """Where the object key `key` ("key" then a colon) first occurs in JSON `text` from `start`, or -1."""
+    quoted = json.dumps(key, ensure_ascii=False)
+    found = text.find(quoted, start)
+    while found >= 0 and not text[found + len(quoted):found + len(quoted) + 64].lstrip().startswith(":"):
+        found = text.find(quoted, found + 1)
+    return found
+
+
 def load_json(path: str | Path) -> list[dict[str, Any]]:
-    """Problems from the published PrOntoQA json (a dict of id -> example)."""
+    """Problems from the published PrOntoQA json (a dict of id -> example). An error in an example
+    names the line of its id (the id's first occurrence as a key after the previous id: json keeps
+    no positions)."""
     path = Path(path)
+    text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}:1: expected an object keyed by example id")
-    out = []
+    out, pos = [], 0
     for key, example in data.items():
+        found = _key_position(text, key, pos)
+        pos = max(found, pos)
+        where = f"{path}:{text.count(chr(10), 0, found) + 1}: example {key!r}" if found >= 0 else \
+            f"{path}: example {key!r}"
         if not isinstance(example, dict):
-            raise DataError(f"{path}: example {key!r} is not an object")
-        out.append(_problem(example, f"{path}: example {key!r}", key))
+            raise DataError(f"{where} is not an object")
+        out.append(_problem(example, where, key))
     return out
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Problems from jsonl rows in the same shape (e.g. saved `generate` output)."""
+    """Problems from jsonl rows in the same shape (e.g. saved `generate` output), or in the layout
+    of TS-LLM's released test split (the query inside `question`, proofs in `answer`)."""
     return [_problem(row, f"{path}:{lineno}") for lineno, row in iter_jsonl(path)]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tsllm.envs.base import DataError, iter_jsonl
+from tsllm.envs.base import DataError, iter_jsonl, iter_text_lines, load_hub_dataset
 
 RewardFn = Callable[[str, str], float]
 
@@ -149,9 +149,13 @@ class RLHFEnv:
 def load_prompts(source: str | Path | Sequence[str], *, field: str = "prompt", split: str = "train",
                  limit: int | None = None) -> list[dict[str, Any]]:
     """Prompts as problem dicts {question: prompt}: from a list of strings, a local jsonl with a
-    `field` column (errors name file and line), or a hub dataset (needs network; lazy import)."""
+    `field` column, a local .txt file with one prompt per line (blank lines skipped; a prompt
+    that spans lines belongs in a jsonl), or a hub dataset (needs network; lazy import). Errors
+    in local files name the file and line."""
     if not isinstance(source, (str, Path)):
         prompts = [str(p) for p in source]
+    elif Path(source).suffix == ".txt":
+        prompts = [line.strip() for _, line in iter_text_lines(source)]
     elif Path(source).suffix == ".jsonl" or Path(source).is_file():
         prompts = []
         for lineno, row in iter_jsonl(source, required=(field,)):
@@ -159,9 +163,11 @@ def load_prompts(source: str | Path | Sequence[str], *, field: str = "prompt", s
                 raise DataError(f"{source}:{lineno}: {field!r} must be a string")
             prompts.append(row[field])
     else:
-        import datasets  # lazy
-
-        prompts = [str(row[field]) for row in datasets.load_dataset(str(source), split=split)]
+        data = load_hub_dataset(str(source), split=split)
+        if field not in data.column_names:
+            raise DataError(f"{source}[{split}]: no {field!r} column (columns: {data.column_names}); "
+                            "choose one with --prompt-field / prompt_field")
+        prompts = [str(row[field]) for row in data]
     if limit is not None:
         prompts = prompts[:limit]
     return [{"question": p} for p in prompts]

@@ -83,7 +83,7 @@ def check_data(key: str, value: str | None, what: str) -> None:
         return
     _check_placeholder(key, value, what)
     local = Path(value).expanduser()
-    if not local.exists() and (not _HUB_ID.match(value) or local.suffix in (".json", ".jsonl", ".csv")):
+    if not local.exists() and (not _HUB_ID.match(value) or local.suffix in (".json", ".jsonl", ".csv", ".txt")):
         raise bad(key, f"{value} does not exist (and is not a hub dataset id such as openai/gsm8k); "
                        f"set it to {what}")
 

@@ -17,7 +17,7 @@ from tsllm.tasks.base import GeneratedTextTask, TaskSettings
 @register
 class Game24Task(GeneratedTextTask):
     name = "game24"
-    data_help = "a Tree-of-Thoughts ranked CSV (24.csv) or a jsonl of puzzles"
+    data_help = "a Tree-of-Thoughts ranked CSV (24.csv) or a jsonl of puzzles (TS-LLM's: question \"1 1 4 6\")"
 
     @classmethod
     def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:

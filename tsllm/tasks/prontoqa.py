@@ -2,7 +2,7 @@
 
 Problems come from the generator: training ones from `train_seed(seed)`, held-out ones from
 `held_out_seed(seed)`, the warm start's from `warmstart_seed(seed)`. `tsllm eval --data` reads
-the published json (or a jsonl of problems) instead.
+the published json, or a jsonl of problems (ours, or TS-LLM's released test split), instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from tsllm.tasks.base import GeneratedTextTask, TaskSettings, held_out_seed, tra
 @register
 class ProntoQATask(GeneratedTextTask):
     name = "prontoqa"
-    data_help = "the published PrOntoQA json or a jsonl of problems"
+    data_help = "the published PrOntoQA json, or a jsonl of problems (also TS-LLM's test split layout)"
 
     @classmethod
     def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:

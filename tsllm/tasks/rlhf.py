@@ -2,9 +2,10 @@
 `max_response_tokens`), the reward is a reward model's score of the response, the policy's
 next-token distribution comes from an HF model through `TokenPolicyValue`, and the policy learns
 from the top-reward trajectory of each prompt. Prompts come from `train_data` / `test_data` (a
-jsonl with a `prompt_field` column, or a hub dataset id). The HF model runs on this process's
-device. The baseline is best-of-N scored by the ORM (the value model read at the end): majority
-votes over free-form responses would mean nothing. Alignment is judged by the mean reward.
+jsonl with a `prompt_field` column, a .txt file of one prompt a line, or a hub dataset id). The
+HF model runs on this process's device. The baseline is best-of-N scored by the ORM (the value
+model read at the end): majority votes over free-form responses would mean nothing. Alignment is
+judged by the mean reward.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class RLHFTask(Task):
     baseline, votes_knob, baseline_knobs = "best_of_n", "n", {"method": "orm_max"}
     score = "reward"
     joined_steps = True
-    data_help = "a jsonl file of prompts (see --prompt-field) or a hub dataset id"
+    data_help = "a jsonl file of prompts (see --prompt-field), a .txt file of one prompt a line or a hub dataset id"
 
     @classmethod
     def check(cls, settings: TaskSettings, training: bool) -> None:
