@@ -14,7 +14,8 @@ from tsllm.envs.base import DataError, TextState
 from tsllm.envs.reach import ReachEnv
 
 PROBLEM = reach.make_problem(7, 46, ["+3", "*2"])
-SOLUTION = ["7 * 2 = 14", "14 + 3 = 17", "17 + 3 = 20", "20 + 3 = 23", "23 * 2 = 46"]
+SOLUTION = ["7 * 2 = 14, 32 to go", "14 + 3 = 17, 29 to go", "17 + 3 = 20, 26 to go", "20 + 3 = 23, 23 to go",
+            "23 * 2 = 46"]  # as the env writes them
 
 
 def finish(env, problem, steps):
@@ -26,7 +27,7 @@ def finish(env, problem, steps):
 
 def test_reaching_the_target_earns_plus_one_and_ends_the_game():
     env = ReachEnv()
-    assert env.prompt(env.initial_state(PROBLEM)) == "Start 7, reach 46, moves +3 *2.\n"
+    assert env.prompt(env.initial_state(PROBLEM)) == "Start 7, reach 46, moves +3 *2. 39 to go.\n"
     state = env.initial_state(PROBLEM)
     for step in SOLUTION:
         assert not env.is_terminal(state) and env.reward(state) == 0.0
@@ -36,8 +37,8 @@ def test_reaching_the_target_earns_plus_one_and_ends_the_game():
 
 def test_the_env_writes_the_exact_result_of_the_move_a_line_names():
     env = ReachEnv()  # the policy chooses moves; the arithmetic is the env's, whatever the line says
-    state = finish(env, PROBLEM, ["7 * 2 = 15", "99 + 3 = 0"])
-    assert state.steps == ("7 * 2 = 14", "14 + 3 = 17") and env.answer(state) == 17
+    state = finish(env, PROBLEM, ["7 * 2 = 15", "99 + 3 = 0, 1 to go"])
+    assert state.steps == ("7 * 2 = 14, 32 to go", "14 + 3 = 17, 29 to go") and env.answer(state) == 17
     sloppy = ["1 * 2 = 1", "1 + 3 = 1", "1 + 3 = 1", "1 + 3 = 1", "1 * 2 = 1"]
     assert finish(env, PROBLEM, sloppy).steps == tuple(SOLUTION)
 
@@ -63,8 +64,8 @@ def test_check_reads_lines_as_the_env_applies_them():
 
 
 @pytest.mark.parametrize("line", [
-    "__import__('os').system('echo hi')", "7 *2 = 14", "07 * 2 = 14", "7 * 2 = 014",
-    "7 × 2 = 14", "٧ * 2 = 14", "7 ** 2 = 49", "7 * 2 = 1" + "4" * 10, "Answer: 46", "", None,
+    "__import__('os').system('echo hi')", "7 *2 = 14", "07 * 2 = 14", "7 * 23 = 161", "7 * 20",
+    "7 × 2 = 14", "٧ * 2 = 14", "7 ** 2 = 49", "1" * 10 + " * 2", "Answer: 46", "", None,
 ])
 def test_malformed_lines_are_rejected_and_never_raise(line):
     env = ReachEnv()
@@ -99,7 +100,7 @@ def test_any_legal_path_wins_on_the_problem_it_ends_on_and_on_no_other(start, mo
     value, steps = start, []
     for pick in picks:
         move = moves[pick % len(moves)]
-        steps.append(reach.step_line(value, move))
+        steps.append(f"{value} {move[0]} {move[1:]}")  # the env writes the rest
         value = reach.apply_move(value, move)
     assert reach.play(start, moves, steps)[-1] == value
     state = env.initial_state(reach.make_problem(start, value, moves))
@@ -143,6 +144,7 @@ def test_shortest_solution_is_none_when_the_target_is_out_of_reach():
     assert reach.shortest_solution(1, 100, ["+1"]) is None  # 99 moves needed
     assert reach.shortest_solution(5, 5, ["+1"]) == []
     assert reach.shortest_solution(5, 7, ["+1", "+2"]) == ["5 + 2 = 7"]
+    assert reach.shortest_solution(5, 8, ["+1", "+2"]) == ["5 + 1 = 6, 2 to go", "6 + 2 = 8"]
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def test_jsonl_rows_load_and_bad_rows_name_their_file_and_line(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps({"start": 7, "target": 46, "moves": ["+3", "*2"], "id": 1}) + "\n")
     [p] = reach.load_jsonl(good)
-    assert p["question"] == "Start 7, reach 46, moves +3 *2." and p["id"] == 1
+    assert p["question"] == "Start 7, reach 46, moves +3 *2. 39 to go." and p["id"] == 1
     for row, message in [({"start": 7, "moves": ["+3"]}, "missing field"),
                          ({"start": "7", "target": 46, "moves": ["+3"]}, "'start' must be an integer"),
                          ({"start": 7, "target": 46, "moves": ["-3"]}, "'moves' must be"),

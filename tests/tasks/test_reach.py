@@ -80,8 +80,8 @@ def test_a_tiny_reach_round_runs_and_evaluates(tmp_path):
     assert written["task"] == "reach" and written["questions"] == 2
     for method in ("greedy", "mcts_alpha"):
         per_question = written["methods"][method]["per_question"]
-        assert [q["question"] for q in per_question] == ["Start 7, reach 46, moves +3 *2.",
-                                                         "Start 2, reach 3, moves +1."]
+        assert [q["question"] for q in per_question] == ["Start 7, reach 46, moves +3 *2. 39 to go.",
+                                                         "Start 2, reach 3, moves +1. 1 to go."]
 
 
 def test_eval_names_the_file_and_line_of_a_bad_problem_row(tmp_path, capsys):

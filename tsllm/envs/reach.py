@@ -2,17 +2,17 @@
 
 A problem is a start, a target and the moves allowed (drawn per problem from `MOVE_MENU`):
 
-    Start 7, reach 46, moves +3 *2.
-    7 * 2 = 14
-    14 + 3 = 17
-    17 + 3 = 20
-    20 + 3 = 23
+    Start 7, reach 46, moves +3 *2. 39 to go.
+    7 * 2 = 14, 32 to go
+    14 + 3 = 17, 29 to go
+    17 + 3 = 20, 26 to go
+    20 + 3 = 23, 23 to go
     23 * 2 = 46
 
 The env is the game engine, as in AlphaZero: the policy chooses a move, the env applies it. A
-step is the policy's line naming one of the problem's moves (`14 + 3 = 17`; whatever value and
-result the line states); the env rewrites it as that move applied to the current value with the
-exact result, so the policy's context always holds the true values. The game ends when the value
+step is the policy's line naming one of the problem's moves by its start (`14 + 3`; whatever
+follows); the env rewrites it as that move applied to the current value with the exact result and
+the distance still to go, so the policy's context always holds the true board. The game ends when the value
 reaches the target (+1), passes it (-1: the moves never decrease a value), after `max_steps`
 moves (-1), or at a line that names no allowed move (-1: a broken rule).
 
@@ -51,9 +51,11 @@ MAX_DIGITS = 6  # longer numbers are not legal steps (the policy's text is bound
 Key = tuple[int, int, tuple[str, ...]]  # (start, target, moves): what makes two problems the same
 
 _NUMBER = rf"(0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
-_STEP_RE = re.compile(rf"^{_NUMBER} ([+*]) {_NUMBER} = {_NUMBER}$", re.ASCII)
+# a line names its move by its start: "14 + 3" (what follows, e.g. "= 17, 29 to go", is the env's to write)
 _MOVE_RE = re.compile(r"^([+*])([1-9][0-9]?)$", re.ASCII)
-_QUESTION_RE = re.compile(rf"^Start {_NUMBER}, reach {_NUMBER}, moves ((?:[+*][1-9][0-9]? ?)+)\.$", re.ASCII)
+_MOVE_RE_LINE = re.compile(rf"^{_NUMBER} ([+*]) ([1-9][0-9]?)(?![0-9])", re.ASCII)
+_QUESTION_RE = re.compile(rf"^Start {_NUMBER}, reach {_NUMBER}, moves ((?:[+*][1-9][0-9]? ?)+)\.(?: {_NUMBER} to go\.)?$",
+                          re.ASCII)
 
 
 # --- moves and lines -------------------------------------------------------------------------
@@ -62,20 +64,23 @@ def apply_move(value: int, move: str) -> int:
     return value + operand if op == "+" else value * operand
 
 
-def step_line(value: int, move: str) -> str:
-    return f"{value} {move[0]} {move[1:]} = {apply_move(value, move)}"
+def step_line(value: int, move: str, target: int) -> str:
+    """The env's line for `move` applied to `value`: the exact result and, while the game is on,
+    how far the target still is (the board the policy reads, as a game engine shows it)."""
+    result = apply_move(value, move)
+    return f"{value} {move[0]} {move[1:]} = {result}" + (f", {target - result} to go" if result < target else "")
 
 
-def parse_step(line: str) -> tuple[int, str, int] | None:
-    """(value, move, result) of a step line as written (not checked), or None."""
-    match = _STEP_RE.match(line.strip()) if isinstance(line, str) else None
-    return None if match is None else (int(match[1]), f"{match[2]}{match[3]}", int(match[4]))
+def parse_move(line: str) -> str | None:
+    """The move a line names by its start (`14 + 3 ...` -> "+3"), or None."""
+    match = _MOVE_RE_LINE.match(line.strip()) if isinstance(line, str) else None
+    return None if match is None else f"{match[2]}{match[3]}"
 
 
 def named_move(moves: Sequence[str], line: str) -> str | None:
     """The allowed move a step line names (whatever value and result it states), or None."""
-    parsed = parse_step(line)
-    return parsed[1] if parsed is not None and parsed[1] in moves else None
+    move = parse_move(line)
+    return move if move in moves else None
 
 
 def play(start: int, moves: Sequence[str], lines: Sequence[str]) -> list[int] | None:
@@ -92,7 +97,7 @@ def play(start: int, moves: Sequence[str], lines: Sequence[str]) -> list[int] | 
 
 
 def question_text(start: int, target: int, moves: Sequence[str]) -> str:
-    return f"Start {start}, reach {target}, moves {' '.join(moves)}."
+    return f"Start {start}, reach {target}, moves {' '.join(moves)}. {target - start} to go."
 
 
 def parse_question(text: str) -> Key:
@@ -129,7 +134,7 @@ def shortest_solution(start: int, target: int, moves: Sequence[str], max_moves: 
             lines, value = [], target
             while value != start:
                 prev, move = parent[value]
-                lines.insert(0, step_line(prev, move))
+                lines.insert(0, step_line(prev, move, target))
                 value = prev
             return lines
         nxt = []
@@ -191,7 +196,7 @@ def random_play(problem: Mapping[str, Any], rng: random.Random, max_moves: int =
     lines = []
     while len(lines) < max_moves and value < target:
         move = rng.choice(moves)
-        lines.append(step_line(value, move))
+        lines.append(step_line(value, move, target))
         value = apply_move(value, move)
     return lines
 
@@ -254,7 +259,7 @@ class ReachEnv(TextEnv):
         move = named_move(moves, child.steps[-1])
         if values is None or move is None:
             return child
-        line = step_line(values[-1] if values else start, move)
+        line = step_line(values[-1] if values else start, move, state.gold[1])
         return TextState(child.question, state.steps + (line,), child.gold)
 
     def values(self, state: TextState) -> list[int] | None:
