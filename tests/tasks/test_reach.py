@@ -5,6 +5,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 from tsllm.cli import main
 from tsllm.envs import reach
 from tsllm.tasks import get_task
@@ -29,8 +31,18 @@ def test_held_out_problems_are_disjoint_from_every_round_s_fresh_pool():
     assert len(pools[0] & pools[1]) < 10 and len(pools[1] & pools[2]) < 10  # fresh, not the same pool again
 
 
-def test_warm_start_rows_are_legal_play_and_solve_no_pool_or_held_out_problem():
-    task = get_task("reach")(SETTINGS)
+def shipped_settings() -> TaskSettings:
+    from tsllm.config import load_config
+    from tsllm.loop_config import LoopConfig
+
+    config = load_config(LoopConfig, "configs/reach/tiny.yaml", [])
+    assert config.rounds <= EXCLUDED_ROUNDS  # every round's pool is one the warm start keeps clear of
+    return TaskSettings.of(config)
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, "shipped"], ids=["small", "configs/reach/tiny.yaml"])
+def test_warm_start_rows_are_legal_play_and_solve_no_pool_or_held_out_problem(settings):
+    task = get_task("reach")(shipped_settings() if settings == "shipped" else settings)
     rows = task.warmstart_rows()
     assert len(rows) > 1000
     targets = defaultdict(set)  # (start, moves) -> every target the loop learns from or is judged on

@@ -54,8 +54,8 @@ _NUMBER = rf"(0|[1-9][0-9]{{0,{MAX_DIGITS - 1}}})"
 # a line names its move by its start: "14 + 3" (what follows, e.g. "= 17, 29 to go", is the env's to write)
 _MOVE_RE = re.compile(r"^([+*])([1-9][0-9]?)$", re.ASCII)
 _MOVE_RE_LINE = re.compile(rf"^{_NUMBER} ([+*]) ([1-9][0-9]?)(?![0-9])", re.ASCII)
-_QUESTION_RE = re.compile(rf"^Start {_NUMBER}, reach {_NUMBER}, moves ((?:[+*][1-9][0-9]? ?)+)\.(?: {_NUMBER} to go\.)?$",
-                          re.ASCII)
+_QUESTION_RE = re.compile(
+    rf"^Start {_NUMBER}, reach {_NUMBER}, moves ((?:[+*][1-9][0-9]? ?)+)\.(?: {_NUMBER} to go\.)?$", re.ASCII)
 
 
 # --- moves and lines -------------------------------------------------------------------------

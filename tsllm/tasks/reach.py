@@ -21,7 +21,7 @@ from typing import Any
 from tsllm.tasks import register
 from tsllm.tasks.base import GeneratedTextTask, TaskSettings, held_out_seed, train_seed, warmstart_seed
 
-WARMSTART_PROBLEMS = 4000
+WARMSTART_PROBLEMS = 12000
 PLAYS_PER_PROBLEM = 2
 EXCLUDED_ROUNDS = 8  # training pools whose solutions the warm start must not contain
 
