@@ -55,7 +55,8 @@ class Scale:
     train: tuple[str, ...]
     test_questions: int
     seeds: int
-    simulations: tuple[int, ...]  # claims 1 and 2: num_simulations of mcts_alpha / gumbel_mcts
+    simulations: tuple[int, ...]  # claim 2: num_simulations of mcts_alpha and gumbel_mcts
+    search_simulations: tuple[int, ...]  # claim 1: mcts_alpha's
     beam_widths: tuple[int, ...]  # claim 1: bfs
     votes: tuple[int, ...]  # claim 1: cot_sc's k and best_of_n's n
     rollouts: int  # claim 3: dora at this, rebase at 4x
@@ -73,18 +74,19 @@ SMOKE_TRAIN = ("train_questions=4", "warmstart.max_seconds=4", "samples_per_ques
                "value.num_train_epochs=1", "policy.num_train_epochs=1", TINY_MODEL)
 SCALES = {
     # what a test runs: every claim end to end, numbers meaningless
-    "smoke": Scale("smoke", SMOKE_TRAIN, test_questions=2, seeds=1, simulations=(1, 2), beam_widths=(1, 2),
-                   votes=(1, 2), rollouts=2, noise=(0.0, 1.0), noise_simulations=1,
+    "smoke": Scale("smoke", SMOKE_TRAIN, test_questions=2, seeds=1, simulations=(1, 2), search_simulations=(1,),
+                   beam_widths=(1, 2), votes=(1, 2), rollouts=2, noise=(0.0, 1.0), noise_simulations=1,
                    loop=(*SMOKE_TRAIN, "rounds=1", "test_questions=2", "search.knobs={num_simulations: 1, width: 2}",
                          "tracking.report_to=none")),
-    # the shipped warm start, fewer questions and points than full
-    "medium": Scale("medium", ("train_questions=64",), test_questions=32, seeds=2, simulations=(1, 2, 4, 8),
-                    beam_widths=(1, 2, 4), votes=(1, 4, 16, 64), rollouts=16, noise=(0.0, 0.3, 1.0, 3.0),
-                    noise_simulations=4, loop=("rounds=1", "train_questions=32", "test_questions=32",
-                                               "tracking.report_to=none")),
-    "full": Scale("full", ("train_questions=128",), test_questions=128, seeds=3, simulations=(1, 2, 4, 8, 16, 32),
-                  beam_widths=(1, 2, 4, 8), votes=(1, 2, 4, 16, 64, 128), rollouts=64,
-                  noise=(0.0, 0.1, 0.3, 1.0, 3.0), noise_simulations=8, loop=("tracking.report_to=none",)),
+    # the shipped warm start, few questions and points: what a busy 2-core machine does in about an hour
+    "medium": Scale("medium", ("train_questions=64",), test_questions=16, seeds=2, simulations=(1, 2, 4),
+                    search_simulations=(1, 2), beam_widths=(1, 2), votes=(1, 4, 16), rollouts=4,
+                    noise=(0.0, 1.0, 3.0), noise_simulations=2,
+                    loop=("rounds=1", "train_questions=16", "test_questions=16", "tracking.report_to=none")),
+    # the paper's DORA budgets (64 vs 256); the loop at the embedded config's own scale
+    "full": Scale("full", ("train_questions=128",), test_questions=32, seeds=3, simulations=(1, 2, 4, 8),
+                  search_simulations=(1, 2, 4, 8), beam_widths=(1, 2, 4), votes=(1, 4, 16, 64), rollouts=64,
+                  noise=(0.0, 0.3, 1.0, 3.0), noise_simulations=4, loop=("tracking.report_to=none",)),
 }
 TASKS = ("game24", "prontoqa")
 CLAIMS = (1, 2, 3, 4, 5)
@@ -185,7 +187,7 @@ def claim_search_vs_baselines(scale: Scale, ckpts: dict, out: Path) -> dict:
         ckpt = ckpts[task]
         argv = [*eval_flags(ckpt, scale.test_questions), "--methods", "greedy",
                 *sets("mcts_alpha", search_knobs(ckpt)), *sets("bfs", {"width": search_knobs(ckpt).get("width", 8)}),
-                "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, scale.simulations))}",
+                "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, scale.search_simulations))}",
                 "--sweep", f"bfs.beam_width={','.join(map(str, scale.beam_widths))}",
                 "--sweep", f"cot_sc.k={','.join(map(str, scale.votes))}",
                 "--sweep", f"best_of_n.n={','.join(map(str, scale.votes))}",
@@ -481,6 +483,26 @@ def claim_section(k: int, result: dict | None) -> list[str]:
     return lines
 
 
+def checkpoint_notes(out: Path) -> list[str]:
+    """What each task's checkpoints are: how far the warm start got (a busy machine hits its
+    max_seconds cap before the last epoch) and how often its samples solved a training problem."""
+    notes = []
+    for task in TASKS:
+        folder = out / "checkpoints" / task
+        try:
+            warm = json.loads((folder / "warmstart" / "metrics.json").read_text())
+            sample = json.loads((folder / "round_0" / "sample" / "done.json").read_text())
+        except (OSError, ValueError):
+            continue
+        config, epoch = warm["config"], warm["train_loss_curve"][-1]["epoch"] if warm.get("train_loss_curve") else 0
+        stopped = (f", stopped by its max_seconds ({config['max_seconds']:.0f} s)"
+                   if warm["train_seconds"] >= config["max_seconds"] else "")
+        notes.append(f"{task}: warm start {warm['global_step']} steps, epoch {epoch:.1f} of "
+                     f"{config['num_train_epochs']:.0f}{stopped}, eval loss {warm['eval_loss']:.3f}; its samples "
+                     f"solved {sample['correct']} of {sample['trajectories']} (the value model's data)")
+    return notes
+
+
 def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
     results = {k: json.loads(p.read_text()) if (p := out / f"claim{k}.json").is_file() else None for k in CLAIMS}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -496,6 +518,7 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
              "exact checker's, strict (every step follows the rules). Tokens are generated tokens per question. "
              "Wall times are of one run on a shared 2-core CPU machine: they say what a regeneration costs, "
              "not how fast any method is.", "",
+             *(f"- Checkpoints, {note}." for note in checkpoint_notes(out)), "",
              "Verdict rule: a number's error is sqrt(std² / seeds + p(1 − p) / questions) (seed spread plus the "
              "question sample's binomial error); two numbers differ when their gap exceeds twice the combined "
              "error, else they are tied. Each claim's verdict line says how its comparisons decide it.", "",
@@ -506,8 +529,11 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
     lines.append("")
     for k, r in results.items():
         lines += claim_section(k, r)
+    lines[3:3] = ["", "`$OUT` below is the script's --out-dir (default runs/benchmarks/<scale>): the checkpoints, "
+                      "the claims' JSON and the sweeps' JSON and plots are there."]
+    text = "\n".join(lines).replace(str(out), "$OUT").replace(str(REPO) + "/", "")  # no machine paths
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(lines))
+    doc.write_text(text)
     return doc
 
 
@@ -525,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop-json", metavar="FILE", help="claim 5 from this `tsllm bench loop` JSON instead of "
                                                             "running it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars while training")
+    parser.add_argument("--doc-only", action="store_true", help="run nothing: write the doc from the claims' JSON")
     args = parser.parse_args(argv)
     scale = SCALES[args.scale]
     try:
@@ -537,9 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--loop-json: {args.loop_json} is not a file")
     out = Path(args.out_dir or REPO / "runs" / "benchmarks" / scale.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    command = "python scripts/benchmarks.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
+    # the regeneration the doc is (claims run apart, or --doc-only, make the same doc)
+    command = f"python scripts/benchmarks.py --scale {scale.name} --out-dir {out}" + (
+        f" --loop-json {args.loop_json}" if args.loop_json else "")
     ckpts: dict[str, dict] = {}
-    for k in claims:
+    for k in [] if args.doc_only else claims:
         needs = () if k == 5 else TASKS if k == 1 else ("game24",)
         for task in (t for t in needs if t not in ckpts):
             print(f"benchmarks: checkpoints of {task} ({scale.name})", file=sys.stderr, flush=True)
@@ -561,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
                   "seconds": time.perf_counter() - start, **result}
         (out / f"claim{k}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
         print(f"benchmarks: claim {k}: {result['verdict']}", file=sys.stderr, flush=True)
-    print(f"doc: {write_doc(out, Path(args.doc), command.strip(), scale)}; results: {out}")
+    print(f"doc: {write_doc(out, Path(args.doc), command, scale)}; results: {out}")
     return 0
 
 

@@ -104,3 +104,11 @@ def test_matched_interpolates_the_baseline_in_log_tokens_and_refuses_outside_it(
     assert error == pytest.approx((0.04 + 0.24 ** 0.5 / 10) / 2)  # binomial errors at 20% and 60%, halfway
     assert benchmarks.matched(curve, 50, 100) is None and benchmarks.matched(curve, 800, 100) is None
     assert benchmarks.matched(curve, 102, 100)[0] == pytest.approx(0.2, abs=0.01)
+
+
+def test_doc_only_rewrites_the_same_claims_from_their_json(smoke, tmp_path):
+    out, doc = smoke
+    again = tmp_path / "again.md"
+    assert benchmarks.main(["--scale", "smoke", "--out-dir", str(out), "--doc", str(again), "--doc-only"]) == 0
+    assert sections(again.read_text()) == sections(doc)
+    assert str(out) not in doc and "$OUT/checkpoints/game24" in doc  # no machine paths in the doc
