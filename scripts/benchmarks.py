@@ -258,7 +258,11 @@ def claim_rescale(scale: Scale, ckpts: dict, out: Path) -> dict:
         verdict = "refuted"
     else:
         verdict = "inconclusive"
-    reason = (f"mcts_alpha from {mid['value']} to {mcts[-1]['value']} simulations: {upper}; gumbel_mcts step by "
+    def curve(points: list[dict]) -> str:
+        return " -> ".join(f"{p['accuracy']['mean']:.1%}" for p in points)
+
+    reason = (f"accuracy over {sims} simulations: mcts_alpha {curve(mcts)}, gumbel_mcts {curve(gumbel)}. "
+              f"mcts_alpha from {mid['value']} to {mcts[-1]['value']} simulations: {upper}; gumbel_mcts step by "
               f"step: {', '.join(gumbel_steps) or '-'}, last vs first: {gumbel_rise}. Rule: reproduced when "
               "mcts_alpha is not above over the upper half while gumbel_mcts never falls and ends above its start; "
               "refuted when mcts_alpha still rises or gumbel_mcts falls.")
@@ -386,9 +390,10 @@ def claim_value_noise(scale: Scale, ckpts: dict, out: Path) -> dict:
     side = compare(clean["accuracy"]["mean"], point_error(clean, n), noisiest["accuracy"]["mean"],
                    point_error(noisiest, n))
     verdict = {"above": "reproduced", "below": "refuted", "tied": "inconclusive"}[side]
-    reason = (f"mcts_alpha with the exact value vs noise std {noisiest['value']}: {side}. Claim read as: search "
+    reason = (f"mcts_alpha with the learned value as trained ({clean['accuracy']['mean']:.1%}) vs with noise of std "
+              f"{noisiest['value']} added ({noisiest['accuracy']['mean']:.1%}): {side}. Claim read as: search "
               "accuracy falls as the value gets noisier (the value guides the search). Rule: reproduced when the "
-              "noiseless value is above the noisiest, refuted when below, inconclusive when tied.")
+              "value without noise is above the noisiest, refuted when below, inconclusive when tied.")
     command = (f"{shown(['tsllm', 'eval', *eval_flags(ckpts['game24'], n)])} --methods mcts_alpha "
                + " ".join(f"--set mcts_alpha.{k}={v}" for k, v in knobs.items())
                + f" --seeds {scale.seeds}, with N(0, std) added to each value for std in "
@@ -487,8 +492,9 @@ def checkpoint_notes(out: Path) -> list[str]:
     """What each task's checkpoints are: how far the warm start got (a busy machine hits its
     max_seconds cap before the last epoch) and how often its samples solved a training problem."""
     notes = []
-    for task in TASKS:
-        folder = out / "checkpoints" / task
+    runs = {**{f"checkpoints of {task}": out / "checkpoints" / task for task in TASKS},
+            "claim 5's loops (one warm start for both)": out / "loop" / "search"}
+    for name, folder in runs.items():
         try:
             warm = json.loads((folder / "warmstart" / "metrics.json").read_text())
             sample = json.loads((folder / "round_0" / "sample" / "done.json").read_text())
@@ -497,9 +503,9 @@ def checkpoint_notes(out: Path) -> list[str]:
         config, epoch = warm["config"], warm["train_loss_curve"][-1]["epoch"] if warm.get("train_loss_curve") else 0
         stopped = (f", stopped by its max_seconds ({config['max_seconds']:.0f} s)"
                    if warm["train_seconds"] >= config["max_seconds"] else "")
-        notes.append(f"{task}: warm start {warm['global_step']} steps, epoch {epoch:.1f} of "
+        notes.append(f"{name}: warm start {warm['global_step']} steps, epoch {epoch:.1f} of "
                      f"{config['num_train_epochs']:.0f}{stopped}, eval loss {warm['eval_loss']:.3f}; its samples "
-                     f"solved {sample['correct']} of {sample['trajectories']} (the value model's data)")
+                     f"solved {sample['correct']} of {sample['trajectories']} (round 0's value data)")
     return notes
 
 
@@ -518,7 +524,7 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
              "exact checker's, strict (every step follows the rules). Tokens are generated tokens per question. "
              "Wall times are of one run on a shared 2-core CPU machine: they say what a regeneration costs, "
              "not how fast any method is.", "",
-             *(f"- Checkpoints, {note}." for note in checkpoint_notes(out)), "",
+             *(f"- The {note}." for note in checkpoint_notes(out)), "",
              "Verdict rule: a number's error is sqrt(std² / seeds + p(1 − p) / questions) (seed spread plus the "
              "question sample's binomial error); two numbers differ when their gap exceeds twice the combined "
              "error, else they are tied. Each claim's verdict line says how its comparisons decide it.", "",
