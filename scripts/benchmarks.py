@@ -423,9 +423,10 @@ def claim_loop(scale: Scale, out: Path, loop_json: str | None) -> dict:
         sides[metric] = compare(s, standard_error(s, 0, 1, n), r, standard_error(r, 0, 1, n))
     side = sides["greedy_accuracy"]
     verdict = {"above": "reproduced", "below": "refuted", "tied": "inconclusive"}[side]
-    reason = (f"last round ({len(result['runs']['search']) - 1}): the search loop's held-out greedy accuracy is {side} "
-              f"the RFT loop's ({last['search']['greedy_accuracy']:.1%} vs {last['sampling']['greedy_accuracy']:.1%}), "
-              f"its search accuracy {sides['search_accuracy']}. One seed: the error is the binomial one over {n} "
+    s, r = last["search"]["greedy_accuracy"], last["sampling"]["greedy_accuracy"]
+    reason = (f"last round ({len(result['runs']['search']) - 1}): the search loop's held-out greedy accuracy against "
+              f"the RFT loop's: {side} ({s:.1%} vs {r:.1%}), "
+              f"its search accuracy: {sides['search_accuracy']}. One seed: the error is the binomial one over {n} "
               "questions. Rule: reproduced when the search loop's greedy accuracy is above, refuted when below.")
     return {"table": table, "test_questions": n, "commands": [command], "verdict": verdict, "reason": reason}
 
@@ -493,7 +494,7 @@ def checkpoint_notes(out: Path) -> list[str]:
     max_seconds cap before the last epoch) and how often its samples solved a training problem."""
     notes = []
     runs = {**{f"checkpoints of {task}": out / "checkpoints" / task for task in TASKS},
-            "claim 5's loops (one warm start for both)": out / "loop" / "search"}
+            "loops of claim 5 (one warm start for both)": out / "loop" / "search"}
     for name, folder in runs.items():
         try:
             warm = json.loads((folder / "warmstart" / "metrics.json").read_text())
