@@ -254,12 +254,11 @@ class ReachEnv(TextEnv):
         """Apply the move the line names to the current value and write the exact line; a line that
         names no allowed move is kept as written (it ends the game as a loss)."""
         child = super().step(state, action)
-        start, _, moves = state.gold
-        values = play(start, moves, state.steps)
+        (start, target, moves), values = state.gold, self.values(state)
         move = named_move(moves, child.steps[-1])
         if values is None or move is None:
             return child
-        line = step_line(values[-1] if values else start, move, state.gold[1])
+        line = step_line(values[-1] if values else start, move, target)
         return TextState(child.question, state.steps + (line,), child.gold)
 
     def values(self, state: TextState) -> list[int] | None:
