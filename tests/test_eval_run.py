@@ -118,3 +118,27 @@ def test_a_round_without_a_value_still_runs_greedy_and_cot_sc(tmp_path, monkeypa
     assert "round 0" in resolve_eval_args(args)
     assert args.policy == str(tmp_path / "warm" / "warmstart" / "model") and args.value is None
     assert args.task == "game24" and args.test_questions == LoopConfig().test_questions and args.set == []
+
+
+def test_a_sweep_over_a_run_writes_json_table_and_png(tiny_run, tmp_path, capsys):
+    """The must-show of `eval --run`: the run's models and knobs, 4 budget points of 3 methods, 2 seeds."""
+    out = tmp_path / "sweep.json"
+    sweeps = ["mcts_alpha.num_simulations=1,2,3,4", "cot_sc.k=1,2,3,4", "best_of_n.n=1,2,3,4"]
+    argv = ["eval", "--run", str(tiny_run), "--test-questions", "2", "--seeds", "2", "--out", str(out)]
+    for spec in sweeps:
+        argv += ["--sweep", spec]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    swept = [p for p in result["points"] if p["knob"] is not None]
+    assert [(p["method"], p["knob"], p["value"]) for p in swept] == [
+        (s.split(".")[0], s.split(".")[1].split("=")[0], v) for s in sweeps for v in (1, 2, 3, 4)]
+    assert all([r["seed"] for r in p["runs"]] == [0, 1] for p in swept)
+    run_knobs = json.loads((tiny_run / "config.json").read_text())["search"]["knobs"]
+    for p in swept:
+        if p["method"] == "mcts_alpha":  # the run's knobs, the swept one replaced
+            assert {k: p["knobs"][k] for k in run_knobs if k != p["knob"]} == {
+                k: v for k, v in run_knobs.items() if k != p["knob"]}
+    png = out.with_suffix(".png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    table = capsys.readouterr().out
+    assert all(f"{s.split('=')[0].replace('.', ' ')}={v}" in table for s in sweeps for v in (1, 2, 3, 4))

@@ -117,6 +117,33 @@ def test_rollout_splits_steps_and_stops_at_the_terminal_step():
     assert ENV.is_terminal(end) and ENV.reward(end) == 1.0 and r.token_count == 70
 
 
+def test_an_env_that_writes_its_steps_stops_the_policy_early_and_rolls_out_step_by_step():
+    """Reach: the policy names a move ("4 + 3"), the env writes the line; a rollout is one
+    generator call per step, so the policy reads the env's lines, not its own arithmetic."""
+    from tsllm.envs.reach import ReachEnv
+    from tsllm.envs.reach import make_problem as reach_problem
+
+    env = ReachEnv()
+    two_moves, one_move, stuck = (env.initial_state(reach_problem(4, 10, ["+3", "*2"])),
+                                  env.initial_state(reach_problem(5, 10, ["+1", "*2"])),
+                                  env.initial_state(reach_problem(6, 9, ["+1", "+2"])))
+    gen = ScriptedGenerator({env.prompt(two_moves): [("4 + 3", -1.0, 5), ("4 * 2", -2.0, 5)],
+                             env.prompt(env.step(two_moves, "4 + 3")): [("7 + 3", -0.5, 5)],
+                             env.prompt(one_move): [("5 * 2", -0.2, 4)],
+                             env.prompt(stuck): [("", -0.1, 1)]})
+    pv = LLMPolicyValue(env, gen, lambda t: [0.0] * len(t), max_step_tokens=16, rollout_tokens=100)
+    [[a], [b], [c]] = pv.rollout([two_moves, one_move, stuck], 1)
+    assert a.actions == ["4 + 3", "7 + 3"] and a.token_count == 10 and a.logprob == -1.5
+    end = env.step(env.step(two_moves, "4 + 3"), "7 + 3")
+    assert env.prompt(end).endswith("4 + 3 = 7, 3 to go\n7 + 3 = 10\n") and env.reward(end) == 1.0
+    assert b.actions == ["5 * 2"] and b.token_count == 4  # won in one move: out of the next call
+    assert c.actions == [] and c.token_count == 1  # an empty step ends the rollout
+    assert [len(prompts) for prompts, _ in gen.calls] == [3, 1]
+    assert all(params.stop == ["\n", " ="] and params.n == 1 for _, params in gen.calls)
+    [exp] = pv.expand([two_moves], 2)
+    assert exp.actions == ["4 + 3", "4 * 2"] and gen.calls[-1][1].stop == ["\n", " ="]
+
+
 def test_token_level_env_is_refused_by_the_sentence_bridge():
     env = RLHFEnv(lambda p, r: 0.0, eos_id=2, decode=str)
     with pytest.raises(ValueError, match="TokenPolicyValue"):

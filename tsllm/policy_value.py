@@ -105,6 +105,7 @@ class LLMPolicyValue:
         self.generate_seconds = 0.0  # wall time waiting for the generator (not in on_finished work)
         self._finished_seconds = 0.0  # wall time in on_finished callbacks
         self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
+        self.step_stops = list(getattr(env, "step_stops", (env.step_separator,)))
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
                   on_finished=None) -> list[list[Completion]]:
@@ -129,7 +130,7 @@ class LLMPolicyValue:
         for w, idx in by_width.items():
             early = partial(self._score_finished, [states[i] for i in idx], pending) if self.overlap_value else None
             outs = self._generate([self.env.prompt(states[i]) for i in idx], w, self.max_step_tokens,
-                                  [self.env.step_separator], on_finished=early)
+                                  self.step_stops, on_finished=early)
             for i, out in zip(idx, outs):
                 completions[i] = out
         return [self._expansion(s, c) for s, c in zip(states, completions)]
@@ -188,8 +189,36 @@ class LLMPolicyValue:
     def rollout(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
         if not states:
             return []
+        if getattr(self.env, "writes_steps", False):
+            return self._stepwise_rollouts(states, n)
         outs = self._generate([self.env.prompt(s) for s in states], n, self.rollout_tokens, [])
         return [[self._to_rollout(s, c) for c in row] for s, row in zip(states, outs)]
+
+    def _stepwise_rollouts(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
+        """Rollouts for an env that writes part of each step: one generator call per step for every
+        unfinished rollout, stopped where the policy's part ends, the env writing the line. A
+        rollout ends at a terminal state, an empty step or `rollout_tokens` generated tokens."""
+        walkers = [s for s in states for _ in range(n)]
+        actions: list[list[str]] = [[] for _ in walkers]
+        tokens, logprobs = [0] * len(walkers), [0.0] * len(walkers)
+        active = [k for k, s in enumerate(walkers) if not self.env.is_terminal(s)]
+        while active:
+            outs = self._generate([self.env.prompt(walkers[k]) for k in active], 1,
+                                  min(self.max_step_tokens, self.rollout_tokens), self.step_stops)
+            still = []
+            for k, (c,) in zip(active, outs):
+                tokens[k] += c.num_tokens
+                logprobs[k] += c.logprob
+                step = c.text.strip()
+                if not step:
+                    continue
+                walkers[k] = self.env.step(walkers[k], step)
+                actions[k].append(step)
+                if not self.env.is_terminal(walkers[k]) and tokens[k] < self.rollout_tokens:
+                    still.append(k)
+            active = still
+        return [[Rollout(actions=actions[k], token_count=tokens[k], logprob=logprobs[k])
+                 for k in range(i * n, (i + 1) * n)] for i in range(len(states))]
 
     def _to_rollout(self, state: Hashable, c: Completion) -> Rollout:
         actions, cur = [], state

@@ -105,6 +105,9 @@ class TextEnv:
     `extract_answer`, `check` and `gold_of` (the gold key stored in the state)."""
 
     step_separator = STEP_SEPARATOR
+    # where the policy's generation of one step stops; an env that writes each step's text itself
+    # (reach: the policy names a move, the env writes the result) also stops where the policy's part ends
+    step_stops: tuple[str, ...] = (STEP_SEPARATOR,)
     template = "{question}\n"
 
     def __init__(self, max_steps: int = 10, template: str | None = None):
@@ -171,6 +174,12 @@ class TextEnv:
     def problem_of(self, state: TextState) -> dict[str, Any]:
         """The minimal problem dict `check` needs, rebuilt from a state."""
         return {"question": state.question, "answer": state.gold}
+
+    @property
+    def writes_steps(self) -> bool:
+        """Whether the env writes part of each step (its generation stops early): rollouts then
+        go step by step, so the policy always reads the env's lines, never its own version."""
+        return tuple(self.step_stops) != (self.step_separator,)
 
     # --- text helpers ------------------------------------------------------------------
     def prompt(self, state: TextState) -> str:

@@ -14,7 +14,9 @@ step is the policy's line naming one of the problem's moves by its start (`14 + 
 follows); the env rewrites it as that move applied to the current value with the exact result and
 the distance still to go, so the policy's context always holds the true board. The game ends when the value
 reaches the target (+1), passes it (-1: the moves never decrease a value), after `max_steps`
-moves (-1), or at a line that names no allowed move (-1: a broken rule).
+moves (-1), or at a line that names no allowed move (-1: a broken rule). The policy's generation
+of a step stops at " =" (`step_stops`): it writes the move, about 6 tokens, and the env the
+remaining ~15 characters; rollouts go step by step, so the policy reads only the env's lines.
 
 So the rules (write a line naming an allowed move) are easy and random play teaches them; the
 strategy (which move, given the value, the target and the moves) is the same on every problem,
@@ -37,7 +39,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tsllm.envs.base import DataError, TextEnv, TextState, iter_jsonl
+from tsllm.envs.base import STEP_SEPARATOR, DataError, TextEnv, TextState, iter_jsonl
 
 MOVE_MENU = ("+1", "+2", "+3", "+4", "+5", "*2", "*3")
 MOVES_PER_PROBLEM = 3
@@ -225,6 +227,7 @@ class ReachEnv(TextEnv):
     reveals nothing the policy does not see."""
 
     template = "{question}\n"
+    step_stops = (STEP_SEPARATOR, " =")  # the policy names the move ("14 + 3"); the env writes " = 17, ..."
 
     def __init__(self, max_steps: int = MAX_STEPS, template: str | None = None):
         super().__init__(max_steps=max_steps, template=template)
