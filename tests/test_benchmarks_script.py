@@ -73,7 +73,9 @@ def test_claim_5_from_a_bench_loop_json(smoke, tmp_path):
     assert benchmarks.main(["--scale", "smoke", "--claims", "5", "--loop-json", str(out / "bench_loop.json"),
                             "--out-dir", str(tmp_path), "--doc", str(doc)]) == 0
     found = sections(doc.read_text())
-    assert "(read from " in found[5] and VERDICT.search(found[5])
+    made = json.loads((out / "bench_loop.json").read_text())
+    assert f"    {made['command']}  # read from " in found[5] and VERDICT.search(found[5])
+    assert f"Wall time: {made['seconds']:.0f} s" in found[5]  # the bench's own, not the reading's
     assert all("Not measured yet" in found[k] for k in (1, 2, 3, 4))
     assert not (tmp_path / "checkpoints").exists()  # claim 5 alone trains nothing
 

@@ -3,6 +3,7 @@ replay with one row per (problem, path), the training search's own budget, and t
 (`improve=sampling`: rollouts at the search's generated tokens per problem)."""
 
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,6 +56,10 @@ class FixedLengthRollouts:
     def __init__(self, lengths):
         self.lengths, self.drawn, self.calls = lengths, {p: 0 for p in lengths}, []
 
+    def length(self, question):  # a list: the n-th rollout's length, its last for the rest
+        lengths = self.lengths[question]
+        return lengths if isinstance(lengths, int) else lengths[min(self.drawn[question], len(lengths)) - 1]
+
     def rollout(self, states, n):
         self.calls.append(n)
         out = []
@@ -63,7 +68,7 @@ class FixedLengthRollouts:
             for _ in range(n):
                 self.drawn[question] += 1
                 step = "s" if question == "same" else f"s{self.drawn[question]}"
-                rollouts.append(SimpleNamespace(actions=[step], token_count=self.lengths[question]))
+                rollouts.append(SimpleNamespace(actions=[step], token_count=self.length(question)))
             out.append(rollouts)
         return out
 
@@ -92,6 +97,14 @@ def test_sampling_spends_about_the_target_tokens_per_problem():
     assert len(rows["same"]) == 1  # one row per distinct end
     assert all(r["source"] == "sampling" for _, r in found)
     assert len(pv.calls) < 20  # batched: a pass asks for the whole shortfall, not one rollout at a time
+
+
+def test_a_short_first_rollout_does_not_make_a_problem_overspend():
+    """One 5-token win first, then 40-token rollouts: sizing the whole shortfall on the first
+    rollout would draw 39 more (1,565 tokens); a pass at most doubles the count drawn."""
+    pv = FixedLengthRollouts({"lucky": [5, 40]})
+    _, [(_, spent)] = sampler()._sample_to_budget(pv, [(0, "lucky")], target=200, label="test")
+    assert abs(spent["tokens"] - 200) <= 40 and spent["tokens"] == 5 + 40 * (spent["rollouts"] - 1)
 
 
 # ----------------------------------------------------------------------------- config
@@ -210,6 +223,8 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
     result = json.loads((out / "bench_loop.json").read_text())
     assert [(r["round"], r["mode"]) for r in result["table"]] == \
         [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
+    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in tiny)
+    assert result["seconds"] > 0
     assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
     search, sampling = (result["runs"][m] for m in ("search", "sampling"))
     # round 0 is shared: the same numbers, and the sampling run's stages name its own models

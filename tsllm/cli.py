@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -161,12 +162,17 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     from tsllm.config import ConfigError, load_config
     from tsllm.loop import LoopConfig
 
+    start = time.perf_counter()
     try:
         output_dir = args.output_dir or load_config(LoopConfig, args.config, args.overrides).output_dir + "-bench-loop"
         result = run_loop_bench(args.config, list(args.overrides), output_dir, progress=not args.no_progress)
     except ConfigError as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
+    # how the JSON was made, so a report built from it can say so (scripts/benchmarks.py --loop-json)
+    result["command"] = shlex.join(["tsllm", "bench", "loop", *(["--config", args.config] if args.config else []),
+                                    *args.overrides])
+    result["seconds"] = time.perf_counter() - start
     print_loop_table(result)
     out = Path(args.out or Path(output_dir) / "bench_loop.json")
     write_json(result, out)

@@ -293,7 +293,8 @@ class Loop:
         """(index, row) of each distinct rollout end, and (index, {tokens, rollouts}) per problem.
         A problem draws more rollouts while one more, of its mean length so far, would bring its
         spend closer to `target` (so it stops within half a rollout of it, and draws one at least);
-        each pass asks for the whole rollouts the shortfall holds, batched over the chunk's problems."""
+        each pass asks for the whole rollouts the shortfall holds but at most doubles the problem's
+        count, batched over the chunk's problems."""
         found, spent = [], []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for _, p in chunk]
@@ -307,7 +308,9 @@ class Loop:
                         continue
                     mean = max(1.0, used[i] / drawn[i])  # this problem's rollouts: lengths differ by problem
                     if used[i] + mean / 2 < target:
-                        want[i] = max(1, int((target - used[i]) / mean))  # floor: lengths vary, top up next pass
+                        # floor, and at most as many as drawn so far: a mean of few rollouts may be
+                        # far off (one 1-move win), so the estimate firms up before most are drawn
+                        want[i] = max(1, min(drawn[i], int((target - used[i]) / mean)))
                 if not want:
                     break
                 for n in sorted(set(want.values())):
