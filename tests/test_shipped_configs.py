@@ -26,6 +26,7 @@ SHRINK = ["rounds=1", "train_questions=4", "test_questions=4", "samples_per_ques
           "warmstart.max_steps=8", "value.max_steps=4", "policy.max_steps=4", "tracking.report_to=none"]
 CPU_LOOPS = {  # config -> processes its launch line starts
     "configs/game24/tiny.yaml": 1,
+    "configs/game24/moves.yaml": 1,
     "configs/game24/tiny_zero2.yaml": 2,
     "configs/prontoqa/tiny.yaml": 1,
     "configs/reach/tiny.yaml": 1,
