@@ -496,12 +496,12 @@ def claim_section(k: int, result: dict | None) -> list[str]:
     return lines
 
 
-def checkpoint_notes(out: Path) -> list[str]:
+def checkpoint_notes(out: Path, loop: dict | None) -> list[str]:
     """What each task's checkpoints are: how far the warm start got (a busy machine hits its
-    max_seconds cap before the last epoch) and how often its samples solved a training problem."""
+    max_seconds cap before the last epoch) and how often its samples solved a training problem.
+    `loop`: claim 5's result, which names the bench loop's search run."""
     notes = []
-    loop = out / "claim5.json"
-    loop_dir = json.loads(loop.read_text()).get("loop_dir") if loop.is_file() else None
+    loop_dir = (loop or {}).get("loop_dir")
     runs = {**{f"checkpoints of {task}": out / "checkpoints" / task for task in TASKS},
             "loops of claim 5 (one warm start for both)": Path(loop_dir or out / "loop" / "search")}
     for name, folder in runs.items():
@@ -534,7 +534,7 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
              "exact checker's, strict (every step follows the rules). Tokens are generated tokens per question. "
              "Wall times are of one run on a shared 2-core CPU machine: they say what a regeneration costs, "
              "not how fast any method is.", "",
-             *(f"- The {note}." for note in checkpoint_notes(out)), "",
+             *(f"- The {note}." for note in checkpoint_notes(out, results[5])), "",
              "Verdict rule: a number's error is sqrt(std² / seeds + p(1 − p) / questions) (seed spread plus the "
              "question sample's binomial error); two numbers differ when their gap exceeds twice the combined "
              "error, else they are tied. Each claim's verdict line says how its comparisons decide it.", "",

@@ -28,14 +28,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from tsllm.config import load_config
+    from tsllm.eval_run import pick_round, read_run_config
     from tsllm.loop import Loop, LoopConfig, solved_problems
 
-    run = Path(args.run)
-    loop = Loop(load_config(LoopConfig, str(run / "config.json"), []), None, progress=False)  # JSON is YAML
-    k = args.round
-    policy = loop.model_path(json.loads((run / ("warmstart" if k == 0 else f"round_{k - 1}/policy")
-                                         / "done.json").read_text())["policy"])
-    value = loop.model_path(json.loads((run / f"round_{k}" / "value" / "done.json").read_text())["value"])
+    k, policy, value = pick_round(args.run, read_run_config(args.run), args.round)  # what `eval --run` takes
+    loop = Loop(load_config(LoopConfig, str(Path(args.run) / "config.json"), []), None, progress=False)
     problems = loop.pool(k)[: args.problems]
     s = loop.config.search
     run_algorithm, run_knobs = s.algorithm, dict(s.knobs, **s.train_knobs)  # the training search's

@@ -104,31 +104,30 @@ class Game24MovesEnv(TextEnv):
     def problem_of(self, state: TextState) -> dict[str, Any]:
         return {"question": state.question, "numbers": list(state.gold)}
 
-    def lefts(self, state: TextState) -> list[Left] | None:
-        return play(state.gold, state.steps)
+    def left(self, state: TextState) -> Left | None:
+        """The numbers left now, or None after a line that named no legal move."""
+        lefts = play(state.gold, state.steps)
+        return None if lefts is None else lefts[-1] if lefts else [Fraction(n) for n in state.gold]
 
     def step(self, state: TextState, action: str) -> TextState:
         """Apply the move the line names and write the exact line; a line that names no legal
         move is kept as written (it ends the game as a loss)."""
-        child = super().step(state, action)
-        lefts = self.lefts(state)
-        if lefts is None:
-            return child
-        applied = apply_move(lefts[-1] if lefts else [Fraction(n) for n in state.gold], child.steps[-1])
+        child, left = super().step(state, action), self.left(state)
+        applied = None if left is None else apply_move(left, child.steps[-1])
         if applied is None:
             return child
         return TextState(child.question, state.steps + (applied[0],), child.gold)
 
     def is_terminal(self, state: TextState) -> bool:
-        return len(state.steps) >= self.max_steps or self.lefts(state) is None
+        return len(state.steps) >= self.max_steps or self.left(state) is None
 
     def is_final_step(self, step: str) -> bool:  # the end is decided by the moves made, in is_terminal
         return False
 
     def answer(self, state: TextState) -> str | None:
         """The last number left after the three moves (None before the end or after a broken rule)."""
-        lefts = self.lefts(state)
-        return format_number(lefts[-1][0]) if lefts and len(lefts[-1]) == 1 else None
+        left = self.left(state)
+        return format_number(left[0]) if left is not None and len(left) == 1 else None
 
     def extract_answer(self, text: str) -> str | None:  # needs the puzzle: see `answer`
         return None
@@ -144,7 +143,5 @@ class Game24MovesEnv(TextEnv):
     def legal_step(self, state: TextState, step: str) -> bool:
         """The rules: the line names two of the numbers left and a possible operation. After a
         broken rule (a sampled path, never a searched one) nothing more is ruled out."""
-        lefts = self.lefts(state)
-        if lefts is None:
-            return True
-        return apply_move(lefts[-1] if lefts else [Fraction(n) for n in state.gold], step) is not None
+        left = self.left(state)
+        return left is None or apply_move(left, step) is not None
