@@ -100,3 +100,39 @@ def test_a_hub_id_that_cannot_be_reached_stops_eval_in_one_line(models, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("tsllm: tsllm-tests/no-such-gsm8k: the hub dataset cannot be loaded"), err
+
+
+def test_ranks_keep_a_tot_csv_rank_range_end_to_end(models, tmp_path):  # noqa: F811
+    out = tmp_path / "eval.json"
+    rows = list(csv.DictReader((FIXTURES / "24_tot_sample.csv").read_text().splitlines()))
+    kept = [r["Puzzles"] for r in rows if 901 <= int(r["Rank"]) <= 1000]
+    assert 2 <= len(kept) < len(rows)  # the fixture has rows on both sides of ToT's test range
+    args = eval_args("game24", FIXTURES / "24_tot_sample.csv", models[0])
+    assert main([*args, "--ranks", "901-1000", "--out", str(out)]) == 0
+    greedy = json.loads(out.read_text())["methods"]["greedy"]
+    assert [q["question"] for q in greedy["per_question"]] == kept
+
+
+# --ranks misuse, refused before any model loads -> (task, file given, --ranks, what the usage error says)
+BAD_RANKS = {
+    "no csv": ("game24", "game24_tsllm.jsonl", "901-1000", "--ranks: ranks cut a Tree-of-Thoughts ranked CSV"),
+    "reversed": ("game24", "24_tot_sample.csv", "1000-901", "--ranks: expected ranks lo-hi with 1 <= lo <= hi, "
+                                                            "got 1000-901"),
+    "unranked task": ("gsm8k", "gsm8k_sample.jsonl", "1-2", "--ranks: task gsm8k has no ranked problems file"),
+    "malformed": ("game24", "24_tot_sample.csv", "901", "expected LO-HI such as 901-1000, got '901'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RANKS))
+def test_bad_ranks_stop_eval_naming_the_flag(case, models, capsys):  # noqa: F811
+    task, fixture, ranks, message = BAD_RANKS[case]
+    with pytest.raises(SystemExit):
+        main([*eval_args(task, FIXTURES / fixture, models[0]), "--ranks", ranks])
+    assert message in capsys.readouterr().err
+
+
+def test_a_rank_range_with_no_row_stops_eval_in_one_line_naming_the_file(models, capsys):  # noqa: F811
+    data = FIXTURES / "24_tot_sample.csv"
+    assert main([*eval_args("game24", data, models[0]), "--ranks", "2000-3000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"tsllm: {data}: no puzzle has a rank in 2000-3000", err

@@ -183,7 +183,15 @@ def run_bench_loop(args: argparse.Namespace) -> int:
 # `tsllm eval` flags named by the config keys a task's check reports
 EVAL_FLAGS = {"test_data": "--data", "base_model": "--policy", "reward_model": "--reward-model",
               "prompt_field": "--prompt-field", "test_split": "--split", "backend": "--backend",
-              "max_response_tokens": "--max-response-tokens"}
+              "max_response_tokens": "--max-response-tokens", "test_ranks": "--ranks"}
+
+
+def rank_range(text: str) -> tuple[int, int]:
+    """--ranks: 'LO-HI' as two integers (their order is the task's check)."""
+    lo, sep, hi = text.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected LO-HI such as 901-1000, got {text!r}")
+    return int(lo), int(hi)
 
 
 def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
@@ -197,7 +205,8 @@ def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
     settings = TaskSettings(seed=args.seed, strict=not args.lenient, test_questions=args.test_questions,
                             test_data=args.data, test_split=args.split, prompt_field=args.prompt_field,
                             reward_model=args.reward_model, max_response_tokens=args.max_response_tokens,
-                            max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend)
+                            max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend,
+                            test_ranks=args.ranks)
     try:
         task_cls.check(settings, training=False)
     except ConfigError as error:
@@ -378,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    + "; ".join(f"{n}: {get_task(n).data_help}" for n in names()
                                                if get_task(n).data_help) + "; default: the task's held-out split")
     ev.add_argument("--split", help=f"the split of a hub dataset --data ({run_default('split')})")
+    ev.add_argument("--ranks", type=rank_range, metavar="LO-HI",
+                    help="game24: the ranks kept of a Tree-of-Thoughts CSV --data, inclusive (ToT's test set: "
+                         "901-1000; default: every row)")
     ev.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder (num_labels=1)")
     ev.add_argument("--prompt-field", help=f"rlhf: the prompts' column in --data ({run_default('prompt_field')})")
     ev.add_argument("--max-response-tokens", type=int,

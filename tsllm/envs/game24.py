@@ -455,6 +455,8 @@ def load_tot_csv(path: str | Path, ranks: tuple[int, int] | None = None) -> list
                 continue
             numbers = _parse_puzzle(row["Puzzles"], where)
             problems.append(make_problem(numbers, rank=rank, solved_rate=row.get("Solved rate")))
+    if ranks is not None and not problems:
+        raise DataError(f"{path}: no puzzle has a rank in {ranks[0]}-{ranks[1]}")
     return problems
 
 

@@ -116,10 +116,16 @@ class TaskSettings:
     max_step_tokens: int = 48
     base_model: str | None = None
     backend: str = "hf"
+    # `tsllm eval --ranks`: the ranks kept of a ranked problems file (lo, hi inclusive). Not a loop
+    # key: a loop run reads no test file for the one task that has ranks (Game24 generates its own)
+    test_ranks: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, config: Any) -> TaskSettings:
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls) if f.name not in EVAL_ONLY})
+
+
+EVAL_ONLY = ("test_ranks",)  # TaskSettings fields `tsllm eval` sets and LoopConfig has not
 
 
 # ------------------------------------------------------------------------------- the protocol
@@ -137,6 +143,7 @@ class Task:
     joined_steps: ClassVar[bool] = False  # steps are pieces of one response (any text), not lines
     needs_model: ClassVar[bool] = True  # False: the policy/value bridge needs no checkpoint
     data_help: ClassVar[str] = "a jsonl file"  # what `tsllm eval --data` reads for this task
+    ranked_data: ClassVar[bool] = False  # its --data can be a ranked file, cut by --ranks (test_ranks)
 
     def __init__(self, settings: TaskSettings, device: str = "cpu"):
         self.settings, self.device = settings, device
@@ -145,6 +152,9 @@ class Task:
     def check(cls, settings: TaskSettings, training: bool) -> None:
         """Raise ConfigError (naming the key) for settings this task cannot run with; `training`:
         for a loop run, else for `tsllm eval` (which reads test problems only)."""
+        if settings.test_ranks is not None and not cls.ranked_data:
+            raise bad("test_ranks", f"task {cls.name} has no ranked problems file (ranks cut game24's "
+                                    "Tree-of-Thoughts CSV); remove it")
         if settings.base_model is not None:
             check_path("base_model", settings.base_model, "a causal-LM folder, or leave base_model unset "
                                                             "to warm-start the tiny model")

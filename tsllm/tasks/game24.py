@@ -2,7 +2,7 @@
 
 Problems: the 1362 solvable puzzles split by `game24.split(seed, test_questions)`; the warm start
 uses the same split's training side, so no test puzzle is seen. `tsllm eval --data` reads a
-Tree-of-Thoughts ranked CSV or a jsonl of puzzles.
+Tree-of-Thoughts ranked CSV (`--ranks 901-1000` keeps ToT's test ranks) or a jsonl of puzzles.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from tsllm.tasks.base import GeneratedTextTask, TaskSettings
 class Game24Task(GeneratedTextTask):
     name = "game24"
     data_help = "a Tree-of-Thoughts ranked CSV (24.csv) or a jsonl of puzzles (TS-LLM's: question \"1 1 4 6\")"
+    ranked_data = True
 
     @classmethod
     def make_env(cls, settings: TaskSettings, template: str | None = None) -> Any:
@@ -29,6 +30,11 @@ class Game24Task(GeneratedTextTask):
     @classmethod
     def check(cls, settings: TaskSettings, training: bool) -> None:
         super().check(settings, training)
+        ranks = settings.test_ranks
+        if ranks is not None and not str(settings.test_data or "").endswith(".csv"):
+            raise bad("test_ranks", "ranks cut a Tree-of-Thoughts ranked CSV; give one as test_data, or remove them")
+        if ranks is not None and not 1 <= ranks[0] <= ranks[1]:
+            raise bad("test_ranks", f"expected ranks lo-hi with 1 <= lo <= hi, got {ranks[0]}-{ranks[1]}")
         if settings.test_data is None:
             from tsllm.envs.game24 import NUM_SOLVABLE
 
@@ -50,7 +56,9 @@ class Game24Task(GeneratedTextTask):
         data = self.settings.test_data
         if data is None:
             return self._split()[1]
-        return game24.load_tot_csv(data) if data.endswith(".csv") else game24.load_jsonl(data)
+        if data.endswith(".csv"):
+            return game24.load_tot_csv(data, ranks=self.settings.test_ranks)
+        return game24.load_jsonl(data)
 
     def unusual_problems(self, problems: list[dict]) -> str | None:
         from tsllm.envs.game24 import is_solvable
