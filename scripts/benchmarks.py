@@ -8,11 +8,15 @@ tasks with the tiny models, with its command, seeds, spread, numbers and a verdi
 
 The claims:
  1. TS-LLM: value-guided search (mcts_alpha, bfs) beats CoT-SC and best-of-N at matched generated
-    tokens per question, on Game24 and PrOntoQA (`tsllm eval --sweep`, the method table).
+    tokens per question, on Game24 and PrOntoQA (`tsllm eval --sweep`, the method table); reach,
+    the task the README's loop trains, is measured beside them.
  2. ReSCALE: mcts_alpha accuracy stops rising (or falls) as simulations grow; gumbel_mcts rises.
  3. DORA: parallel_dora at B rollouts matches or beats parallel_rebase at 4B, with MiniLM embeddings.
  4. TS-LLM's open check: search accuracy as Gaussian noise of growing std is added to the value.
  5. The loop: per-round held-out greedy and search accuracy, search loop vs RFT loop (`tsllm bench loop`).
+
+Claims 2-4 run on reach (SEARCH_TASK), whose round-0 search is far above greedy, so a knob that
+moves the search shows; on the Game24 and PrOntoQA checkpoints most points are near zero.
 
 The script is thin: the checkpoints are the loop's own warm-start, sample and value stages run on
 the shipped tiny configs (in OUT_DIR/checkpoints, reused when complete), claims 1, 2 and 5 run the
@@ -49,7 +53,8 @@ from tsllm.cli import main as tsllm  # noqa: E402  (after the path)
 
 @dataclass(frozen=True)
 class Scale:
-    """How much each claim measures. `train`: loop overrides for the checkpoints (both tasks)."""
+    """How much each claim measures. `train`: loop overrides for the checkpoints; `per_task`: the
+    fields a task sets otherwise (a task whose points cost more measures fewer)."""
 
     name: str
     train: tuple[str, ...]
@@ -60,13 +65,21 @@ class Scale:
     beam_widths: tuple[int, ...]  # claim 1: bfs
     votes: tuple[int, ...]  # claim 1: cot_sc's k and best_of_n's n
     rollouts: int  # claim 3: dora at this, rebase at 4x
+    rollout_questions: int | None  # claim 3's held-out questions (None: test_questions); rebase at 4x costs most
     noise: tuple[float, ...]  # claim 4: std of the value noise
     noise_simulations: int  # claim 4: mcts_alpha's num_simulations
     loop: tuple[str, ...]  # claim 5: `tsllm bench loop` overrides
+    per_task: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def for_task(self, task: str) -> Scale:
+        return dataclasses.replace(self, **self.per_task.get(task, {}))
 
     def describe(self) -> str:
+        special = "".join(f"; {task}: " + ", ".join(f"{k} {' '.join(v) if k == 'train' else v}"
+                                                   for k, v in fields.items())
+                          for task, fields in self.per_task.items())
         return (f"{self.test_questions} held-out questions per task, {self.seeds} seeds, checkpoints from the "
-                f"shipped tiny configs with {' '.join(self.train) or 'no overrides'}")
+                f"shipped tiny configs with {' '.join(self.train) or 'no overrides'}{special}")
 
 
 TINY_MODEL = "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"
@@ -75,21 +88,29 @@ SMOKE_TRAIN = ("train_questions=4", "warmstart.max_seconds=4", "samples_per_ques
 SCALES = {
     # what a test runs: every claim end to end, numbers meaningless
     "smoke": Scale("smoke", SMOKE_TRAIN, test_questions=2, seeds=1, simulations=(1, 2), search_simulations=(1,),
-                   beam_widths=(1, 2), votes=(1, 2), rollouts=2, noise=(0.0, 1.0), noise_simulations=1,
+                   beam_widths=(1, 2), votes=(1, 2), rollouts=2, rollout_questions=None, noise=(0.0, 1.0),
+                   noise_simulations=1,
                    loop=(*SMOKE_TRAIN, "rounds=1", "test_questions=2", "search.knobs={num_simulations: 1, width: 2}",
                          "tracking.report_to=none")),
     # the shipped warm start, few questions and points: what a busy 2-core machine does in about an hour
     "medium": Scale("medium", ("train_questions=64",), test_questions=16, seeds=2, simulations=(1, 2, 4),
                     search_simulations=(1, 2), beam_widths=(1, 2), votes=(1, 4, 16), rollouts=4,
-                    noise=(0.0, 1.0, 3.0), noise_simulations=2,
+                    rollout_questions=None, noise=(0.0, 1.0, 3.0), noise_simulations=2,
                     loop=("rounds=1", "train_questions=16", "test_questions=16", "tracking.report_to=none")),
-    # the paper's DORA budgets (64 vs 256); the loop: the README's main job (reach) as shipped
-    "full": Scale("full", ("train_questions=128",), test_questions=32, seeds=3, simulations=(1, 2, 4, 8),
-                  search_simulations=(1, 2, 4, 8), beam_widths=(1, 2, 4), votes=(1, 4, 16, 64), rollouts=64,
-                  noise=(0.0, 0.3, 1.0, 3.0), noise_simulations=4,
-                  loop=("--config", str(REPO / "configs" / "reach" / "tiny.yaml"))),
+    # the paper's DORA budgets (64 vs 256); the loop: the README's main job (reach) as shipped. About
+    # 75 minutes on 2 idle cores (docs/BENCHMARKS.md says what each part took): PrOntoQA's chains are
+    # 3-10x longer than the others', so it measures fewer questions, points and seeds, and its warm
+    # start stops at 10 minutes
+    "full": Scale("full", (), test_questions=128, seeds=3, simulations=(1, 2, 4, 8, 16, 32),
+                  search_simulations=(1, 2, 4, 8), beam_widths=(1, 2, 4), votes=(1, 4, 16), rollouts=64,
+                  rollout_questions=64, noise=(0.0, 0.3, 1.0, 3.0), noise_simulations=6,
+                  loop=("--config", str(REPO / "configs" / "reach" / "tiny.yaml")),
+                  per_task={"reach": {"votes": (1, 4, 16, 64)},
+                            "prontoqa": {"test_questions": 32, "seeds": 2, "search_simulations": (1, 2, 4),
+                                         "beam_widths": (1, 2), "train": ("warmstart.max_seconds=600",)}}),
 }
-TASKS = ("game24", "prontoqa")
+TASKS = ("game24", "prontoqa", "reach")  # claim 1's: the paper's two, and the task the loop trains
+SEARCH_TASK = "reach"  # claims 2-4's: the embedded task whose value-guided search is far above greedy
 CLAIMS = (1, 2, 3, 4, 5)
 
 
@@ -185,58 +206,73 @@ SEARCHES, BASELINES = ("mcts_alpha", "bfs"), ("cot_sc", "best_of_n")
 def claim_search_vs_baselines(scale: Scale, ckpts: dict, out: Path) -> dict:
     tasks, commands = {}, []
     for task in TASKS:
-        ckpt = ckpts[task]
-        argv = [*eval_flags(ckpt, scale.test_questions), "--methods", "greedy",
+        ckpt, s = ckpts[task], scale.for_task(task)
+        argv = [*eval_flags(ckpt, s.test_questions), "--methods", "greedy",
                 *sets("mcts_alpha", search_knobs(ckpt)), *sets("bfs", {"width": search_knobs(ckpt).get("width", 8)}),
-                "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, scale.search_simulations))}",
-                "--sweep", f"bfs.beam_width={','.join(map(str, scale.beam_widths))}",
-                "--sweep", f"cot_sc.k={','.join(map(str, scale.votes))}",
-                "--sweep", f"best_of_n.n={','.join(map(str, scale.votes))}",
-                "--seeds", str(scale.seeds), "--out", str(out / f"sweep_claim1_{task}.json")]
+                "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, s.search_simulations))}",
+                "--sweep", f"bfs.beam_width={','.join(map(str, s.beam_widths))}",
+                "--sweep", f"cot_sc.k={','.join(map(str, s.votes))}",
+                "--sweep", f"best_of_n.n={','.join(map(str, s.votes))}",
+                "--seeds", str(s.seeds), "--out", str(out / f"sweep_claim1_{task}.json")]
         commands.append("tsllm eval " + shown(argv))
         rows = run_eval(argv)["points"]
-        n = scale.test_questions
-        pairs = []
-        for search in SEARCHES:
-            for baseline in BASELINES:
-                curve = [r for r in rows if r["method"] == baseline]
-                found = []
-                for r in (r for r in rows if r["method"] == search):
-                    at = matched(curve, r["tokens_per_question"]["mean"], n)
-                    if at is not None:
-                        found.append(compare(r["accuracy"]["mean"], point_error(r, n), *at))
-                pairs.append({"search": search, "baseline": baseline, "matched_points": len(found),
-                              "above": found.count("above"), "below": found.count("below"),
-                              "tied": found.count("tied")})
-        tasks[task] = {"points": rows, "pairs": pairs}
-    pairs = [p for t in tasks.values() for p in t["pairs"]]
-    won = [p for p in pairs if p["matched_points"] and p["above"] > p["matched_points"] / 2]
-    lost = [p for p in pairs if p["matched_points"] and p["below"] > p["matched_points"] / 2]
-    unmatched = [p for p in pairs if not p["matched_points"]]
-    if pairs and len(won) == len(pairs):
-        verdict = "reproduced"
-    elif lost and not won:
-        verdict = "refuted"
-    else:
-        verdict = "inconclusive"
-    reason = (f"of {len(pairs)} (search, baseline, task) pairs the search is above the baseline at matched tokens "
-              f"(at most of its matched points) in {len(won)}, below in {len(lost)}, tied or mixed in "
-              f"{len(pairs) - len(won) - len(lost) - len(unmatched)}; {len(unmatched)} had no point inside the "
-              "baseline's token range. Rule: reproduced when every pair is above, refuted when some are below and "
-              "none above.")
+        pairs = [search_pair(rows, search, baseline, s.test_questions) for search in SEARCHES for baseline in BASELINES]
+        tasks[task] = {"points": rows, "pairs": pairs, "verdict": pairs_verdict(pairs)}
+    named = [t for t in TASKS if t != "reach"]  # the paper's tasks decide; reach is reported beside them
+    verdicts = [tasks[t]["verdict"] for t in named]
+    verdict = ("reproduced" if all(v == "reproduced" for v in verdicts) else
+               "refuted" if "refuted" in verdicts and "reproduced" not in verdicts else "inconclusive")
+    reason = ("; ".join(f"{t}: {tasks[t]['verdict']} ({pairs_summary(tasks[t]['pairs'])})" for t in TASKS)
+              + f". Rule: per task, reproduced when every (search, baseline) pair is above at most of its matched "
+              f"points, refuted when some are below and none above; the claim takes the paper's tasks "
+              f"({', '.join(named)}), reproduced when each is, refuted when one is and none is reproduced.")
     return {"tasks": tasks, "commands": commands, "verdict": verdict, "reason": reason}
+
+
+def search_pair(rows: list[dict], search: str, baseline: str, questions: int) -> dict:
+    """How each of the search's points compares with the baseline's curve at its own tokens."""
+    curve = [r for r in rows if r["method"] == baseline]
+    found = []
+    for r in (r for r in rows if r["method"] == search):
+        at = matched(curve, r["tokens_per_question"]["mean"], questions)
+        if at is not None:
+            found.append(compare(r["accuracy"]["mean"], point_error(r, questions), *at))
+    return {"search": search, "baseline": baseline, "matched_points": len(found), "above": found.count("above"),
+            "below": found.count("below"), "tied": found.count("tied")}
+
+
+def won(pair: dict) -> bool:
+    return pair["matched_points"] > 0 and pair["above"] > pair["matched_points"] / 2
+
+
+def lost(pair: dict) -> bool:
+    return pair["matched_points"] > 0 and pair["below"] > pair["matched_points"] / 2
+
+
+def pairs_verdict(pairs: list[dict]) -> str:
+    if pairs and all(won(p) for p in pairs):
+        return "reproduced"
+    return "refuted" if any(lost(p) for p in pairs) and not any(won(p) for p in pairs) else "inconclusive"
+
+
+def pairs_summary(pairs: list[dict]) -> str:
+    above, below = sum(map(won, pairs)), sum(map(lost, pairs))
+    unmatched = sum(not p["matched_points"] for p in pairs)
+    return (f"of {len(pairs)} pairs above in {above}, below in {below}, tied or mixed in "
+            f"{len(pairs) - above - below - unmatched}, {unmatched} with no point in the baseline's token range")
 
 
 # ------------------------------------------------------------------------------ claim 2
 
 def claim_rescale(scale: Scale, ckpts: dict, out: Path) -> dict:
-    ckpt, n = ckpts["game24"], scale.test_questions
+    scale = scale.for_task(SEARCH_TASK)
+    ckpt, n = ckpts[SEARCH_TASK], scale.test_questions
     knobs = search_knobs(ckpt)
+    gumbel = {"width": knobs.get("width", 6), **{k: v for k, v in knobs.items() if k == "use_terminal_reward"}}
     sims = ",".join(map(str, scale.simulations))
-    argv = [*eval_flags(ckpt, n), "--methods", "greedy", *sets("mcts_alpha", knobs),
-            *sets("gumbel_mcts", {"width": knobs.get("width", 6)}),
+    argv = [*eval_flags(ckpt, n), "--methods", "greedy", *sets("mcts_alpha", knobs), *sets("gumbel_mcts", gumbel),
             "--sweep", f"mcts_alpha.num_simulations={sims}", "--sweep", f"gumbel_mcts.num_simulations={sims}",
-            "--seeds", str(max(scale.seeds, 2)), "--out", str(out / "sweep_claim2_game24.json")]
+            "--seeds", str(max(scale.seeds, 2)), "--out", str(out / f"sweep_claim2_{SEARCH_TASK}.json")]
     rows = run_eval(argv)["points"]
     curves = {m: [r for r in rows if r["method"] == m] for m in ("mcts_alpha", "gumbel_mcts")}
 
@@ -267,7 +303,7 @@ def claim_rescale(scale: Scale, ckpts: dict, out: Path) -> dict:
               f"step: {', '.join(gumbel_steps) or '-'}, last vs first: {gumbel_rise}. Rule: reproduced when "
               "mcts_alpha is not above over the upper half while gumbel_mcts never falls and ends above its start; "
               "refuted when mcts_alpha still rises or gumbel_mcts falls.")
-    return {"tasks": {"game24": {"points": rows}}, "commands": ["tsllm eval " + shown(argv)], "verdict": verdict,
+    return {"tasks": {SEARCH_TASK: {"points": rows}}, "commands": ["tsllm eval " + shown(argv)], "verdict": verdict,
             "reason": reason}
 
 
@@ -351,7 +387,9 @@ def minilm_embedder():
 
 
 def claim_dora(scale: Scale, ckpts: dict, out: Path) -> dict:
-    ev, n = Evaluation(ckpts["game24"], scale.test_questions), scale.test_questions
+    scale = scale.for_task(SEARCH_TASK)
+    n = scale.rollout_questions or scale.test_questions
+    ev = Evaluation(ckpts[SEARCH_TASK], n)
     embed = minilm_embedder()
     b = scale.rollouts
     dora_knobs = {"num_rollouts": b, **({"embed": embed} if embed else {})}
@@ -375,16 +413,18 @@ def claim_dora(scale: Scale, ckpts: dict, out: Path) -> dict:
     reason = (f"dora@{b} {d:.1%} vs rebase@{4 * b} {r:.1%}: {side} (a tie is resolved to +-{resolution:.1%}); "
               f"embeddings: {embedding}. Rule: refuted when dora is below; reproduced when it is above, or tied "
               "within 10 points, with the MiniLM embeddings the claim names; else inconclusive.")
-    command = (f"{shown(['tsllm', 'eval', *eval_flags(ckpts['game24'], n)])} --methods parallel_dora,parallel_rebase "
+    command = (f"{shown(['tsllm', 'eval', *eval_flags(ckpts[SEARCH_TASK], n)])} "
+               "--methods parallel_dora,parallel_rebase "
                f"--set parallel_dora.num_rollouts={b} --set parallel_rebase.num_rollouts={4 * b} --seeds {scale.seeds} "
                f"(plus parallel_rebase at {b}; dora's `embed` is given by the script, through tsllm.sweep.run_point)")
-    return {"tasks": {"game24": {"points": rows}}, "commands": [command], "verdict": verdict, "reason": reason,
+    return {"tasks": {SEARCH_TASK: {"points": rows}}, "commands": [command], "verdict": verdict, "reason": reason,
             "embedding": embedding}
 
 
 def claim_value_noise(scale: Scale, ckpts: dict, out: Path) -> dict:
-    ev, n = Evaluation(ckpts["game24"], scale.test_questions), scale.test_questions
-    knobs = {**search_knobs(ckpts["game24"]), "num_simulations": scale.noise_simulations}
+    scale = scale.for_task(SEARCH_TASK)
+    ev, n = Evaluation(ckpts[SEARCH_TASK], scale.test_questions), scale.test_questions
+    knobs = {**search_knobs(ckpts[SEARCH_TASK]), "num_simulations": scale.noise_simulations}
     rows = [ev.point("mcts_alpha", knobs, scale.seeds, std, {"knob": "value_noise", "value": std})
             for std in scale.noise]
     clean, noisiest = rows[0], rows[-1]
@@ -395,11 +435,11 @@ def claim_value_noise(scale: Scale, ckpts: dict, out: Path) -> dict:
               f"{noisiest['value']} added ({noisiest['accuracy']['mean']:.1%}): {side}. Claim read as: search "
               "accuracy falls as the value gets noisier (the value guides the search). Rule: reproduced when the "
               "value without noise is above the noisiest, refuted when below, inconclusive when tied.")
-    command = (f"{shown(['tsllm', 'eval', *eval_flags(ckpts['game24'], n)])} --methods mcts_alpha "
+    command = (f"{shown(['tsllm', 'eval', *eval_flags(ckpts[SEARCH_TASK], n)])} --methods mcts_alpha "
                + " ".join(f"--set mcts_alpha.{k}={v}" for k, v in knobs.items())
                + f" --seeds {scale.seeds}, with N(0, std) added to each value for std in "
                f"{list(scale.noise)} (a wrapper in the script: the bridge has no noise knob)")
-    return {"tasks": {"game24": {"points": rows}}, "commands": [command], "verdict": verdict, "reason": reason}
+    return {"tasks": {SEARCH_TASK: {"points": rows}}, "commands": [command], "verdict": verdict, "reason": reason}
 
 
 # ------------------------------------------------------------------------------ claim 5
@@ -441,7 +481,8 @@ def claim_loop(scale: Scale, out: Path, loop_json: str | None) -> dict:
 # ------------------------------------------------------------------------------ the doc
 
 TITLES = {
-    1: "TS-LLM: value-guided search beats CoT-SC and best-of-N at matched generated tokens (Game24, PrOntoQA)",
+    1: "TS-LLM: value-guided search beats CoT-SC and best-of-N at matched generated tokens (Game24, PrOntoQA; "
+       "reach beside them)",
     2: "ReSCALE (arXiv 2603.21162): MCTS-α accuracy stops rising as simulations grow; Gumbel MCTS rises",
     3: "DORA (arXiv 2506.15707): DORA at B rollouts matches or beats REBASE at 4B, with MiniLM embeddings",
     4: "TS-LLM's open check: search accuracy as Gaussian noise of growing std is added to the value",
@@ -488,7 +529,8 @@ def claim_section(k: int, result: dict | None) -> list[str]:
     if "table" in result:
         return lines + loop_table(result["table"]) + [""]
     for task, data in result["tasks"].items():
-        lines += [f"{task}:", "", *points_table(data["points"]), ""]
+        lines += [f"{task}:" + (f" {data['verdict']}" if "verdict" in data else ""), "", *points_table(data["points"]),
+                  ""]
         if "pairs" in data:
             lines += ["| search | baseline | matched points | above | tied | below |", "|---|---|---:|---:|---:|---:|"]
             lines += [f"| {p['search']} | {p['baseline']} | {p['matched_points']} | {p['above']} | {p['tied']} | "
@@ -519,6 +561,17 @@ def checkpoint_notes(out: Path, loop: dict | None) -> list[str]:
     return notes
 
 
+def checkpoint_seconds(out: Path) -> dict[str, float]:
+    """{task: seconds} of the checkpoints the script trained (their first run; reruns reuse them)."""
+    found = {}
+    for task in TASKS:
+        try:
+            found[task] = json.loads((out / "checkpoints" / task / "seconds.json").read_text())["seconds"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return found
+
+
 def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
     results = {k: json.loads(p.read_text()) if (p := out / f"claim{k}.json").is_file() else None for k in CLAIMS}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -529,20 +582,24 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
              + ("" if scale.name == "full" else
                 "This is not the full scale; the full regeneration is `python scripts/benchmarks.py`. ")
              + "Do not edit by hand: the script writes this file from the JSON it leaves per claim.", "",
-             "The tiny models are a character-level Llama warm-started on the task's traces and its value model "
-             "(tsllm/loop.py's warm-start, sample and value stages on configs/<task>/tiny.yaml). Accuracy is the "
-             "exact checker's, strict (every step follows the rules). Tokens are generated tokens per question. "
-             "Wall times are of one run on a shared 2-core CPU machine: they say what a regeneration costs, "
-             "not how fast any method is.", "",
+             "The tiny models are a character-level Llama warm-started as the task's tiny config says (Game24: "
+             "solver traces; PrOntoQA: generated proofs; reach: random legal play only, no solutions) and its "
+             "round-0 value model (tsllm/loop.py's warm-start, sample and value stages on "
+             "configs/<task>/tiny.yaml). Accuracy is the exact checker's, strict (every step follows the rules). "
+             "Tokens are generated tokens per question. Wall times are of one run of the script: they say what a "
+             "regeneration costs, not how fast any method is.", "",
              *(f"- The {note}." for note in checkpoint_notes(out, results[5])), "",
              "Verdict rule: a number's error is sqrt(std² / seeds + p(1 − p) / questions) (seed spread plus the "
              "question sample's binomial error); two numbers differ when their gap exceeds twice the combined "
              "error, else they are tied. Each claim's verdict line says how its comparisons decide it.", "",
              "| claim | verdict | wall time |", "|---|---|---:|"]
+    trained = checkpoint_seconds(out)
+    lines += [f"| checkpoints of {task} | - | {seconds:.0f} s |" for task, seconds in trained.items()]
     for k, r in results.items():
         verdict, seconds = (r["verdict"], f"{r['seconds']:.0f} s") if r else ("not measured", "-")
         lines.append(f"| {k}. {TITLES[k].split(':')[0]} | {verdict} | {seconds} |")
-    lines.append("")
+    total = sum(trained.values()) + sum(r["seconds"] for r in results.values() if r)
+    lines += [f"| all of the above | | {total:.0f} s ({total / 60:.0f} min) |", ""]
     for k, r in results.items():
         lines += claim_section(k, r)
     lines[3:3] = ["", "`$OUT` below is the script's --out-dir (default runs/benchmarks/<scale>): the checkpoints, "
@@ -585,10 +642,14 @@ def main(argv: list[str] | None = None) -> int:
         f" --loop-json {args.loop_json}" if args.loop_json else "")
     ckpts: dict[str, dict] = {}
     for k in [] if args.doc_only else claims:
-        needs = () if k == 5 else TASKS if k == 1 else ("game24",)
+        needs = () if k == 5 else TASKS if k == 1 else (SEARCH_TASK,)
         for task in (t for t in needs if t not in ckpts):
             print(f"benchmarks: checkpoints of {task} ({scale.name})", file=sys.stderr, flush=True)
-            ckpts[task] = train_checkpoints(task, scale.train, out / "checkpoints" / task, not args.no_progress)
+            folder, start = out / "checkpoints" / task, time.perf_counter()
+            fresh = not (folder / "warmstart" / "done.json").is_file()  # else the stages are reused
+            ckpts[task] = train_checkpoints(task, scale.for_task(task).train, folder, not args.no_progress)
+            if fresh:
+                (folder / "seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
         print(f"benchmarks: claim {k}: {TITLES[k]}", file=sys.stderr, flush=True)
         start = time.perf_counter()
         if k == 1:
@@ -602,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = claim_loop(scale, out, args.loop_json)
         seeds = 1 if k == 5 else max(scale.seeds, 2) if k == 2 else scale.seeds
+        if k == 1 and any(scale.for_task(t).seeds != seeds for t in TASKS):
+            seeds = f"{seeds} (" + ", ".join(f"{t}: {scale.for_task(t).seeds}" for t in TASKS
+                                             if scale.for_task(t).seeds != seeds) + ")"
         result = {"claim": k, "title": TITLES[k], "scale": scale.name, "seeds": seeds,
                   "seconds": time.perf_counter() - start, **result}  # a claim read from a file gives its own
         (out / f"claim{k}.json").write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -52,17 +52,21 @@ def test_smoke_doc_has_a_header_and_five_claims_each_with_a_verdict(smoke):
 def test_smoke_claims_hold_their_numbers(smoke):
     out, doc = smoke
     found = sections(doc)
-    for task in ("game24", "prontoqa"):  # the method table of both tasks, every method swept
+    claim1 = json.loads((out / "claim1.json").read_text())
+    for task in ("game24", "prontoqa", "reach"):  # the method table of each task, every method swept
         points = json.loads((out / f"sweep_claim1_{task}.json").read_text())["points"]
         assert {p["method"] for p in points} == {"greedy", "mcts_alpha", "bfs", "cot_sc", "best_of_n"}
-        assert f"{task}:\n\n| point |" in found[1]
-    rescale = json.loads((out / "claim2.json").read_text())["tasks"]["game24"]["points"]
+        verdict = claim1["tasks"][task]["verdict"]  # each task's own verdict, under its heading
+        assert f"{task}: {verdict}\n\n| point |" in found[1] and f"{task}: {verdict} (of 4 pairs" in found[1]
+    searched = benchmarks.SEARCH_TASK  # claims 2-4 run on the task whose search is far above greedy
+    assert searched == "reach"
+    rescale = json.loads((out / "claim2.json").read_text())["tasks"][searched]["points"]
     assert all(len(p["runs"]) == 2 for p in rescale if p["method"] != "greedy")  # claim 2 takes >= 2 seeds
     dora = json.loads((out / "claim3.json").read_text())
-    rollouts = [(p["method"], p["knobs"]["num_rollouts"]) for p in dora["tasks"]["game24"]["points"]]
+    rollouts = [(p["method"], p["knobs"]["num_rollouts"]) for p in dora["tasks"][searched]["points"]]
     assert rollouts == [("parallel_dora", 2), ("parallel_rebase", 2), ("parallel_rebase", 8)]
     assert "embeddings:" in found[3]
-    noise = [p["value"] for p in json.loads((out / "claim4.json").read_text())["tasks"]["game24"]["points"]]
+    noise = [p["value"] for p in json.loads((out / "claim4.json").read_text())["tasks"][searched]["points"]]
     assert noise == [0.0, 1.0]
     assert "| 1 | sampling |" in found[5] and "| 0 | search |" in found[5]
 
@@ -114,3 +118,22 @@ def test_doc_only_rewrites_the_same_claims_from_their_json(smoke, tmp_path):
     assert benchmarks.main(["--scale", "smoke", "--out-dir", str(out), "--doc", str(again), "--doc-only"]) == 0
     assert sections(again.read_text()) == sections(doc)
     assert str(out) not in doc and "$OUT/checkpoints/game24" in doc  # no machine paths in the doc
+
+
+def test_a_task_can_measure_less_than_the_scale_and_the_doc_says_so():
+    full = benchmarks.SCALES["full"]
+    prontoqa, reach = full.for_task("prontoqa"), full.for_task("reach")
+    assert prontoqa.test_questions < full.test_questions == reach.test_questions
+    assert reach.votes[-1] > full.votes[-1] and prontoqa.seeds < full.seeds == reach.seeds
+    assert "prontoqa: test_questions 32" in full.describe() and "warmstart.max_seconds=600" in full.describe()
+
+
+def test_the_summary_counts_each_checkpoint_and_claim_once(smoke):
+    out, doc = smoke
+    trained = benchmarks.checkpoint_seconds(out)
+    assert sorted(trained) == ["game24", "prontoqa", "reach"]  # the smoke run trained all three
+    for task, seconds in trained.items():
+        assert f"| checkpoints of {task} | - | {seconds:.0f} s |" in doc
+    total = sum(trained.values()) + sum(json.loads((out / f"claim{k}.json").read_text())["seconds"]
+                                        for k in benchmarks.CLAIMS)
+    assert f"| all of the above | | {total:.0f} s (" in doc
