@@ -142,3 +142,17 @@ def test_a_sweep_over_a_run_writes_json_table_and_png(tiny_run, tmp_path, capsys
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
     table = capsys.readouterr().out
     assert all(f"{s.split('=')[0].replace('.', ' ')}={v}" in table for s in sweeps for v in (1, 2, 3, 4))
+
+
+def test_a_method_only_swept_still_takes_the_run_knobs(tiny_run, tmp_path):
+    """`--methods greedy --sweep mcts_alpha...`: the swept search is the run's, knobs and all (it once
+    ran with the algorithm's defaults, e.g. without the run's terminal rewards)."""
+    out = tmp_path / "sweep.json"
+    assert main(["eval", "--run", str(tiny_run), "--test-questions", "2", "--methods", "greedy",
+                 "--sweep", "mcts_alpha.num_simulations=1,2", "--out", str(out)]) == 0
+    run_knobs = json.loads((tiny_run / "config.json").read_text())["search"]["knobs"]
+    swept = [p for p in json.loads(out.read_text())["points"] if p["method"] == "mcts_alpha"]
+    assert [p["value"] for p in swept] == [1, 2]
+    for p in swept:
+        assert {k: p["knobs"][k] for k in run_knobs if k != "num_simulations"} == {
+            k: v for k, v in run_knobs.items() if k != "num_simulations"}

@@ -160,7 +160,10 @@ def resolve_eval_args(args: argparse.Namespace) -> str | None:
     algorithm = search.get("algorithm")
     if args.methods is None:
         args.methods = ",".join(dict.fromkeys(["greedy", algorithm, get_task(args.task).baseline]))
-    methods = [m.strip() for m in args.methods.split(",")]
+    # a swept method joins --methods, so `--methods greedy --sweep mcts_alpha.num_simulations=...`
+    # evaluates the run's search too, with its knobs
+    swept = [spec.split(".", 1)[0].strip() for spec in getattr(args, "sweep", None) or []]
+    methods = list(dict.fromkeys([m.strip() for m in args.methods.split(",")] + swept))
     if algorithm in methods:  # the run's knobs first: the user's --set items come after and win
         args.set = knob_flags(algorithm, search) + list(args.set)
     guided = [m for m in methods if m not in ("greedy", "cot_sc")]
