@@ -269,8 +269,10 @@ def claim_rescale(scale: Scale, ckpts: dict, out: Path) -> dict:
     ckpt, n = ckpts[SEARCH_TASK], scale.test_questions
     knobs = search_knobs(ckpt)
     gumbel = {"width": knobs.get("width", 6), **{k: v for k, v in knobs.items() if k == "use_terminal_reward"}}
+    # ReSCALE's degrading search is PUCT with Dirichlet noise at the root (AlphaZero's): add_noise
+    noisy = {**knobs, "add_noise": True}
     sims = ",".join(map(str, scale.simulations))
-    argv = [*eval_flags(ckpt, n), "--methods", "greedy", *sets("mcts_alpha", knobs), *sets("gumbel_mcts", gumbel),
+    argv = [*eval_flags(ckpt, n), "--methods", "greedy", *sets("mcts_alpha", noisy), *sets("gumbel_mcts", gumbel),
             "--sweep", f"mcts_alpha.num_simulations={sims}", "--sweep", f"gumbel_mcts.num_simulations={sims}",
             "--seeds", str(max(scale.seeds, 2)), "--out", str(out / f"sweep_claim2_{SEARCH_TASK}.json")]
     rows = run_eval(argv)["points"]
@@ -298,7 +300,8 @@ def claim_rescale(scale: Scale, ckpts: dict, out: Path) -> dict:
     def curve(points: list[dict]) -> str:
         return " -> ".join(f"{p['accuracy']['mean']:.1%}" for p in points)
 
-    reason = (f"accuracy over {sims} simulations: mcts_alpha {curve(mcts)}, gumbel_mcts {curve(gumbel)}. "
+    reason = (f"accuracy over {sims} simulations: mcts_alpha (root Dirichlet noise) {curve(mcts)}, gumbel_mcts "
+              f"{curve(gumbel)}. "
               f"mcts_alpha from {mid['value']} to {mcts[-1]['value']} simulations: {upper}; gumbel_mcts step by "
               f"step: {', '.join(gumbel_steps) or '-'}, last vs first: {gumbel_rise}. Rule: reproduced when "
               "mcts_alpha is not above over the upper half while gumbel_mcts never falls and ends above its start; "

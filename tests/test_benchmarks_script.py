@@ -62,6 +62,8 @@ def test_smoke_claims_hold_their_numbers(smoke):
     assert searched == "reach"
     rescale = json.loads((out / "claim2.json").read_text())["tasks"][searched]["points"]
     assert all(len(p["runs"]) == 2 for p in rescale if p["method"] != "greedy")  # claim 2 takes >= 2 seeds
+    # ReSCALE's PUCT search has root Dirichlet noise; gumbel_mcts has its own Gumbel noise
+    assert {p["knobs"].get("add_noise") for p in rescale if p["method"] == "mcts_alpha"} == {True}
     dora = json.loads((out / "claim3.json").read_text())
     rollouts = [(p["method"], p["knobs"]["num_rollouts"]) for p in dora["tasks"][searched]["points"]]
     assert rollouts == [("parallel_dora", 2), ("parallel_rebase", 2), ("parallel_rebase", 8)]
