@@ -278,17 +278,14 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tsllm.eval_run import resolve_eval_args
     from tsllm.evaluate import evaluate_methods, print_table, save_results
 
-    try:  # the flags a run gives (--run), then the defaults; before any model loads
-        from_run = resolve_eval_args(args)
+    try:  # the sweeps, then the flags a run gives (--run) and the defaults; before any model loads
+        sweeps = sweep.check_args(args)
+        from_run = resolve_eval_args(args, swept=[s.method for s in sweeps])
     except ConfigError as error:
         stop(str(error))
     if from_run:
         print(f"tsllm eval: {from_run}", file=sys.stderr)
     task_cls, settings = eval_task(args, parser)
-    try:
-        sweeps = sweep.check_args(args)
-    except ConfigError as error:
-        stop(str(error))
     knobs = eval_methods(args, parser, task_cls, also=[s.method for s in sweeps])
     check_eval_inputs(args, task_cls)
     methods = list(knobs)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +130,11 @@ def knob_flags(algorithm: str, search: dict[str, Any]) -> list[str]:
     return [f"{algorithm}.{name}={json.dumps(value)}" for name, value in knobs.items()]
 
 
-def resolve_eval_args(args: argparse.Namespace) -> str | None:
+def resolve_eval_args(args: argparse.Namespace, swept: Sequence[str] = ()) -> str | None:
     """Fill the eval flags the user left out: from the run of `--run` (see the module doc), then
-    from EVAL_DEFAULTS. Changes `args` in place; returns a one-line account of what the run gave,
-    or None without --run. Raises ConfigError (message starting with the flag) before any model
-    loads."""
+    from EVAL_DEFAULTS. `swept`: the methods --sweep adds to --methods (they take the run's knobs
+    too). Changes `args` in place; returns a one-line account of what the run gave, or None
+    without --run. Raises ConfigError (message starting with the flag) before any model loads."""
     if args.run is None:
         if args.round is not None:
             raise ConfigError("--round: needs --run RUN_DIR (the round of which run?)")
@@ -160,10 +161,8 @@ def resolve_eval_args(args: argparse.Namespace) -> str | None:
     algorithm = search.get("algorithm")
     if args.methods is None:
         args.methods = ",".join(dict.fromkeys(["greedy", algorithm, get_task(args.task).baseline]))
-    # a swept method joins --methods, so `--methods greedy --sweep mcts_alpha.num_simulations=...`
-    # evaluates the run's search too, with its knobs
-    swept = [spec.split(".", 1)[0].strip() for spec in getattr(args, "sweep", None) or []]
-    methods = list(dict.fromkeys([m.strip() for m in args.methods.split(",")] + swept))
+    # a swept method joins --methods: `--methods greedy --sweep mcts_alpha...` searches as the run does
+    methods = list(dict.fromkeys([m.strip() for m in args.methods.split(",")] + list(swept)))
     if algorithm in methods:  # the run's knobs first: the user's --set items come after and win
         args.set = knob_flags(algorithm, search) + list(args.set)
     guided = [m for m in methods if m not in ("greedy", "cot_sc")]
