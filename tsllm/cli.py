@@ -143,14 +143,19 @@ def run_loop(args: argparse.Namespace) -> int:
     plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
     plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
     task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
-    metric, baseline = task.score, task.baseline
-    print(f"\n{'round':>5}{'greedy':>10}{'search':>10}{baseline:>10}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
+    metric = task.score
+    baseline = next((r["baseline_method"] for r in rows if r.get("baseline_method")), task.baseline)
+    search = config.search.algorithm
+    print(f"\n(baseline: {baseline} at the search's compute per question; cost columns are the search's)")
+    print(f"\n{'round':>5}{'greedy':>10}{search:>14}{baseline:>20}{'tok/q':>8}{'compute/q':>10}"
+          f"{'value loss':>12}{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
         scores = [r.get(f"{m}_{metric}") for m in ("greedy", "search", "baseline")]
         shown = ["-" if v is None else f"{v:.1%}" if metric == "accuracy" else f"{v:.3f}" for v in scores]
-        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>10}{shown[2]:>10}{r['tokens_per_question']:>8.0f}"
-              f"{losses[0]:>12}{losses[1]:>12}")
+        compute = r.get("search_compute_per_question")
+        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>14}{shown[2]:>20}{r['tokens_per_question']:>8.0f}"
+              f"{'-' if compute is None else f'{compute:.0f}':>10}{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
     return 0
 
@@ -233,7 +238,7 @@ def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task
     if task_cls.needs_model:
         if not args.policy:
             parser.error(f"task {args.task} needs --policy (a policy model folder)")
-        if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
+        if any(m not in ("greedy", "cot_sc", "best_of_n_checker") for m in methods) and not args.value:
             parser.error("value-guided searches need --value (a value model folder)")
     try:
         knobs = parse_overrides(args.set)
@@ -242,7 +247,15 @@ def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task
     bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
     if bad_knobs:
         parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
-    return {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
+    chosen = {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
+    from tsllm.evaluate import uses_checker
+
+    if any(uses_checker(k) for k in chosen.values()) and "best_of_n_checker" not in chosen:
+        # a search that sees terminal rewards is compared with sampling that sees them too
+        print("tsllm eval: a search uses terminal rewards (a checker): best_of_n_checker, sampling with the "
+              "same checker, is evaluated beside it", file=sys.stderr)
+        chosen["best_of_n_checker"] = {}
+    return chosen
 
 
 def stop(message: str) -> NoReturn:
@@ -324,7 +337,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     if sweep.sweeping(args):
         return sweep.run_from_args(args, task, make_pv, problems, knobs, sweeps)
-    results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
+    results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget,
+                               unit=args.match_unit)
     extra: list[str] = []
     for result in results.values():
         found = task.method_metrics(result)
@@ -399,7 +413,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
                     help="a method's knob, e.g. mcts_alpha.num_simulations=8 (repeatable)")
     ev.add_argument("--no-match-budget", action="store_true",
-                    help="do not size cot_sc's votes to the tree search's tokens per question")
+                    help="do not give the sampling methods (cot_sc, best_of_n, best_of_n_checker) the first tree "
+                         "search's cost per question as their budget")
+    ev.add_argument("--match-unit", choices=["compute", "tokens"], default="compute",
+                    help="the cost a matched sampling method shares with the search: compute (policy tokens "
+                         "processed: step tokens + prompt tokens not served from a cache) or step tokens")
     ev.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
     ev.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
     ev.add_argument("--temperature", type=float,

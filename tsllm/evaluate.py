@@ -3,11 +3,13 @@
     tsllm eval --policy DIR [--value DIR] [--task game24] [--data FILE] [--reward-model DIR] \
                [--methods greedy,mcts_alpha,cot_sc] [--set mcts_alpha.num_simulations=8] [--out FILE.json]
 
-Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency) and `best_of_n` (the ORM
-picks; unless --no-match-budget their vote count is set so their tokens per question match the
-first tree search's), and any name in tsllm.search.ALGORITHMS (value-guided; needs --value;
-proposals that break the task's rules are dropped, see Env.legal_step). Per method: accuracy
-(exact checker), generated tokens per question and the task's own metrics (rlhf: mean reward),
+Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency), `best_of_n` (the ORM
+picks) and `best_of_n_checker` (sampling + the env's checker: the baseline of a search that sees
+terminal rewards), and any name in tsllm.search.ALGORITHMS (value-guided; needs --value;
+proposals that break the task's rules are dropped, see Env.legal_step). Unless --no-match-budget,
+a sampling method gets the first tree search's cost per question as its budget (`matched_knobs`).
+Per method: accuracy (exact checker), cost per question in step tokens and in compute (those
+plus prompt tokens not served from a cache) and the task's own metrics (rlhf: mean reward),
 written as JSON with the per-question results. The problems, env and policy/value bridge are the
 task's (tsllm/tasks/), so every registered task evaluates the same way. The loop's eval
 stage uses the same functions.
@@ -79,7 +81,8 @@ def question_result(env: Any, out: Any) -> dict[str, Any]:
     end = out.best_path[-1]
     root = out.root
     return {"question": getattr(root, "question", getattr(root, "prompt", None)), "answer": out.answer,
-            "correct": is_correct(env, out), "tokens": out.budget.tokens, "nodes": out.stats.get("nodes", 0),
+            "correct": is_correct(env, out), "tokens": out.budget.tokens, "compute": out.budget.compute,
+            "nodes": out.stats.get("nodes", 0),
             "reward": env.reward(end) if env.is_terminal(end) else None}
 
 
@@ -88,45 +91,62 @@ def summarize(method: str, knobs: dict[str, Any], per_question: list[dict[str, A
     from several processes, each having run a share of the questions)."""
     n = max(len(per_question), 1)
     return {"method": method, "knobs": knobs, "accuracy": sum(q["correct"] for q in per_question) / n,
-            "tokens_per_question": sum(q["tokens"] for q in per_question) / n, "per_question": per_question}
+            "tokens_per_question": sum(q["tokens"] for q in per_question) / n,
+            "compute_per_question": sum(q.get("compute", q["tokens"]) for q in per_question) / n,
+            "per_question": per_question}
 
 
-def matched_votes(tree_tokens_per_question: float, greedy_tokens_per_question: float) -> int:
-    """How many sampled paths cost about as many tokens as the tree search: its tokens per
-    question over one greedy path's."""
-    return max(1, round(tree_tokens_per_question / max(greedy_tokens_per_question, 1.0)))
+# Sampling methods a matched budget applies to, and the knob that bounds their sample count
+VOTES_KNOBS = {"cot_sc": "k", "best_of_n": "n", "best_of_n_checker": "n"}
+MAX_SAMPLES = 64  # a matched baseline draws at most this many samples per question
+COST_LIMITS = {"tokens": "max_tokens", "compute": "max_compute"}  # cost unit -> the Budget limit on it
 
 
-# Sampling methods whose vote count `--match-budget` sizes to the tree search's tokens, and its knob
-VOTES_KNOBS = {"cot_sc": "k", "best_of_n": "n"}
+def uses_checker(knobs: dict[str, Any]) -> bool:
+    """Whether a search with these knobs sees the env's reward at terminals (a checker)."""
+    return bool(knobs.get("use_terminal_reward"))
+
+
+def fair_baseline(method: str, knobs: dict[str, Any], default: str) -> str:
+    """The sampling baseline of a search: sampling with the checker when the search sees one
+    (the same information), else `default` (the task's: CoT-SC's vote, or best-of-N by the ORM)."""
+    return "best_of_n_checker" if method not in VOTES_KNOBS and uses_checker(knobs) else default
+
+
+def matched_knobs(method: str, knobs: dict[str, Any], search_knobs: dict[str, Any], search: dict[str, Any],
+                  unit: str = "compute") -> dict[str, Any]:
+    """A sampling baseline's knobs at a search's cost: per question it may spend what the search
+    may (its own limit in `unit`, else its measured mean spend), and draws samples in order until
+    the next would not fit, at most MAX_SAMPLES. So how many it keeps comes from its own measured
+    cost per sample, never from another method's path length."""
+    limit = COST_LIMITS[unit]
+    cap = search_knobs.get(limit) or max(1, round(search[f"{unit}_per_question"]))
+    return {**knobs, VOTES_KNOBS[method]: knobs.get(VOTES_KNOBS[method], MAX_SAMPLES), limit: cap}
 
 
 def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str],
-                     knobs: dict[str, dict[str, Any]], match_budget: bool = True,
+                     knobs: dict[str, dict[str, Any]], match_budget: bool = True, unit: str = "compute",
                      progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Every method in order; with `match_budget`, a sampling method's vote count (cot_sc's k,
-    best_of_n's n) comes from the greedy and tree-search token counts measured before it (the
-    baseline at about the search's budget)."""
+    """Every method in order; with `match_budget`, a sampling method that has no cost limit of
+    its own gets the first tree search's (see `matched_knobs`; `unit`: tokens or compute)."""
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         method_knobs = dict(knobs.get(method, {}))
-        votes = VOTES_KNOBS.get(method)
-        if votes is not None and match_budget and votes not in method_knobs:
-            tree = next((r for m, r in results.items() if m != "greedy" and m not in VOTES_KNOBS), None)
-            greedy = results.get("greedy")
-            if tree is not None and greedy is not None:
-                method_knobs[votes] = matched_votes(tree["tokens_per_question"], greedy["tokens_per_question"])
+        if method in VOTES_KNOBS and match_budget and not any(k in method_knobs for k in COST_LIMITS.values()):
+            tree = next((m for m in results if m != "greedy" and m not in VOTES_KNOBS), None)
+            if tree is not None:
+                method_knobs = matched_knobs(method, method_knobs, knobs.get(tree, {}), results[tree], unit)
         results[method] = run_method(env, make_pv, problems, method, method_knobs, progress)
     return results
 
 
 def print_table(results: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
     """Accuracy and tokens per question of each method, then the `extra` metrics it holds."""
-    print(f"\n{'method':<16}{'accuracy':>10}{'tokens/q':>10}" + "".join(f"{m:>10}" for m in extra))
+    print(f"\n{'method':<20}{'accuracy':>10}{'tokens/q':>10}{'compute/q':>11}" + "".join(f"{m:>10}" for m in extra))
     for method, r in results.items():
         shown = ["-" if r.get(m) is None else f"{r[m]:.3f}" for m in extra]
-        print(f"{method:<16}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
-              + "".join(f"{v:>10}" for v in shown))
+        print(f"{method:<20}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
+              f"{r.get('compute_per_question', 0.0):>11.1f}" + "".join(f"{v:>10}" for v in shown))
 
 
 def save_results(results: dict[str, dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:

@@ -356,51 +356,49 @@ class Loop:
         return run_stage(self.out / f"round_{k}" / "policy", work)
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
-        """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)
-        with its vote count sized to the search's tokens per question over ALL held-out
-        questions, so a sharded run sizes it as a one-process run does."""
+        """Greedy, the configured search, and its fair baseline at its cost: sampling with the
+        checker when the search sees terminal rewards, else the task's (CoT-SC; best-of-N by the
+        ORM for rlhf), matched in compute; a checker baseline also runs matched in step tokens.
+        The baseline's budget is the search's mean over ALL held-out questions, so a sharded run
+        sizes it as a one-process run does."""
         def work(tmp: Path) -> dict:
-            from tsllm.evaluate import (
-                matched_votes,
-                run_method,
-                save_results,
-                summarize,
-            )
+            from tsllm.evaluate import fair_baseline, matched_knobs, run_method, save_results, summarize
 
             s, task = self.config.search, self.task
-            methods = ["greedy", s.algorithm, task.baseline]
             search_knobs, max_tokens = s.budget(training=False)
-            knobs = {"greedy": {}, s.algorithm: {"max_tokens": max_tokens, **search_knobs},
-                     task.baseline: dict(task.baseline_knobs)}
+            search_knobs = {"max_tokens": max_tokens, **search_knobs}
+            baseline = fair_baseline(s.algorithm, search_knobs, task.baseline)
+            runs = {"greedy": ("greedy", {}), "search": (s.algorithm, search_knobs),
+                    "baseline": (baseline, dict(task.baseline_knobs) if baseline == task.baseline else {})}
+            if baseline == "best_of_n_checker":
+                runs["baseline_tokens"] = (baseline, {})
             mine = dist.shard(self.test)
             results: dict[str, dict] = {}
-            for method in methods:
-                if method == task.baseline:
-                    votes = matched_votes(results[s.algorithm]["tokens_per_question"],
-                                          results["greedy"]["tokens_per_question"]) if dist.is_main() else None
-                    knobs[method][task.votes_knob] = dist.broadcast(votes)
+            for name, (method, knobs) in runs.items():
+                if name.startswith("baseline"):
+                    unit = "tokens" if name == "baseline_tokens" else "compute"
+                    knobs = dist.broadcast(matched_knobs(method, knobs, search_knobs, results["search"], unit)
+                                           if dist.is_main() else None)
+                    runs[name] = (method, knobs)
                 mine_results = run_method(self.env, lambda temp, guided: self.policy_value(
                     policy, value if guided else None, temperature=temp, rules=guided), [p for _, p in mine],
-                    method, knobs[method], progress=self.progress)["per_question"]
-                merged = dist.merge_parts(tmp, f"eval_{method}", list(zip((i for i, _ in mine), mine_results)))
+                    method, knobs, progress=self.progress)["per_question"]
+                merged = dist.merge_parts(tmp, f"eval_{name}", list(zip((i for i, _ in mine), mine_results)))
                 if merged is not None:
-                    results[method] = summarize(method, knobs[method], merged)
+                    results[name] = summarize(method, knobs, merged)
             if not dist.is_main():
                 return {}
             save_results(results, tmp / "results.json", {"round": k, "policy": policy, "value": value})
-            greedy, search, baseline = (results[m] for m in methods)
-            metrics = {
-                "greedy_accuracy": greedy["accuracy"],
-                "search_accuracy": search["accuracy"],
-                "baseline_accuracy": baseline["accuracy"],
-                "tokens_per_question": search["tokens_per_question"],
-                "greedy_tokens_per_question": greedy["tokens_per_question"],
-                "baseline_tokens_per_question": baseline["tokens_per_question"],
-                "baseline_votes": knobs[task.baseline][task.votes_knob],
-                "search_nodes_per_question": sum(q["nodes"] for q in search["per_question"]) / len(self.test),
-            }
-            for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
+            metrics = {"baseline_method": baseline,
+                       "search_nodes_per_question": sum(q["nodes"] for q in results["search"]["per_question"])
+                       / len(self.test)}
+            for name, result in results.items():
+                metrics.update({f"{name}_accuracy": result["accuracy"],
+                                f"{name}_compute_per_question": result["compute_per_question"]})
                 metrics.update({f"{name}_{key}": v for key, v in task.method_metrics(result).items()})
+                if name != "search":
+                    metrics[f"{name}_tokens_per_question"] = result["tokens_per_question"]
+            metrics["tokens_per_question"] = results["search"]["tokens_per_question"]
             return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)

@@ -1,5 +1,6 @@
 """Budget sweeps for `tsllm eval`: each method at several values of one knob, over several seeds,
-as JSON, a table and the test-time scaling plot (accuracy vs generated tokens per question).
+as JSON, a table and the test-time scaling plot (accuracy vs cost per question, in step tokens
+and in compute side by side).
 
     tsllm eval --policy DIR --value DIR --sweep mcts_alpha.num_simulations=2,4,8,16 \
                --sweep cot_sc.k=1,4,16,64 --seeds 3 --out sweep.json      # + sweep.png
@@ -175,7 +176,7 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
                         progress, rng=rng)
     per_question = result["per_question"]
     return {"seed": seed, "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
-            **(metrics(result) if metrics else {}),
+            "compute_per_question": result["compute_per_question"], **(metrics(result) if metrics else {}),
             "correct": [q["correct"] for q in per_question], "tokens": [q["tokens"] for q in per_question]}
 
 
@@ -201,40 +202,65 @@ def print_sweep(rows: list[dict[str, Any]]) -> None:
     core = ("accuracy", "tokens_per_question")
     extra = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "mean" in v)
              if k not in core]
-    header = (f"{'point':<32}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
-              + "".join(f"{k:>10}" for k in extra))
+    extra = [k for k in extra if k != "compute_per_question"]
+    header = (f"{'point':<36}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
+              f"{'compute/q':>10}" + "".join(f"{k:>10}" for k in extra))
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         label = r["method"] if r["knob"] is None else f"{r['method']} {r['knob']}={r['value']}"
         a, t = r["accuracy"], r["tokens_per_question"]
         shown = "".join(f"{r[k]['mean']:>10.3f}" if k in r else f"{'-':>10}" for k in extra)
-        print(f"{label:<32}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
-              f"{t['mean']:>10.1f}{t['std']:>8.1f}{shown}")
+        compute = r.get("compute_per_question", {}).get("mean", 0.0)
+        print(f"{label:<36}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
+              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{shown}")
+
+
+COST_UNITS = (("tokens_per_question", "policy tokens of the steps per question (log)"),
+              ("compute_per_question", "policy tokens processed per question (log)"))
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Accuracy vs generated tokens per question, one line per method through its points in
+    """Accuracy vs cost per question, in both cost units side by side (step tokens; compute:
+    those plus prompt tokens not served from a cache): one line per method through its points in
     swept order, error bars one std over seeds both ways, each point labelled by its value; log x."""
-    from tsllm.tracking import _finish_plot, _new_axes
+    import os
 
-    figure, axes = _new_axes("Accuracy vs tokens per question (test-time scaling)",
-                             "generated tokens per question (log)", "accuracy")
-    ys: list[float] = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = [r for r in rows if r["method"] == method and r["tokens_per_question"]["mean"] > 0]
-        if not points:
-            continue
-        xs = [r["tokens_per_question"]["mean"] for r in points]
-        means = [r["accuracy"]["mean"] for r in points]
-        axes.errorbar(xs, means, yerr=[r["accuracy"]["std"] for r in points],
-                      xerr=[r["tokens_per_question"]["std"] for r in points], marker="o", capsize=3,
-                      label=method if points[0]["knob"] is None else f"{method} ({points[0]['knob']})")
-        for r, x, y in zip(points, xs, means):
-            if r["knob"] is not None:
-                axes.annotate(f"{r['value']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ys += means
-    axes.set_xscale("log")
-    return _finish_plot(figure, axes, ys, path, "no point spent any tokens")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 4.8), dpi=110)
+    FigureCanvasAgg(figure)
+    figure.suptitle("Accuracy vs cost per question (test-time scaling)")
+    for index, (unit, label) in enumerate(COST_UNITS):
+        axes = figure.add_subplot(1, 2, index + 1)
+        axes.set_xlabel(label)
+        axes.set_ylabel("accuracy")
+        axes.grid(True, alpha=0.3)
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = [r for r in rows if r["method"] == method and r.get(unit, {}).get("mean", 0) > 0]
+            if not points:
+                continue
+            xs = [r[unit]["mean"] for r in points]
+            means = [r["accuracy"]["mean"] for r in points]
+            axes.errorbar(xs, means, yerr=[r["accuracy"]["std"] for r in points], xerr=[r[unit]["std"] for r in points],
+                          marker="o", capsize=3,
+                          label=method if points[0]["knob"] is None else f"{method} ({points[0]['knob']})")
+            for r, x, y in zip(points, xs, means):
+                if r["knob"] is not None:
+                    axes.annotate(f"{r['value']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if axes.get_legend_handles_labels()[0]:
+            axes.set_xscale("log")
+            axes.legend(loc="best", fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no point spent any tokens", ha="center", va="center", transform=axes.transAxes)
+        axes.set_ylim(-0.03, 1.03)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    figure.savefig(tmp, format="png")
+    os.replace(tmp, path)  # readers never see a half-written PNG
+    return path
 
 
 def write_sweep(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:
