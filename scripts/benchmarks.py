@@ -208,16 +208,19 @@ def claim_search_vs_baselines(scale: Scale, ckpts: dict, out: Path) -> dict:
     tasks, commands = {}, []
     for task in TASKS:
         ckpt, s = ckpts[task], scale.for_task(task)
+        # a search that sees terminal rewards (a checker) is compared with sampling that sees them too
+        checker = bool(search_knobs(ckpt).get("use_terminal_reward"))
+        searches, baselines = (("mcts_alpha",), ("best_of_n_checker",)) if checker else (SEARCHES, BASELINES)
+        votes = ",".join(map(str, s.votes))
         argv = [*eval_flags(ckpt, s.test_questions), "--methods", "greedy",
                 *sets("mcts_alpha", search_knobs(ckpt)), *sets("bfs", {"width": search_knobs(ckpt).get("width", 8)}),
                 "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, s.search_simulations))}",
                 "--sweep", f"bfs.beam_width={','.join(map(str, s.beam_widths))}",
-                "--sweep", f"cot_sc.k={','.join(map(str, s.votes))}",
-                "--sweep", f"best_of_n.n={','.join(map(str, s.votes))}",
+                *[arg for b in baselines for arg in ("--sweep", f"{b}.{'k' if b == 'cot_sc' else 'n'}={votes}")],
                 "--seeds", str(s.seeds), "--out", str(out / f"sweep_claim1_{task}.json")]
         commands.append("tsllm eval " + shown(argv))
         rows = run_eval(argv)["points"]
-        pairs = [search_pair(rows, search, baseline, s.test_questions) for search in SEARCHES for baseline in BASELINES]
+        pairs = [search_pair(rows, search, baseline, s.test_questions) for search in searches for baseline in baselines]
         tasks[task] = {"points": rows, "pairs": pairs, "verdict": pairs_verdict(pairs)}
     verdicts = [tasks[t]["verdict"] for t in PAPER_TASKS]
     verdict = ("reproduced" if all(v == "reproduced" for v in verdicts) else

@@ -8,7 +8,8 @@ and in compute side by side).
 A `--sweep METHOD.KNOB=V1,V2,...` names any method's knob (the method joins those run); methods
 that are not swept are one point at their `--set` knobs. Each point runs once per seed: seed s
 gives the search its own `rng` and the policy its own sampling stream, and seed 0 is exactly what
-a plain `tsllm eval` runs. Greedy decoding is deterministic, so it runs once per point. Every
+a plain `tsllm eval` runs. Greedy decoding is deterministic, so it runs once per point, and so
+does a search whose seed-0 run drew nothing random (no `rng`, every expansion scored). Every
 point records each seed's accuracy and tokens per question, and their mean and spread (sample
 std, min, max). Votes are not matched to the tree search here (`--match-budget` is for one
 point per method): the curve is the comparison.
@@ -170,12 +171,22 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
     import numpy as np
 
     from tsllm.evaluate import run_method
+    from tsllm.search import get_algorithm, takes_rng
 
     rng = None if seed == 0 else np.random.default_rng(seed)  # None: the algorithms' own seed, as eval
-    result = run_method(env, lambda t, g: reseed(make_pv(t, g), seed), problems, point.method, point.knobs,
-                        progress, rng=rng)
+    built = []
+
+    def seeded_pv(temperature, guided):
+        built.append(reseed(make_pv(temperature, guided), seed))
+        return built[-1]
+
+    result = run_method(env, seeded_pv, problems, point.method, point.knobs, progress, rng=rng)
     per_question = result["per_question"]
-    return {"seed": seed, "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
+    # nothing random was drawn: no rng, and every expansion scored rather than sampled
+    deterministic = (point.method != "greedy" and not takes_rng(get_algorithm(point.method))
+                     and all(getattr(pv, "generate_calls", None) == 0 for pv in built))
+    return {"seed": seed, "deterministic": deterministic,
+            "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
             "compute_per_question": result["compute_per_question"], **(metrics(result) if metrics else {}),
             "correct": [q["correct"] for q in per_question], "tokens": [q["tokens"] for q in per_question]}
 
@@ -187,10 +198,11 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
 
     rows = []
     for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
-        runs = [run_point(env, make_pv, problems, point, s, metrics, progress)
-                for s in range(1 if point.method == "greedy" else seeds)]
+        runs = [run_point(env, make_pv, problems, point, 0, metrics, progress)]
+        if point.method != "greedy" and not runs[0]["deterministic"]:  # greedy decoding is deterministic
+            runs += [run_point(env, make_pv, problems, point, s, metrics, progress) for s in range(1, seeds)]
         numbers = {k: [v for r in runs if isinstance(v := r.get(k), (int, float)) and not isinstance(v, bool)]
-                   for k in runs[0] if k != "seed"}
+                   for k in runs[0] if k not in ("seed", "deterministic")}
         rows.append({"method": point.method, "knob": point.knob, "value": point.value, "knobs": point.knobs,
                      **{k: spread(vs) for k, vs in numbers.items() if vs}, "runs": runs})
     return rows
