@@ -175,7 +175,8 @@ def test_the_default_pool_is_the_same_every_round():
 def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_path, registered):
     out = tmp_path / "run"
     assert main(["run", "--output-dir", str(out), "--no-progress", "task=fresh_successor", "improve=sampling",
-                 "value_from_search=true", *TINY]) == 0
+                 "value_from_search=true", *TINY,
+                 "search.knobs={num_simulations: 2, width: 2, use_terminal_reward: true}"]) == 0
     for k in (0, 1):  # round k samples and improves on pool k
         wanted = [str(n) for n in range(100 * (k + 1), 100 * (k + 1) + 4)]
         assert sorted({r["question"] for r in read_jsonl(out / f"round_{k}" / "sample" / "trajectories.jsonl")}) \
@@ -186,6 +187,17 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
     for k in (0, 1, 2):  # the held-out set never moves
         evaluated = json.loads((out / f"round_{k}" / "eval" / "results.json").read_text())
         assert [q["question"] for q in evaluated["methods"]["greedy"]["per_question"]] == ["500", "501", "502"]
+
+        # the search sees terminal rewards, so its baseline is sampling with the same checker, given the
+        # search's mean compute per question (and again its mean step tokens) as its budget
+        methods = evaluated["methods"]
+        assert list(methods) == ["greedy", "search", "baseline", "baseline_tokens"]
+        search = methods["search"]
+        assert methods["baseline"]["method"] == methods["baseline_tokens"]["method"] == "best_of_n_checker"
+        assert methods["baseline"]["knobs"] == {"n": 64, "max_compute": max(1, round(search["compute_per_question"]))}
+        assert methods["baseline_tokens"]["knobs"] == {"n": 64, "max_tokens": max(1, round(search["tokens_per_question"]))}
+        assert all(q["compute"] <= methods["baseline"]["knobs"]["max_compute"]
+                   for q in methods["baseline"]["per_question"])
 
     # value_from_search: round 1's value model also reads round 0's improve trajectories
     assert json.loads((out / "round_1" / "value" / "done.json").read_text())["data_files"] == \
