@@ -35,11 +35,17 @@ def tsllm_run(*args: str) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO, timeout=120)
 
 
-def test_print_config_keeps_the_other_knobs():
-    out = tsllm_run("--print-config", "search.knobs.width=4")
+def test_no_config_is_the_main_job_and_an_override_keeps_the_other_knobs():
+    out = tsllm_run("--print-config", "search.knobs.width=2")
     assert out.returncode == 0, out.stderr
-    search = yaml.safe_load(out.stdout)["search"]
-    assert search["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved == {**to_dict(load_config(LoopConfig, "configs/reach/tiny.yaml")),
+                        "search": resolved["search"]}
+    assert resolved["task"] == "reach" and resolved["output_dir"] == "runs/reach-tiny"
+    assert resolved["search"]["knobs"] == {"num_simulations": 6, "width": 2, "parallel_simulations": 3,
+                                           "use_terminal_reward": True}
+    assert "runs/reach-tiny" in subprocess.run([sys.executable, "-m", "tsllm.cli", "run", "--help"],
+                                               capture_output=True, text=True, cwd=REPO).stdout
 
 
 BAD_OVERRIDES = {"search.knobs.num_simulation=4": "search.knobs.num_simulation", "value.lrr=1": "value.lrr",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tests.tasks.test_custom_task import NextNumberTask, problem
 from tsllm import tasks
 from tsllm.cli import main
@@ -174,8 +175,8 @@ def test_the_default_pool_is_the_same_every_round():
 
 def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_path, registered):
     out = tmp_path / "run"
-    assert main(["run", "--output-dir", str(out), "--no-progress", "task=fresh_successor", "improve=sampling",
-                 "value_from_search=true", *TINY]) == 0
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", "task=fresh_successor",
+                 "improve=sampling", "value_from_search=true", *TINY]) == 0
     for k in (0, 1):  # round k samples and improves on pool k
         wanted = [str(n) for n in range(100 * (k + 1), 100 * (k + 1) + 4)]
         assert sorted({r["question"] for r in read_jsonl(out / f"round_{k}" / "sample" / "trajectories.jsonl")}) \
@@ -217,13 +218,13 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
 def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsys, registered):
     out = tmp_path / "bench"
     tiny = [*TINY[1:], "rounds=1", "task=successor"]
-    assert main(["bench", "loop", "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    assert main(["bench", "loop", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *tiny]) == 0
     printed = capsys.readouterr().out
     assert "last round greedy: search loop" in printed
     result = json.loads((out / "bench_loop.json").read_text())
     assert [(r["round"], r["mode"]) for r in result["table"]] == \
         [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
-    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in tiny)
+    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in [*LIBRARY_DEFAULTS, *tiny])
     assert result["seconds"] > 0
     assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
     search, sampling = (result["runs"][m] for m in ("search", "sampling"))
