@@ -53,6 +53,7 @@ from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
+from tsllm.progress import show_progress
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings
 
@@ -104,7 +105,7 @@ class Loop:
 
     def __init__(self, config: LoopConfig, tracker: Any = None, progress: bool = True):
         self.config, self.tracker = config, tracker
-        self.progress = progress and dist.is_main()  # one set of bars, not one per rank
+        self.progress = show_progress(progress) and dist.is_main()  # on a terminal, one set of bars, not one per rank
         self.out = Path(config.output_dir)
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)

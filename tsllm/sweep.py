@@ -24,6 +24,7 @@ from typing import Any
 
 from tsllm.atomic import write_json
 from tsllm.config import ConfigError
+from tsllm.progress import show_progress
 
 # LLMPolicyValue seeds generator call c with `seed + c`: seeds this far apart never share a call's seed
 SEED_STRIDE = 1_000_003
@@ -185,7 +186,7 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
     from tqdm.auto import tqdm
 
     rows = []
-    for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
+    for point in tqdm(points, desc="sweep", unit="point", disable=not show_progress(progress)):
         runs = [run_point(env, make_pv, problems, point, s, metrics, progress)
                 for s in range(1 if point.method == "greedy" else seeds)]
         numbers = {k: [v for r in runs if isinstance(v := r.get(k), (int, float)) and not isinstance(v, bool)]

@@ -128,9 +128,11 @@ class TrainArgs:
     def trainer_arguments(self, deepspeed: Any) -> dict[str, Any]:
         """The transformers `TrainingArguments` both trainers set from these keys, the same way;
         `deepspeed` is the DeepSpeed config (path or dict) the Trainer gets, or None."""
-        import os
-
         import torch
+
+        from tsllm.progress import quiet_library_bars, show_progress
+
+        quiet_library_bars()
 
         return dict(
             learning_rate=self.learning_rate,
@@ -154,6 +156,6 @@ class TrainArgs:
             report_to="none",
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
-            disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
+            disable_tqdm=not show_progress(),  # off a terminal each redraw is a log line
             ddp_find_unused_parameters=False,
         )

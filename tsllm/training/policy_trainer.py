@@ -19,8 +19,8 @@ safetensors, written to a temporary sibling folder and renamed into place.
 Runs as one process, or under `torchrun --nproc_per_node 2` / `accelerate launch` (the Trainer
 picks the process group up from the launcher's environment; gloo on CPU). `deepspeed=<json>`
 trains through DeepSpeed ZeRO (configs/deepspeed/) on GPUs, or in one CPU process: on several
-CPU processes Transformers sets up no backend for it, so that combination is refused at start. TSLLM_PROGRESS=0 turns
-the progress bars off (tests, logs).
+CPU processes Transformers sets up no backend for it, so that combination is refused at start. Progress
+bars are drawn only on a terminal (tsllm/progress.py; TSLLM_PROGRESS=0 turns them off there too).
 """
 
 from __future__ import annotations
