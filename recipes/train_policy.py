@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+from tsllm import tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(PolicyTrainConfig, args.config, args.overrides)
-        metrics = train_policy(config)
+        tasks.check_prompt_format(config.task)
+        metrics = train_policy(config, formats=tasks)  # rows rendered in their tasks' formats
     except (ConfigError, DataError, FileNotFoundError) as err:  # bad input: say what, not a traceback
         print(f"train_policy: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    from tsllm.training.warmstart import WarmStartConfig, game24_rows, write_jsonl
+    from tsllm.tasks.warmstart import WarmStartConfig, game24_rows, write_jsonl
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

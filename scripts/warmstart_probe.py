@@ -21,12 +21,13 @@ import os
 import time
 from pathlib import Path
 
+from tsllm import tasks
 from tsllm.config import load_config
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, split
 from tsllm.generation.hf import HFGenerator
+from tsllm.tasks.warmstart import WarmStartConfig, game24_rows, write_jsonl
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
-from tsllm.training.warmstart import WarmStartConfig, game24_rows, write_jsonl
 from tsllm.types import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def main() -> None:
         data = write_jsonl(rows, out / "warmstart.jsonl")
         config = load_config(PolicyTrainConfig, REPO / "configs/policy/tiny.yaml",
                              [f"data_files=[{data}]", f"output_dir={out / 'policy'}", *args.overrides])
-        metrics = train_policy(config)
+        metrics = train_policy(config, formats=tasks)
         generator = HFGenerator(metrics["model"], metrics["tokenizer"], max_batch_size=256)
         results.update({
             "train_rows": len(rows),

@@ -11,6 +11,7 @@ import pytest
 
 from tests.launch import LIBRARY_DEFAULTS
 from tests.tasks.test_custom_task import NextNumberTask, problem
+from tests.test_tracking import _run_files, offline_history
 from tsllm import tasks
 from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
@@ -250,3 +251,22 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
     assert target == search[0]["tokens_per_question"]
     assert sampling[0]["improve_tokens_per_question"] > 0
+
+
+def test_a_tracked_loop_holds_its_rounds_and_both_trainers_curves_in_one_offline_run(tmp_path, registered,
+                                                                                    wandb_env, capsys):
+    out = tmp_path / "run"
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", "task=successor", *TINY,
+                 "rounds=1", "tracking.report_to=wandb", "warmstart.logging_steps=1", "value.logging_steps=1",
+                 "policy.logging_steps=1"]) == 0
+    printed = capsys.readouterr()
+    assert "no W&B login found" in printed.err and f"wandb sync {out / 'wandb'}" in printed.err
+    [run_file] = _run_files(out, (out / "wandb_run_id.txt").read_text().strip())  # one run per loop
+    rows, axes = offline_history(run_file)
+    rounds = [r for r in rows if "greedy_accuracy" in r]
+    assert [r["round"] for r in rounds] == [0, 1] and axes["greedy_accuracy"] == "round"
+    trained = json.loads((out / "round_0" / "policy" / "done.json").read_text()).get("rows")
+    for stage in ("warmstart", "value") + (("policy",) if trained else ()):  # the policy trainer's, the value's
+        curve = [r for r in rows if f"{stage}/loss" in r]
+        assert curve and all(r[f"{stage}/step"] >= 1 for r in curve), stage
+        assert axes[f"{stage}/loss"] == f"{stage}/step"

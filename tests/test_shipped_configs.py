@@ -76,7 +76,7 @@ def test_trainer_config_trains_through_its_recipe(config, tmp_path):
     recipe, extra = TRAINERS[config]
     if recipe.endswith("train_policy.py"):  # it needs trajectories: the warm start's own rows
         rows = tmp_path / "rows.jsonl"
-        subprocess.run([sys.executable, "-m", "tsllm.training.warmstart", "--out", str(rows)],
+        subprocess.run([sys.executable, "-m", "tsllm.tasks.warmstart", "--out", str(rows)],
                        cwd=REPO, env=ENV, check=True, capture_output=True, timeout=600)
         extra = [*extra, f"data_files=[{rows}]"]
     command = [sys.executable, str(REPO / recipe), "--config", str(REPO / config), *extra,

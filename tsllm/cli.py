@@ -144,16 +144,19 @@ def run_loop(args: argparse.Namespace) -> int:
         rows = Loop(config, tracker, progress=not args.no_progress).run()
     finally:
         tracker.finish()
-    plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
-    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
     task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
-    metric, baseline = task.score, task.baseline
-    print(f"\n{'round':>5}{'greedy':>10}{'search':>10}{baseline:>10}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
+    metric, baseline, search = task.score, task.baseline, config.search.algorithm
+    labels = {"search": search, "baseline": f"{baseline} (matched tokens)"}  # the methods, not their roles
+    plot_accuracy_per_round(rows, out / "accuracy_per_round.png", labels)
+    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", labels)
+    width = max(10, len(search) + 2, len(baseline) + 2)
+    print(f"\n{'round':>5}{'greedy':>10}{search:>{width}}{baseline:>{width}}{'tok/q':>8}{'value loss':>12}"
+          f"{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
         scores = [r.get(f"{m}_{metric}") for m in ("greedy", "search", "baseline")]
         shown = ["-" if v is None else f"{v:.1%}" if metric == "accuracy" else f"{v:.3f}" for v in scores]
-        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>10}{shown[2]:>10}{r['tokens_per_question']:>8.0f}"
+        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>{width}}{shown[2]:>{width}}{r['tokens_per_question']:>8.0f}"
               f"{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
     return 0

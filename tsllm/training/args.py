@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 from tsllm.config import bad
 from tsllm.models.tiny import TinyModelConfig
-from tsllm.tasks import prompt_formats
 
 METRICS_FILE = "metrics.json"  # in <output_dir>, beside model/ and checkpoints/
 MODEL_DIR = "model"
@@ -55,7 +54,8 @@ class TrainArgs:
     tiny: TinyModelConfig | None = arg(None, "instead of base_model: a fresh tiny Llama with the character "
                                              "tokenizer, e.g. {num_layers: 2}")
     data_files: list[str] = arg([], "trajectories jsonl files to train on (tsllm.training.data)")
-    task: str = arg("game24", "prompt format for rows without a 'task' field")
+    task: str = arg("game24", "prompt format for rows without a 'task' field: a task name (the caller passes the "
+                              "tasks' formats to the trainer) or 'text'")
     eval_fraction: float = arg(0.1, "share of the questions held out for the eval loss (all rows of a "
                                     "question on one side)")
     output_dir: str = arg("out/train", "folder for model/, metrics.json and checkpoints/")
@@ -93,8 +93,6 @@ class TrainArgs:
         if (self.base_model is None or self.base_model == "") == (self.tiny is None):
             raise bad("base_model", "set exactly one of base_model=<model folder> or tiny (a TinyModelConfig "
                                     "mapping, e.g. `tiny: {}`)")
-        if self.task not in prompt_formats():
-            raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
         self.validate_settings()
 
     def validate_settings(self) -> None:

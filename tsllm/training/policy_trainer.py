@@ -49,6 +49,7 @@ from tsllm.models.tiny import (
 from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
+    Formats,
     Render,
     Trajectory,
     read_trajectories,
@@ -88,18 +89,19 @@ def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]
 
 
 def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
-                  min_reward: float | None = 0.0) -> list[dict[str, str]]:
+                  min_reward: float | None = 0.0, formats: Formats | None = None) -> list[dict[str, str]]:
     """Prompt/completion pairs from trajectories files (read and validated by
-    `tsllm.training.data`), keeping rows with steps and reward > min_reward (all rows when None).
-    Malformed rows raise DataError naming file and line."""
+    `tsllm.training.data`, rendered by `formats`: pass `tsllm.tasks` for task rows), keeping rows
+    with steps and reward > min_reward (all rows when None). Malformed rows raise DataError naming
+    file and line."""
     paths = [Path(p) for p in paths]
     renders: dict[str, Render] = {}
     examples: list[dict[str, str]] = []
-    for trajectory in read_trajectories(paths):
+    for trajectory in read_trajectories(paths, formats):
         task = trajectory.task or default_task
         if task not in renders:
             try:
-                renders[task] = render_for_task(task)
+                renders[task] = render_for_task(task, formats=formats)
             except ValueError as err:
                 raise DataError(f"{trajectory.where}: {err}") from None
         if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
@@ -237,7 +239,8 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
 
 
 def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_out: list[dict[str, str]],
-                  model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+                  model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                  callbacks: list[Any] | None = None) -> Any:
     """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected)."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -250,26 +253,28 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=[StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
+        callbacks=([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or []),
     )
 
 
-def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None,
+                 formats: Formats | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Fine-tune the policy on prompt/completion pairs (`examples`, or those read from
-    `config.data_files`), save it to `<output_dir>/model`, and return the metrics (also saved as
-    `<output_dir>/metrics.json`; keys shared with the value trainer): loss curve, held-out loss
-    before/after, optimizer steps, non-padding tokens and seconds, plus the in-memory `model` and
-    `tokenizer` that were saved."""
+    `config.data_files` and rendered by `formats`, e.g. the `tsllm.tasks` module), save it to
+    `<output_dir>/model`, and return the metrics (also saved as `<output_dir>/metrics.json`; keys
+    shared with the value trainer): loss curve, held-out loss before/after, optimizer steps,
+    non-padding tokens and seconds, plus the in-memory `model` and `tokenizer` that were saved.
+    `callbacks` (transformers TrainerCallbacks) go to the Trainer."""
     config.validate()
     if config.deepspeed is not None:
         check_deepspeed_launch()
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        examples = read_examples(config.data_files, config.task, config.min_reward)
+        examples = read_examples(config.data_files, config.task, config.min_reward, formats)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
     model, tokenizer = load_base(config)
-    trainer = build_trainer(config, train, held_out, model, tokenizer)
+    trainer = build_trainer(config, train, held_out, model, tokenizer, callbacks)
     out = Path(config.output_dir).expanduser()
     truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])
     if truncated or len(trainer.train_dataset) < len(train):

@@ -68,6 +68,7 @@ from tsllm.models.value import (
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
+    Formats,
     Render,
     ValueExample,
     build_orm_examples,
@@ -232,17 +233,18 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "label_mask": label_mask}
 
 
-def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list[ValueExample], list[ValueExample]]:
-    """(train, eval) examples. Without an explicit `render`, each row is rendered in the format of
-    its own "task" field, or of config.task when it has none."""
+def load_examples(config: ValueTrainConfig, render: Render | None,
+                  formats: Formats | None = None) -> tuple[list[ValueExample], list[ValueExample]]:
+    """(train, eval) examples. Without an explicit `render`, each row is rendered in the format
+    (of `formats`) of its own "task" field, or of config.task when it has none."""
 
     def build(paths):
         by_task: dict[str | None, list] = {}
-        for trajectory in read_trajectories(paths):
+        for trajectory in read_trajectories(paths, formats):
             by_task.setdefault(None if render else (trajectory.task or config.task), []).append(trajectory)
         examples = []
         for task, trajectories in by_task.items():
-            task_render = render or _task_render(task, config.template, trajectories[0].where)
+            task_render = render or _task_render(task, config.template, trajectories[0].where, formats)
             if config.target == "orm":
                 examples += build_orm_examples(trajectories, task_render)
             else:
@@ -259,9 +261,9 @@ def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list
     return train, evaluation
 
 
-def _task_render(task: str, template: str | None, where: str) -> Render:
+def _task_render(task: str, template: str | None, where: str, formats: Formats | None) -> Render:
     try:
-        return render_for_task(task, template)
+        return render_for_task(task, template, formats)
     except ValueError as err:
         raise DataError(f"{where}: {err}") from None
 
@@ -542,10 +544,11 @@ def cpu_deepspeed_state(ds_config: dict | None) -> bool:
 
 
 def train_value(config: ValueTrainConfig, render: Render | None = None,
-                callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
+                callbacks: list[TrainerCallback] | None = None, formats: Formats | None = None) -> dict[str, Any]:
     """Train (or resume training) the value model; returns the metrics also written to
-    <output_dir>/metrics.json. `render(question, steps)` defaults to each row's task format
-    (config.task for rows without one); `callbacks` go to the Trainer."""
+    <output_dir>/metrics.json. `render(question, steps)` defaults to each row's task format in
+    `formats` (e.g. the `tsllm.tasks` module; config.task for rows without one); `callbacks` go
+    to the Trainer."""
     config.validate()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     ds_config, ds_source = resolve_deepspeed_config(config, world_size)
@@ -555,7 +558,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None,
         shutil.rmtree(checkpoints, ignore_errors=True)
     barrier()
 
-    train_examples, eval_examples = load_examples(config, render)
+    train_examples, eval_examples = load_examples(config, render, formats)
     resume_from = latest_checkpoint(checkpoints) if config.resume else None
     resumed_from_step = None
     if resume_from is not None:
