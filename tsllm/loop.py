@@ -181,7 +181,8 @@ class Loop:
             return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
-        return self.model_path(run_stage(self.out / "warmstart", work, resumable=False)["policy"])
+        # resumable: a killed warm start keeps its folder, and the trainer resumes from its checkpoints
+        return self.model_path(run_stage(self.out / "warmstart", work, resumable=True)["policy"])
 
     # --- stages -----------------------------------------------------------------------
     def sample(self, k: int, policy: str) -> dict:
@@ -368,7 +369,7 @@ class Loop:
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}
 
-        return run_stage(self.out / f"round_{k}" / "policy", work)
+        return run_stage(self.out / f"round_{k}" / "policy", work, resumable=True)  # as the warm start
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
         """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)

@@ -1,6 +1,6 @@
 """Experiment tracking for the iteration loop: W&B (online or offline), a local rounds.jsonl, plots.
 
-    tracker = make_tracker("wandb", output_dir, project="tsllm", run_name="game24-tiny", config=cfg_dict)
+    tracker = make_tracker("wandb", output_dir, project="tsllm", run_name="reach-tiny", config=cfg_dict)
     tracker.log({"greedy_accuracy": 0.31, "search_accuracy": 0.52, "tokens_per_question": 812}, step=k)
     tracker.log_series("value", {"loss": 0.41, "learning_rate": 5e-4}, step=120)  # a trainer's curve
     tracker.finish()

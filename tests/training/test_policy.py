@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
 from tests.launch import TORCHRUN, run_launcher
 from tsllm import tasks
@@ -306,3 +307,36 @@ def test_zero3_lora_saves_the_whole_merged_model(base_dir, traj_file, tmp_path):
     changed = [k for k in base_weights if not torch.equal(base_weights[k], trained_weights[k])]
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                 "down_proj")) for k in changed)  # LoRA targets only
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
+        if state.global_step == self.step:
+            raise Killed(f"killed after the checkpoint of step {self.step}")
+
+
+def test_a_killed_run_resumes_from_its_safetensors_checkpoint_to_the_same_curve(base_dir, traj_file, tmp_path):
+    settings = dict(data_files=[str(traj_file)], max_steps=8, save_steps=4, eval_fraction=0.0, logging_steps=1)
+    straight = train_policy(config(base_dir, tmp_path / "a", **settings), formats=tasks)
+    with pytest.raises(Killed):
+        train_policy(config(base_dir, tmp_path / "b", **settings), formats=tasks, callbacks=[KillAfterCheckpoint(4)])
+    checkpoint = tmp_path / "b" / "checkpoints" / "checkpoint-4"
+    assert list(checkpoint.glob("*.safetensors")) and not list(checkpoint.glob("*model*.bin"))  # weights: safetensors
+    with pytest.raises(ConfigError, match="learning_rate"):  # other settings would not continue the same run
+        train_policy(config(base_dir, tmp_path / "b", **settings, learning_rate=1e-3), formats=tasks)
+    resumed = train_policy(config(base_dir, tmp_path / "b", **settings), formats=tasks)
+    assert (straight["resumed_from_step"], resumed["resumed_from_step"]) == (None, 4)
+    assert resumed["global_step"] == 8
+    assert [e["loss"] for e in resumed["train_loss_curve"]] == \
+        pytest.approx([e["loss"] for e in straight["train_loss_curve"]], rel=1e-4)
+    assert not (tmp_path / "b" / "checkpoints").exists()  # the model is saved; the checkpoints are gone

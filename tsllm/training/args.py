@@ -65,6 +65,10 @@ class TrainArgs:
     max_steps: int = arg(-1, "optimizer steps in all; > 0 overrides num_train_epochs")
     max_seconds: float | None = arg(None, "stop training after this many seconds (all processes stop "
                                           "together); null: no time limit")
+    # checkpoints, as transformers.TrainingArguments names them, and resume from them
+    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
+    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
+    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
     per_device_train_batch_size: int = arg(8, "rows per process per micro-batch")
     gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step (set here only; a "
                                               "DeepSpeed json says \"auto\")")
@@ -109,6 +113,10 @@ class TrainArgs:
             raise bad("max_steps", f"must be > 0, or -1 to train num_train_epochs, got {self.max_steps}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise bad("max_seconds", f"must be > 0 or null, got {self.max_seconds}")
+        if self.save_steps < 0:
+            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
         for key in ("warmup_ratio", "eval_fraction", "lora_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise bad(key, f"must be in [0, 1), got {getattr(self, key)}")

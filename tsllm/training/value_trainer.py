@@ -65,6 +65,7 @@ from tsllm.models.value import (
     position_ids_for,
     save_value_model,
 )
+from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
@@ -101,9 +102,6 @@ class ValueTrainConfig(TrainArgs):
     target: Literal["value", "orm"] = arg("value", "label every prefix (value) or the final text only (ORM)")
     td_lambda: float | None = arg(None, "null: Monte-Carlo returns; else TD(lambda) targets from the rows' "
                                         "'values'")
-    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
-    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
-    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
 
     def validate(self) -> None:
         super().validate()
@@ -122,10 +120,6 @@ class ValueTrainConfig(TrainArgs):
             raise bad("template", "must contain '{question}'")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
             raise bad("td_lambda", f"must be in [0, 1] or null, got {self.td_lambda}")
-        if self.save_steps < 0:
-            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
-        if self.save_total_limit < 1:
-            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
 
 
 
@@ -550,6 +544,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None,
     `formats` (e.g. the `tsllm.tasks` module; config.task for rows without one); `callbacks` go
     to the Trainer."""
     config.validate()
+    quiet_library_bars()  # before the model loads: its "Loading weights" bar too
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     ds_config, ds_source = resolve_deepspeed_config(config, world_size)
     args = training_arguments(config, ds_config, configured_state=cpu_deepspeed_state(ds_config))
