@@ -277,6 +277,19 @@ def test_rounds_log_writes_numpy_values_as_plain_numbers(tmp_path):
     assert log.rows() == [{"round": 0, "search_accuracy": 0.5, "counts": [1, 2]}]
 
 
+def test_rounds_and_each_stage_s_curve_get_their_own_axes(wandb_env):
+    tracker = WandbTracker("tsllm-test", dir=wandb_env, mode="offline")
+    tracker.log({"greedy_accuracy": 0.25}, step=0)
+    for step, loss in ((5, 1.0), (10, 0.5), (5, 0.9), (10, 0.4)):  # two trainings of one stage
+        tracker.log_series("value", {"loss": loss}, step)
+    tracker.log({"greedy_accuracy": 0.5}, step=1)  # after the trainers' points: not dropped
+    tracker.finish()
+    rows, axes = offline_history(_run_files(wandb_env, tracker.run_id)[0])
+    assert [(r["round"], r["greedy_accuracy"]) for r in rows if "greedy_accuracy" in r] == [(0, 0.25), (1, 0.5)]
+    assert [r["value/step"] for r in rows if "value/loss" in r] == [5, 10, 15, 20]  # the second continues
+    assert axes["greedy_accuracy"] == "round" and axes["value/loss"] == "value/step"
+
+
 # ------------------------------------------------------------------------------------------- plots
 
 ROWS = [
