@@ -1,9 +1,9 @@
 """Policy SFT (LoRA or full) on trajectories jsonl with TRL; saves a merged checkpoint or an adapter.
 
 Launch (any of):
-    python recipes/train_policy.py --config configs/policy/tiny.yaml [key=value ...]
-    torchrun --nproc_per_node 2 recipes/train_policy.py --config configs/policy/tiny.yaml
-    accelerate launch --multi_gpu --num_processes 2 recipes/train_policy.py --config configs/policy/tiny.yaml
+    python recipes/train_policy.py --config configs/policy/tiny_oracle.yaml [key=value ...]
+    torchrun --nproc_per_node 2 recipes/train_policy.py --config configs/policy/tiny_oracle.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/train_policy.py --config configs/policy/tiny_oracle.yaml
 
 On a machine without a GPU the two processes talk over gloo (`--multi_gpu` is only accelerate's
 name for "several processes"; `--cpu --num_processes 2` would run one). Overrides use dots for

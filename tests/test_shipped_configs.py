@@ -37,7 +37,7 @@ CPU_LOOPS = {  # config -> processes its launch line starts
 }
 TRAINERS = {  # config -> its recipe and the arguments that give it data and shrink its steps
     "configs/value/tiny.yaml": ("recipes/train_value.py", ["--demo-data", "40", "max_steps=3"]),
-    "configs/policy/tiny.yaml": ("recipes/train_policy.py", ["max_steps=3"]),
+    "configs/policy/tiny_oracle.yaml": ("recipes/train_policy.py", ["max_steps=3"]),
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
 

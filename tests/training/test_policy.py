@@ -267,7 +267,7 @@ def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [
         str(torchrun), "--nproc_per_node", "2", str(REPO / "recipes/train_policy.py"),
-        "--config", str(REPO / "configs/policy/tiny.yaml"),
+        "--config", str(REPO / "configs/policy/tiny_oracle.yaml"),
         f"data_files=[{data}]", f"output_dir={out}", "min_reward=0", "eval_fraction=0.2",
         "per_device_train_batch_size=4", "gradient_accumulation_steps=2", "num_train_epochs=2", "max_seconds=null",
         "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
