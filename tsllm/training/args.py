@@ -159,7 +159,7 @@ class TrainArgs:
             # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
             use_cpu=not torch.cuda.is_available() and deepspeed is None,
             deepspeed=deepspeed,
-            report_to="none",
+            report_to="none",  # the loop sends the curves to its own W&B run (callbacks.ReportLogs)
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
             disable_tqdm=not show_progress(),  # off a terminal each redraw is a log line
