@@ -109,6 +109,9 @@ SCALES = {
                             "prontoqa": {"test_questions": 32, "seeds": 2, "search_simulations": (1, 2, 4),
                                          "beam_widths": (1, 2), "train": ("warmstart.max_seconds=600",)}}),
 }
+# each task's shipped tiny config (Game24's warm-starts on solver traces of its own pool: an oracle)
+TINY_CONFIGS = {"game24": "configs/game24/tiny_oracle.yaml", "prontoqa": "configs/prontoqa/tiny.yaml",
+                "reach": "configs/reach/tiny.yaml"}
 PAPER_TASKS = ("game24", "prontoqa")  # claim 1's verdict: the tasks the paper names
 TASKS = (*PAPER_TASKS, "reach")  # claim 1 measures reach, the task the loop trains, beside them
 SEARCH_TASK = "reach"  # claims 2-4's: the embedded task whose value-guided search is far above greedy
@@ -144,7 +147,7 @@ def train_checkpoints(task: str, overrides: tuple[str, ...], folder: Path, progr
     from tsllm.config import load_config
     from tsllm.loop import Loop, LoopConfig, check_output_dir
 
-    config = load_config(LoopConfig, str(REPO / "configs" / task / "tiny.yaml"),
+    config = load_config(LoopConfig, str(REPO / TINY_CONFIGS[task]),
                          ["rounds=1", "tracking.report_to=none", *overrides, f"output_dir={folder}"])
     check_output_dir(config)
     loop = Loop(config, None, progress=progress)
@@ -591,9 +594,9 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
              "The tiny models are a character-level Llama warm-started as the task's tiny config says (Game24: "
              "solver traces; PrOntoQA: generated proofs; reach: random legal play only, no solutions) and its "
              "round-0 value model (tsllm/loop.py's warm-start, sample and value stages on "
-             "configs/<task>/tiny.yaml). Accuracy is the exact checker's, strict (every step follows the rules). "
-             "Tokens are generated tokens per question. Wall times are of one run of the script: they say what a "
-             "regeneration costs, not how fast any method is.", "",
+             f"{', '.join(TINY_CONFIGS.values())}). Accuracy is the exact checker's, strict (every step follows "
+             "the rules). Tokens are generated tokens per question. Wall times are of one run of the script: they say "
+             "what a regeneration costs, not how fast any method is.", "",
              *(f"- The {note}." for note in checkpoint_notes(out, results[5])), "",
              "Verdict rule: a number's error is sqrt(std² / seeds + p(1 − p) / questions) (seed spread plus the "
              "question sample's binomial error); two numbers differ when their gap exceeds twice the combined "

@@ -8,10 +8,13 @@
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
-`demo` is the embedded default until the training loop lands: it needs no model and no download.
-It builds a batch of random reasoning trees whose value estimates are informative but noisy (what
-a learned critic gives a search), runs every search algorithm on all of them at once, and prints
-accuracy against generated tokens per question, so methods can be compared at their budgets.
+`run` without --config runs the main job (configs/reach/tiny.yaml, shipped in the package as
+tsllm/data/reach_tiny.yaml) into runs/reach-tiny; `tsllm eval --run runs/reach-tiny` evaluates it.
+
+`demo` needs no model and no download. It builds a batch of random reasoning trees whose value
+estimates are informative but noisy (what a learned critic gives a search), runs every search
+algorithm on all of them at once, and prints accuracy against generated tokens per question, so
+methods can be compared at their budgets.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def run_loop(args: argparse.Namespace) -> int:
     from tsllm import distributed as dist
     from tsllm.config import ConfigError, load_config, to_dict, to_yaml
     from tsllm.loop import Loop, LoopConfig, check_output_dir
+    from tsllm.loop_config import MAIN_JOB
     from tsllm.tasks import get_task
     from tsllm.tracking import (
         NoOpTracker,
@@ -103,7 +107,7 @@ def run_loop(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     try:
-        config = load_config(LoopConfig, args.config, overrides)
+        config = load_config(LoopConfig, args.config or MAIN_JOB, overrides)
     except ConfigError as error:  # every rank reads the same config and stops the same way
         if dist.is_main():
             print(f"tsllm: {error}", file=sys.stderr)
@@ -140,21 +144,24 @@ def run_loop(args: argparse.Namespace) -> int:
         rows = Loop(config, tracker, progress=not args.no_progress).run()
     finally:
         tracker.finish()
-    plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
-    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
     task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
-    metric = task.score
+    metric, search = task.score, config.search.algorithm
     baseline = next((r["baseline_method"] for r in rows if r.get("baseline_method")), task.baseline)
-    search = config.search.algorithm
-    print(f"\n(baseline: {baseline} at the search's compute per question; cost columns are the search's)")
-    print(f"\n{'round':>5}{'greedy':>10}{search:>14}{baseline:>20}{'tok/q':>8}{'compute/q':>10}"
+    labels = {"search": search, "baseline": f"{baseline} (matched compute)",
+              "baseline_tokens": f"{baseline} (matched step tokens)"}  # the methods, not their roles
+    plot_accuracy_per_round(rows, out / "accuracy_per_round.png", labels)
+    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", labels)
+    width = max(10, len(search) + 2, len(baseline) + 2)
+    print(f"\n(baseline: {baseline}, given the search's compute per question; tok/q and compute/q are the "
+          "search's)")
+    print(f"\n{'round':>5}{'greedy':>10}{search:>{width}}{baseline:>{width}}{'tok/q':>8}{'compute/q':>10}"
           f"{'value loss':>12}{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
         scores = [r.get(f"{m}_{metric}") for m in ("greedy", "search", "baseline")]
         shown = ["-" if v is None else f"{v:.1%}" if metric == "accuracy" else f"{v:.3f}" for v in scores]
         compute = r.get("search_compute_per_question")
-        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>14}{shown[2]:>20}{r['tokens_per_question']:>8.0f}"
+        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>{width}}{shown[2]:>{width}}{r['tokens_per_question']:>8.0f}"
               f"{'-' if compute is None else f'{compute:.0f}':>10}{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
     return 0
@@ -166,11 +173,13 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     from tsllm.bench_loop import print_loop_table, run_loop_bench, write_json
     from tsllm.config import ConfigError, load_config
     from tsllm.loop import LoopConfig
+    from tsllm.loop_config import MAIN_JOB
 
     start = time.perf_counter()
+    config_file = args.config or MAIN_JOB
     try:
-        output_dir = args.output_dir or load_config(LoopConfig, args.config, args.overrides).output_dir + "-bench-loop"
-        result = run_loop_bench(args.config, list(args.overrides), output_dir, progress=not args.no_progress)
+        output_dir = args.output_dir or load_config(LoopConfig, config_file, args.overrides).output_dir + "-bench-loop"
+        result = run_loop_bench(config_file, list(args.overrides), output_dir, progress=not args.no_progress)
     except ConfigError as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
@@ -372,8 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="std of the Gaussian noise on the value estimates (0 = perfect critic)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the table as JSON")
-    run = sub.add_parser("run", help="the iteration loop (default config: the embedded tiny Game24 run)")
-    run.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    run = sub.add_parser("run", help="the iteration loop (default config: the main job, reach, into runs/reach-tiny)")
+    run.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml, "
+                                      "output runs/reach-tiny)")
     run.add_argument("--output-dir", help="where the run lives (overrides output_dir)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue a run even if its config changed")
@@ -451,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
     loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
                                              "one warm start, per round")
-    loop.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    loop.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml)")
     loop.add_argument("--output-dir", help="where both runs live, in search/ and sampling/ "
                                            "(default: the config's output_dir + '-bench-loop')")
     loop.add_argument("--out", metavar="FILE.json", help="the table and both runs' rounds "

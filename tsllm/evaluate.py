@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from tsllm.atomic import write_json
+from tsllm.progress import show_progress
 
 
 def chunks(items: list, size: int, label: str, progress: bool = True) -> Iterator[list]:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=label, unit="q", disable=not progress, leave=False)
+    bar = tqdm(total=len(items), desc=label, unit="q", disable=not show_progress(progress), leave=False)
     for i in range(0, len(items), size):
         yield items[i:i + size]
         bar.update(min(size, len(items) - i))

@@ -49,12 +49,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tsllm import distributed as dist
+from tsllm import tasks  # the rows' prompt formats, passed to the trainers
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
+from tsllm.progress import show_progress
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings
+from tsllm.tracking import log_series
 
 # The training search's tokens per problem, when its budget differs from evaluation's, are
 # measured on this many pool problems (a mean over a few dozen searches is stable enough to size
@@ -104,7 +107,7 @@ class Loop:
 
     def __init__(self, config: LoopConfig, tracker: Any = None, progress: bool = True):
         self.config, self.tracker = config, tracker
-        self.progress = progress and dist.is_main()  # one set of bars, not one per rank
+        self.progress = show_progress(progress) and dist.is_main()  # on a terminal, one set of bars, not one per rank
         self.out = Path(config.output_dir)
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)
@@ -150,6 +153,15 @@ class Loop:
         return self.task.policy_value(policy, self.generator, value_fn, temp,
                                       legal_steps_only=rules and self.config.search.legal_steps_only)
 
+    def curve(self, stage: str, k: int) -> list:
+        """The trainer callback that sends stage `stage`'s training curve of round `k` to the
+        tracker (the loop's W&B run: `<stage>/loss` against `<stage>/step`)."""
+        from tsllm.training.callbacks import ReportLogs
+
+        if self.tracker is None or not dist.is_main():
+            return []
+        return [ReportLogs(lambda values, step: log_series(self.tracker, stage, {**values, "round": k}, step))]
+
     def warm_start(self) -> str:
         cfg = self.config
         if cfg.base_model:
@@ -164,11 +176,13 @@ class Loop:
             dist.barrier()
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=self.task.name, output_dir=str(tmp), **settings))
+                                                     task=self.task.name, output_dir=str(tmp), **settings),
+                                   formats=tasks, callbacks=self.curve("warmstart", 0))
             return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
-        return self.model_path(run_stage(self.out / "warmstart", work, resumable=False)["policy"])
+        # resumable: a killed warm start keeps its folder, and the trainer resumes from its checkpoints
+        return self.model_path(run_stage(self.out / "warmstart", work, resumable=True)["policy"])
 
     # --- stages -----------------------------------------------------------------------
     def sample(self, k: int, policy: str) -> dict:
@@ -207,7 +221,8 @@ class Loop:
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
-                                                   output_dir=str(tmp), **settings))
+                                                   output_dir=str(tmp), **settings), formats=tasks,
+                                  callbacks=self.curve("value", k))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
@@ -348,12 +363,13 @@ class Loop:
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
-                                                     output_dir=str(tmp), **settings))
+                                                     output_dir=str(tmp), **settings), formats=tasks,
+                                   callbacks=self.curve("policy", k))
             return {"policy": f"round_{k}/policy/model",
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}
 
-        return run_stage(self.out / f"round_{k}" / "policy", work)
+        return run_stage(self.out / f"round_{k}" / "policy", work, resumable=True)  # as the warm start
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
         """Greedy, the configured search, and its fair baseline at its cost: sampling with the

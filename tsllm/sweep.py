@@ -26,6 +26,7 @@ from typing import Any
 
 from tsllm.atomic import write_json
 from tsllm.config import ConfigError
+from tsllm.progress import show_progress
 
 # LLMPolicyValue seeds generator call c with `seed + c`: seeds this far apart never share a call's seed
 SEED_STRIDE = 1_000_003
@@ -197,7 +198,7 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
     from tqdm.auto import tqdm
 
     rows = []
-    for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
+    for point in tqdm(points, desc="sweep", unit="point", disable=not show_progress(progress)):
         runs = [run_point(env, make_pv, problems, point, 0, metrics, progress)]
         if point.method != "greedy" and not runs[0]["deterministic"]:  # greedy decoding is deterministic
             runs += [run_point(env, make_pv, problems, point, s, metrics, progress) for s in range(1, seeds)]
