@@ -199,3 +199,15 @@ def test_requests_are_never_run_as_code(server):
     with pytest.raises(openai.BadRequestError, match="refused its knobs"):
         client.completions.create(model="tsllm", prompt=questions(service, 1)[0],
                                   extra_body={"knobs": {"tree_mode": sneaky}})
+
+
+def test_bench_serve_prints_throughput_and_latency_beside_evals(tmp_path, capsys):
+    from tsllm.cli import main
+
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--questions", "2", "--concurrency", "1,2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["clients"] for r in result["rows"]] == [1, 2] and result["eval_questions_per_s"] > 0
+    for row in result["rows"]:
+        assert row["requests"] == 2 and 0 < row["p50_s"] <= row["p95_s"] and row["vs_eval"] > 0
+    assert "vs eval" in capsys.readouterr().out

@@ -7,6 +7,7 @@
     tsllm eval --run RUN_DIR [--round K] [any flag above, which wins over the run]
     tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
+    tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
 `demo` is the embedded default until the training loop lands: it needs no model and no download.
@@ -413,6 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
                              "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
+    bench_serve = bench_sub.add_parser("serve", help="tsllm serve's requests/s and p50/p95 latency at 1, 8 and 32 "
+                                                     "clients beside tsllm eval's throughput, on the tiny model")
+    bench_serve.add_argument("--questions", type=int, default=32, help="Game24 questions, one request each")
+    bench_serve.add_argument("--concurrency", default="1,8,32", help="comma-separated numbers of clients")
+    bench_serve.add_argument("--out", metavar="FILE.json", help="write the results here")
     loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
                                              "one warm start, per round")
     loop.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
@@ -432,6 +438,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve.run_from_args(args, parser)
     if args.command == "bench" and args.bench == "loop":
         return run_bench_loop(args)
+    if args.command == "bench" and args.bench == "serve":
+        from tsllm.bench import print_serve_table, run_serve_bench, write_json
+
+        clients = [c.strip() for c in args.concurrency.split(",") if c.strip()]
+        if args.questions < 1 or not clients or not all(c.isdigit() and int(c) >= 1 for c in clients):
+            parser.error("--questions must be >= 1 and --concurrency a comma-separated list of numbers >= 1")
+        result = run_serve_bench(args.questions, tuple(map(int, clients)))
+        print_serve_table(result)
+        if args.out:
+            write_json(result, args.out)
+        return 0
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 
