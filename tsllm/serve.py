@@ -35,6 +35,7 @@ import asyncio
 import json
 import math
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -494,6 +495,10 @@ def _server(service: Service, host: str, port: int) -> tuple[Any, Any]:
     return uvicorn.Server(uvicorn.Config(build_app(service), log_level="warning")), sock
 
 
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 @contextmanager
 def running(service: Service, host: str = "127.0.0.1", port: int = 0, start_seconds: float = 30.0) -> Iterator[str]:
     """Serve `service` from a background thread (tests, `tsllm bench serve`); yields the base URL
@@ -507,7 +512,7 @@ def running(service: Service, host: str = "127.0.0.1", port: int = 0, start_seco
     if not server.started:
         raise RuntimeError(f"the server did not start within {start_seconds} s")
     try:
-        yield f"http://{host}:{sock.getsockname()[1]}/v1"
+        yield f"http://{url_host(host)}:{sock.getsockname()[1]}/v1"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -621,7 +626,10 @@ def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     service.make_pv(0.0, False)  # load the policy now, not on the first request
     server, sock = _server(service, args.host, args.port)
     print(f"tsllm serve: task {service.task.name}, default {service.default_method} "
-          f"{service.defaults[service.default_method]}, on http://{args.host}:{sock.getsockname()[1]}/v1",
+          f"{service.defaults[service.default_method]}, on http://{url_host(args.host)}:{sock.getsockname()[1]}/v1",
           flush=True)
+    if args.host not in ("127.0.0.1", "::1", "localhost"):
+        print(f"tsllm serve: warning: listening on {args.host} with no authentication; anyone who can reach it "
+              "can spend its compute", file=sys.stderr, flush=True)
     server.run(sockets=[sock])
     return 0
