@@ -74,7 +74,10 @@ def test_completion_and_chat_answer_with_the_runs_search(server):
     assert found["method"] == "mcts_alpha" and found["knobs"] == {**RUN_KNOBS, "max_seconds": 120.0}
     search = found["searches"][0]
     assert search["tokens"] > 0 and search["compute"] >= search["tokens"] and isinstance(search["value"], float)
-    assert search["tree"]["nodes"][0]["parent"] is None and search["tree"]["chosen_path"][0] == 0
+    tree = search["tree"]  # what `tsllm eval --trees` writes for a question
+    assert {"method", "question", "answer", "correct", "tokens", "nodes", "chosen_path"} <= set(tree)
+    assert tree["question"] == question and tree["correct"] in (True, False) and tree["tokens"] == search["tokens"]
+    assert tree["nodes"][0]["parent"] is None and tree["chosen_path"][0] == 0
     assert done.choices[0].finish_reason in ("stop", "length") and done.usage.completion_tokens == search["tokens"]
     chat = client.chat.completions.create(model="tsllm", messages=[{"role": "user", "content": question}], n=3)
     assert chat.object == "chat.completion" and 1 <= len(chat.choices) <= 3

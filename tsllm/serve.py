@@ -306,10 +306,16 @@ class Service:
                   "compute": spent.tokens + spent.prompt_tokens - spent.cached_tokens,
                   "value": None if value is None else float(value), "nodes": out.stats.get("nodes", 0),
                   "seconds": spent.seconds, "batch": batch, "choices": choices}
-        if item.tree and out.tree is not None:
+        if item.tree and out.tree is not None:  # as `tsllm eval --trees` writes a question's file
+            from tsllm.evaluate import is_correct
             from tsllm.trees import question_tree
 
-            result["tree"] = jsonable(question_tree(self.env, out))
+            try:
+                correct = is_correct(self.env, out)
+            except ValueError:  # a question without a gold answer: nothing to check against
+                correct = None
+            result["tree"] = jsonable({"method": item.method, "question": item.order, "answer": out.answer,
+                                       "correct": correct, "tokens": spent.tokens, **question_tree(self.env, out)})
         return result
 
     # --------------------------------------------------------------------------- requests
