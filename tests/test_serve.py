@@ -133,10 +133,13 @@ def test_a_full_queue_answers_503_and_the_waiting_requests_still_finish(run_dir)
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=60)
         with ThreadPoolExecutor(3) as pool:
             with service.batcher.hold():
-                waiting = []
-                for count in (1, 2, 3):  # the first in the worker's hand, then two queued
-                    waiting.append(pool.submit(client.completions.create, model="greedy", prompt=question))
-                    wait_for(lambda: service.batcher.pending() == count)  # noqa: B023  (called at once)
+                def send():
+                    return pool.submit(client.completions.create, model="greedy", prompt=question)
+
+                waiting = [send()]  # the first goes to the worker's hand (held there), two more to the queue
+                wait_for(lambda: service.batcher.taken == 1 and service.batcher.queue.empty())
+                waiting += [send(), send()]
+                wait_for(lambda: service.batcher.queue.full())
                 with pytest.raises(openai.InternalServerError, match="queue is full") as error:
                     client.completions.create(model="greedy", prompt=question)
                 assert error.value.status_code == 503 and error.value.response.headers["retry-after"] == "1"
