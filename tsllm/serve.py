@@ -208,9 +208,9 @@ class Batcher:
         self._open.wait()  # held: the first prompt waits in hand, the rest in the queue
         deadline = time.monotonic() + self.limits.batch_wait
         while len(batch) < self.limits.max_batch:
+            left = deadline - time.monotonic()
             try:
-                batch.append(self.queue.get(timeout=max(deadline - time.monotonic(), 0)) if
-                             deadline > time.monotonic() else self.queue.get_nowait())
+                batch.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
             except queue.Empty:
                 break
             self.taken = len(batch)
