@@ -107,6 +107,7 @@ def test_every_method_is_served_by_model_name_or_extra_body(server):
     ({"method": "mcts_gamma"}, 400, "mcts_gamma"),
     ({"knobs": {"aggregation": "loudest"}}, 400, "loudest"),
     ({"n": 0}, 400, "n must be"),
+    ({"method": ["mcts_alpha"]}, 400, "method must be a string"),
 ])
 def test_a_bad_request_gets_400_naming_what_is_wrong(server, extra, status, names):
     service, client = server

@@ -326,6 +326,9 @@ class Service:
         is the search's generated-token budget per prompt unless `knobs` sets one; the server's
         caps over all."""
         model, method = body.get("model"), body.get("method")
+        for name, value in (("model", model), ("method", method)):
+            if value is not None and not isinstance(value, str):
+                raise RequestError(400, f"{name} must be a string, got {type(value).__name__}", name)
         if method is None:
             if model in (None, self.name):
                 method = self.default_method
@@ -336,7 +339,7 @@ class Service:
                                         f"{[self.name, *self.defaults]}", "model")
         elif method not in self.defaults:
             why = ("it needs a value model and this server has none (start it with --value or --run)"
-                   if isinstance(method, str) and method in method_names() else f"choose one of {list(self.defaults)}")
+                   if method in method_names() else f"choose one of {list(self.defaults)}")
             raise RequestError(400, f"unknown method {method!r}: {why}", "method")
         knobs = check_knobs(method, body.get("knobs") or {}, self.limits)
         tokens = body.get("max_tokens", body.get("max_completion_tokens"))
@@ -354,6 +357,9 @@ class Service:
             if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
                 raise RequestError(400, "prompt must be a question's text or a non-empty list of them "
                                         "(token ids are not taken)", "prompt")
+            if len(prompts) > self.limits.queue_size:  # would never fit the queue: not a retry later
+                raise RequestError(400, f"at most {self.limits.queue_size} prompts per request (--queue-size), "
+                                        f"got {len(prompts)}", "prompt")
             return prompts
         messages = body.get("messages")
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"] \
