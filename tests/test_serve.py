@@ -218,3 +218,11 @@ def test_bench_serve_prints_throughput_and_latency_beside_evals(tmp_path, capsys
     for row in result["rows"]:
         assert row["requests"] == 2 and 0 < row["p50_s"] <= row["p95_s"] and row["vs_eval"] > 0
     assert "vs eval" in capsys.readouterr().out
+
+
+def test_a_run_served_with_another_default_keeps_its_search_knobs(run_dir):
+    """`--method greedy --run RUN`: greedy by default, and the run's search still with the run's knobs,
+    `--set` laid over them."""
+    service = build("--run", str(run_dir), "--method", "greedy", "--set", "mcts_alpha.width=3")
+    assert service.default_method == "greedy"
+    assert service.defaults["mcts_alpha"] == {**RUN_KNOBS, "width": 3}
