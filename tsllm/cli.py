@@ -5,7 +5,9 @@
     tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
                [--sweep METHOD.KNOB=V1,V2,... --seeds N] [--trees DIR]
     tsllm eval --run RUN_DIR [--round K] [any flag above, which wins over the run]
+    tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
+    tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
 `run` without --config runs the main job (configs/reach/tiny.yaml, shipped in the package as
@@ -298,7 +300,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tsllm.distributed import device
     from tsllm.envs.base import DataError
     from tsllm.eval_run import resolve_eval_args
-    from tsllm.evaluate import evaluate_methods, print_table, save_results
+    from tsllm.evaluate import MethodModels, evaluate_methods, print_table, save_results
 
     try:  # the sweeps, then the flags a run gives (--run) and the defaults; before any model loads
         sweeps = sweep.check_args(args)
@@ -322,28 +324,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     warning = task.unusual_problems(problems)
     if warning:
         print(f"tsllm: warning: {warning}", file=sys.stderr)
-    generator = None
-
-    def generator_for(policy: str):  # built on first use: token-level tasks read the model themselves
-        nonlocal generator
-        if generator is None:
-            from tsllm.generation import make_generator
-
-            generator = make_generator(args.backend, policy)
-        return generator
-
-    value_fn = None
-    if args.value and task_cls.needs_model:
-        from tsllm.models.value import ValueFunction
-
-        value_fn = ValueFunction(args.value, device=device())
-
-    def make_pv(temperature, guided):
-        value = value_fn if guided and value_fn is not None else (lambda texts: [0.0] * len(texts))
-        return task.policy_value(args.policy, generator_for, value,
-                                 args.temperature if temperature is None else temperature,
-                                 legal_steps_only=guided and not args.allow_illegal_steps)
-
+    make_pv = MethodModels(task, args.policy, args.value, args.backend, args.temperature,
+                           args.allow_illegal_steps, device()).make_pv
     if sweep.sweeping(args):
         return sweep.run_from_args(args, task, make_pv, problems, knobs, sweeps)
     results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget,
@@ -367,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
-    from tsllm import sweep, trees
+    from tsllm import serve, sweep, trees
     from tsllm.eval_run import EVAL_DEFAULTS
     from tsllm.tasks import get_task, names
 
@@ -440,6 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
     sweep.add_arguments(ev)
     trees.add_arguments(ev)
+    serve.add_arguments(sub)
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search; "
                                          "loop: the search loop against the RFT loop)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -459,6 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
                              "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
+    bench_serve = bench_sub.add_parser("serve", help="tsllm serve's requests/s and p50/p95 latency at 1, 8 and 32 "
+                                                     "clients beside tsllm eval's throughput, on the tiny model")
+    bench_serve.add_argument("--questions", type=int, default=32, help="Game24 questions, one request each")
+    bench_serve.add_argument("--concurrency", default="1,8,32", help="comma-separated numbers of clients")
+    bench_serve.add_argument("--out", metavar="FILE.json", help="write the results here")
     loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
                                              "one warm start, per round")
     loop.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml)")
@@ -474,8 +462,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_loop(args)
     if args.command == "eval":
         return run_eval(args, parser)
+    if args.command == "serve":
+        return serve.run_from_args(args, parser)
     if args.command == "bench" and args.bench == "loop":
         return run_bench_loop(args)
+    if args.command == "bench" and args.bench == "serve":
+        from tsllm.bench import print_serve_table, run_serve_bench, write_json
+
+        clients = [c.strip() for c in args.concurrency.split(",") if c.strip()]
+        if args.questions < 1 or not clients or not all(c.isdigit() and int(c) >= 1 for c in clients):
+            parser.error("--questions must be >= 1 and --concurrency a comma-separated list of numbers >= 1")
+        result = run_serve_bench(args.questions, tuple(map(int, clients)))
+        print_serve_table(result)
+        if args.out:
+            write_json(result, args.out)
+        return 0
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 

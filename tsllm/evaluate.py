@@ -48,20 +48,54 @@ def is_correct(env: Any, out: Any) -> bool:
                for c in out.candidates)
 
 
-def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
-               progress: bool = True, rng: Any = None) -> dict[str, Any]:
-    """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
-    LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
-    greedy and cot_sc get the policy alone. `knobs` are the method's keyword arguments, except
-    that Budget limits among them (`max_tokens`, `max_expansions`, `max_value_calls`,
-    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record.
-    `rng` (a numpy Generator) goes to the algorithms that draw random numbers (`takes_rng`);
-    None: their own fixed seed."""
+class MethodModels:
+    """The models a task's methods decode with, loaded once and shared by every method of a
+    `tsllm eval` or `tsllm serve`: the policy's generator (built on first use: token-level tasks
+    read the model themselves) and the value model. `make_pv` is what `run_method` takes."""
+
+    def __init__(self, task: Any, policy: str | None, value: str | None, backend: str, temperature: float,
+                 allow_illegal_steps: bool = False, device: str = "cpu"):
+        self.task, self.policy, self.backend = task, policy, backend
+        self.temperature, self.allow_illegal_steps = temperature, allow_illegal_steps
+        self.generator: Any = None
+        self.value_fn: Any = None
+        if value and task.needs_model:
+            from tsllm.models.value import ValueFunction
+
+            self.value_fn = ValueFunction(value, device=device)
+
+    def generator_for(self, policy: str) -> Any:
+        if self.generator is None:
+            from tsllm.generation import make_generator
+
+            self.generator = make_generator(self.backend, policy)
+        return self.generator
+
+    def make_pv(self, temperature: float | None, guided: bool) -> Any:
+        """The task's PolicyValueFn: guided (tree searches) with the value model and the task's
+        rules, else the policy alone; temperature None: the run's."""
+        value = self.value_fn if guided and self.value_fn is not None else (lambda texts: [0.0] * len(texts))
+        return self.task.policy_value(self.policy, self.generator_for, value,
+                                      self.temperature if temperature is None else temperature,
+                                      legal_steps_only=guided and not self.allow_illegal_steps)
+
+
+# greedy is cot_greedy keeping one child per step
+GREEDY_KNOBS = {"width": 1}
+
+
+def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None) -> tuple[Any, Any, Any, dict]:
+    """(algorithm, policy/value, budget, search knobs) of one method, as `run_method` and `tsllm
+    serve` call it: `make_pv(temperature, guided)` builds the LLMPolicyValue (guided, for tree
+    searches: with the value model and the task's rules; greedy and cot_sc get the policy alone);
+    Budget limits among `knobs` (`max_tokens`, `max_expansions`, `max_value_calls`,
+    `max_seconds`; per question) become the budget, the rest stay the algorithm's keyword
+    arguments; `rng` goes to the algorithms that draw random numbers (None: their fixed seed)."""
     from tsllm.search import cot_greedy, get_algorithm, takes_rng
     from tsllm.types import Budget
 
     if method == "greedy":
-        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {"width": 1, **knobs}
+        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {**GREEDY_KNOBS, **knobs}
     elif method == "cot_sc":
         algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
     else:
@@ -70,6 +104,15 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
     search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
     if rng is not None and takes_rng(algorithm):
         search_knobs["rng"] = rng
+    return algorithm, pv, budget, search_knobs
+
+
+def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
+               progress: bool = True, rng: Any = None) -> dict[str, Any]:
+    """Accuracy and tokens per question of one method (built by `prepare_method`, whose doc says
+    what `make_pv`, `knobs` and `rng` are), over `problems` in chunks of 32 roots per call."""
+    algorithm, pv, budget, search_knobs = prepare_method(make_pv, method, knobs, rng)
+    knobs = {**GREEDY_KNOBS, **knobs} if method == "greedy" else knobs  # recorded as run
     outs = []
     for chunk in chunks(problems, 32, method, progress):
         outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
