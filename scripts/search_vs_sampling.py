@@ -4,9 +4,10 @@ docs/SEARCH_VS_SAMPLING.md, from a run's checkpoints.
     python scripts/search_vs_sampling.py --run runs/reach-tiny --rounds 0,3 --out-dir OUT [--seeds 3]
 
 For each round it runs `tsllm eval --run RUN --round K` sweeps (each point over --seeds seeds):
-- checker at test time: the run's search and DFS with terminal rewards, each at several caps of
-  compute per question (`max_compute`), against sampling + the same checker
-  (`best_of_n_checker`) at the same caps; then the same in step tokens (`max_tokens`);
+- checker at test time: the run's search (and DFS, if the run's search is another) with terminal
+  rewards, each at several caps of compute per question (`max_compute`), against sampling + the
+  same checker (`best_of_n_checker`) at the same caps. Every point records its mean cost in both
+  units (step tokens, compute), so the sweep's plot compares the curves in each;
 - no checker at test time (TS-LLM's setting): the run's search with `use_terminal_reward=false`
   at its shipped knobs, against CoT-SC and best-of-N (ORM) given its compute per question.
 Every sweep writes its JSON and PNG to --out-dir; the script then prints a markdown table per
@@ -61,13 +62,15 @@ def no_checker(run: str, round_: int, out_dir: Path, search: str, seeds: int) ->
 
 
 def table(points: list[dict]) -> str:
-    lines = ["| method | budget | accuracy (mean ± std over seeds) | step tokens / q | compute / q |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | budget | accuracy (mean ± std over seeds) | step tokens / q | compute / q | value calls / q |",
+             "|---|---|---|---|---|---|"]
     for p in points:
         budget = "-" if p["knob"] is None else f"{p['knob']}={p['value']}"
-        a = p["accuracy"]
-        lines.append(f"| {p['method']} | {budget} | {a['mean']:.1%} ± {a['std']:.1%} | "
-                     f"{p['tokens_per_question']['mean']:.0f} | {p['compute_per_question']['mean']:.0f} |")
+        a, seeds = p["accuracy"], len(p["runs"])
+        spread = f" ± {a['std']:.1%} ({seeds} seeds)" if seeds > 1 else " (deterministic: 1 run)"
+        lines.append(f"| {p['method']} | {budget} | {a['mean']:.1%}{spread} | "
+                     f"{p['tokens_per_question']['mean']:.0f} | {p['compute_per_question']['mean']:.0f} | "
+                     f"{p.get('value_calls_per_question', {}).get('mean', 0):.0f} |")
     return "\n".join(lines)
 
 
@@ -77,17 +80,15 @@ def main() -> None:
     parser.add_argument("--rounds", default="0", help="comma-separated rounds whose checkpoints to compare")
     parser.add_argument("--out-dir", required=True, help="where the sweeps' JSON and PNG files go")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--compute-caps", default="500,1000,2000,4000,8000")
-    parser.add_argument("--token-caps", default="50,100,200,400,800")
+    parser.add_argument("--compute-caps", default="1000,2000,4000,8000,16000")
     args = parser.parse_args()
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     search = json.loads((Path(args.run) / "config.json").read_text())["search"]["algorithm"]
     for round_ in (int(r) for r in args.rounds.split(",")):
-        for unit, caps in (("compute", args.compute_caps), ("tokens", args.token_caps)):
-            result = checker_sweep(args.run, round_, out_dir, unit, [int(c) for c in caps.split(",")], search,
-                                   args.seeds)
-            print(f"\n### Round {round_}, checker at test time, budgets in {unit}\n\n{table(result['points'])}")
+        caps = [int(c) for c in args.compute_caps.split(",")]
+        result = checker_sweep(args.run, round_, out_dir, "compute", caps, search, args.seeds)
+        print(f"\n### Round {round_}, checker at test time\n\n{table(result['points'])}")
         result = no_checker(args.run, round_, out_dir, search, args.seeds)
         print(f"\n### Round {round_}, no checker at test time\n\n{table(result['points'])}")
 

@@ -114,8 +114,10 @@ def test_a_short_first_rollout_does_not_make_a_problem_overspend():
 def test_training_search_budget_lies_over_evaluation_s(tmp_path):
     cfg = load_config(LoopConfig, None, ["search.train_knobs={num_simulations: 12}", "search.max_tokens=900",
                                          "search.train_max_tokens=3000"])
-    assert cfg.search.budget(training=False) == ({"num_simulations": 6, "width": 8, "parallel_simulations": 3}, 900)
-    assert cfg.search.budget(training=True) == ({"num_simulations": 12, "width": 8, "parallel_simulations": 3}, 3000)
+    knobs = {"num_simulations": 6, "width": 8, "parallel_simulations": 3}
+    assert cfg.search.budget(training=False) == (knobs, {"max_tokens": 900, "max_compute": None})
+    assert cfg.search.budget(training=True) == ({**knobs, "num_simulations": 12},
+                                                {"max_tokens": 3000, "max_compute": None})
     plain = load_config(LoopConfig, None, [])
     assert plain.search.budget(training=True) == plain.search.budget(training=False)
     assert plain.improve == "search" and plain.value_from_search is False

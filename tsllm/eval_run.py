@@ -125,8 +125,9 @@ def pick_round(run: str, config: dict[str, Any], wanted: int | None) -> tuple[in
 def knob_flags(algorithm: str, search: dict[str, Any]) -> list[str]:
     """`--set` items for the run's search knobs and token budget (values as YAML literals)."""
     knobs = dict(search.get("knobs") or {})
-    if search.get("max_tokens") is not None:
-        knobs["max_tokens"] = search["max_tokens"]
+    for limit in ("max_tokens", "max_compute"):
+        if search.get(limit) is not None:
+            knobs[limit] = search[limit]
     return [f"{algorithm}.{name}={json.dumps(value)}" for name, value in knobs.items()]
 
 

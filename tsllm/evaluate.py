@@ -126,6 +126,7 @@ def question_result(env: Any, out: Any) -> dict[str, Any]:
     root = out.root
     return {"question": getattr(root, "question", getattr(root, "prompt", None)), "answer": out.answer,
             "correct": is_correct(env, out), "tokens": out.budget.tokens, "compute": out.budget.compute,
+            "value_calls": out.budget.value_calls,
             "nodes": out.stats.get("nodes", 0),
             "reward": env.reward(end) if env.is_terminal(end) else None}
 
@@ -137,6 +138,7 @@ def summarize(method: str, knobs: dict[str, Any], per_question: list[dict[str, A
     return {"method": method, "knobs": knobs, "accuracy": sum(q["correct"] for q in per_question) / n,
             "tokens_per_question": sum(q["tokens"] for q in per_question) / n,
             "compute_per_question": sum(q.get("compute", q["tokens"]) for q in per_question) / n,
+            "value_calls_per_question": sum(q.get("value_calls", 0) for q in per_question) / n,
             "per_question": per_question}
 
 

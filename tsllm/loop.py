@@ -236,12 +236,12 @@ class Loop:
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
-        knobs, max_tokens = s.budget(training)
+        knobs, limits = s.budget(training)
         pv = self.policy_value(policy, value)
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]
-            outs += algorithm(self.env, pv, states, budget=Budget(max_tokens=max_tokens), **knobs)
+            outs += algorithm(self.env, pv, states, budget=Budget(**limits), **knobs)
         return outs, pv
 
     def improve_folder(self, k: int) -> Path:
@@ -381,8 +381,8 @@ class Loop:
             from tsllm.evaluate import fair_baseline, matched_knobs, run_method, save_results, summarize
 
             s, task = self.config.search, self.task
-            search_knobs, max_tokens = s.budget(training=False)
-            search_knobs = {"max_tokens": max_tokens, **search_knobs}
+            search_knobs, limits = s.budget(training=False)
+            search_knobs = {**limits, **search_knobs}
             baseline = fair_baseline(s.algorithm, search_knobs, task.baseline)
             runs = {"greedy": ("greedy", {}), "search": (s.algorithm, search_knobs),
                     "baseline": (baseline, dict(task.baseline_knobs) if baseline == task.baseline else {})}

@@ -127,7 +127,7 @@ WarmStartSection = trainer_section(
 
 # ---------------------------------------------------------------------------- search section
 
-NOT_KNOBS = frozenset({"budget", "rng", "max_tokens"})  # given by the loop (max_tokens: search.max_tokens)
+NOT_KNOBS = frozenset({"budget", "rng", "max_tokens", "max_compute"})  # the loop gives them (search.max_tokens, ...)
 
 
 def _kinds(param: inspect.Parameter) -> set[str]:
@@ -183,6 +183,8 @@ class SearchSection:
         reset_with="algorithm")
     max_tokens: int | None = option(None, "generated tokens allowed per question; null: the algorithm's own "
                                           "stopping rule")
+    max_compute: int | None = option(None, "policy tokens processed allowed per question (step tokens + prompt "
+                                           "tokens not served from a cache); null: no such limit")
     legal_steps_only: bool = option(True, "drop proposed steps that break the task's rules (env.legal_step), "
                                           "AlphaZero's legal-move mask")
     # AlphaZero trains on its strongest affordable search; evaluation may use another budget
@@ -190,6 +192,7 @@ class SearchSection:
         {}, "knobs laid over `knobs` for the search on the training pool (the policy's data), e.g. "
             "{num_simulations: 12}; {}: evaluation's knobs", reset_with="algorithm")
     train_max_tokens: int | None = option(None, "generated tokens allowed per training problem; null: max_tokens")
+    train_max_compute: int | None = option(None, "compute allowed per training problem; null: max_compute")
 
     def validate(self) -> None:
         from tsllm.search import ALGORITHMS
@@ -203,16 +206,18 @@ class SearchSection:
                     raise bad(f"search.{key}.{name}", f"{self.algorithm} has no knob {name!r}; "
                                                       f"its knobs: {sorted(valid)}")
                 check_knob(f"search.{key}.{name}", value, valid[name])
-        for key in ("max_tokens", "train_max_tokens"):
+        for key in ("max_tokens", "train_max_tokens", "max_compute", "train_max_compute"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(f"search.{key}", f"must be >= 1 or null, got {getattr(self, key)}")
 
-    def budget(self, training: bool) -> tuple[dict[str, Any], int | None]:
-        """(knobs, max_tokens) of the search on the training pool (`training`) or on held-out problems."""
+    def budget(self, training: bool) -> tuple[dict[str, Any], dict[str, int | None]]:
+        """(knobs, Budget limits per question) of the search on the training pool (`training`) or
+        on held-out problems."""
         if not training:
-            return dict(self.knobs), self.max_tokens
+            return dict(self.knobs), {"max_tokens": self.max_tokens, "max_compute": self.max_compute}
         tokens = self.max_tokens if self.train_max_tokens is None else self.train_max_tokens
-        return {**self.knobs, **self.train_knobs}, tokens
+        compute = self.max_compute if self.train_max_compute is None else self.train_max_compute
+        return {**self.knobs, **self.train_knobs}, {"max_tokens": tokens, "max_compute": compute}
 
 
 # ------------------------------------------------------------------------- other sections

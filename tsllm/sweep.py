@@ -188,7 +188,8 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
                      and all(getattr(pv, "generate_calls", None) == 0 for pv in built))
     return {"seed": seed, "deterministic": deterministic,
             "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
-            "compute_per_question": result["compute_per_question"], **(metrics(result) if metrics else {}),
+            "compute_per_question": result["compute_per_question"],
+            "value_calls_per_question": result["value_calls_per_question"], **(metrics(result) if metrics else {}),
             "correct": [q["correct"] for q in per_question], "tokens": [q["tokens"] for q in per_question]}
 
 
@@ -210,22 +211,22 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
 
 
 def print_sweep(rows: list[dict[str, Any]]) -> None:
-    """Per point: accuracy (mean, std, min, max over seeds), tokens per question (mean, std), and
-    the mean of each task metric (rlhf: reward)."""
+    """Per point: accuracy (mean, std, min, max over seeds), tokens per question (mean, std), compute
+    and value-model calls per question (means), and the mean of each task metric (rlhf: reward)."""
     core = ("accuracy", "tokens_per_question")
     extra = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "mean" in v)
              if k not in core]
-    extra = [k for k in extra if k != "compute_per_question"]
+    extra = [k for k in extra if k not in ("compute_per_question", "value_calls_per_question")]
     header = (f"{'point':<36}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
-              f"{'compute/q':>10}" + "".join(f"{k:>10}" for k in extra))
+              f"{'compute/q':>10}{'values/q':>10}" + "".join(f"{k:>10}" for k in extra))
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         label = r["method"] if r["knob"] is None else f"{r['method']} {r['knob']}={r['value']}"
         a, t = r["accuracy"], r["tokens_per_question"]
         shown = "".join(f"{r[k]['mean']:>10.3f}" if k in r else f"{'-':>10}" for k in extra)
-        compute = r.get("compute_per_question", {}).get("mean", 0.0)
+        compute, values = (r.get(k, {}).get("mean", 0.0) for k in ("compute_per_question", "value_calls_per_question"))
         print(f"{label:<36}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
-              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{shown}")
+              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{values:>10.1f}{shown}")
 
 
 COST_UNITS = (("tokens_per_question", "policy tokens of the steps per question (log)"),
