@@ -13,6 +13,10 @@ nothing). Nodes at `max_depth` are not expanded.
 
 Roots advance together: each round pops, per unfinished root, the next node to expand; one
 `pv.expand` call serves them all and one `pv.evaluate` call scores all their children.
+`prior_weight` w > 0 ranks a non-terminal child by value + w·log(prior) instead (the policy's
+prior as well as the critic, as PUCT mixes them; pruning reads the same score); 0 is TS-LLM's
+value alone.
+
 With `use_terminal_reward=True` (TS-LLM's DFS with a checker, as the loop's search sees game
 outcomes) a terminal is ranked and scored by env.reward instead of the critic (terminal children
 are not sent to the value model): a win is visited before its siblings, and a checked failure
@@ -25,6 +29,7 @@ best_path: its path (the root alone when nothing was found). root_value is not d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Sequence
 
 from tsllm.search.aggregate import choose_candidate
@@ -48,7 +53,7 @@ def _keep(children: list[Node], threshold: float | None, ratio: float | None,
 
 def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 8, max_answers: int = 1,
         prune_threshold: float | None = None, prune_ratio: float | None = None, max_depth: int | None = None,
-        aggregation: str | None = None, use_terminal_reward: bool = False,
+        aggregation: str | None = None, use_terminal_reward: bool = False, prior_weight: float = 0.0,
         budget: Budget | None = None) -> list[SearchOutput]:
     """DFS-V from every root (deterministic)."""
     if prune_ratio is not None and not 0.0 <= prune_ratio <= 1.0:
@@ -58,7 +63,9 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
     checked = use_terminal_reward
 
     def worth(node: Node) -> float:
-        return env.reward(node.state) if checked and node.terminal else node.value
+        if checked and node.terminal:
+            return env.reward(node.state)
+        return node.value + prior_weight * math.log(max(node.prior, 1e-12)) if prior_weight else node.value
 
     if not checked:
         evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own answer
