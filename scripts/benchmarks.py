@@ -90,7 +90,8 @@ SCALES = {
     "smoke": Scale("smoke", SMOKE_TRAIN, test_questions=2, seeds=1, simulations=(1, 2), search_simulations=(1,),
                    beam_widths=(1, 2), votes=(1, 2), rollouts=2, rollout_questions=None, noise=(0.0, 1.0),
                    noise_simulations=1,
-                   loop=(*SMOKE_TRAIN, "rounds=1", "test_questions=2", "search.knobs={num_simulations: 1, width: 2}",
+                   loop=(*SMOKE_TRAIN, "rounds=1", "test_questions=2", "search.max_compute=300",
+                         "search.train_max_compute=300",
                          "tracking.report_to=none")),
     # the shipped warm start, few questions and points: what a busy 2-core machine does in about an hour
     "medium": Scale("medium", ("train_questions=64",), test_questions=16, seeds=2, simulations=(1, 2, 4),

@@ -11,7 +11,7 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
 - scored expansion (`scored_moves=True`, the default, for an env with `legal_moves` and a generator
-  that can `score`): a state's children are all its legal moves, the policy's log-probability of
+  that can `score`, i.e. the HF backend): a state's children are all its legal moves, the policy's log-probability of
   each computed in one batched pass (`Generator.score`, the prompt run once per state), priors the
   softmax of those log-probabilities over the legal moves (AlphaZero's masked policy). `width` is
   not used: nothing is sampled, so nothing is duplicated or illegal. Each child costs its move's
