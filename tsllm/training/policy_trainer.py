@@ -30,7 +30,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,11 +41,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
-from tsllm.models.tiny import (
-    build_char_tokenizer,
-    build_tiny_llama,
-    load_causal_lm,
-)
+from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
@@ -133,11 +129,12 @@ def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: i
 # ---------------------------------------------------------------------------------- model
 
 
-def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model to fine-tune (fp32, train mode) and its tokenizer."""
+def load_base(config: PolicyTrainConfig, texts: Sequence[str] = (),
+              tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model to fine-tune (fp32, train mode) and its tokenizer. A fresh tiny model's BPE
+    tokenizer (tiny.tokenizer=bpe) learns its merges from `texts`, unless `tokenizer` is given."""
     if config.tiny is not None:
-        tokenizer = build_char_tokenizer()
-        model = build_tiny_llama(config.tiny, tokenizer)
+        model, tokenizer = build_tiny(config.tiny, texts, tokenizer)
     else:
         try:
             model, tokenizer = load_causal_lm(config.base_model)
@@ -229,7 +226,7 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
     if not trainer.is_world_process_zero():
         return None
     with no_zero3_init():
-        fresh, _ = load_base(config)
+        fresh, _ = load_base(config, tokenizer=trainer.processing_class)
         if config.use_lora:
             fresh = get_peft_model(fresh, lora_config(config))
     fresh.load_state_dict(state_dict)
@@ -268,7 +265,7 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
         examples = read_examples(config.data_files, config.task, config.min_reward)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
-    model, tokenizer = load_base(config)
+    model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
     trainer = build_trainer(config, train, held_out, model, tokenizer)
     out = Path(config.output_dir).expanduser()
     truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])
