@@ -54,7 +54,7 @@ from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
 from tsllm.tasks import get_task
-from tsllm.tasks.base import TaskSettings
+from tsllm.tasks.base import TaskSettings, prompt_template
 
 # The training search's tokens per problem, when its budget differs from evaluation's, are
 # measured on this many pool problems (a mean over a few dozen searches is stable enough to size
@@ -109,6 +109,8 @@ class Loop:
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)
         self.env = self.task.env
+        # the trainers render prompts as the env does (prompt_format chat: the env's template is the chat one)
+        self.template = prompt_template(self.task.settings)
         self.test = self.task.test_problems()
         self._pools: dict[int, list] = {}
         self._generator = None
@@ -164,7 +166,8 @@ class Loop:
             dist.barrier()
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=self.task.name, output_dir=str(tmp), **settings))
+                                                     task=self.task.name, output_dir=str(tmp),
+                                                     template=self.template, **settings))
             return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
@@ -207,7 +210,7 @@ class Loop:
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
-                                                   output_dir=str(tmp), **settings))
+                                                   output_dir=str(tmp), template=self.template, **settings))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
@@ -348,7 +351,7 @@ class Loop:
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
-                                                     output_dir=str(tmp), **settings))
+                                                     output_dir=str(tmp), template=self.template, **settings))
             return {"policy": f"round_{k}/policy/model",
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}

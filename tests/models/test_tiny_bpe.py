@@ -3,6 +3,7 @@ special tokens and ChatML template), tiny Qwen2 / Llama (grouped-query) models, 
 a search-tree walk on them, and a stop string that ends inside a merged token."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,6 @@ import torch
 
 from tsllm.cli import main
 from tsllm.envs import prontoqa
-from tsllm.envs.prontoqa import ProntoQAEnv
 from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import (
     BPE_SPECIAL_TOKENS,
@@ -21,6 +21,8 @@ from tsllm.models.tiny import (
     save_model,
 )
 from tsllm.models.value import build_value_model, save_value_model
+from tsllm.tasks import get_task
+from tsllm.tasks.base import TaskSettings
 from tsllm.types import SamplingParams
 
 FIXTURE = Path(__file__).parents[1] / "envs" / "fixtures" / "prontoqa_tsllm_published.jsonl"
@@ -101,22 +103,35 @@ def bpe_models(tmp_path_factory):
     return root / "policy", root / "value"
 
 
-def test_eval_and_every_search_tree_node_extends_its_parents_tokens(bpe_models, tmp_path):
-    """`tsllm eval` (greedy, CoT-SC, MCTS-alpha) on a BPE Qwen2; then, over every node of every
-    tree it searched, the rule of docs/ARCHITECTURE.md: a child's prompt encodes to its parent's
-    token ids followed by its own step's."""
+@pytest.mark.parametrize("prompt_format", [[], ["--prompt-format", "chat", "--system-prompt", "Prove it."]],
+                         ids=["plain", "chat"])
+def test_eval_and_every_search_tree_node_extends_its_parents_tokens(prompt_format, bpe_models, tmp_path):
+    """`tsllm eval` (greedy, CoT-SC, MCTS-alpha) on a BPE Qwen2, with the task's prompt or the
+    chat template's; then, over every node of every tree it searched, the rule of
+    docs/ARCHITECTURE.md: a child's prompt encodes to its parent's token ids followed by its own
+    step's."""
     policy, value = bpe_models
     out, trees = tmp_path / "eval.json", tmp_path / "trees"
     assert main(["eval", "--task", "prontoqa", "--policy", str(policy), "--value", str(value),
                  "--data", str(FIXTURE), "--methods", "greedy,cot_sc,mcts_alpha", "--allow-illegal-steps",
                  "--set", "mcts_alpha.num_simulations=3", "--set", "mcts_alpha.width=3",
-                 "--max-step-tokens", "6", "--out", str(out), "--trees", str(trees)]) == 0
+                 "--max-step-tokens", "6", "--out", str(out), "--trees", str(trees), *prompt_format]) == 0
     methods = json.loads(out.read_text())["methods"]
     assert list(methods) == ["greedy", "cot_sc", "mcts_alpha"]
     assert all(len(m["per_question"]) == 4 and m["tokens_per_question"] > 0 for m in methods.values())
 
     _, tokenizer = load_causal_lm(policy)
-    env = ProntoQAEnv()
+    settings = TaskSettings(base_model=str(policy), prompt_format="chat" if prompt_format else "plain",
+                            system_prompt="Prove it." if prompt_format else None)
+    env = get_task("prontoqa")(settings).env
+    question = env.prompt(env.initial_state(prontoqa.load_jsonl(FIXTURE)[0]))
+    if prompt_format:  # the question is the user's turn; the steps are the assistant's lines
+        assert question.startswith("<|im_start|>system\nProve it.<|im_end|>\n<|im_start|>user\n")
+        assert question.endswith("true or false?<|im_end|>\n<|im_start|>assistant\n")
+        assert tokenizer(question)["input_ids"][0] == tokenizer.convert_tokens_to_ids("<|im_start|>")
+    else:
+        assert question == open(FIXTURE).readline().split('"question": "')[1].split('", "i"')[0].replace(
+            '\\"', '"') + "\n"
     problems = prontoqa.load_jsonl(FIXTURE)
     checked = 0
     for index, problem in enumerate(problems):
@@ -132,19 +147,51 @@ def test_eval_and_every_search_tree_node_extends_its_parents_tokens(bpe_models, 
     assert checked >= 4 * 3  # every root got children
 
 
-def test_one_loop_round_on_a_fresh_bpe_qwen2(tmp_path):
+def test_one_loop_round_on_a_fresh_bpe_qwen2_in_chat_format(tmp_path):
     """`tiny.tokenizer: bpe` in the loop: the warm start trains the BPE tokenizer on the task's
-    rows and a fresh Qwen2 on them; the value model and the round's policy inherit both."""
+    rows and a fresh Qwen2 on them; the value model and the round's policy inherit both. With
+    `prompt_format: chat` every trainer renders the prompts the search sees: the chat template's."""
     out = tmp_path / "run"
     tiny = ("tiny={hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, intermediate_size: 64, "
             "tokenizer: bpe, architecture: qwen2, vocab_size: 400}")
     assert main(["run", "--output-dir", str(out), "--no-progress", "rounds=1", "train_questions=6",
                  "test_questions=4", "warmstart.max_seconds=4", "samples_per_question=2", "max_step_tokens=24",
                  "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1",
-                 "policy.num_train_epochs=1", "tracking.report_to=none", tiny]) == 0
+                 "policy.num_train_epochs=1", "tracking.report_to=none", tiny,
+                 "prompt_format=chat", "system_prompt=Reach 24."]) == 0
+    chat = "<|im_start|>system\nReach 24.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    assert json.loads((out / "warmstart" / "metrics.json").read_text())["config"]["template"] == chat
+    assert json.loads((out / "round_0" / "value" / "metrics.json").read_text())["config"]["template"] == chat
     assert [json.loads(line)["round"] for line in (out / "rounds.jsonl").read_text().splitlines()] == [0, 1]
     policy, tokenizer = load_causal_lm(out / "warmstart" / "model")
     assert type(policy).__name__ == "Qwen2ForCausalLM" and tokenizer.eos_token == "<|im_end|>"
     assert 259 < len(tokenizer) <= 400 and len(tokenizer("(4 + 6) * 2 = 20")["input_ids"]) < 16  # merges
     value_config = json.loads((out / "round_0" / "value" / "model" / "config.json").read_text())
     assert value_config["architectures"] == ["Qwen2ForTokenClassification"]
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["prompt_format=chat"], "config key 'prompt_format': chat needs a tokenizer with a chat template"),
+    (["system_prompt=Be brief."], "config key 'system_prompt': only prompt_format chat has a system turn"),
+    (["prompt_format=chat", "system_prompt=Solve {question}"], "config key 'system_prompt': must not hold"),
+])
+def test_prompt_format_errors_name_the_key(overrides, message):
+    from tsllm.config import ConfigError, load_config
+    from tsllm.loop_config import LoopConfig
+    from tsllm.tasks.base import Task
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(LoopConfig, None, overrides)
+    with pytest.raises(ConfigError, match="task rlhf takes its prompts as they are"):  # the base check of every task
+        Task.check.__func__(get_task("rlhf"), TaskSettings(prompt_format="chat"), training=False)
+
+
+def test_eval_chat_on_a_tokenizer_without_a_chat_template_is_one_line(tmp_path, capsys):
+    model, tokenizer = build_tiny(TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2))  # char tokenizer
+    save_model(model, tokenizer, tmp_path / "char")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["eval", "--task", "prontoqa", "--policy", str(tmp_path / "char"), "--data", str(FIXTURE),
+              "--methods", "greedy", "--prompt-format", "chat"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--prompt-format: chat, but" in err and "has no chat template" in err, err

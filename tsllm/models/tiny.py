@@ -103,6 +103,21 @@ CHATML_TEMPLATE = (
 )
 
 
+def chat_prompt_template(tokenizer: PreTrainedTokenizerBase | str, system_prompt: str | None = None) -> str:
+    """The prompt template (holding "{question}") of `prompt_format: chat`: the tokenizer's chat
+    template (or the template string given) applied to a system turn (when `system_prompt` is set)
+    and a user turn holding the question, ending with the generation prompt that opens the
+    assistant's turn; the steps follow it as lines."""
+    if isinstance(tokenizer, str):  # a template alone: any tokenizer object renders it
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the policy's tokenizer has no chat template; use prompt_format plain, or a tokenizer "
+                         "that has one (tiny.tokenizer bpe, or an instruct model's)")
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": "{question}"})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512,
                         split_pattern: str | None = QWEN2_SPLIT) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `texts` (a task's prompts and solutions: seconds), with

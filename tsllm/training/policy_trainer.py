@@ -65,9 +65,12 @@ class PolicyTrainConfig(TrainArgs):
     min_reward: float | None = arg(0.0, "keep rows with reward > min_reward; null keeps every row")
     merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
                                                         "LoRA adapter only")
+    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
 
     def validate_settings(self) -> None:
         super().validate_settings()
+        if self.template is not None and "{question}" not in self.template:
+            raise bad("template", "must contain '{question}'")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 
@@ -84,9 +87,10 @@ def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]
 
 
 def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
-                  min_reward: float | None = 0.0) -> list[dict[str, str]]:
+                  min_reward: float | None = 0.0, template: str | None = None) -> list[dict[str, str]]:
     """Prompt/completion pairs from trajectories files (read and validated by
-    `tsllm.training.data`), keeping rows with steps and reward > min_reward (all rows when None).
+    `tsllm.training.data`), keeping rows with steps and reward > min_reward (all rows when None),
+    prompts in each task's format (with `template` instead of its own, when given).
     Malformed rows raise DataError naming file and line."""
     paths = [Path(p) for p in paths]
     renders: dict[str, Render] = {}
@@ -95,7 +99,7 @@ def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
         task = trajectory.task or default_task
         if task not in renders:
             try:
-                renders[task] = render_for_task(task)
+                renders[task] = render_for_task(task, template)
             except ValueError as err:
                 raise DataError(f"{trajectory.where}: {err}") from None
         if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
@@ -263,7 +267,7 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        examples = read_examples(config.data_files, config.task, config.min_reward)
+        examples = read_examples(config.data_files, config.task, config.min_reward, config.template)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
     model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
     trainer = build_trainer(config, train, held_out, model, tokenizer)
