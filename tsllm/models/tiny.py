@@ -176,7 +176,7 @@ class TinyModelConfig:
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"TinyModelConfig: hidden_size={self.hidden_size} must be divisible by "
+                f"hidden_size={self.hidden_size} must be divisible by "
                 f"num_heads={self.num_heads}"
             )
         if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
