@@ -206,23 +206,37 @@ def test_load_tsllm_published_test_jsonl_layout():
     """The layout of TS-LLM's published test.jsonl (rows composed here): the query is worded 'Is the
     statement "..." true or false?' inside `question`, `i` numbers the row, and the one correct proof
     has one step a line. Each row loads with the label its proof concludes, the prompt is the row's
-    own text, the gold proof passes the strict checker and the opposite answer fails."""
+    own text, the gold proof passes the strict checker and the opposite answer fails. The last row
+    is of PrOntoQA's real-world kind: a number as the entity, concepts of two words."""
     path = FIXTURES / "prontoqa_tsllm_published.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     problems = prontoqa.load_jsonl(path)
     env = ProntoQAEnv(strict=True)
-    assert len(problems) == len(rows) == 4 and [p["i"] for p in problems] == [r["i"] for r in rows]
+    assert len(problems) == len(rows) == 5 and [p["i"] for p in problems] == [r["i"] for r in rows]
     for row, p in zip(rows, problems):
         assert row["question"].endswith(f" {p['query']}") and p["query"].startswith("Is the statement")
         assert env.initial_state(p).question == row["question"]
         statement = p["query"].split('"')[1]
         label = p["answer"] == "True"
-        assert independent_label(p["question"], statement) == label
+        if " number" not in p["question"]:  # the word-splitting reasoner here takes one-word concepts only
+            assert independent_label(p["question"], statement) == label
+        assert prontoqa.entailed(prontoqa.sentences(p["question"]), statement) == label
         assert p["solution"] == row["answer"][0]["text"]
         assert env.check(p, p["solution"]) and ProntoQAEnv().check(p, p["solution"])
         flipped = p["solution"].rsplit("\n", 1)[0] + f"\nThe answer is {'false' if label else 'true'}."
         assert not env.check(p, flipped) and not ProntoQAEnv().check(p, flipped)
-    assert [p["answer"] for p in problems] == ["True", "False", "True", "False"]
+    assert [p["answer"] for p in problems] == ["True", "False", "True", "False", "True"]
+
+
+@pytest.mark.parametrize("sentence, parsed", [
+    ("127 is a natural number.", Fact("127", "natural number", True)),
+    ("Every natural number is positive.", Rule("natural number", "positive", True)),
+    ("Mersenne primes are not composite numbers.", Rule("mersenne prime", "composite number", False)),
+    ("Each prime number is a natural number.", Rule("prime number", "natural number", True)),
+    ("Max and Fae are wumpuses.", None),
+])
+def test_real_world_ontology_sentences_parse(sentence, parsed):
+    assert parse_sentence(sentence) == parsed
 
 
 @pytest.mark.parametrize("query, statement", [

@@ -46,10 +46,15 @@ QUERY_PREFIX = "True or false:"
 # Every unbounded repeat is possessive (`*+`, `++`): it never gives characters back, so a match
 # attempt reads each character once. Greedy `\s*:?\s*` split a run of n spaces n^2 ways before
 # failing. The repeats stop where the next element cannot match anyway, so results are unchanged.
-_RULE_RE = re.compile(r"^(?:every|each)\s++([\w-]++)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$", re.I)
+# A concept is one to three words ("wumpus", "six-legged", "natural number", "Mersenne prime"): PrOntoQA's
+# real-world ontologies have multi-word ones, and numbers as entities ("127 is a natural number.").
+_CONCEPT = r"[\w-]++(?:\s++(?!and\b)[\w-]++){0,2}"  # "Max and Fae are ..." names two entities: no rule
+_RULE_RE = re.compile(rf"^(?:every|each)\s++({_CONCEPT})\s++is\s++(not\s++)?(?:(?:a|an)\s++)?({_CONCEPT})\s*+\.?$",
+                      re.I)
 # PrOntoQA also states rules in the plural ("Wumpuses are tumpuses.", "Jompuses are not shy.")
-_PLURAL_RULE_RE = re.compile(r"^([A-Za-z][\w-]*+)\s++are\s++(not\s++)?([\w-]++)\s*+\.?$")
-_FACT_RE = re.compile(r"^([A-Z][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$")
+_PLURAL_RULE_RE = re.compile(rf"^([A-Za-z][\w-]*+(?:\s++(?!and\b)[\w-]++){{0,2}})\s++are\s++(not\s++)?"
+                             rf"({_CONCEPT})\s*+\.?$")
+_FACT_RE = re.compile(rf"^([A-Z0-9][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?({_CONCEPT})\s*+\.?$")
 # TS-LLM's released split words the query 'Is the statement "Alex is six-legged" true or false?'.
 _STATEMENT_QUERY_RE = re.compile(r'^is\s++the\s++statement\s*+"([^"]{1,200})"\s*+true\s++or\s++false\s*+\?$', re.I)
 _ANSWER_RE = re.compile(r"answer\s++is\s*+:?\s*+(true|false)\b", re.I)
@@ -90,12 +95,21 @@ def parse_sentence(sentence: str) -> Rule | Fact | None:
     if len(s) > 200:
         return None
     if m := _RULE_RE.match(s):
-        return Rule(m[1].lower(), m[3].lower(), m[2] is None)
+        return Rule(_phrase(m[1]), _phrase(m[3]), m[2] is None)
     if m := _PLURAL_RULE_RE.match(s):
-        return Rule(singular(m[1]), singular(m[3]), m[2] is None)
+        return Rule(_phrase(m[1], plural=True), _phrase(m[3], plural=True), m[2] is None)
     if m := _FACT_RE.match(s):
-        return Fact(m[1], m[3].lower(), m[2] is None)
+        return Fact(m[1], _phrase(m[3]), m[2] is None)
     return None
+
+
+def _phrase(text: str, plural: bool = False) -> str:
+    """A concept as rules and facts store it: lower case, single spaces, the last word in the
+    singular when the sentence names it in the plural ("Prime numbers" -> "prime number")."""
+    words = text.lower().split()
+    if plural:
+        words[-1] = singular(words[-1])
+    return " ".join(words)
 
 
 def sentences(text: str) -> list[str]:
