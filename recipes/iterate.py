@@ -1,8 +1,8 @@
 """The iteration loop: sample -> train value -> evaluate -> search -> train policy, round after round.
 
-    python recipes/iterate.py --config configs/game24/tiny.yaml [--output-dir DIR] [key=value ...]
-    torchrun --nproc_per_node 2 recipes/iterate.py --config configs/game24/tiny.yaml
-    accelerate launch --multi_gpu --num_processes 2 recipes/iterate.py --config configs/game24/tiny.yaml
+    python recipes/iterate.py --config configs/reach/tiny.yaml [--output-dir DIR] [key=value ...]
+    torchrun --nproc_per_node 2 recipes/iterate.py --config configs/reach/tiny.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/iterate.py --config configs/reach/tiny.yaml
     torchrun --nproc_per_node 8 recipes/iterate.py --config configs/gsm8k/llama2_7b.yaml   (GPUs)
 
 The same as `tsllm run ...` (tsllm/cli.py holds the code): parse the config, refuse an output dir

@@ -1,9 +1,9 @@
 """Policy SFT (LoRA or full) on trajectories jsonl with TRL; saves a merged checkpoint or an adapter.
 
 Launch (any of):
-    python recipes/train_policy.py --config configs/policy/tiny.yaml [key=value ...]
-    torchrun --nproc_per_node 2 recipes/train_policy.py --config configs/policy/tiny.yaml
-    accelerate launch --multi_gpu --num_processes 2 recipes/train_policy.py --config configs/policy/tiny.yaml
+    python recipes/train_policy.py --config configs/policy/tiny_oracle.yaml [key=value ...]
+    torchrun --nproc_per_node 2 recipes/train_policy.py --config configs/policy/tiny_oracle.yaml
+    accelerate launch --multi_gpu --num_processes 2 recipes/train_policy.py --config configs/policy/tiny_oracle.yaml
 
 On a machine without a GPU the two processes talk over gloo (`--multi_gpu` is only accelerate's
 name for "several processes"; `--cpu --num_processes 2` would run one). Overrides use dots for
@@ -19,6 +19,7 @@ import json
 import os
 import sys
 
+from tsllm import tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(PolicyTrainConfig, args.config, args.overrides)
-        metrics = train_policy(config)
+        tasks.check_prompt_format(config.task)
+        metrics = train_policy(config, formats=tasks)  # rows rendered in their tasks' formats
     except (ConfigError, DataError, FileNotFoundError) as err:  # bad input: say what, not a traceback
         print(f"train_policy: {err}", file=sys.stderr)
         return 2

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from tsllm import tasks
+from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, load_config, merge, parse_overrides
 from tsllm.envs.base import DataError
-from tsllm.training.data import game24_contrast_trajectories, write_jsonl
+from tsllm.tasks.warmstart import game24_contrast_trajectories
 from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
 
@@ -40,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     try:
         config = _load(args)
-        metrics = train_value(config)
+        tasks.check_prompt_format(config.task)
+        metrics = train_value(config, formats=tasks)  # rows rendered in their tasks' formats
     except (ConfigError, DataError, FileNotFoundError) as err:  # bad input: say what, not a traceback
         print(f"train_value: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    from tsllm.training.warmstart import WarmStartConfig, game24_rows, write_jsonl
+    from tsllm.tasks.warmstart import WarmStartConfig, game24_rows, write_jsonl
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"model": "value", "processes": processes, "tokens": m["train_tokens"],
                             "seconds": m["train_seconds"], "tokens_per_second": m["tokens_per_second"]})
             out = tmp / f"policy{processes}"
-            m = run_recipe("train_policy.py", "configs/policy/tiny.yaml", processes,
+            m = run_recipe("train_policy.py", "configs/policy/tiny_oracle.yaml", processes,
                            [f"data_files=[{policy_data}]", f"output_dir={out}", f"num_train_epochs={args.epochs}",
                             "max_seconds=null", "eval_fraction=0.0"], out / "metrics.json")
             results.append({"model": "policy", "processes": processes, "tokens": m["train_tokens"],

@@ -1,5 +1,5 @@
 """How good is the warm-started tiny policy? Writes Game24 warm-start data (train split only),
-runs the warm-start SFT of configs/policy/tiny.yaml (a fresh default tiny Llama; ~10 min of 2-core
+runs the warm-start SFT of configs/policy/tiny_oracle.yaml (a fresh default tiny Llama; ~10 min of 2-core
 CPU, or what `max_seconds=...` allows),
 then decodes the 100 test-split puzzles step by step through the env (greedy, stop at "\\n") and
 with sampling (pass@k), and prints one JSON line of results.
@@ -21,12 +21,13 @@ import os
 import time
 from pathlib import Path
 
+from tsllm import tasks
 from tsllm.config import load_config
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, split
 from tsllm.generation.hf import HFGenerator
+from tsllm.tasks.warmstart import WarmStartConfig, game24_rows, write_jsonl
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
-from tsllm.training.warmstart import WarmStartConfig, game24_rows, write_jsonl
 from tsllm.types import SamplingParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,9 +76,9 @@ def main() -> None:
                                            game24_traces_per_puzzle=args.traces_per_puzzle,
                                            game24_puzzles=args.puzzles))
         data = write_jsonl(rows, out / "warmstart.jsonl")
-        config = load_config(PolicyTrainConfig, REPO / "configs/policy/tiny.yaml",
+        config = load_config(PolicyTrainConfig, REPO / "configs/policy/tiny_oracle.yaml",
                              [f"data_files=[{data}]", f"output_dir={out / 'policy'}", *args.overrides])
-        metrics = train_policy(config)
+        metrics = train_policy(config, formats=tasks)
         generator = HFGenerator(metrics["model"], metrics["tokenizer"], max_batch_size=256)
         results.update({
             "train_rows": len(rows),

@@ -1,4 +1,4 @@
-"""Running a multi-process launcher (torchrun) from a test."""
+"""Running the loop from a test: a multi-process launcher (torchrun), the library's default config."""
 
 import os
 import signal
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
+# `tsllm run` without --config runs the main job; these arguments give LoopConfig's own defaults
+LIBRARY_DEFAULTS = ["--config", str(Path(__file__).with_name("library_defaults.yaml"))]
 
 
 def run_launcher(command: list[str], cwd: Path, env: dict[str, str], timeout: float = 400) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tests.test_loop import TINY
 from tsllm.cli import main
 from tsllm.config import to_dict
@@ -18,7 +19,7 @@ from tsllm.loop import LoopConfig
 def tiny_run(tmp_path_factory) -> Path:
     """One round of the embedded Game24 loop (warm start, sample, value, eval, search, policy, final eval)."""
     out = tmp_path_factory.mktemp("eval_run") / "run"
-    assert main(["run", "--output-dir", str(out), "--no-progress", *TINY]) == 0
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *TINY]) == 0
     return out
 
 

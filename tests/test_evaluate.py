@@ -50,9 +50,12 @@ def test_eval_writes_accuracy_and_tokens_per_method(models, tmp_path, capsys):
         assert 0.0 <= r["accuracy"] <= 1.0 and r["tokens_per_question"] > 0
         assert len(r["per_question"]) == rows
         assert r["accuracy"] == sum(q["correct"] for q in r["per_question"]) / rows
-    # CoT-SC at about the tree search's budget: votes = search tokens / greedy tokens, rounded
-    expected_k = max(1, round(methods["mcts_alpha"]["tokens_per_question"] / methods["greedy"]["tokens_per_question"]))
-    assert methods["cot_sc"]["knobs"]["k"] == expected_k
+    # CoT-SC at the tree search's compute: its mean as CoT-SC's per-question limit, samples drawn
+    # while they fit (at most MAX_SAMPLES), so it never spends more than the search did on average
+    search, sc = methods["mcts_alpha"], methods["cot_sc"]
+    assert sc["knobs"]["k"] == 64 and sc["knobs"]["max_compute"] == max(1, round(search["compute_per_question"]))
+    assert all(q["compute"] <= sc["knobs"]["max_compute"] for q in sc["per_question"])
+    assert 0 < sc["compute_per_question"] and search["compute_per_question"] >= search["tokens_per_question"]
     assert "accuracy" in capsys.readouterr().out
 
 
@@ -101,8 +104,9 @@ def test_eval_rlhf_on_prompts_with_a_reward_model(models, tmp_path, capsys):
     methods = json.loads(out.read_text())["methods"]
     assert list(methods) == ["greedy", "mcts_alpha", "best_of_n"]  # the task's baseline by default
     assert methods["best_of_n"]["knobs"]["method"] == "orm_max"
-    expected_n = max(1, round(methods["mcts_alpha"]["tokens_per_question"] / methods["greedy"]["tokens_per_question"]))
-    assert methods["best_of_n"]["knobs"]["n"] == expected_n
+    cap = max(1, round(methods["mcts_alpha"]["compute_per_question"]))
+    assert methods["best_of_n"]["knobs"]["n"] == 64 and methods["best_of_n"]["knobs"]["max_compute"] == cap
+    assert all(q["compute"] <= cap for q in methods["best_of_n"]["per_question"])
     for r in methods.values():  # the reward model's mean score of the chosen responses
         assert [q["question"] for q in r["per_question"]] == PROMPTS
         scores = [q["reward"] for q in r["per_question"] if q["reward"] is not None]

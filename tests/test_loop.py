@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tsllm.config import ConfigError, load_config
 from tsllm.loop import LoopConfig, check_output_dir, run_stage
 
@@ -102,7 +103,8 @@ def test_shipped_configs_load():
 
 
 def _tsllm(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "tsllm.cli", "run", "--output-dir", str(out), "--no-progress", *TINY, *extra]
+    return [sys.executable, "-m", "tsllm.cli", "run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress",
+            *TINY, *extra]
 
 
 def _summary(out: Path) -> dict:

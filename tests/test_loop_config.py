@@ -1,8 +1,10 @@
 """The loop's config tree: one override changes one value, every bad value stops the run at load
 naming its key, the trainers' sections share their vocabulary, and docs/CONFIG.md is current."""
 
+import contextlib
 import dataclasses
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tsllm.cli import main as tsllm_main
 from tsllm.config import ConfigError, load_config, to_dict
 from tsllm.loop import check_output_dir
 from tsllm.loop_config import (
@@ -35,11 +38,19 @@ def tsllm_run(*args: str) -> subprocess.CompletedProcess:
                           env=env, cwd=REPO, timeout=120)
 
 
-def test_print_config_keeps_the_other_knobs():
-    out = tsllm_run("--print-config", "search.knobs.width=4")
+def test_no_config_is_the_main_job_and_an_override_keeps_the_other_knobs():
+    out = tsllm_run("--print-config", "search.knobs.width=2")
     assert out.returncode == 0, out.stderr
-    search = yaml.safe_load(out.stdout)["search"]
-    assert search["knobs"] == {"num_simulations": 6, "width": 4, "parallel_simulations": 3}
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved == {**to_dict(load_config(LoopConfig, "configs/reach/tiny.yaml")),
+                        "search": resolved["search"]}
+    assert resolved["task"] == "reach" and resolved["output_dir"] == "runs/reach-tiny"
+    assert resolved["search"]["knobs"] == {"num_simulations": 6, "width": 2, "parallel_simulations": 3,
+                                           "use_terminal_reward": True}
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        tsllm_main(["run", "--help"])
+    assert "runs/reach-tiny" in help_text.getvalue()
 
 
 BAD_OVERRIDES = {"search.knobs.num_simulation=4": "search.knobs.num_simulation", "value.lrr=1": "value.lrr",

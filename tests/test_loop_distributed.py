@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from tests.launch import TORCHRUN, run_launcher
+from tests.launch import LIBRARY_DEFAULTS, TORCHRUN, run_launcher
 from tsllm.envs.game24 import Game24Env, split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +28,8 @@ def test_two_processes_shard_generation_and_train_together(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2",  # standalone: a free port
-               str(REPO / "recipes" / "iterate.py"), "--output-dir", str(out), "--no-progress", *TINY]
+               str(REPO / "recipes" / "iterate.py"), *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress",
+               *TINY]
     _, stderr = run_launcher(command, tmp_path, env)
     assert "2 process(es)" in stderr
 
@@ -70,7 +71,7 @@ def test_two_processes_run_the_rft_baseline_at_a_measured_training_budget(tmp_pa
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(REPO / "recipes" / "iterate.py"),
-               "--output-dir", str(out), "--no-progress", *TINY, "improve=sampling",
+               *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *TINY, "improve=sampling",
                "search.train_knobs={num_simulations: 3}"]
     run_launcher(command, tmp_path, env)
     parts = [read_jsonl(out / "round_0" / f"sampling/tokens.rank{r}-of-2.jsonl") for r in (0, 1)]

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tests.tasks.test_custom_task import NextNumberTask, problem
+from tests.test_tracking import _run_files, offline_history
 from tsllm import tasks
 from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
@@ -174,8 +176,9 @@ def test_the_default_pool_is_the_same_every_round():
 
 def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_path, registered):
     out = tmp_path / "run"
-    assert main(["run", "--output-dir", str(out), "--no-progress", "task=fresh_successor", "improve=sampling",
-                 "value_from_search=true", *TINY]) == 0
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", "task=fresh_successor",
+                 "improve=sampling", "value_from_search=true", *TINY,
+                 "search.knobs={num_simulations: 2, width: 2, use_terminal_reward: true}"]) == 0
     for k in (0, 1):  # round k samples and improves on pool k
         wanted = [str(n) for n in range(100 * (k + 1), 100 * (k + 1) + 4)]
         assert sorted({r["question"] for r in read_jsonl(out / f"round_{k}" / "sample" / "trajectories.jsonl")}) \
@@ -186,6 +189,18 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
     for k in (0, 1, 2):  # the held-out set never moves
         evaluated = json.loads((out / f"round_{k}" / "eval" / "results.json").read_text())
         assert [q["question"] for q in evaluated["methods"]["greedy"]["per_question"]] == ["500", "501", "502"]
+
+        # the search sees terminal rewards, so its baseline is sampling with the same checker, given the
+        # search's mean compute per question (and again its mean step tokens) as its budget
+        methods = evaluated["methods"]
+        assert list(methods) == ["greedy", "search", "baseline", "baseline_tokens"]
+        search = methods["search"]
+        assert methods["baseline"]["method"] == methods["baseline_tokens"]["method"] == "best_of_n_checker"
+        compute, tokens = (max(1, round(search[f"{u}_per_question"])) for u in ("compute", "tokens"))
+        assert methods["baseline"]["knobs"] == {"n": 64, "max_compute": compute}
+        assert methods["baseline_tokens"]["knobs"] == {"n": 64, "max_tokens": tokens}
+        assert all(q["compute"] <= methods["baseline"]["knobs"]["max_compute"]
+                   for q in methods["baseline"]["per_question"])
 
     # value_from_search: round 1's value model also reads round 0's improve trajectories
     assert json.loads((out / "round_1" / "value" / "done.json").read_text())["data_files"] == \
@@ -217,13 +232,13 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
 def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsys, registered):
     out = tmp_path / "bench"
     tiny = [*TINY[1:], "rounds=1", "task=successor"]
-    assert main(["bench", "loop", "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    assert main(["bench", "loop", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *tiny]) == 0
     printed = capsys.readouterr().out
     assert "last round greedy: search loop" in printed
     result = json.loads((out / "bench_loop.json").read_text())
     assert [(r["round"], r["mode"]) for r in result["table"]] == \
         [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
-    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in tiny)
+    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in [*LIBRARY_DEFAULTS, *tiny])
     assert result["seconds"] > 0
     assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
     search, sampling = (result["runs"][m] for m in ("search", "sampling"))
@@ -249,3 +264,22 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
     assert target == search[0]["tokens_per_question"]
     assert sampling[0]["improve_tokens_per_question"] > 0
+
+
+def test_a_tracked_loop_holds_its_rounds_and_both_trainers_curves_in_one_offline_run(tmp_path, registered,
+                                                                                    wandb_env, capsys):
+    out = tmp_path / "run"
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", "task=successor", *TINY,
+                 "rounds=1", "tracking.report_to=wandb", "warmstart.logging_steps=1", "value.logging_steps=1",
+                 "policy.logging_steps=1"]) == 0
+    printed = capsys.readouterr()
+    assert "no W&B login found" in printed.err and f"wandb sync {out / 'wandb'}" in printed.err
+    [run_file] = _run_files(out, (out / "wandb_run_id.txt").read_text().strip())  # one run per loop
+    rows, axes = offline_history(run_file)
+    rounds = [r for r in rows if "greedy_accuracy" in r]
+    assert [r["round"] for r in rounds] == [0, 1] and axes["greedy_accuracy"] == "round"
+    trained = json.loads((out / "round_0" / "policy" / "done.json").read_text()).get("rows")
+    for stage in ("warmstart", "value") + (("policy",) if trained else ()):  # the policy trainer's, the value's
+        curve = [r for r in rows if f"{stage}/loss" in r]
+        assert curve and all(r[f"{stage}/step"] >= 1 for r in curve), stage
+        assert axes[f"{stage}/loss"] == f"{stage}/step"

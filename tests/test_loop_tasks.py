@@ -101,7 +101,7 @@ def test_gpu_configs_name_each_placeholder_and_validate_with_real_paths(path, fi
 
 
 def test_deepspeed_configs_point_at_the_shipped_jsons():
-    zero2 = load_config(LoopConfig, REPO / "configs" / "game24" / "tiny_zero2.yaml")
+    zero2 = load_config(LoopConfig, REPO / "configs" / "game24" / "tiny_oracle_zero2.yaml")
     assert zero2.value.deepspeed == "configs/deepspeed/zero2.json"
     text = (REPO / "configs" / "gsm8k" / "llama2_7b_zero3.yaml").read_text()
     assert text.count("deepspeed: configs/deepspeed/zero3.json") == 2  # value and policy

@@ -232,6 +232,47 @@ def test_overlap_value_scores_children_while_generating_and_changes_nothing_else
         LLMPolicyValue(ENV, ScriptedGenerator({}), value_fn, overlap_value=True)
 
 
+def test_scored_expansion_scores_exactly_the_legal_moves_once_per_state(tiny):
+    from tsllm.envs.game24_moves import Game24MovesEnv
+    from tsllm.envs.reach import ReachEnv
+    from tsllm.envs.reach import make_problem as reach_problem
+    from tsllm.search import dfs
+
+    path, model, tokenizer = tiny
+    reach, moves24 = ReachEnv(), Game24MovesEnv()
+    states = [reach.initial_state(reach_problem(7, 46, ["+1", "+3", "*2"])),
+              moves24.initial_state({"numbers": [4, 9, 10, 13]})]
+    for env, state in zip((reach, moves24), states):
+        pv = LLMPolicyValue(env, HFGenerator(path), lambda texts: [0.0] * len(texts))
+        assert pv.scored_moves
+        [exp] = pv.expand([state], 2)  # the width is not used: every legal move is a child
+        assert exp.actions == env.legal_moves(state) and len(exp.actions) > 2
+        prompt_ids = tokenizer(env.prompt(state))["input_ids"]
+        logprobs = []
+        for move in exp.actions:
+            move_ids = tokenizer.encode(move, add_special_tokens=False)
+            with torch.no_grad():
+                rows = torch.log_softmax(model(torch.tensor([prompt_ids + move_ids])).logits[0].float(), dim=-1)
+            logprobs.append(sum(rows[len(prompt_ids) - 1 + t, i].item() for t, i in enumerate(move_ids)))
+        top = max(logprobs)
+        weights = [math.exp(lp - top) for lp in logprobs]
+        assert exp.priors == pytest.approx([w / sum(weights) for w in weights], abs=1e-5)
+        # cost: each move's tokens, and the prompt computed once (the other moves reuse its cache)
+        assert exp.token_counts == [len(tokenizer.encode(m, add_special_tokens=False)) for m in exp.actions]
+        assert exp.prompt_tokens - exp.cached_tokens == len(prompt_ids) and exp.dropped_tokens == 0
+        assert pv.score_calls == 1 and pv.generate_calls == 0
+        budget = Budget()
+        budget.charge_expansion(exp)
+        assert budget.compute == sum(exp.token_counts) + len(prompt_ids)
+    # the policy alone (no rules: greedy, CoT-SC) still samples its steps
+    assert not LLMPolicyValue(reach, HFGenerator(path), lambda t: [0.0] * len(t), legal_steps_only=False,
+                              scored_moves=False).scored_moves
+    # a search over scored moves only ever makes legal moves, whatever the random policy prefers
+    out = dfs(reach, LLMPolicyValue(reach, HFGenerator(path), lambda t: [0.0] * len(t)), states[:1],
+              use_terminal_reward=True, budget=Budget(max_expansions=30))[0]
+    assert all(reach.values(s) is not None for s in out.best_path)
+
+
 def test_token_level_children_are_the_top_k_next_tokens(tiny):
     _, model, tokenizer = tiny
     env = RLHFEnv(lambda p, r: float(len(r)), eos_id=tokenizer.eos_token_id, decode=tokenizer.decode, max_depth=5)

@@ -19,21 +19,25 @@ import pytest
 
 from tests.launch import TORCHRUN, run_launcher
 from tests.test_loop_tasks import GPU_CONFIGS
+from tsllm.config import load_config
+from tsllm.envs.base import TextState
+from tsllm.loop_config import MAIN_JOB, LoopConfig
+from tsllm.tasks import TaskSettings, get_task
 
 REPO = Path(__file__).resolve().parents[1]
 # counts only: one round over a handful of problems, a few optimizer steps per trainer
 SHRINK = ["rounds=1", "train_questions=4", "test_questions=4", "samples_per_question=1",
           "warmstart.max_steps=8", "value.max_steps=4", "policy.max_steps=4", "tracking.report_to=none"]
 CPU_LOOPS = {  # config -> processes its launch line starts
-    "configs/game24/tiny.yaml": 1,
+    "configs/game24/tiny_oracle.yaml": 1,
     "configs/game24/moves.yaml": 1,
-    "configs/game24/tiny_zero2.yaml": 2,
+    "configs/game24/tiny_oracle_zero2.yaml": 2,
     "configs/prontoqa/tiny.yaml": 1,
     "configs/reach/tiny.yaml": 1,
 }
 TRAINERS = {  # config -> its recipe and the arguments that give it data and shrink its steps
     "configs/value/tiny.yaml": ("recipes/train_value.py", ["--demo-data", "40", "max_steps=3"]),
-    "configs/policy/tiny.yaml": ("recipes/train_policy.py", ["max_steps=3"]),
+    "configs/policy/tiny_oracle.yaml": ("recipes/train_policy.py", ["max_steps=3"]),
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
 
@@ -72,7 +76,7 @@ def test_trainer_config_trains_through_its_recipe(config, tmp_path):
     recipe, extra = TRAINERS[config]
     if recipe.endswith("train_policy.py"):  # it needs trajectories: the warm start's own rows
         rows = tmp_path / "rows.jsonl"
-        subprocess.run([sys.executable, "-m", "tsllm.training.warmstart", "--out", str(rows)],
+        subprocess.run([sys.executable, "-m", "tsllm.tasks.warmstart", "--out", str(rows)],
                        cwd=REPO, env=ENV, check=True, capture_output=True, timeout=600)
         extra = [*extra, f"data_files=[{rows}]"]
     command = [sys.executable, str(REPO / recipe), "--config", str(REPO / config), *extra,
@@ -81,6 +85,45 @@ def test_trainer_config_trains_through_its_recipe(config, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["global_step"] == 3
+
+
+def test_the_packaged_main_job_is_the_shipped_reach_config():
+    # `tsllm run` without --config runs the package's copy; it must be the file the README names
+    assert Path(MAIN_JOB).read_text() == (REPO / "configs" / "reach" / "tiny.yaml").read_text()
+
+
+def solved_problems(task, rows: list[dict], problems: list) -> list[str]:
+    """Questions of `problems` that a row solves: a row asked the same question whose steps, or a
+    prefix of them, end in a terminal state the checker rewards."""
+    by_question: dict[str, list[dict]] = {}
+    for row in rows:
+        by_question.setdefault(row["question"], []).append(row)
+    solved = []
+    for problem in problems:
+        start = task.env.initial_state(problem)
+        for row in by_question.get(start.question, []):
+            prefixes = (TextState(start.question, tuple(row["steps"][:i]), start.gold)
+                        for i in range(1, len(row["steps"]) + 1))
+            if any(task.env.is_terminal(s) and task.env.reward(s) > 0 for s in prefixes):
+                solved.append(start.question)
+                break
+    return solved
+
+
+@pytest.mark.parametrize("config", sorted(CPU_LOOPS))
+def test_only_an_oracle_config_warm_starts_on_solutions_of_its_own_problems(config):
+    """AlphaZero's start: the warm start teaches the rules, never a solution of a problem the loop
+    learns from (every round's pool) or is judged on. A config that breaks this says so in its name."""
+    cfg = load_config(LoopConfig, str(REPO / config), ["tracking.report_to=none"])
+    assert cfg.base_model is None  # every CPU loop warm-starts the tiny model
+    task = get_task(cfg.task)(TaskSettings.of(cfg))
+    problems = [p for k in range(cfg.rounds) for p in task.pool(k)] + task.test_problems()
+    solved = solved_problems(task, task.warmstart_rows(), problems)
+    if "oracle" in Path(config).name:  # the check finds what the name admits
+        assert solved, f"{config} is named an oracle but its warm start solves none of its problems"
+    else:
+        assert not solved, f"{config}'s warm start solves {len(solved)} of its own problems, e.g. {solved[:3]}; " \
+                           "rename it with `oracle` in its name and say why in its first comment"
 
 
 @pytest.mark.parametrize("output_dir", ["/proc/tsllm/run", "/dev/null", "a_file"])

@@ -68,6 +68,21 @@ def test_seed_zero_of_a_sweep_is_plain_eval_and_other_seeds_differ(tmp_path):
         assert len({json.dumps(r["correct"]) + json.dumps(r["tokens"]) for r in point["runs"]}) > 1, point["method"]
 
 
+def test_a_search_that_draws_nothing_random_runs_once_per_point(models, tmp_path):  # noqa: F811
+    policy, value = models
+    out = tmp_path / "sweep.json"
+    assert main(["eval", "--task", "reach", "--policy", str(policy), "--value", str(value), "--test-questions", "4",
+                 "--methods", "best_of_n_checker", "--set", "best_of_n_checker.n=2",
+                 "--set", "dfs.use_terminal_reward=true",
+                 "--sweep", "dfs.max_expansions=1,3", "--seeds", "2", "--max-step-tokens", "8",
+                 "--out", str(out)]) == 0
+    points = json.loads(out.read_text())["points"]
+    # DFS over scored legal moves samples nothing and takes no rng: one run stands for every seed
+    assert [len(p["runs"]) for p in points if p["method"] == "dfs"] == [1, 1]
+    assert all(p["runs"][0]["deterministic"] for p in points if p["method"] == "dfs")
+    assert [len(p["runs"]) for p in points if p["method"] == "best_of_n_checker"] == [2]  # sampling: each seed
+
+
 @pytest.mark.parametrize("args, message", [
     (["--sweep", "mcts_gamma.num_simulations=2,4"], "--sweep mcts_gamma.num_simulations=2,4: unknown method"),
     (["--sweep", "mcts_alpha.num_sims=2,4"], "mcts_alpha has no knob 'num_sims'"),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _teardown_wandb
 from tsllm import tracking
 from tsllm.tracking import (
     RUN_ID_FILE,
@@ -33,29 +34,6 @@ from tsllm.tracking import (
 )
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _teardown_wandb() -> None:
-    if "wandb" in sys.modules:
-        sys.modules["wandb"].teardown()
-
-
-@pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """No credentials anywhere, nothing written outside tmp_path."""
-    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "WANDB_BASE_URL", "WANDB_DIR",
-                 "WANDB_SILENT", "WANDB_RUN_ID", "WANDB_RESUME"):
-        monkeypatch.delenv(name, raising=False)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("NETRC", str(home / ".netrc"))  # does not exist
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(home / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(home / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(home / "wandb-data"))
-    _teardown_wandb()
-    yield tmp_path / "out"
-    _teardown_wandb()
 
 
 def _run_files(out: Path, run_id: str) -> list[Path]:
@@ -132,10 +110,11 @@ def test_auto_without_login_goes_offline_with_one_notice(wandb_env, capsys):
     tracker.finish()
     captured = capsys.readouterr()
     notices = [line for line in (captured.out + captured.err).splitlines() if line.startswith("tsllm:")]
-    assert len(notices) == 1, notices
+    assert len(notices) == 2, notices  # one when it starts, the upload command when it ends
     assert "offline" in notices[0]
     assert tracker.mode == "offline"
-    assert len(_run_files(wandb_env, tracker.run_id)) == 1
+    [run_file] = _run_files(wandb_env, tracker.run_id)
+    assert notices[1].endswith(f"wandb sync {run_file.parent}")
 
 
 def test_auto_follows_wandb_mode_from_the_environment_silently(wandb_env, monkeypatch, capsys):
@@ -176,8 +155,9 @@ def test_unreachable_online_init_falls_back_to_offline_with_one_warning(wandb_en
     assert tracker.mode == "offline"
     tracker.log({"search_accuracy": 0.625}, step=3)
     tracker.finish()
-    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("tsllm:")]
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tsllm:")]
     [run_file] = _run_files(wandb_env, tracker.run_id)
+    assert notices == [f"tsllm: W&B run logged offline; upload it with: wandb sync {run_file.parent}"]
     assert b"0.625" in run_file.read_bytes()
 
 
@@ -297,6 +277,19 @@ def test_rounds_log_writes_numpy_values_as_plain_numbers(tmp_path):
     assert log.rows() == [{"round": 0, "search_accuracy": 0.5, "counts": [1, 2]}]
 
 
+def test_rounds_and_each_stage_s_curve_get_their_own_axes(wandb_env):
+    tracker = WandbTracker("tsllm-test", dir=wandb_env, mode="offline")
+    tracker.log({"greedy_accuracy": 0.25}, step=0)
+    for step, loss in ((5, 1.0), (10, 0.5), (5, 0.9), (10, 0.4)):  # two trainings of one stage
+        tracker.log_series("value", {"loss": loss}, step)
+    tracker.log({"greedy_accuracy": 0.5}, step=1)  # after the trainers' points: not dropped
+    tracker.finish()
+    rows, axes = offline_history(_run_files(wandb_env, tracker.run_id)[0])
+    assert [(r["round"], r["greedy_accuracy"]) for r in rows if "greedy_accuracy" in r] == [(0, 0.25), (1, 0.5)]
+    assert [r["value/step"] for r in rows if "value/loss" in r] == [5, 10, 15, 20]  # the second continues
+    assert axes["greedy_accuracy"] == "round" and axes["value/loss"] == "value/step"
+
+
 # ------------------------------------------------------------------------------------------- plots
 
 ROWS = [
@@ -327,3 +320,34 @@ def test_plot_methods_and_token_keys():
     assert _tokens_key("search", ROWS[0]) == "tokens_per_question"
     assert _tokens_key("search", {"search_tokens_per_question": 5}) == "search_tokens_per_question"
     assert _tokens_key("greedy", ROWS[0]) == "greedy_tokens_per_question"
+
+
+def offline_history(run_file: Path) -> tuple[list[dict], dict[str, str]]:
+    """(history rows, metric -> its step metric) of an offline run's binary log: wandb's record
+    log format (a 7-byte file header, 32 KiB blocks of records with a 7-byte header each, a
+    record split over blocks as first/middle/last pieces) holding protobuf `Record`s."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B", "not a wandb run log"
+    pos, block, pending, rows, axes = 7, 32768, b"", [], {}
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        pending = chunk if kind in (1, 2) else pending + chunk  # full/first start a record
+        if kind not in (1, 4):  # first/middle: the record goes on
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+        elif record.WhichOneof("record_type") == "metric":
+            axes[record.metric.name] = record.metric.step_metric
+    return rows, axes

@@ -1,6 +1,8 @@
-"""Engine benchmark: how well a generation backend serves tree search (docs/ARCHITECTURE.md section 7).
+"""Engine benchmark: how well a generation backend serves tree search (docs/ARCHITECTURE.md section 7);
+serve benchmark: how `tsllm serve` batches concurrent clients (`run_serve_bench`, docs/SERVE.md).
 
     tsllm bench engine --backend hf --out engine_hf.json
+    tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out serve.json]
 
 It runs MCTS-α on Game24 with a policy and a value model, and a flat batched sampling run of
 about as many generated tokens on the same backend, model and settings, interleaved and
@@ -24,6 +26,7 @@ CPU machine it did not pay (vLLM tse 0.65 with it, 0.67 without; see docs/RESULT
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -158,3 +161,88 @@ def print_engine_table(result: dict) -> None:
 
 def write_json(result: dict, path: str | Path) -> None:
     Path(path).write_text(json.dumps(result, indent=1) + "\n")
+
+
+# ------------------------------------------------------------------------------- tsllm bench serve
+
+SERVE_KNOBS = {"num_simulations": 4, "width": 2}  # MCTS-α small enough for 2 CPU cores
+
+
+def run_serve_bench(questions: int = 32, concurrency: tuple[int, ...] = (1, 8, 32), method: str = "mcts_alpha",
+                    knobs: dict[str, Any] | None = None, max_step_tokens: int = 16, seed: int = 0) -> dict:
+    """`tsllm serve` on the tiny random model (Game24 questions of the held-out split, every proposed
+    step kept, as the engine benchmark does): requests/s and p50/p95 latency with `concurrency`
+    clients, each sending its share of the questions one request at a time through the openai
+    client; beside `tsllm eval`'s throughput (run_method, questions/s) on the same questions with
+    the same models, method and knobs. The server batches concurrent requests into one search call,
+    so its throughput should rise towards eval's as clients are added."""
+    import argparse
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+
+    from tsllm import serve
+    from tsllm.evaluate import run_method
+    from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+    from tsllm.models.value import build_value_model, save_value_model
+
+    knobs = dict(SERVE_KNOBS if knobs is None else knobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer, config = build_char_tokenizer(), TinyModelConfig(max_position_embeddings=512, seed=seed)
+        save_model(build_tiny_llama(config, tokenizer), tokenizer, Path(tmp) / "policy")
+        save_value_model(*build_value_model(tiny=config, tokenizer=tokenizer), Path(tmp) / "value")
+        parser = argparse.ArgumentParser()
+        flags = ["serve", "--policy", f"{tmp}/policy", "--value", f"{tmp}/value", "--task", "game24",
+                 "--method", method, "--max-step-tokens", str(max_step_tokens),
+                 "--allow-illegal-steps", "--seed", str(seed), "--queue-size", str(max(64, questions)),
+                 *[f"--set={method}.{k}={json.dumps(v)}" for k, v in knobs.items()]]
+        serve_parser = serve.add_arguments(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(flags)
+        args.test_questions = max(questions, 100)  # the held-out split the questions come from
+        service = serve.build_service(args, serve_parser)
+        asked = [p["question"] for p in service.task.test_problems()[:questions]]
+        run_method(service.env, service.make_pv, asked[:2], method, knobs, progress=False)  # warm-up, untimed
+        start = time.perf_counter()
+        run_method(service.env, service.make_pv, asked, method, knobs, progress=False)
+        eval_rate = len(asked) / (time.perf_counter() - start)
+        rows = []
+        with serve.running(service) as url:
+            client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=600)
+
+            def ask(question: str) -> tuple[float, int]:
+                sent = time.perf_counter()
+                done = client.completions.create(model=method, prompt=question)
+                return time.perf_counter() - sent, done.model_extra["tsllm"]["searches"][0]["batch"]
+
+            ask(asked[0])  # warm-up, untimed
+            for clients in concurrency:
+                shares = [asked[i::clients] for i in range(clients)]
+                start = time.perf_counter()
+                with ThreadPoolExecutor(clients) as pool:
+                    done = [r for share in pool.map(lambda qs: [ask(q) for q in qs], shares) for r in share]
+                wall = time.perf_counter() - start
+                latencies = sorted(d for d, _ in done)
+                rows.append({"clients": clients, "requests": len(done), "requests_per_s": len(done) / wall,
+                             "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
+                             "mean_batch": sum(b for _, b in done) / len(done),
+                             "vs_eval": len(done) / wall / eval_rate})
+    return {"method": method, "knobs": knobs, "questions": len(asked), "model": "tiny-random", "backend": "hf",
+            "eval_questions_per_s": eval_rate, "rows": rows}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile by the nearest rank (a few dozen latencies need no interpolation)."""
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def print_serve_table(result: dict) -> None:
+    print(f"tsllm serve: {result['method']} {result['knobs']} on {result['questions']} Game24 questions, "
+          f"{result['model']} model ({result['backend']})")
+    print(f"  tsllm eval (run_method, one batched call): {result['eval_questions_per_s']:.2f} questions/s")
+    print(f"  {'clients':>7}{'req/s':>9}{'p50 s':>9}{'p95 s':>9}{'batch':>8}{'vs eval':>9}")
+    for r in result["rows"]:
+        print(f"  {r['clients']:>7}{r['requests_per_s']:>9.2f}{r['p50_s']:>9.2f}{r['p95_s']:>9.2f}"
+              f"{r['mean_batch']:>8.1f}{r['vs_eval']:>9.2f}")
+    print("  batch: prompts per search call the server made, on average per request; vs eval: requests/s ÷ "
+          "eval's questions/s")

@@ -91,15 +91,18 @@ def table_rows(runs: dict[str, list[dict]]) -> list[dict]:
 
 
 def print_loop_table(result: dict[str, Any]) -> None:
-    header = f"{'round':>5}  {'improve':<9}{'greedy':>8}{'search':>8}{'solved':>12}{'policy problems':>17}{'tok/q':>9}"
+    search = result["config"]["search"]["algorithm"]  # the eval search, named (the column is its accuracy)
+    width = max(8, len(search) + 2)
+    header = (f"{'round':>5}  {'improve':<9}{'greedy':>8}{search:>{width}}{'solved':>12}{'policy problems':>17}"
+              f"{'tok/q':>9}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in result["table"]:
         solved = "-" if r["train_solved"] is None else f"{r['train_solved']}/{r['train_problems']}"
         problems = "-" if r["policy_problems"] is None else str(r["policy_problems"])
         tokens = "-" if r["improve_tokens_per_question"] is None else f"{r['improve_tokens_per_question']:.0f}"
-        print(f"{r['round']:>5}  {r['mode']:<9}{r['greedy_accuracy']:>8.1%}{r['search_accuracy']:>8.1%}"
+        print(f"{r['round']:>5}  {r['mode']:<9}{r['greedy_accuracy']:>8.1%}{r['search_accuracy']:>{width}.1%}"
               f"{solved:>12}{problems:>17}{tokens:>9}")
-    print("greedy / search: held-out accuracy of the round's policy; solved: training problems the round's "
+    print(f"greedy / {search}: held-out accuracy of the round's policy; solved: training problems the round's "
           "improve stage solved; policy problems: distinct problems in the policy's data after the round; "
           "tok/q: the improve stage's generated tokens per training problem")
     last = {mode: rounds[-1]["greedy_accuracy"] for mode, rounds in result["runs"].items()}

@@ -5,13 +5,18 @@
     tsllm eval [--task NAME] --policy DIR [--value DIR] [--data FILE] [--methods greedy,mcts_alpha,cot_sc] [--out FILE]
                [--sweep METHOD.KNOB=V1,V2,... --seeds N] [--trees DIR]
     tsllm eval --run RUN_DIR [--round K] [any flag above, which wins over the run]
+    tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
+    tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
 
-`demo` is the embedded default until the training loop lands: it needs no model and no download.
-It builds a batch of random reasoning trees whose value estimates are informative but noisy (what
-a learned critic gives a search), runs every search algorithm on all of them at once, and prints
-accuracy against generated tokens per question, so methods can be compared at their budgets.
+`run` without --config runs the main job (configs/reach/tiny.yaml, shipped in the package as
+tsllm/data/reach_tiny.yaml) into runs/reach-tiny; `tsllm eval --run runs/reach-tiny` evaluates it.
+
+`demo` needs no model and no download. It builds a batch of random reasoning trees whose value
+estimates are informative but noisy (what a learned critic gives a search), runs every search
+algorithm on all of them at once, and prints accuracy against generated tokens per question, so
+methods can be compared at their budgets.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ def run_loop(args: argparse.Namespace) -> int:
     from tsllm import distributed as dist
     from tsllm.config import ConfigError, load_config, to_dict, to_yaml
     from tsllm.loop import Loop, LoopConfig, check_output_dir
+    from tsllm.loop_config import MAIN_JOB
     from tsllm.tasks import get_task
     from tsllm.tracking import (
         NoOpTracker,
@@ -103,7 +109,7 @@ def run_loop(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"output_dir={args.output_dir}"] if args.output_dir else [])
     try:
-        config = load_config(LoopConfig, args.config, overrides)
+        config = load_config(LoopConfig, args.config or MAIN_JOB, overrides)
     except ConfigError as error:  # every rank reads the same config and stops the same way
         if dist.is_main():
             print(f"tsllm: {error}", file=sys.stderr)
@@ -140,17 +146,25 @@ def run_loop(args: argparse.Namespace) -> int:
         rows = Loop(config, tracker, progress=not args.no_progress).run()
     finally:
         tracker.finish()
-    plot_accuracy_per_round(rows, out / "accuracy_per_round.png")
-    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png")
     task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
-    metric, baseline = task.score, task.baseline
-    print(f"\n{'round':>5}{'greedy':>10}{'search':>10}{baseline:>10}{'tok/q':>8}{'value loss':>12}{'policy loss':>12}")
+    metric, search = task.score, config.search.algorithm
+    baseline = next((r["baseline_method"] for r in rows if r.get("baseline_method")), task.baseline)
+    labels = {"search": search, "baseline": f"{baseline} (matched compute)",
+              "baseline_tokens": f"{baseline} (matched step tokens)"}  # the methods, not their roles
+    plot_accuracy_per_round(rows, out / "accuracy_per_round.png", labels)
+    plot_accuracy_vs_tokens(rows, out / "accuracy_vs_tokens.png", labels)
+    width = max(10, len(search) + 2, len(baseline) + 2)
+    print(f"\n(baseline: {baseline}, given the search's compute per question; tok/q and compute/q are the "
+          "search's)")
+    print(f"\n{'round':>5}{'greedy':>10}{search:>{width}}{baseline:>{width}}{'tok/q':>8}{'compute/q':>10}"
+          f"{'value loss':>12}{'policy loss':>12}")
     for r in rows:
         losses = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (r.get("value_loss"), r.get("policy_loss"))]
         scores = [r.get(f"{m}_{metric}") for m in ("greedy", "search", "baseline")]
         shown = ["-" if v is None else f"{v:.1%}" if metric == "accuracy" else f"{v:.3f}" for v in scores]
-        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>10}{shown[2]:>10}{r['tokens_per_question']:>8.0f}"
-              f"{losses[0]:>12}{losses[1]:>12}")
+        compute = r.get("search_compute_per_question")
+        print(f"{r['round']:>5}{shown[0]:>10}{shown[1]:>{width}}{shown[2]:>{width}}{r['tokens_per_question']:>8.0f}"
+              f"{'-' if compute is None else f'{compute:.0f}':>10}{losses[0]:>12}{losses[1]:>12}")
     print(f"rows: {out / 'rounds.jsonl'}; plots: {out / 'accuracy_per_round.png'}, {out / 'accuracy_vs_tokens.png'}")
     return 0
 
@@ -161,11 +175,13 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     from tsllm.bench_loop import print_loop_table, run_loop_bench, write_json
     from tsllm.config import ConfigError, load_config
     from tsllm.loop import LoopConfig
+    from tsllm.loop_config import MAIN_JOB
 
     start = time.perf_counter()
+    config_file = args.config or MAIN_JOB
     try:
-        output_dir = args.output_dir or load_config(LoopConfig, args.config, args.overrides).output_dir + "-bench-loop"
-        result = run_loop_bench(args.config, list(args.overrides), output_dir, progress=not args.no_progress)
+        output_dir = args.output_dir or load_config(LoopConfig, config_file, args.overrides).output_dir + "-bench-loop"
+        result = run_loop_bench(config_file, list(args.overrides), output_dir, progress=not args.no_progress)
     except ConfigError as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
@@ -235,7 +251,7 @@ def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task
     if task_cls.needs_model:
         if not args.policy:
             parser.error(f"task {args.task} needs --policy (a policy model folder)")
-        if any(m not in ("greedy", "cot_sc") for m in methods) and not args.value:
+        if any(m not in ("greedy", "cot_sc", "best_of_n_checker") for m in methods) and not args.value:
             parser.error("value-guided searches need --value (a value model folder)")
     try:
         knobs = parse_overrides(args.set)
@@ -244,7 +260,15 @@ def eval_methods(args: argparse.Namespace, parser: argparse.ArgumentParser, task
     bad_knobs = [m for m in knobs if m not in methods or not isinstance(knobs[m], dict)]
     if bad_knobs:
         parser.error(f"--set names method(s) {bad_knobs} not in --methods {methods}")
-    return {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
+    chosen = {m: {**(task_cls.baseline_knobs if m == task_cls.baseline else {}), **knobs.get(m, {})} for m in methods}
+    from tsllm.evaluate import uses_checker
+
+    if any(uses_checker(k) for k in chosen.values()) and "best_of_n_checker" not in chosen:
+        # a search that sees terminal rewards is compared with sampling that sees them too
+        print("tsllm eval: a search uses terminal rewards (a checker): best_of_n_checker, sampling with the "
+              "same checker, is evaluated beside it", file=sys.stderr)
+        chosen["best_of_n_checker"] = {}
+    return chosen
 
 
 def stop(message: str) -> NoReturn:
@@ -283,7 +307,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tsllm.distributed import device
     from tsllm.envs.base import DataError
     from tsllm.eval_run import resolve_eval_args
-    from tsllm.evaluate import evaluate_methods, print_table, save_results
+    from tsllm.evaluate import MethodModels, evaluate_methods, print_table, save_results
 
     try:  # the sweeps, then the flags a run gives (--run) and the defaults; before any model loads
         sweeps = sweep.check_args(args)
@@ -307,31 +331,12 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     warning = task.unusual_problems(problems)
     if warning:
         print(f"tsllm: warning: {warning}", file=sys.stderr)
-    generator = None
-
-    def generator_for(policy: str):  # built on first use: token-level tasks read the model themselves
-        nonlocal generator
-        if generator is None:
-            from tsllm.generation import make_generator
-
-            generator = make_generator(args.backend, policy)
-        return generator
-
-    value_fn = None
-    if args.value and task_cls.needs_model:
-        from tsllm.models.value import ValueFunction
-
-        value_fn = ValueFunction(args.value, device=device())
-
-    def make_pv(temperature, guided):
-        value = value_fn if guided and value_fn is not None else (lambda texts: [0.0] * len(texts))
-        return task.policy_value(args.policy, generator_for, value,
-                                 args.temperature if temperature is None else temperature,
-                                 legal_steps_only=guided and not args.allow_illegal_steps)
-
+    make_pv = MethodModels(task, args.policy, args.value, args.backend, args.temperature,
+                           args.allow_illegal_steps, device()).make_pv
     if sweep.sweeping(args):
         return sweep.run_from_args(args, task, make_pv, problems, knobs, sweeps)
-    results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget)
+    results = evaluate_methods(task.env, make_pv, problems, methods, knobs, match_budget=not args.no_match_budget,
+                               unit=args.match_unit)
     extra: list[str] = []
     for result in results.values():
         found = task.method_metrics(result)
@@ -351,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tsllm` console script. (vLLM starts worker processes that re-import
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
-    from tsllm import sweep, trees
+    from tsllm import serve, sweep, trees
     from tsllm.eval_run import EVAL_DEFAULTS
     from tsllm.tasks import get_task, names
 
@@ -365,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="std of the Gaussian noise on the value estimates (0 = perfect critic)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--json", metavar="FILE", help="also write the table as JSON")
-    run = sub.add_parser("run", help="the iteration loop (default config: the embedded tiny Game24 run)")
-    run.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    run = sub.add_parser("run", help="the iteration loop (default config: the main job, reach, into runs/reach-tiny)")
+    run.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml, "
+                                      "output runs/reach-tiny)")
     run.add_argument("--output-dir", help="where the run lives (overrides output_dir)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue a run even if its config changed")
@@ -406,7 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
                     help="a method's knob, e.g. mcts_alpha.num_simulations=8 (repeatable)")
     ev.add_argument("--no-match-budget", action="store_true",
-                    help="do not size cot_sc's votes to the tree search's tokens per question")
+                    help="do not give the sampling methods (cot_sc, best_of_n, best_of_n_checker) the first tree "
+                         "search's cost per question as their budget")
+    ev.add_argument("--match-unit", choices=["compute", "tokens"], default="compute",
+                    help="the cost a matched sampling method shares with the search: compute (policy tokens "
+                         "processed: step tokens + prompt tokens not served from a cache) or step tokens")
     ev.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
     ev.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
     ev.add_argument("--prompt-format", choices=["plain", "chat"],
@@ -424,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
     sweep.add_arguments(ev)
     trees.add_arguments(ev)
+    serve.add_arguments(sub)
     bench = sub.add_parser("bench", help="benchmarks (engine: how well a backend serves tree search; "
                                          "loop: the search loop against the RFT loop)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -443,9 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
                              "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
     engine.add_argument("--out", metavar="FILE.json", help="write the results here")
+    bench_serve = bench_sub.add_parser("serve", help="tsllm serve's requests/s and p50/p95 latency at 1, 8 and 32 "
+                                                     "clients beside tsllm eval's throughput, on the tiny model")
+    bench_serve.add_argument("--questions", type=int, default=32, help="Game24 questions, one request each")
+    bench_serve.add_argument("--concurrency", default="1,8,32", help="comma-separated numbers of clients")
+    bench_serve.add_argument("--out", metavar="FILE.json", help="write the results here")
     loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
                                              "one warm start, per round")
-    loop.add_argument("--config", help="YAML config (default: the embedded tiny Game24 run)")
+    loop.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml)")
     loop.add_argument("--output-dir", help="where both runs live, in search/ and sampling/ "
                                            "(default: the config's output_dir + '-bench-loop')")
     loop.add_argument("--out", metavar="FILE.json", help="the table and both runs' rounds "
@@ -458,8 +474,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_loop(args)
     if args.command == "eval":
         return run_eval(args, parser)
+    if args.command == "serve":
+        return serve.run_from_args(args, parser)
     if args.command == "bench" and args.bench == "loop":
         return run_bench_loop(args)
+    if args.command == "bench" and args.bench == "serve":
+        from tsllm.bench import print_serve_table, run_serve_bench, write_json
+
+        clients = [c.strip() for c in args.concurrency.split(",") if c.strip()]
+        if args.questions < 1 or not clients or not all(c.isdigit() and int(c) >= 1 for c in clients):
+            parser.error("--questions must be >= 1 and --concurrency a comma-separated list of numbers >= 1")
+        result = run_serve_bench(args.questions, tuple(map(int, clients)))
+        print_serve_table(result)
+        if args.out:
+            write_json(result, args.out)
+        return 0
     if args.command == "bench":
         from tsllm.bench import print_engine_table, run_engine_bench, write_json
 

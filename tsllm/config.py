@@ -1,6 +1,6 @@
 """Typed configs: dataclasses loaded from YAML with `key=value` overrides, validated at start.
 
-    cfg = load_config(LoopConfig, "configs/game24/tiny.yaml", ["search.knobs.width=4"])
+    cfg = load_config(LoopConfig, "configs/reach/tiny.yaml", ["search.knobs.width=4"])
 
 Built on OmegaConf structured configs (what torchtune and Hydra build on): the dataclass is the
 schema, and the YAML file and then the overrides are deep-merged onto its defaults, so one dotted

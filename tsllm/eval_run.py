@@ -1,7 +1,7 @@
 """`tsllm eval --run RUN_DIR [--round k]`: evaluate a loop run's checkpoint without retyping it.
 
-    tsllm eval --run runs/game24-tiny                      # the last round with models
-    tsllm eval --run runs/game24-tiny --round 0 --set mcts_alpha.num_simulations=16
+    tsllm eval --run runs/reach-tiny                       # the last round with models
+    tsllm eval --run runs/reach-tiny --round 0 --set mcts_alpha.num_simulations=16
 
 From the run's `config.json` (what `tsllm run` saved, see tsllm/loop.py) come the task, the
 held-out split (seed, test_questions, test_data and its split), the step and response budgets,

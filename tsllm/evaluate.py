@@ -3,11 +3,13 @@
     tsllm eval --policy DIR [--value DIR] [--task game24] [--data FILE] [--reward-model DIR] \
                [--methods greedy,mcts_alpha,cot_sc] [--set mcts_alpha.num_simulations=8] [--out FILE.json]
 
-Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency) and `best_of_n` (the ORM
-picks; unless --no-match-budget their vote count is set so their tokens per question match the
-first tree search's), and any name in tsllm.search.ALGORITHMS (value-guided; needs --value;
-proposals that break the task's rules are dropped, see Env.legal_step). Per method: accuracy
-(exact checker), generated tokens per question and the task's own metrics (rlhf: mean reward),
+Methods: `greedy` (temperature-0 chain), `cot_sc` (self-consistency), `best_of_n` (the ORM
+picks) and `best_of_n_checker` (sampling + the env's checker: the baseline of a search that sees
+terminal rewards), and any name in tsllm.search.ALGORITHMS (value-guided; needs --value;
+proposals that break the task's rules are dropped, see Env.legal_step). Unless --no-match-budget,
+a sampling method gets the first tree search's cost per question as its budget (`matched_knobs`).
+Per method: accuracy (exact checker), cost per question in step tokens and in compute (those
+plus prompt tokens not served from a cache) and the task's own metrics (rlhf: mean reward),
 written as JSON with the per-question results. The problems, env and policy/value bridge are the
 task's (tsllm/tasks/), so every registered task evaluates the same way. The loop's eval
 stage uses the same functions.
@@ -21,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from tsllm.atomic import write_json
+from tsllm.progress import show_progress
 
 
 def chunks(items: list, size: int, label: str, progress: bool = True) -> Iterator[list]:
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items), desc=label, unit="q", disable=not progress, leave=False)
+    bar = tqdm(total=len(items), desc=label, unit="q", disable=not show_progress(progress), leave=False)
     for i in range(0, len(items), size):
         yield items[i:i + size]
         bar.update(min(size, len(items) - i))
@@ -45,20 +48,54 @@ def is_correct(env: Any, out: Any) -> bool:
                for c in out.candidates)
 
 
-def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
-               progress: bool = True, rng: Any = None) -> dict[str, Any]:
-    """Accuracy and tokens per question of one method. `make_pv(temperature, guided)` builds the
-    LLMPolicyValue to use: guided (tree searches) = with the value model and the task's rules;
-    greedy and cot_sc get the policy alone. `knobs` are the method's keyword arguments, except
-    that Budget limits among them (`max_tokens`, `max_expansions`, `max_value_calls`,
-    `max_seconds`; per question) become its `budget`, so knobs stay plain values to record.
-    `rng` (a numpy Generator) goes to the algorithms that draw random numbers (`takes_rng`);
-    None: their own fixed seed."""
+class MethodModels:
+    """The models a task's methods decode with, loaded once and shared by every method of a
+    `tsllm eval` or `tsllm serve`: the policy's generator (built on first use: token-level tasks
+    read the model themselves) and the value model. `make_pv` is what `run_method` takes."""
+
+    def __init__(self, task: Any, policy: str | None, value: str | None, backend: str, temperature: float,
+                 allow_illegal_steps: bool = False, device: str = "cpu"):
+        self.task, self.policy, self.backend = task, policy, backend
+        self.temperature, self.allow_illegal_steps = temperature, allow_illegal_steps
+        self.generator: Any = None
+        self.value_fn: Any = None
+        if value and task.needs_model:
+            from tsllm.models.value import ValueFunction
+
+            self.value_fn = ValueFunction(value, device=device)
+
+    def generator_for(self, policy: str) -> Any:
+        if self.generator is None:
+            from tsllm.generation import make_generator
+
+            self.generator = make_generator(self.backend, policy)
+        return self.generator
+
+    def make_pv(self, temperature: float | None, guided: bool) -> Any:
+        """The task's PolicyValueFn: guided (tree searches) with the value model and the task's
+        rules, else the policy alone; temperature None: the run's."""
+        value = self.value_fn if guided and self.value_fn is not None else (lambda texts: [0.0] * len(texts))
+        return self.task.policy_value(self.policy, self.generator_for, value,
+                                      self.temperature if temperature is None else temperature,
+                                      legal_steps_only=guided and not self.allow_illegal_steps)
+
+
+# greedy is cot_greedy keeping one child per step
+GREEDY_KNOBS = {"width": 1}
+
+
+def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None) -> tuple[Any, Any, Any, dict]:
+    """(algorithm, policy/value, budget, search knobs) of one method, as `run_method` and `tsllm
+    serve` call it: `make_pv(temperature, guided)` builds the LLMPolicyValue (guided, for tree
+    searches: with the value model and the task's rules; greedy and cot_sc get the policy alone);
+    Budget limits among `knobs` (`max_tokens`, `max_expansions`, `max_value_calls`,
+    `max_seconds`; per question) become the budget, the rest stay the algorithm's keyword
+    arguments; `rng` goes to the algorithms that draw random numbers (None: their fixed seed)."""
     from tsllm.search import cot_greedy, get_algorithm, takes_rng
     from tsllm.types import Budget
 
     if method == "greedy":
-        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {"width": 1, **knobs}
+        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {**GREEDY_KNOBS, **knobs}
     elif method == "cot_sc":
         algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
     else:
@@ -67,6 +104,15 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
     search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
     if rng is not None and takes_rng(algorithm):
         search_knobs["rng"] = rng
+    return algorithm, pv, budget, search_knobs
+
+
+def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict[str, Any],
+               progress: bool = True, rng: Any = None) -> dict[str, Any]:
+    """Accuracy and tokens per question of one method (built by `prepare_method`, whose doc says
+    what `make_pv`, `knobs` and `rng` are), over `problems` in chunks of 32 roots per call."""
+    algorithm, pv, budget, search_knobs = prepare_method(make_pv, method, knobs, rng)
+    knobs = {**GREEDY_KNOBS, **knobs} if method == "greedy" else knobs  # recorded as run
     outs = []
     for chunk in chunks(problems, 32, method, progress):
         outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
@@ -79,7 +125,8 @@ def question_result(env: Any, out: Any) -> dict[str, Any]:
     end = out.best_path[-1]
     root = out.root
     return {"question": getattr(root, "question", getattr(root, "prompt", None)), "answer": out.answer,
-            "correct": is_correct(env, out), "tokens": out.budget.tokens, "nodes": out.stats.get("nodes", 0),
+            "correct": is_correct(env, out), "tokens": out.budget.tokens, "compute": out.budget.compute,
+            "nodes": out.stats.get("nodes", 0),
             "reward": env.reward(end) if env.is_terminal(end) else None}
 
 
@@ -88,45 +135,62 @@ def summarize(method: str, knobs: dict[str, Any], per_question: list[dict[str, A
     from several processes, each having run a share of the questions)."""
     n = max(len(per_question), 1)
     return {"method": method, "knobs": knobs, "accuracy": sum(q["correct"] for q in per_question) / n,
-            "tokens_per_question": sum(q["tokens"] for q in per_question) / n, "per_question": per_question}
+            "tokens_per_question": sum(q["tokens"] for q in per_question) / n,
+            "compute_per_question": sum(q.get("compute", q["tokens"]) for q in per_question) / n,
+            "per_question": per_question}
 
 
-def matched_votes(tree_tokens_per_question: float, greedy_tokens_per_question: float) -> int:
-    """How many sampled paths cost about as many tokens as the tree search: its tokens per
-    question over one greedy path's."""
-    return max(1, round(tree_tokens_per_question / max(greedy_tokens_per_question, 1.0)))
+# Sampling methods a matched budget applies to, and the knob that bounds their sample count
+VOTES_KNOBS = {"cot_sc": "k", "best_of_n": "n", "best_of_n_checker": "n"}
+MAX_SAMPLES = 64  # a matched baseline draws at most this many samples per question
+COST_LIMITS = {"tokens": "max_tokens", "compute": "max_compute"}  # cost unit -> the Budget limit on it
 
 
-# Sampling methods whose vote count `--match-budget` sizes to the tree search's tokens, and its knob
-VOTES_KNOBS = {"cot_sc": "k", "best_of_n": "n"}
+def uses_checker(knobs: dict[str, Any]) -> bool:
+    """Whether a search with these knobs sees the env's reward at terminals (a checker)."""
+    return bool(knobs.get("use_terminal_reward"))
+
+
+def fair_baseline(method: str, knobs: dict[str, Any], default: str) -> str:
+    """The sampling baseline of a search: sampling with the checker when the search sees one
+    (the same information), else `default` (the task's: CoT-SC's vote, or best-of-N by the ORM)."""
+    return "best_of_n_checker" if method not in VOTES_KNOBS and uses_checker(knobs) else default
+
+
+def matched_knobs(method: str, knobs: dict[str, Any], search_knobs: dict[str, Any], search: dict[str, Any],
+                  unit: str = "compute") -> dict[str, Any]:
+    """A sampling baseline's knobs at a search's cost: per question it may spend what the search
+    may (its own limit in `unit`, else its measured mean spend), and draws samples in order until
+    the next would not fit, at most MAX_SAMPLES. So how many it keeps comes from its own measured
+    cost per sample, never from another method's path length."""
+    limit = COST_LIMITS[unit]
+    cap = search_knobs.get(limit) or max(1, round(search[f"{unit}_per_question"]))
+    return {**knobs, VOTES_KNOBS[method]: knobs.get(VOTES_KNOBS[method], MAX_SAMPLES), limit: cap}
 
 
 def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str],
-                     knobs: dict[str, dict[str, Any]], match_budget: bool = True,
+                     knobs: dict[str, dict[str, Any]], match_budget: bool = True, unit: str = "compute",
                      progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Every method in order; with `match_budget`, a sampling method's vote count (cot_sc's k,
-    best_of_n's n) comes from the greedy and tree-search token counts measured before it (the
-    baseline at about the search's budget)."""
+    """Every method in order; with `match_budget`, a sampling method that has no cost limit of
+    its own gets the first tree search's (see `matched_knobs`; `unit`: tokens or compute)."""
     results: dict[str, dict[str, Any]] = {}
     for method in methods:
         method_knobs = dict(knobs.get(method, {}))
-        votes = VOTES_KNOBS.get(method)
-        if votes is not None and match_budget and votes not in method_knobs:
-            tree = next((r for m, r in results.items() if m != "greedy" and m not in VOTES_KNOBS), None)
-            greedy = results.get("greedy")
-            if tree is not None and greedy is not None:
-                method_knobs[votes] = matched_votes(tree["tokens_per_question"], greedy["tokens_per_question"])
+        if method in VOTES_KNOBS and match_budget and not any(k in method_knobs for k in COST_LIMITS.values()):
+            tree = next((m for m in results if m != "greedy" and m not in VOTES_KNOBS), None)
+            if tree is not None:
+                method_knobs = matched_knobs(method, method_knobs, knobs.get(tree, {}), results[tree], unit)
         results[method] = run_method(env, make_pv, problems, method, method_knobs, progress)
     return results
 
 
 def print_table(results: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
     """Accuracy and tokens per question of each method, then the `extra` metrics it holds."""
-    print(f"\n{'method':<16}{'accuracy':>10}{'tokens/q':>10}" + "".join(f"{m:>10}" for m in extra))
+    print(f"\n{'method':<20}{'accuracy':>10}{'tokens/q':>10}{'compute/q':>11}" + "".join(f"{m:>10}" for m in extra))
     for method, r in results.items():
         shown = ["-" if r.get(m) is None else f"{r[m]:.3f}" for m in extra]
-        print(f"{method:<16}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
-              + "".join(f"{v:>10}" for v in shown))
+        print(f"{method:<20}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
+              f"{r.get('compute_per_question', 0.0):>11.1f}" + "".join(f"{v:>10}" for v in shown))
 
 
 def save_results(results: dict[str, dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:

@@ -49,12 +49,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tsllm import distributed as dist
+from tsllm import tasks  # the rows' prompt formats, passed to the trainers
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
+from tsllm.progress import show_progress
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings, prompt_template
+from tsllm.tracking import log_series
 
 # The training search's tokens per problem, when its budget differs from evaluation's, are
 # measured on this many pool problems (a mean over a few dozen searches is stable enough to size
@@ -104,7 +107,7 @@ class Loop:
 
     def __init__(self, config: LoopConfig, tracker: Any = None, progress: bool = True):
         self.config, self.tracker = config, tracker
-        self.progress = progress and dist.is_main()  # one set of bars, not one per rank
+        self.progress = show_progress(progress) and dist.is_main()  # on a terminal, one set of bars, not one per rank
         self.out = Path(config.output_dir)
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)
@@ -152,6 +155,15 @@ class Loop:
         return self.task.policy_value(policy, self.generator, value_fn, temp,
                                       legal_steps_only=rules and self.config.search.legal_steps_only)
 
+    def curve(self, stage: str, k: int) -> list:
+        """The trainer callback that sends stage `stage`'s training curve of round `k` to the
+        tracker (the loop's W&B run: `<stage>/loss` against `<stage>/step`)."""
+        from tsllm.training.callbacks import ReportLogs
+
+        if self.tracker is None or not dist.is_main():
+            return []
+        return [ReportLogs(lambda values, step: log_series(self.tracker, stage, {**values, "round": k}, step))]
+
     def warm_start(self) -> str:
         cfg = self.config
         if cfg.base_model:
@@ -167,11 +179,13 @@ class Loop:
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
                                                      task=self.task.name, output_dir=str(tmp),
-                                                     template=self.template, **settings))
+                                                     template=self.template, **settings),
+                                   formats=tasks, callbacks=self.curve("warmstart", 0))
             return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
 
-        return self.model_path(run_stage(self.out / "warmstart", work, resumable=False)["policy"])
+        # resumable: a killed warm start keeps its folder, and the trainer resumes from its checkpoints
+        return self.model_path(run_stage(self.out / "warmstart", work, resumable=True)["policy"])
 
     # --- stages -----------------------------------------------------------------------
     def sample(self, k: int, policy: str) -> dict:
@@ -210,7 +224,8 @@ class Loop:
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
-                                                   output_dir=str(tmp), template=self.template, **settings))
+                                                   output_dir=str(tmp), template=self.template, **settings),
+                                  formats=tasks, callbacks=self.curve("value", k))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
@@ -351,59 +366,58 @@ class Loop:
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
-                                                     output_dir=str(tmp), template=self.template, **settings))
+                                                     output_dir=str(tmp), template=self.template, **settings),
+                                   formats=tasks, callbacks=self.curve("policy", k))
             return {"policy": f"round_{k}/policy/model",
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}
 
-        return run_stage(self.out / f"round_{k}" / "policy", work)
+        return run_stage(self.out / f"round_{k}" / "policy", work, resumable=True)  # as the warm start
 
     def evaluate(self, k: int, policy: str, value: str) -> dict:
-        """Greedy, the configured search, and the baseline (CoT-SC; best-of-N by the ORM for rlhf)
-        with its vote count sized to the search's tokens per question over ALL held-out
-        questions, so a sharded run sizes it as a one-process run does."""
+        """Greedy, the configured search, and its fair baseline at its cost: sampling with the
+        checker when the search sees terminal rewards, else the task's (CoT-SC; best-of-N by the
+        ORM for rlhf), matched in compute; a checker baseline also runs matched in step tokens.
+        The baseline's budget is the search's mean over ALL held-out questions, so a sharded run
+        sizes it as a one-process run does."""
         def work(tmp: Path) -> dict:
-            from tsllm.evaluate import (
-                matched_votes,
-                run_method,
-                save_results,
-                summarize,
-            )
+            from tsllm.evaluate import fair_baseline, matched_knobs, run_method, save_results, summarize
 
             s, task = self.config.search, self.task
-            methods = ["greedy", s.algorithm, task.baseline]
             search_knobs, max_tokens = s.budget(training=False)
-            knobs = {"greedy": {}, s.algorithm: {"max_tokens": max_tokens, **search_knobs},
-                     task.baseline: dict(task.baseline_knobs)}
+            search_knobs = {"max_tokens": max_tokens, **search_knobs}
+            baseline = fair_baseline(s.algorithm, search_knobs, task.baseline)
+            runs = {"greedy": ("greedy", {}), "search": (s.algorithm, search_knobs),
+                    "baseline": (baseline, dict(task.baseline_knobs) if baseline == task.baseline else {})}
+            if baseline == "best_of_n_checker":
+                runs["baseline_tokens"] = (baseline, {})
             mine = dist.shard(self.test)
             results: dict[str, dict] = {}
-            for method in methods:
-                if method == task.baseline:
-                    votes = matched_votes(results[s.algorithm]["tokens_per_question"],
-                                          results["greedy"]["tokens_per_question"]) if dist.is_main() else None
-                    knobs[method][task.votes_knob] = dist.broadcast(votes)
+            for name, (method, knobs) in runs.items():
+                if name.startswith("baseline"):
+                    unit = "tokens" if name == "baseline_tokens" else "compute"
+                    knobs = dist.broadcast(matched_knobs(method, knobs, search_knobs, results["search"], unit)
+                                           if dist.is_main() else None)
+                    runs[name] = (method, knobs)
                 mine_results = run_method(self.env, lambda temp, guided: self.policy_value(
                     policy, value if guided else None, temperature=temp, rules=guided), [p for _, p in mine],
-                    method, knobs[method], progress=self.progress)["per_question"]
-                merged = dist.merge_parts(tmp, f"eval_{method}", list(zip((i for i, _ in mine), mine_results)))
+                    method, knobs, progress=self.progress)["per_question"]
+                merged = dist.merge_parts(tmp, f"eval_{name}", list(zip((i for i, _ in mine), mine_results)))
                 if merged is not None:
-                    results[method] = summarize(method, knobs[method], merged)
+                    results[name] = summarize(method, knobs, merged)
             if not dist.is_main():
                 return {}
             save_results(results, tmp / "results.json", {"round": k, "policy": policy, "value": value})
-            greedy, search, baseline = (results[m] for m in methods)
-            metrics = {
-                "greedy_accuracy": greedy["accuracy"],
-                "search_accuracy": search["accuracy"],
-                "baseline_accuracy": baseline["accuracy"],
-                "tokens_per_question": search["tokens_per_question"],
-                "greedy_tokens_per_question": greedy["tokens_per_question"],
-                "baseline_tokens_per_question": baseline["tokens_per_question"],
-                "baseline_votes": knobs[task.baseline][task.votes_knob],
-                "search_nodes_per_question": sum(q["nodes"] for q in search["per_question"]) / len(self.test),
-            }
-            for name, result in zip(("greedy", "search", "baseline"), (greedy, search, baseline)):
+            metrics = {"baseline_method": baseline,
+                       "search_nodes_per_question": sum(q["nodes"] for q in results["search"]["per_question"])
+                       / len(self.test)}
+            for name, result in results.items():
+                metrics.update({f"{name}_accuracy": result["accuracy"],
+                                f"{name}_compute_per_question": result["compute_per_question"]})
                 metrics.update({f"{name}_{key}": v for key, v in task.method_metrics(result).items()})
+                if name != "search":
+                    metrics[f"{name}_tokens_per_question"] = result["tokens_per_question"]
+            metrics["tokens_per_question"] = results["search"]["tokens_per_question"]
             return metrics
 
         return run_stage(self.out / f"round_{k}" / "eval", work)

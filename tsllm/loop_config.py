@@ -1,7 +1,7 @@
 """The loop's config tree: every setting of a run, its default and its help, in one place.
 
-    cfg = load_config(LoopConfig, "configs/game24/tiny.yaml", ["search.knobs.width=4"])
-    tsllm run --print-config [--config F] [key=value ...]     # the resolved tree as YAML
+    cfg = load_config(LoopConfig, "configs/reach/tiny.yaml", ["search.knobs.width=4"])
+    tsllm run --print-config [--config F] [key=value ...]     # the resolved tree as YAML (no F: MAIN_JOB)
     python scripts/config_reference.py                        # docs/CONFIG.md from the help strings
 
 `LoopConfig` nests one dataclass per part of the run: `search`, `generator`, `tracking`, `tiny`
@@ -330,6 +330,12 @@ def check_vllm_model(cfg: LoopConfig) -> None:
 
 # ------------------------------------------------------------------------------ the tree
 
+# What `tsllm run` and `tsllm bench loop` run without --config: the main job, configs/reach/tiny.yaml,
+# shipped inside the package so every install has it (tests/test_shipped_configs.py keeps the two
+# files identical). The dataclass defaults below are the library's, not a run anyone should start
+# bare: their task (Game24) warm-starts on solver traces of its own training pool.
+MAIN_JOB = str(Path(__file__).with_name("data") / "reach_tiny.yaml")
+
 COUNTS = ("rounds", "train_questions", "test_questions", "samples_per_question", "max_step_tokens",
           "max_response_tokens")
 
@@ -416,5 +422,6 @@ def default_of(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-__all__ = ["LoopConfig", "SearchSection", "GeneratorSection", "TrackingSection", "ValueSection", "PolicySection",
+__all__ = ["MAIN_JOB", "LoopConfig",
+           "SearchSection", "GeneratorSection", "TrackingSection", "ValueSection", "PolicySection",
            "WarmStartSection", "algorithm_knobs", "default_of", "trainer_settings"]

@@ -10,6 +10,12 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   probabilities exp(logprob / tokens), renormalised over the unique children. A state whose
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
+- scored expansion (`scored_moves=True`, the default, for an env with `legal_moves` and a generator
+  that can `score`): a state's children are all its legal moves, the policy's log-probability of
+  each computed in one batched pass (`Generator.score`, the prompt run once per state), priors the
+  softmax of those log-probabilities over the legal moves (AlphaZero's masked policy). `width` is
+  not used: nothing is sampled, so nothing is duplicated or illegal. Each child costs its move's
+  tokens (`token_counts`, scored rather than generated) and the state's prompt is charged once.
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
@@ -84,7 +90,7 @@ class LLMPolicyValue:
     def __init__(self, env: Any, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
                  rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True,
-                 overlap_value: bool = False):
+                 overlap_value: bool = False, scored_moves: bool = True):
         if not getattr(env, "step_separator", ""):
             raise ValueError("LLMPolicyValue needs a sentence-level env with a step_separator; "
                              "use TokenPolicyValue for token-level envs")
@@ -106,6 +112,9 @@ class LLMPolicyValue:
         self._finished_seconds = 0.0  # wall time in on_finished callbacks
         self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
         self.step_stops = list(getattr(env, "step_stops", (env.step_separator,)))
+        # all legal moves scored in one pass (AlphaZero's expansion) where the env lists them
+        self.scored_moves = scored_moves and hasattr(env, "legal_moves") and hasattr(generator, "score")
+        self.score_calls = 0
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
                   on_finished=None) -> list[list[Completion]]:
@@ -121,6 +130,8 @@ class LLMPolicyValue:
 
     def expand(self, states: Sequence[Hashable], width: int | Sequence[int]) -> list[Expansion]:
         widths = _widths(states, width)
+        if self.scored_moves:
+            return self._scored_expansions(states, widths)
         by_width: dict[int, list[int]] = defaultdict(list)  # one generator call per distinct width
         for i, w in enumerate(widths):
             if w > 0:
@@ -134,6 +145,29 @@ class LLMPolicyValue:
             for i, out in zip(idx, outs):
                 completions[i] = out
         return [self._expansion(s, c) for s, c in zip(states, completions)]
+
+    def _scored_expansions(self, states: Sequence[Hashable], widths: list[int]) -> list[Expansion]:
+        """Every legal move of each state (width > 0) scored by the policy in one call."""
+        moves = [self.env.legal_moves(s) if w > 0 else [] for s, w in zip(states, widths)]
+        start = time.perf_counter()
+        scored = self.generator.score([self.env.prompt(s) for s in states], moves) if any(moves) else [[]] * len(states)
+        self.generate_seconds += time.perf_counter() - start
+        self.score_calls += 1
+        out = []
+        for actions, row in zip(moves, scored):
+            if not actions:
+                out.append(Expansion(actions=[], priors=[], token_counts=[]))
+                continue
+            top = max(c.logprob for c in row)
+            weights = [math.exp(c.logprob - top) for c in row]
+            total = sum(weights)
+            out.append(Expansion(actions=list(actions), priors=[w / total for w in weights],
+                                 token_counts=[c.num_tokens for c in row],
+                                 prompt_tokens=sum(c.prompt_tokens for c in row),
+                                 cached_tokens=sum(c.cached_tokens for c in row)))
+        if self.overlap_value:  # the children are known now: score them in the same breath
+            self.value([self.env.step(s, a) for s, e in zip(states, out) for a in e.actions])
+        return out
 
     def _score_finished(self, states: list[Hashable], pending: list[Hashable],
                         finished: list[tuple[int, Completion]]) -> None:
@@ -201,6 +235,7 @@ class LLMPolicyValue:
         walkers = [s for s in states for _ in range(n)]
         actions: list[list[str]] = [[] for _ in walkers]
         tokens, logprobs = [0] * len(walkers), [0.0] * len(walkers)
+        prompt, cached = [0] * len(walkers), [0] * len(walkers)
         active = [k for k, s in enumerate(walkers) if not self.env.is_terminal(s)]
         while active:
             outs = self._generate([self.env.prompt(walkers[k]) for k in active], 1,
@@ -209,6 +244,8 @@ class LLMPolicyValue:
             for k, (c,) in zip(active, outs):
                 tokens[k] += c.num_tokens
                 logprobs[k] += c.logprob
+                prompt[k] += c.prompt_tokens
+                cached[k] += c.cached_tokens
                 step = c.text.strip()
                 if not step:
                     continue
@@ -217,8 +254,8 @@ class LLMPolicyValue:
                 if not self.env.is_terminal(walkers[k]) and tokens[k] < self.rollout_tokens:
                     still.append(k)
             active = still
-        return [[Rollout(actions=actions[k], token_count=tokens[k], logprob=logprobs[k])
-                 for k in range(i * n, (i + 1) * n)] for i in range(len(states))]
+        return [[Rollout(actions=actions[k], token_count=tokens[k], logprob=logprobs[k], prompt_tokens=prompt[k],
+                         cached_tokens=cached[k]) for k in range(i * n, (i + 1) * n)] for i in range(len(states))]
 
     def _to_rollout(self, state: Hashable, c: Completion) -> Rollout:
         actions, cur = [], state
@@ -227,7 +264,8 @@ class LLMPolicyValue:
                 break
             cur = self.env.step(cur, step)
             actions.append(step)
-        return Rollout(actions=actions, token_count=c.num_tokens, logprob=c.logprob)
+        return Rollout(actions=actions, token_count=c.num_tokens, logprob=c.logprob, prompt_tokens=c.prompt_tokens,
+                       cached_tokens=c.cached_tokens)
 
 
 class TokenPolicyValue:

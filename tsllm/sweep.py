@@ -1,5 +1,6 @@
 """Budget sweeps for `tsllm eval`: each method at several values of one knob, over several seeds,
-as JSON, a table and the test-time scaling plot (accuracy vs generated tokens per question).
+as JSON, a table and the test-time scaling plot (accuracy vs cost per question, in step tokens
+and in compute side by side).
 
     tsllm eval --policy DIR --value DIR --sweep mcts_alpha.num_simulations=2,4,8,16 \
                --sweep cot_sc.k=1,4,16,64 --seeds 3 --out sweep.json      # + sweep.png
@@ -7,7 +8,8 @@ as JSON, a table and the test-time scaling plot (accuracy vs generated tokens pe
 A `--sweep METHOD.KNOB=V1,V2,...` names any method's knob (the method joins those run); methods
 that are not swept are one point at their `--set` knobs. Each point runs once per seed: seed s
 gives the search its own `rng` and the policy its own sampling stream, and seed 0 is exactly what
-a plain `tsllm eval` runs. Greedy decoding is deterministic, so it runs once per point. Every
+a plain `tsllm eval` runs. Greedy decoding is deterministic, so it runs once per point, and so
+does a search whose seed-0 run drew nothing random (no `rng`, every expansion scored). Every
 point records each seed's accuracy and tokens per question, and their mean and spread (sample
 std, min, max). Votes are not matched to the tree search here (`--match-budget` is for one
 point per method): the curve is the comparison.
@@ -24,6 +26,7 @@ from typing import Any
 
 from tsllm.atomic import write_json
 from tsllm.config import ConfigError
+from tsllm.progress import show_progress
 
 # LLMPolicyValue seeds generator call c with `seed + c`: seeds this far apart never share a call's seed
 SEED_STRIDE = 1_000_003
@@ -169,13 +172,23 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
     import numpy as np
 
     from tsllm.evaluate import run_method
+    from tsllm.search import get_algorithm, takes_rng
 
     rng = None if seed == 0 else np.random.default_rng(seed)  # None: the algorithms' own seed, as eval
-    result = run_method(env, lambda t, g: reseed(make_pv(t, g), seed), problems, point.method, point.knobs,
-                        progress, rng=rng)
+    built = []
+
+    def seeded_pv(temperature, guided):
+        built.append(reseed(make_pv(temperature, guided), seed))
+        return built[-1]
+
+    result = run_method(env, seeded_pv, problems, point.method, point.knobs, progress, rng=rng)
     per_question = result["per_question"]
-    return {"seed": seed, "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
-            **(metrics(result) if metrics else {}),
+    # nothing random was drawn: no rng, and every expansion scored rather than sampled
+    deterministic = (point.method != "greedy" and not takes_rng(get_algorithm(point.method))
+                     and all(getattr(pv, "generate_calls", None) == 0 for pv in built))
+    return {"seed": seed, "deterministic": deterministic,
+            "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
+            "compute_per_question": result["compute_per_question"], **(metrics(result) if metrics else {}),
             "correct": [q["correct"] for q in per_question], "tokens": [q["tokens"] for q in per_question]}
 
 
@@ -185,11 +198,12 @@ def run_sweep(env: Any, make_pv, problems: list, points: list[Point], seeds: int
     from tqdm.auto import tqdm
 
     rows = []
-    for point in tqdm(points, desc="sweep", unit="point", disable=not progress):
-        runs = [run_point(env, make_pv, problems, point, s, metrics, progress)
-                for s in range(1 if point.method == "greedy" else seeds)]
+    for point in tqdm(points, desc="sweep", unit="point", disable=not show_progress(progress)):
+        runs = [run_point(env, make_pv, problems, point, 0, metrics, progress)]
+        if point.method != "greedy" and not runs[0]["deterministic"]:  # greedy decoding is deterministic
+            runs += [run_point(env, make_pv, problems, point, s, metrics, progress) for s in range(1, seeds)]
         numbers = {k: [v for r in runs if isinstance(v := r.get(k), (int, float)) and not isinstance(v, bool)]
-                   for k in runs[0] if k != "seed"}
+                   for k in runs[0] if k not in ("seed", "deterministic")}
         rows.append({"method": point.method, "knob": point.knob, "value": point.value, "knobs": point.knobs,
                      **{k: spread(vs) for k, vs in numbers.items() if vs}, "runs": runs})
     return rows
@@ -201,40 +215,65 @@ def print_sweep(rows: list[dict[str, Any]]) -> None:
     core = ("accuracy", "tokens_per_question")
     extra = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "mean" in v)
              if k not in core]
-    header = (f"{'point':<32}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
-              + "".join(f"{k:>10}" for k in extra))
+    extra = [k for k in extra if k != "compute_per_question"]
+    header = (f"{'point':<36}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
+              f"{'compute/q':>10}" + "".join(f"{k:>10}" for k in extra))
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         label = r["method"] if r["knob"] is None else f"{r['method']} {r['knob']}={r['value']}"
         a, t = r["accuracy"], r["tokens_per_question"]
         shown = "".join(f"{r[k]['mean']:>10.3f}" if k in r else f"{'-':>10}" for k in extra)
-        print(f"{label:<32}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
-              f"{t['mean']:>10.1f}{t['std']:>8.1f}{shown}")
+        compute = r.get("compute_per_question", {}).get("mean", 0.0)
+        print(f"{label:<36}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
+              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{shown}")
+
+
+COST_UNITS = (("tokens_per_question", "policy tokens of the steps per question (log)"),
+              ("compute_per_question", "policy tokens processed per question (log)"))
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Accuracy vs generated tokens per question, one line per method through its points in
+    """Accuracy vs cost per question, in both cost units side by side (step tokens; compute:
+    those plus prompt tokens not served from a cache): one line per method through its points in
     swept order, error bars one std over seeds both ways, each point labelled by its value; log x."""
-    from tsllm.tracking import _finish_plot, _new_axes
+    import os
 
-    figure, axes = _new_axes("Accuracy vs tokens per question (test-time scaling)",
-                             "generated tokens per question (log)", "accuracy")
-    ys: list[float] = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        points = [r for r in rows if r["method"] == method and r["tokens_per_question"]["mean"] > 0]
-        if not points:
-            continue
-        xs = [r["tokens_per_question"]["mean"] for r in points]
-        means = [r["accuracy"]["mean"] for r in points]
-        axes.errorbar(xs, means, yerr=[r["accuracy"]["std"] for r in points],
-                      xerr=[r["tokens_per_question"]["std"] for r in points], marker="o", capsize=3,
-                      label=method if points[0]["knob"] is None else f"{method} ({points[0]['knob']})")
-        for r, x, y in zip(points, xs, means):
-            if r["knob"] is not None:
-                axes.annotate(f"{r['value']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ys += means
-    axes.set_xscale("log")
-    return _finish_plot(figure, axes, ys, path, "no point spent any tokens")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 4.8), dpi=110)
+    FigureCanvasAgg(figure)
+    figure.suptitle("Accuracy vs cost per question (test-time scaling)")
+    for index, (unit, label) in enumerate(COST_UNITS):
+        axes = figure.add_subplot(1, 2, index + 1)
+        axes.set_xlabel(label)
+        axes.set_ylabel("accuracy")
+        axes.grid(True, alpha=0.3)
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = [r for r in rows if r["method"] == method and r.get(unit, {}).get("mean", 0) > 0]
+            if not points:
+                continue
+            xs = [r[unit]["mean"] for r in points]
+            means = [r["accuracy"]["mean"] for r in points]
+            axes.errorbar(xs, means, yerr=[r["accuracy"]["std"] for r in points], xerr=[r[unit]["std"] for r in points],
+                          marker="o", capsize=3,
+                          label=method if points[0]["knob"] is None else f"{method} ({points[0]['knob']})")
+            for r, x, y in zip(points, xs, means):
+                if r["knob"] is not None:
+                    axes.annotate(f"{r['value']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if axes.get_legend_handles_labels()[0]:
+            axes.set_xscale("log")
+            axes.legend(loc="best", fontsize=8)
+        else:
+            axes.text(0.5, 0.5, "no point spent any tokens", ha="center", va="center", transform=axes.transAxes)
+        axes.set_ylim(-0.03, 1.03)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    figure.savefig(tmp, format="png")
+    os.replace(tmp, path)  # readers never see a half-written PNG
+    return path
 
 
 def write_sweep(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:

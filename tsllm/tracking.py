@@ -1,13 +1,20 @@
 """Experiment tracking for the iteration loop: W&B (online or offline), a local rounds.jsonl, plots.
 
-    tracker = make_tracker("wandb", output_dir, project="tsllm", run_name="game24-tiny", config=cfg_dict)
+    tracker = make_tracker("wandb", output_dir, project="tsllm", run_name="reach-tiny", config=cfg_dict)
     tracker.log({"greedy_accuracy": 0.31, "search_accuracy": 0.52, "tokens_per_question": 812}, step=k)
+    tracker.log_series("value", {"loss": 0.41, "learning_rate": 5e-4}, step=120)  # a trainer's curve
     tracker.finish()
     rows = RoundsLog(output_dir / "rounds.jsonl").rows()
     plot_accuracy_per_round(rows, output_dir / "accuracy_per_round.png")
 
 The loop calls one tracker object unconditionally (`NoOpTracker` when tracking is off), so no
 `if wandb:` branches leak into it. Only the main process should build a tracker.
+
+One W&B run per loop holds every curve. Per-round rows are plotted against `round`; each
+training stage's curve (`warmstart`, `value`, `policy`: the trainers' loss, learning rate and
+gradient norm, sent by `log_series`) against its own `<stage>/step` axis, counted on across
+rounds (round k's value training continues round k-1's axis), with `<stage>/round` beside it.
+Nothing is logged with W&B's own step, so the rounds and the stages never fight over it.
 
 W&B mode "auto" goes online only when a login is present (WANDB_API_KEY, an identity token file,
 or a netrc entry for the W&B host) and otherwise logs offline, saying so in one line: with no mode
@@ -61,10 +68,20 @@ class Tracker(Protocol):
     def finish(self) -> None: ...
 
 
+def log_series(tracker: Any, name: str, values: dict[str, Any], step: int) -> None:
+    """`tracker.log_series(...)` where the tracker has it (a Tracker needs only log, summary, finish)."""
+    method = getattr(tracker, "log_series", None)
+    if method is not None:
+        method(name, values, step)
+
+
 class NoOpTracker:
     """Tracking switched off: every call does nothing (and wandb is never imported)."""
 
     def log(self, row: dict[str, Any], step: int) -> None:
+        pass
+
+    def log_series(self, name: str, values: dict[str, Any], step: int) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
@@ -83,6 +100,10 @@ class MultiTracker:
     def log(self, row: dict[str, Any], step: int) -> None:
         for tracker in self.trackers:
             tracker.log(row, step)
+
+    def log_series(self, name: str, values: dict[str, Any], step: int) -> None:
+        for tracker in self.trackers:
+            log_series(tracker, name, values, step)
 
     def summary(self, values: dict[str, Any]) -> None:
         for tracker in self.trackers:
@@ -160,6 +181,8 @@ class WandbTracker:
         self.run = None
         self.run_id: str | None = None
         self.mode = mode
+        self._axes: dict[str, str] = {}  # metric -> the step metric it is plotted against
+        self._series: dict[str, tuple[int, int]] = {}  # stage -> (steps of its earlier trainings, last step)
         if mode == "disabled":
             return  # no wandb import, no files
         if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -187,7 +210,7 @@ class WandbTracker:
         if wandb_login_present(base_url):
             return "online"
         print(f"tsllm: no W&B login found (WANDB_API_KEY or netrc): logging offline under "
-              f"{self.dir / 'wandb'}; upload later with `wandb sync`", file=sys.stderr, flush=True)
+              f"{self.dir / 'wandb'}; the run ends printing its `wandb sync` line", file=sys.stderr, flush=True)
         return "offline"
 
     def _init(self, init_args: dict[str, Any], settings: dict[str, Any]):
@@ -209,9 +232,37 @@ class WandbTracker:
             offline = {k: v for k, v in settings.items() if k not in ("base_url", "api_key")}
             return wandb.init(mode="offline", settings=wandb.Settings(**offline), **init_args)
 
+    def _plot_against(self, keys: Iterable[str], axis: str) -> None:
+        """Declare `axis` and plot each of `keys` against it (once per key)."""
+        for key in [axis, *keys]:
+            if key not in self._axes:
+                self._axes[key] = axis
+                if key == axis:
+                    self.run.define_metric(axis)
+                else:
+                    self.run.define_metric(key, step_metric=axis)
+
     def log(self, row: dict[str, Any], step: int) -> None:
+        """One round's row, plotted against `round` (= step)."""
         if self.run is not None:
-            self.run.log(dict(row), step=step)
+            row = {**row, "round": step}
+            self._plot_against([k for k in row if k != "round"], "round")
+            self.run.log(row)
+
+    def log_series(self, name: str, values: dict[str, Any], step: int) -> None:
+        """A point of stage `name`'s curve at the trainer's optimizer `step`: keys `<name>/<key>`
+        against `<name>/step`, which a new training of the stage (its step starting again)
+        continues rather than restarts."""
+        if self.run is None:
+            return
+        done, last = self._series.get(name, (0, -1))
+        if step < last:  # the next round's training of this stage
+            done += last
+        self._series[name] = (done, step)
+        row = {f"{name}/{key}": value for key, value in values.items()}
+        axis = f"{name}/step"
+        self._plot_against(row, axis)
+        self.run.log({**row, axis: done + step})
 
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:
@@ -221,6 +272,9 @@ class WandbTracker:
         if self.run is not None:
             run, self.run = self.run, None  # a second finish() is a no-op
             run.finish()
+            if self.mode == "offline":  # where the run is, and the one command that uploads it
+                print(f"tsllm: W&B run logged offline; upload it with: wandb sync {Path(run.dir).parent}",
+                      file=sys.stderr, flush=True)
 
 
 # -------------------------------------------------------------------------------------- rounds.jsonl
@@ -307,6 +361,9 @@ class RoundsLog:
     def summary(self, values: dict[str, Any]) -> None:
         pass  # the file holds per-round rows only; run summaries live in W&B
 
+    def log_series(self, name: str, values: dict[str, Any], step: int) -> None:
+        pass  # trainers' curves: each stage's metrics.json holds them; W&B plots them
+
     def finish(self) -> None:
         pass  # every log() is already on disk
 
@@ -386,8 +443,10 @@ def _finish_plot(figure, axes, ys: list[float], path: str | os.PathLike, empty_n
     return path
 
 
-def plot_accuracy_per_round(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """One line per `<method>_accuracy` key, x = round. Writes a PNG atomically; returns its path."""
+def plot_accuracy_per_round(rows: list[dict[str, Any]], path: str | os.PathLike,
+                            labels: dict[str, str] | None = None) -> Path:
+    """One line per `<method>_accuracy` key, x = round, named by `labels[method]` (e.g. "search"
+    -> "mcts_alpha") or the key's method. Writes a PNG atomically; returns its path."""
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = _new_axes("Accuracy per round", "round", "accuracy")
@@ -401,15 +460,17 @@ def plot_accuracy_per_round(rows: list[dict[str, Any]], path: str | os.PathLike)
     for method in _methods(rows):
         points = sorted((r["round"], r[f"{method}_accuracy"]) for r in rows if _number(r.get(f"{method}_accuracy")))
         xs, ys = zip(*points)
-        axes.plot(xs, ys, marker="o", label=method)
+        axes.plot(xs, ys, marker="o", label=(labels or {}).get(method, method))
         all_ys += ys
     return _finish_plot(figure, axes, all_ys, path, "no <method>_accuracy values logged yet")
 
 
-def plot_accuracy_vs_tokens(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Accuracy vs generated tokens per question, one line per method (rounds in order), each
-    point labelled with its round. Methods without a tokens key are left out. Log x when the
-    token counts span 10x or more (greedy and search differ by orders of magnitude)."""
+def plot_accuracy_vs_tokens(rows: list[dict[str, Any]], path: str | os.PathLike,
+                            labels: dict[str, str] | None = None) -> Path:
+    """Accuracy vs generated tokens per question, one line per method (named as in
+    plot_accuracy_per_round; rounds in order), each point labelled with its round. Methods without
+    a tokens key are left out. Log x when the token counts span 10x or more (greedy and search
+    differ by orders of magnitude)."""
     figure, axes = _new_axes("Accuracy vs tokens per question", "generated tokens per question", "accuracy")
     all_xs, all_ys = [], []
     for method in _methods(rows):
@@ -418,7 +479,7 @@ def plot_accuracy_vs_tokens(rows: list[dict[str, Any]], path: str | os.PathLike)
         if not points:
             continue
         rounds, xs, ys = zip(*points)
-        axes.plot(xs, ys, marker="o", label=method)
+        axes.plot(xs, ys, marker="o", label=(labels or {}).get(method, method))
         for k, x, y in points:
             axes.annotate(f"r{k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         all_xs += xs

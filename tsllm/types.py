@@ -53,11 +53,18 @@ class Rollout:
     actions: list[Action]
     token_count: int
     logprob: float = 0.0
+    prompt_tokens: int = 0  # prompt tokens the backend went through for it (computed + cached)
+    cached_tokens: int = 0  # of those, served from a prefix cache
 
 
 @dataclass
 class Budget:
     """Limits and spending for one root's search. A limit of None means unlimited.
+
+    Two costs: `tokens`, the policy tokens of the steps (generated, or scored when an expansion
+    scores an env's legal moves), and `compute`, every token the policy processed: those plus
+    the prompt tokens not served from a cache (`prompt_tokens - cached_tokens`). `max_compute`
+    limits the second.
 
     Every algorithm takes one as `budget=` (None: unlimited) and uses it as a template: each root
     gets a `fresh()` copy, so the limits apply to each root separately. The algorithm charges what
@@ -65,9 +72,11 @@ class Budget:
     `SearchOutput.budget`. Wall time is measured from construction. A negative limit is an error.
     """
 
-    LIMITS: ClassVar[tuple[str, ...]] = ("max_tokens", "max_expansions", "max_value_calls", "max_seconds")
+    LIMITS: ClassVar[tuple[str, ...]] = ("max_tokens", "max_compute", "max_expansions", "max_value_calls",
+                                         "max_seconds")
 
     max_tokens: int | None = None
+    max_compute: int | None = None
     max_expansions: int | None = None
     max_value_calls: int | None = None
     max_seconds: float | None = None
@@ -90,10 +99,27 @@ class Budget:
         """A new budget with the same limits and nothing spent (one per root)."""
         return Budget(**{name: getattr(self, name) for name in self.LIMITS})
 
+    @property
+    def compute(self) -> int:
+        """Policy tokens processed: step tokens plus prompt tokens not served from a cache."""
+        return self.tokens + self.prompt_tokens - self.cached_tokens
+
+    def fits(self, tokens: int, prompt_tokens: int = 0, cached_tokens: int = 0) -> bool:
+        """Whether spending this much more stays within the token and compute limits."""
+        return ((self.max_tokens is None or self.tokens + tokens <= self.max_tokens)
+                and (self.max_compute is None
+                     or self.compute + tokens + prompt_tokens - cached_tokens <= self.max_compute))
+
+    def charge_rollout(self, rollout: Rollout) -> None:
+        self.tokens += rollout.token_count
+        self.prompt_tokens += rollout.prompt_tokens
+        self.cached_tokens += rollout.cached_tokens
+
     def exhausted(self) -> bool:
         self.seconds = time.perf_counter() - self.started
         return (
             (self.max_tokens is not None and self.tokens >= self.max_tokens)
+            or (self.max_compute is not None and self.compute >= self.max_compute)
             or (self.max_expansions is not None and self.expansions >= self.max_expansions)
             or (self.max_value_calls is not None and self.value_calls >= self.max_value_calls)
             or (self.max_seconds is not None and self.seconds >= self.max_seconds)
@@ -109,6 +135,7 @@ class Budget:
         self.seconds = time.perf_counter() - self.started
         return {
             "tokens": self.tokens,
+            "compute": self.compute,
             "expansions": self.expansions,
             "value_calls": self.value_calls,
             "value_tokens": self.value_tokens,
@@ -166,6 +193,17 @@ class Env(Protocol):
 
 
 @runtime_checkable
+class GameEnv(Env, Protocol):
+    """An env that can list its legal moves, as a game engine does (reach, Game24 moves, toy
+    trees). A policy/value bridge then scores every legal move of a state in one pass instead of
+    sampling children (AlphaZero's expansion): no duplicate is generated, none is illegal."""
+
+    def legal_moves(self, state: State) -> list[Action]:
+        """The actions allowed in `state` (empty for a terminal state)."""
+        ...
+
+
+@runtime_checkable
 class PolicyValueFn(Protocol):
     """Batched policy + value. One call serves every frontier state of every tree in flight."""
 
@@ -217,3 +255,13 @@ class Generator(Protocol):
     def generate(self, prompts: Sequence[str], sampling: SamplingParams) -> list[list[Completion]]: ...
 
     def update_weights(self, path: str) -> None: ...
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """A generator that can also score given continuations (the built-in backends can):
+    `score(prompts, continuations)` gives, for each prompt, one Completion per continuation of
+    it, whose `logprob` is the policy's log-probability of that text after the prompt and whose
+    token counts are what scoring it cost (the prompt is processed once per prompt)."""
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]: ...

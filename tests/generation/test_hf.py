@@ -139,6 +139,25 @@ def test_logprobs_and_token_counts_match_a_forward_pass(generator):
             assert completion.logprob == pytest.approx(expected, abs=1e-3)
 
 
+def test_score_gives_each_continuations_forward_logprob_and_runs_each_prompt_once(generator):
+    from tsllm.types import Scorer
+
+    assert isinstance(generator, Scorer)
+    continuations = [["3 + 1", "3 * 2", "33"], [], ["y"], ["abc", "a"]]
+    generator.max_batch_size = 3  # the four prompts' six continuations take two batches
+    out = generator.score(PROMPTS, continuations)
+    assert [[c.text for c in row] for row in out] == continuations
+    for prompt, row in zip(PROMPTS, out):
+        for index, c in enumerate(row):
+            ids = generator.tokenizer.encode(c.text, add_special_tokens=False)
+            assert c.token_ids == ids and c.num_tokens == len(ids)
+            assert c.logprob == pytest.approx(forward_logprob(generator, prompt, ids), abs=1e-4)
+            # the prompt is computed once; its other continuations start from its cache
+            assert c.prompt_tokens == len(prompt) + 1 and c.cached_tokens == (0 if index == 0 else c.prompt_tokens)
+    with pytest.raises(ValueError, match="2 continuation lists for 1 prompts"):
+        generator.score(["x"], [["a"], ["b"]])
+
+
 def test_left_padding_gives_the_unbatched_greedy_output(generator):
     batched = generator.generate(PROMPTS, greedy(max_new_tokens=16))
     for prompt, row in zip(PROMPTS, batched, strict=True):

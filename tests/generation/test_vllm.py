@@ -129,6 +129,20 @@ def test_completions_match_the_model(generator, tiny):
             assert all(token in top for token, top in zip(c.token_ids, rows.topk(5).indices.tolist()))
 
 
+def test_score_gives_each_continuations_logprob(generator, tiny):
+    paths, tokenizer = tiny
+    prompts, continuations = ["1 2 3 4\n", "x = y +"], [["1 + 2", "4 * 3"], ["z"]]
+    out = generator.score(prompts, continuations)
+    model = LlamaForCausalLM.from_pretrained(paths["base"], dtype=torch.float32).eval()
+    for prompt, conts, row in zip(prompts, continuations, out):
+        prompt_ids = tokenizer(prompt).input_ids
+        for text, c in zip(conts, row):
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            assert c.text == text and c.token_ids == ids and c.prompt_tokens == len(prompt_ids)
+            rows = hf_token_logprobs(model, prompt_ids, ids)
+            assert c.logprob == pytest.approx(rows[torch.arange(len(ids)), torch.tensor(ids)].sum().item(), abs=1e-2)
+
+
 def test_greedy_is_deterministic_and_matches_transformers(generator, tiny):
     paths, tokenizer = tiny
     prompt = "(3 + 5) * 2 ="

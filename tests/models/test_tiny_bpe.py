@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.launch import LIBRARY_DEFAULTS
 from tsllm.cli import main
 from tsllm.envs import prontoqa
 from tsllm.generation.hf import HFGenerator
@@ -154,7 +155,7 @@ def test_one_loop_round_on_a_fresh_bpe_qwen2_in_chat_format(tmp_path):
     out = tmp_path / "run"
     tiny = ("tiny={hidden_size: 32, num_layers: 1, num_heads: 2, num_kv_heads: 1, intermediate_size: 64, "
             "tokenizer: bpe, architecture: qwen2, vocab_size: 400}")
-    assert main(["run", "--output-dir", str(out), "--no-progress", "rounds=1", "train_questions=6",
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", "rounds=1", "train_questions=6",
                  "test_questions=4", "warmstart.max_seconds=4", "samples_per_question=2", "max_step_tokens=24",
                  "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1",
                  "policy.num_train_epochs=1", "tracking.report_to=none", tiny,

@@ -103,3 +103,24 @@ def test_golden_tree():
         return dfs(env, FixedTreePolicyValue(env), ["root"], max_answers=3, prune_threshold=-0.75)[0]
 
     check_search_golden("dfs_depth3_branch2_seed11", lambda: random_tree(depth=3, branching=2, seed=11), search)
+
+
+def test_with_terminal_rewards_checked_failures_backtrack_and_the_first_win_ends_it():
+    # rewards (the checker): x loses, a1 loses, c1 wins; the critic still ranks B, then A, then C
+    nodes = {**NODES, "B2x": {**NODES["B2x"], "reward": -1.0}, "A1": {**NODES["A1"], "reward": -1.0},
+             "B1": {**NODES["B1"], "reward": -1.0}, "C1": {**NODES["C1"], "reward": 1.0}}
+    env = FixedTreeEnv(nodes)
+    pv = FixedTreePolicyValue(env)
+    out = dfs(env, pv, ["root"], use_terminal_reward=True)[0]
+    # B -> B2 -> B2x fails, B1 fails, A -> A1 fails, C -> C1 wins: every failure backtracks
+    assert pv.expand_batches == [["root"], ["B"], ["B2"], ["A"], ["C"]]
+    assert out.answer == "c1" and out.best_path == ["root", "C", "C1"]
+    assert out.stats["failures"] == 3 and [c.score for c in out.candidates] == [1.0]
+    # terminals are scored by the checker, never sent to the value model
+    assert pv.states_evaluated == 4  # A, B, C and B2
+    # a win among a node's children is visited first, whatever the critic says of it
+    nodes["C1"] = {**nodes["C1"], "value": -1.0}
+    nodes["C2"] = {"value": 1.0, "terminal": True, "answer": "c2", "reward": -1.0}
+    nodes["C"] = {**nodes["C"], "children": ["C2", "C1"]}
+    out = dfs(FixedTreeEnv(nodes), FixedTreePolicyValue(FixedTreeEnv(nodes)), ["root"], use_terminal_reward=True)[0]
+    assert out.answer == "c1" and out.stats["failures"] == 3

@@ -198,3 +198,22 @@ def test_samples_are_reported_as_the_trie_of_their_paths(search, knobs):
     assert out.stats["nodes"] == 5 and out.stats["rollouts"] == 5
     scored = {s: n["value"] for s, n in nodes.items() if n["value"] is not None}
     assert scored == ({} if search is cot_sc else {"A1": 0.2, "A2": -0.4, "B": 0.7})  # best-of-N: the ORM's scores
+
+
+def test_best_of_n_checker_keeps_samples_until_one_wins_and_pays_only_for_those():
+    nodes = {**NODES, "R": {**NODES["R"], "reward": 1.0}, "U": {**NODES["U"], "reward": -1.0},
+             "V": {**NODES["V"], "reward": -1.0}}
+    env = FixedTreeEnv(nodes)
+    pv = ScriptedPV(env, SCRIPT)
+    win, lose = best_of_n(env, pv, ["root", "root2"], n=64, method="checker")
+    # root: P, P, P, Q lose (no reward), R wins: 5 samples kept, 10 tokens; the rest never paid
+    assert win.answer == "b" and win.best_path == ["root", "R"] and win.budget.tokens == 10
+    assert win.stats["rollouts"] == 5 and win.budget.value_calls == 0
+    # root2: every sample loses; the answer is the first sample's, which the checker rejects
+    assert lose.answer == "u" and lose.budget.tokens == 3
+    # drawn in waves of 8 per root still going (the script has fewer), all roots in one call each
+    assert pv.rollout_batches == [(["root", "root2"], 8)]
+    # under a budget the samples that fit are kept, in order: 3 samples of 2 tokens fit in 7
+    [capped] = best_of_n(env, ScriptedPV(env, SCRIPT), ["root"], n=64, method="checker",
+                         budget=Budget(max_tokens=7))
+    assert capped.stats["rollouts"] == 3 and capped.budget.tokens == 6 and capped.answer == "a"

@@ -76,6 +76,6 @@ def test_budget_rejects_bad_limits_and_none_is_unlimited():
     with pytest.raises(ValueError, match="max_seconds must be >= 0"):
         Budget(max_seconds=float("nan"))
     unlimited = make_budget(None)
-    assert [getattr(unlimited, name) for name in Budget.LIMITS] == [None] * 4
+    assert [getattr(unlimited, name) for name in Budget.LIMITS] == [None] * len(Budget.LIMITS)
     given = Budget(max_value_calls=3)
     assert make_budget(given) is given

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tsllm import tasks
 from tsllm.cli import main
 from tsllm.envs.base import TextEnv
@@ -75,7 +76,7 @@ def test_a_task_defined_in_one_module_runs_a_loop_round_and_evaluates(tmp_path):
             "samples_per_question=2", "max_step_tokens=8", "search.knobs={num_simulations: 2, width: 2}",
             "value.num_train_epochs=1", "policy.num_train_epochs=1", "tracking.report_to=none",
             "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
-    assert main(["run", "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *tiny]) == 0
     sampled = read_jsonl(out / "round_0" / "sample" / "trajectories.jsonl")
     assert len(sampled) == 6 * 2 and {r["task"] for r in sampled} == {"next_number"}
     assert [r["question"] for r in sampled[::2]] == [str(n) for n in range(6)]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.launch import LIBRARY_DEFAULTS
 from tsllm.cli import main
 from tsllm.envs import reach
 from tsllm.tasks import get_task
@@ -71,7 +72,7 @@ def test_a_tiny_reach_round_runs_and_evaluates(tmp_path):
             "warmstart.num_train_epochs=1", "samples_per_question=2", "max_step_tokens=16",
             "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1", "policy.num_train_epochs=1",
             "tracking.report_to=none", "tiny={hidden_size: 32, num_layers: 1, num_heads: 1, intermediate_size: 64}"]
-    assert main(["run", "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    assert main(["run", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *tiny]) == 0
     sampled = read_jsonl(out / "round_0" / "sample" / "trajectories.jsonl")
     assert len(sampled) == 4 * 2 and {r["task"] for r in sampled} == {"reach"}
     pool = get_task("reach")(TaskSettings(train_questions=4, test_questions=3)).train_problems()

@@ -7,13 +7,14 @@ import sys
 
 import pytest
 
+from tsllm import tasks
 from tsllm.envs.base import DataError, TextState
 from tsllm.envs.game24 import Game24Env, is_solvable
+from tsllm.tasks.warmstart import game24_contrast_trajectories
 from tsllm.training.data import (
     ValueExample,
     build_orm_examples,
     build_value_examples,
-    game24_contrast_trajectories,
     parse_trajectory,
     read_trajectories,
     render_for_task,
@@ -23,7 +24,7 @@ from tsllm.training.data import (
 )
 
 ENV = Game24Env()
-RENDER = render_for_task("game24")
+RENDER = render_for_task("game24", formats=tasks)
 ROW = {"question": "4 4 6 8", "steps": ["4 + 4 = 8 (left: 6 8 8)", "8 - 6 = 2 (left: 2 8)",
                                         "8 * 2 = 16 (left: 16)", "Answer: (8-6)*(4+4) = 16"],
        "reward": -1.0, "source": "sample"}

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import TrainerCallback
 
 from tests.launch import TORCHRUN, run_launcher
+from tsllm import tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.envs.game24 import Game24Env, split
@@ -84,13 +86,13 @@ def test_pairs_are_env_prompt_and_rendered_steps_with_reward_filter(tmp_path):
     rows[1]["reward"] = -1.0
     path = write_rows(tmp_path / "t.jsonl", rows)
     env = Game24Env()
-    examples = read_examples([path])
+    examples = read_examples([path], formats=tasks)
     assert len(examples) == 2  # the -1 row is dropped by default
     prompt = env.prompt(env.initial_state(rows[0]["question"]))
     assert examples[0]["prompt"] == prompt == f"Input: {rows[0]['question']}\n"
     assert examples[0]["completion"] == "".join(s + "\n" for s in rows[0]["steps"])
-    assert len(read_examples([path], min_reward=None)) == 3
-    assert len(read_examples([path, path])) == 4  # several files (earlier rounds) are concatenated
+    assert len(read_examples([path], min_reward=None, formats=tasks)) == 3
+    assert len(read_examples([path, path], formats=tasks)) == 4  # several files (earlier rounds) are concatenated
 
 
 def test_held_out_split_keeps_each_question_on_one_side():
@@ -109,7 +111,7 @@ def test_bad_trajectory_files_name_file_and_line(tmp_path, base_dir):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     with pytest.raises(DataError, match=f"{empty}: no trajectories"):
-        read_examples([empty])
+        read_examples([empty], formats=tasks)
     rows = [json.dumps(r) for r in solver_rows(2)]
     cases = {
         "{not json": "invalid JSON",
@@ -123,18 +125,18 @@ def test_bad_trajectory_files_name_file_and_line(tmp_path, base_dir):
         path = tmp_path / "bad.jsonl"
         path.write_text("\n".join(rows + [bad_line]) + "\n")
         with pytest.raises(DataError, match=f"{path}:3: .*{message}"):
-            read_examples([path])
+            read_examples([path], formats=tasks)
     only_wrong = write_rows(tmp_path / "wrong.jsonl", [dict(r, reward=-1.0) for r in solver_rows(2)])
     with pytest.raises(DataError, match="steps and reward > 0.*min_reward=null"):
-        read_examples([only_wrong])
+        read_examples([only_wrong], formats=tasks)
     with pytest.raises(FileNotFoundError, match="missing.jsonl does not exist"):
-        read_examples([tmp_path / "missing.jsonl"])
+        read_examples([tmp_path / "missing.jsonl"], formats=tasks)
 
 
 def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, base_dir):
     cfg = PolicyTrainConfig(base_model=str(tmp_path / "no_model"), data_files=[str(traj_file)])
     with pytest.raises(FileNotFoundError, match="no_model does not exist.*tiny"):
-        train_policy(cfg)
+        train_policy(cfg, formats=tasks)
     with pytest.raises(ConfigError, match="'max_length': 400 exceeds the model's context of 160"):
         load_base(PolicyTrainConfig(base_model=str(base_dir), max_length=400))
     with pytest.raises(ConfigError, match="'base_model'"):
@@ -158,7 +160,7 @@ def test_missing_base_model_and_bad_config_fail_at_start(tmp_path, traj_file, ba
 
 def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
     cfg = config(base_dir, tmp_path / "out", per_device_train_batch_size=4)
-    examples = read_examples([traj_file])[:4]
+    examples = read_examples([traj_file], formats=tasks)[:4]
     model, tokenizer = load_base(cfg)
     trainer = build_trainer(cfg, examples, [], model, tokenizer)
 
@@ -191,7 +193,7 @@ def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
 
 def test_lora_sft_lowers_held_out_loss_and_merged_save_reloads_identically(base_dir, traj_file, tmp_path):
     run = tmp_path / "merged"
-    metrics = train_policy(config(base_dir, run, data_files=[str(traj_file)]))
+    metrics = train_policy(config(base_dir, run, data_files=[str(traj_file)]), formats=tasks)
     assert metrics["train_examples"] == 48 and metrics["eval_examples"] == 16
     assert metrics["global_step"] == 3 * 48 // 8
     assert metrics["eval_loss"] < metrics["eval_loss_before"] - 0.1
@@ -215,7 +217,8 @@ def test_lora_sft_lowers_held_out_loss_and_merged_save_reloads_identically(base_
 
 
 def test_adapter_save_applies_through_the_generator_like_the_merged_model(base_dir, traj_file, tmp_path):
-    metrics = train_policy(config(base_dir, tmp_path / "adapter", data_files=[str(traj_file)], merge="adapter"))
+    metrics = train_policy(config(base_dir, tmp_path / "adapter", data_files=[str(traj_file)], merge="adapter"),
+                           formats=tasks)
     adapter = tmp_path / "adapter" / "model"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert not (adapter / "model.safetensors").exists() and not no_leftovers(adapter)
@@ -240,7 +243,7 @@ def test_full_finetune_from_a_fresh_tiny_model(traj_file, tmp_path):
         "num_train_epochs=2", "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
         "tiny.max_position_embeddings=160", "max_length=160", "max_steps=4",
     ])
-    metrics = train_policy(cfg)
+    metrics = train_policy(cfg, formats=tasks)
     assert metrics["global_step"] == 4  # max_steps wins over epochs
     assert metrics["eval_loss"] < metrics["eval_loss_before"]
     model, _ = load_causal_lm(tmp_path / "fresh" / "model")
@@ -251,7 +254,7 @@ def test_pairs_cut_at_max_length_are_reported(base_dir, traj_file, tmp_path):
     cfg = config(base_dir, tmp_path / "short", data_files=[str(traj_file)], max_length=40, max_steps=1,
                  eval_fraction=0.0)
     with pytest.warns(UserWarning, match="64 training pair\\(s\\) were cut at max_length=40"):
-        train_policy(cfg)
+        train_policy(cfg, formats=tasks)
 
 
 # ------------------------------------------------------------------------------ two processes
@@ -264,7 +267,7 @@ def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     command = [
         str(torchrun), "--nproc_per_node", "2", str(REPO / "recipes/train_policy.py"),
-        "--config", str(REPO / "configs/policy/tiny.yaml"),
+        "--config", str(REPO / "configs/policy/tiny_oracle.yaml"),
         f"data_files=[{data}]", f"output_dir={out}", "min_reward=0", "eval_fraction=0.2",
         "per_device_train_batch_size=4", "gradient_accumulation_steps=2", "num_train_epochs=2", "max_seconds=null",
         "tiny.hidden_size=32", "tiny.num_layers=2", "tiny.intermediate_size=64",
@@ -304,3 +307,36 @@ def test_zero3_lora_saves_the_whole_merged_model(base_dir, traj_file, tmp_path):
     changed = [k for k in base_weights if not torch.equal(base_weights[k], trained_weights[k])]
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                 "down_proj")) for k in changed)  # LoRA targets only
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfterCheckpoint(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
+        if state.global_step == self.step:
+            raise Killed(f"killed after the checkpoint of step {self.step}")
+
+
+def test_a_killed_run_resumes_from_its_safetensors_checkpoint_to_the_same_curve(base_dir, traj_file, tmp_path):
+    settings = dict(data_files=[str(traj_file)], max_steps=8, save_steps=4, eval_fraction=0.0, logging_steps=1)
+    straight = train_policy(config(base_dir, tmp_path / "a", **settings), formats=tasks)
+    with pytest.raises(Killed):
+        train_policy(config(base_dir, tmp_path / "b", **settings), formats=tasks, callbacks=[KillAfterCheckpoint(4)])
+    checkpoint = tmp_path / "b" / "checkpoints" / "checkpoint-4"
+    assert list(checkpoint.glob("*.safetensors")) and not list(checkpoint.glob("*model*.bin"))  # weights: safetensors
+    with pytest.raises(ConfigError, match="learning_rate"):  # other settings would not continue the same run
+        train_policy(config(base_dir, tmp_path / "b", **settings, learning_rate=1e-3), formats=tasks)
+    resumed = train_policy(config(base_dir, tmp_path / "b", **settings), formats=tasks)
+    assert (straight["resumed_from_step"], resumed["resumed_from_step"]) == (None, 4)
+    assert resumed["global_step"] == 8
+    assert [e["loss"] for e in resumed["train_loss_curve"]] == \
+        pytest.approx([e["loss"] for e in straight["train_loss_curve"]], rel=1e-4)
+    assert not (tmp_path / "b" / "checkpoints").exists()  # the model is saved; the checkpoints are gone

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tsllm import tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.models.tiny import (
@@ -30,9 +31,9 @@ from tsllm.models.value import (
     load_value_model,
     save_value_model,
 )
+from tsllm.tasks.warmstart import game24_contrast_trajectories
 from tsllm.training.data import (
     build_value_examples,
-    game24_contrast_trajectories,
     parse_trajectory,
     render_for_task,
     split_by_question,
@@ -167,7 +168,8 @@ FIXED = [{"question": f"pick {i}", "steps": [f"{name} {i}", "done"], "reward": r
 
 
 def test_training_lowers_the_loss_and_reports_what_it_did(tmp_path):
-    metrics = train_value(config(tmp_path, FIXED, num_train_epochs=8, eval_fraction=0.25, warmup_ratio=0.0))
+    metrics = train_value(config(tmp_path, FIXED, num_train_epochs=8, eval_fraction=0.25, warmup_ratio=0.0),
+                          formats=tasks)
     curve = [point["loss"] for point in metrics["train_loss_curve"]]
     assert metrics["steps_per_epoch"] == 5 and metrics["global_step"] == 40 and len(curve) == 40  # 18 train rows / 4
     # Perfect on the step prefixes, 1 on the question-only one: a loss of 1/3 is the floor.
@@ -196,9 +198,9 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
     write_jsonl(held_out, tmp_path / "held_out.jsonl")
     cfg = config(tmp_path, train_rows, eval_files=[str(tmp_path / "held_out.jsonl")], num_train_epochs=16,
                  learning_rate=3e-3, per_device_train_batch_size=32, max_length=88, logging_steps=50)
-    metrics = train_value(cfg)
+    metrics = train_value(cfg, formats=tasks)
     assert 1000 <= metrics["dropped_labels"] <= 2000  # the answer (and most third steps) fall past 88
-    render = render_for_task("game24")
+    render = render_for_task("game24", formats=tasks)
     score = ValueFunction(metrics["model_dir"])
     solvable = score([render(r["question"], r["steps"][:2]) for r in held_out if r["reward"] > 0])
     unsolvable = score([render(r["question"], r["steps"][:2]) for r in held_out if r["reward"] < 0])
@@ -212,10 +214,10 @@ class Killed(Exception):
 
 @pytest.mark.parametrize("use_lora", [False, True])
 def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_path, use_lora):
-    straight = train_value(config(tmp_path / "a", SMALL, use_lora=use_lora, lora_r=4, save_steps=4))
+    straight = train_value(config(tmp_path / "a", SMALL, use_lora=use_lora, lora_r=4, save_steps=4), formats=tasks)
     with pytest.raises(Killed):
         train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4, save_steps=4),
-                    callbacks=[StopAfterCheckpoint(8, Killed)])
+                    callbacks=[StopAfterCheckpoint(8, Killed)], formats=tasks)
     out = tmp_path / "b" / "out"
     assert not (out / "model").exists()
     checkpoints = out / "checkpoints"
@@ -224,7 +226,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_model(tmp_pat
     # A checkpoint cut off mid-write (temp name, or no resume.json) must be ignored.
     shutil.copytree(checkpoints / "checkpoint-8", checkpoints / "checkpoint-9.tmp")
     (checkpoints / "checkpoint-10").mkdir()
-    resumed = train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4))
+    resumed = train_value(config(tmp_path / "b", SMALL, use_lora=use_lora, lora_r=4), formats=tasks)
     assert resumed["resumed_from_step"] == 8 and resumed["steps_this_run"] == straight["global_step"] - 8
     assert resumed["global_step"] == straight["global_step"] == 18  # 24 rows / 4 = 6 steps x 3 epochs
     expected = ValueFunction(straight["model_dir"])(TEXTS)
@@ -244,7 +246,8 @@ def test_a_sigkilled_recipe_resumes_to_the_same_model_as_an_uninterrupted_run(tm
     settings = [f"data_files=[{tmp_path / 'train.jsonl'}]", f"base_model={tmp_path / 'policy'}", "learning_rate=5e-3",
                 "num_train_epochs=3", "per_device_train_batch_size=4", "eval_fraction=0.0", "max_length=128",
                 "logging_steps=1", "save_steps=1", "save_total_limit=30"]
-    straight = train_value(load_config(ValueTrainConfig, None, [*settings, f"output_dir={tmp_path / 'a'}"]))
+    straight = train_value(load_config(ValueTrainConfig, None, [*settings, f"output_dir={tmp_path / 'a'}"]),
+                           formats=tasks)
     recipe = [sys.executable, str(Path(__file__).resolve().parents[2] / "recipes" / "train_value.py"), *settings,
               f"output_dir={tmp_path / 'b'}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TSLLM_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
@@ -266,10 +269,11 @@ def test_a_sigkilled_recipe_resumes_to_the_same_model_as_an_uninterrupted_run(tm
 
 def test_resuming_with_a_changed_config_is_refused(tmp_path):
     with pytest.raises(Killed):
-        train_value(config(tmp_path, SMALL, save_steps=2), callbacks=[StopAfterCheckpoint(2, Killed)])
+        train_value(config(tmp_path, SMALL, save_steps=2), callbacks=[StopAfterCheckpoint(2, Killed)], formats=tasks)
     with pytest.raises(ConfigError, match=r"trained with learning_rate=0.005, the config now says 0.001"):
-        train_value(config(tmp_path, SMALL, learning_rate=1e-3))
-    assert train_value(config(tmp_path, SMALL, learning_rate=1e-3, resume=False))["resumed_from_step"] is None
+        train_value(config(tmp_path, SMALL, learning_rate=1e-3), formats=tasks)
+    assert train_value(config(tmp_path, SMALL, learning_rate=1e-3, resume=False),
+                       formats=tasks)["resumed_from_step"] is None
 
 
 def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
@@ -277,7 +281,7 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     empty.write_text("")
     cfg = config(tmp_path, SMALL)
     with pytest.raises(DataError, match=f"{empty}: no trajectories"):
-        train_value(ValueTrainConfig(**{**cfg.__dict__, "data_files": [str(empty)]}))
+        train_value(ValueTrainConfig(**{**cfg.__dict__, "data_files": [str(empty)]}), formats=tasks)
 
     def deepspeed_json(**fields):
         path = tmp_path / f"ds_{'_'.join(fields)}.json"
@@ -295,11 +299,12 @@ def test_bad_input_fails_at_start_naming_the_cause(tmp_path):
     }
     for message, path in contradictions.items():
         with pytest.raises(ConfigError, match=message):
-            train_value(ValueTrainConfig(**{**cfg.__dict__, "deepspeed": path, "gradient_accumulation_steps": 2}))
+            train_value(ValueTrainConfig(**{**cfg.__dict__, "deepspeed": path, "gradient_accumulation_steps": 2}),
+                        formats=tasks)
     assert not (tmp_path / "out").exists()  # refused before anything was built or written
 
     with pytest.raises(ConfigError, match="set exactly one of base_model"):
-        train_value(ValueTrainConfig(**{**cfg.__dict__, "tiny": None}))
+        train_value(ValueTrainConfig(**{**cfg.__dict__, "tiny": None}), formats=tasks)
     with pytest.raises(ConfigError, match="unknown config key 'num_train_epoch'; did you mean 'num_train_epochs'"):
         load_config(ValueTrainConfig, overrides=["num_train_epoch=3"])
 

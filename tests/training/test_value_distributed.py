@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from tests.launch import TORCHRUN, run_launcher
+from tsllm.atomic import write_jsonl
 from tsllm.models.value import ValueFunction
-from tsllm.training.data import game24_contrast_trajectories, write_jsonl
+from tsllm.tasks.warmstart import game24_contrast_trajectories
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Input: 4 4 6 8\n", "Input: 4 4 6 8\n4 + 4 = 8 (left: 6 8 8)\n", "Input: 1 1 1 1\n"]

@@ -140,6 +140,26 @@ class Game24MovesEnv(TextEnv):
         lefts = play(Game24Env._numbers(problem), lines) if len(lines) == MOVES else None
         return lefts is not None and lefts[-1] == [TARGET]
 
+    def legal_moves(self, state: TextState) -> list[str]:
+        """The policy's part of each legal move (`13 - 9`): every pair of numbers left with every
+        possible operation, once per distinct pair of values; + and * only larger first (the other
+        order is the same move)."""
+        left = self.left(state)
+        if left is None or self.is_terminal(state):
+            return []
+        moves: list[str] = []
+        for i, a in enumerate(left):
+            for j, b in enumerate(left):
+                if i == j:
+                    continue
+                for op in OPS:
+                    if (op in "+*" and a < b) or (op == "/" and b == 0):
+                        continue
+                    move = f"{format_number(a)} {op} {format_number(b)}"
+                    if move not in moves:
+                        moves.append(move)
+        return moves
+
     def legal_step(self, state: TextState, step: str) -> bool:
         """The rules: the line names two of the numbers left and a possible operation. After a
         broken rule (a sampled path, never a searched one) nothing more is ruled out."""

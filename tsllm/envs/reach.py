@@ -292,6 +292,15 @@ class ReachEnv(TextEnv):
         values = play(start, moves, [line for line in text.split("\n") if line.strip()][:self.max_steps])
         return bool(values) and values[-1] == target and all(v < target for v in values[:-1])
 
+    def legal_moves(self, state: TextState) -> list[str]:
+        """The policy's part of each allowed move (`14 + 3`), as it would write it; none once the
+        game is over."""
+        if self.is_terminal(state):
+            return []
+        (start, _, moves), values = state.gold, self.values(state)
+        value = values[-1] if values else start
+        return [f"{value} {move[0]} {move[1:]}" for move in moves]
+
     def legal_step(self, state: TextState, step: str) -> bool:
         """The rules, judged without the target: a line names one of the problem's moves. Once a
         line broke a rule (a sampled path, never a searched one) nothing more is ruled out."""

@@ -63,6 +63,10 @@ class FixedTreeEnv:
     def answer(self, state: Hashable) -> Any:
         return self.nodes[state].get("answer", state)
 
+    def legal_moves(self, state: Hashable) -> list[Hashable]:
+        """A node's children are its legal moves (none at a terminal)."""
+        return [] if self.is_terminal(state) else self.children(state)
+
 
 class FixedTreePolicyValue:
     """The toy `PolicyValueFn`: reads priors, step scores and values off the tree.

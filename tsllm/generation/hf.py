@@ -212,6 +212,74 @@ class HFGenerator:
             logits = self._forward(tokens[:, None], mask[:, : column + 1], positions[:, column : column + 1], cache)
         return generated, logprobs, lengths
 
+    # ------------------------------------------------------------------------------ score
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
+        """The log-probability of each continuation after its prompt (the `Scorer` interface):
+        one Completion per continuation, in order. Each prompt is encoded and run once; its KV
+        cache is copied for its continuations, which run together in one more forward pass. So a
+        prompt's first continuation reports `cached_tokens` 0 and the others the whole prompt, as
+        `generate` reports its samples. A continuation is encoded on its own and appended to the
+        prompt's ids (the ids a search step adds to its state)."""
+        if isinstance(prompts, str):
+            raise TypeError("HFGenerator.score: prompts must be a list of strings, not one string")
+        if len(continuations) != len(prompts):
+            raise ValueError(f"score: {len(continuations)} continuation lists for {len(prompts)} prompts")
+        results: list[list[Completion]] = [[] for _ in prompts]
+        todo = [i for i, conts in enumerate(continuations) if conts]
+        if not todo:
+            return results
+        prompt_ids = self.tokenizer([prompts[i] for i in todo], add_special_tokens=True)["input_ids"]
+        cont_ids = [[self.tokenizer.encode(c, add_special_tokens=False) for c in continuations[i]] for i in todo]
+        if any(not ids for conts in cont_ids for ids in conts):
+            raise ValueError("score: a continuation is empty after tokenization")
+        self._check_context(prompt_ids, max(len(ids) for conts in cont_ids for ids in conts))
+        start = 0
+        while start < len(todo):  # batches of at most max_batch_size continuations (one prompt at least)
+            end, rows = start, 0
+            while end < len(todo) and (end == start or rows + len(cont_ids[end]) <= self.max_batch_size):
+                rows += len(cont_ids[end])
+                end += 1
+            batch = self._score_batch(prompt_ids[start:end], cont_ids[start:end])
+            for k, row in zip(range(start, end), batch):
+                results[todo[k]] = [
+                    Completion(text=text, token_ids=ids, logprob=lp, num_tokens=len(ids),
+                               prompt_tokens=len(prompt_ids[k]), cached_tokens=len(prompt_ids[k]) if j else 0,
+                               finish_reason="score")
+                    for j, (text, ids, lp) in enumerate(zip(continuations[todo[k]], cont_ids[k], row))]
+            start = end
+        return results
+
+    @torch.inference_mode()
+    def _score_batch(self, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]]) -> list[list[float]]:
+        """Summed log-probs of every continuation of every prompt: the prompts in one forward pass,
+        then every continuation on a copy of its prompt's cache in a second."""
+        device = self.device
+        input_ids, prompt_mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
+        width = input_ids.shape[1]
+        flat = [ids for conts in cont_ids for ids in conts]
+        length = max(map(len, flat))
+        rows = torch.tensor([i for i, conts in enumerate(cont_ids) for _ in conts], device=device)
+        conts = torch.full((len(flat), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(flat), length), dtype=torch.long)
+        for r, ids in enumerate(flat):  # right padding: a pad after the text changes none of its logits
+            conts[r, : len(ids)] = torch.tensor(ids)
+            cont_mask[r, : len(ids)] = 1
+        mask = torch.cat([prompt_mask.to(device)[rows], cont_mask.to(device)], dim=1)
+        positions = position_ids_for(mask)
+        cache = self._new_cache(width + length)  # the prompts' rows, then every continuation's
+        prompt_mask = prompt_mask.to(device)
+        first = self._forward(input_ids.to(device), prompt_mask, position_ids_for(prompt_mask), cache)
+        cache.reorder_cache(rows)
+        out = self.model(input_ids=conts.to(device), attention_mask=mask, position_ids=positions[:, width:],
+                         past_key_values=cache, use_cache=True)
+        # the first token's distribution is the prompt's last; token t's is the continuation's t-1
+        logits = torch.cat([first[rows][:, None, :], out.logits[:, :-1, :]], dim=1).float()
+        logprobs = torch.log_softmax(logits, dim=-1).gather(2, conts.to(device)[:, :, None])[:, :, 0]
+        sums = (logprobs * cont_mask.to(device)).sum(dim=1).tolist()
+        it = iter(sums)
+        return [[next(it) for _ in conts_of] for conts_of in cont_ids]
+
     def _new_cache(self, length: int) -> Cache:
         """A preallocated KV cache of `length` positions: new tokens are written in place, where a
         growing cache copies itself at every step (most of a small model's decode time)."""

@@ -266,6 +266,44 @@ class VLLMGenerator:
                 on_finished(finished)
         return results  # type: ignore[return-value]  # every slot is filled once all requests end
 
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
+        """The log-probability of each continuation after its prompt (the `Scorer` interface):
+        one request per (prompt, continuation) whose prompt is the two joined as ids, read back
+        through vLLM's prompt log-probs. vLLM serves no prefix-cache hits to a request that asks
+        for prompt log-probs, so each continuation's prompt is computed again and reported so
+        (`cached_tokens` as the engine says, 0 today); the one token each request must decode is
+        not counted."""
+        if isinstance(prompts, str):
+            raise TypeError("score takes a list of prompts, not one string")
+        if len(continuations) != len(prompts):
+            raise ValueError(f"score: {len(continuations)} continuation lists for {len(prompts)} prompts")
+        from vllm.inputs import TokensPrompt
+
+        tokenizer = self.llm.get_tokenizer()
+        token_ids = self._tokenize_and_check(prompts)
+        requests, where = [], []
+        for index, (ids, conts) in enumerate(zip(token_ids, continuations)):
+            for text in conts:
+                cont = list(tokenizer.encode(text, add_special_tokens=False))
+                if not cont:
+                    raise ValueError(f"score: continuation {text!r} is empty after tokenization")
+                requests.append(TokensPrompt(prompt_token_ids=ids + cont))
+                where.append((index, text, cont))
+        results: list[list[Completion]] = [[] for _ in prompts]
+        if not requests:
+            return results
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
+        for (index, text, cont), output in zip(where, outputs):
+            tail = output.prompt_logprobs[-len(cont):]
+            logprob = sum(float(step[token].logprob) for step, token in zip(tail, cont))
+            prompt_len = len(token_ids[index])
+            results[index].append(Completion(text=text, token_ids=cont, logprob=logprob, num_tokens=len(cont),
+                                             prompt_tokens=prompt_len,
+                                             cached_tokens=min(output.num_cached_tokens or 0, prompt_len),
+                                             finish_reason="score"))
+        return results
+
     def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
         # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
         # request of the batch starts.

@@ -7,7 +7,8 @@ The two that draw random numbers, `mcts_alpha` (root noise, temperature) and `gu
 noise), also take `rng=` (a numpy Generator; None: a fixed seed); `takes_rng` says which do.
 `ALGORITHMS` names them, the parallel-search rules as partial configurations (`parallel_rebase` is
 `parallel_search` with `rule="rebase"`), so configs and the command line can pick an algorithm by
-name.
+name; `best_of_n_checker` is `best_of_n` with `method="checker"`, the sampling baseline of a
+search that sees terminal rewards.
 """
 
 import inspect
@@ -28,6 +29,7 @@ ALGORITHMS: dict[str, Callable] = {
     "cot_greedy": cot_greedy,
     "cot_sc": cot_sc,
     "best_of_n": best_of_n,
+    "best_of_n_checker": partial(best_of_n, method="checker"),  # sampling + the env's checker (pass@n)
     "bfs": bfs,
     "dfs": dfs,
     "best_first": best_first,

@@ -13,6 +13,12 @@ nothing). Nodes at `max_depth` are not expanded.
 
 Roots advance together: each round pops, per unfinished root, the next node to expand; one
 `pv.expand` call serves them all and one `pv.evaluate` call scores all their children.
+With `use_terminal_reward=True` (TS-LLM's DFS with a checker, as the loop's search sees game
+outcomes) a terminal is ranked and scored by env.reward instead of the critic (terminal children
+are not sent to the value model): a win is visited before its siblings, and a checked failure
+(reward <= 0) is dropped when the walk reaches it, so the search backtracks to the next best
+prefix instead of stopping there (counted in `stats["failures"]`).
+
 answer: the best-valued candidate (with max_answers=1, the first found), or `aggregation`;
 best_path: its path (the root alone when nothing was found). root_value is not defined (None).
 """
@@ -26,31 +32,40 @@ from tsllm.search.tree import Node, evaluate_nodes, expand_nodes, make_budget, n
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, SearchOutput
 
 
-def _keep(children: list[Node], threshold: float | None, ratio: float | None) -> list[Node]:
-    """The children worth visiting, best value first."""
-    ranked = sorted(children, key=lambda c: -c.value)  # stable: ties keep expansion order
+def _keep(children: list[Node], threshold: float | None, ratio: float | None,
+          worth=lambda c: c.value) -> list[Node]:
+    """The children worth visiting, best first (`worth`: the critic value, or a terminal's reward)."""
+    ranked = sorted(children, key=lambda c: -worth(c))  # stable: ties keep expansion order
     if not ranked:
         return []
-    best = ranked[0].value
+    best = worth(ranked[0])
     if ratio is not None:
-        ranked = [c for c in ranked if c.value >= best - (1.0 - ratio) * abs(best)]
+        ranked = [c for c in ranked if worth(c) >= best - (1.0 - ratio) * abs(best)]
     if threshold is not None:
-        ranked = [c for c in ranked if c.value >= threshold]
+        ranked = [c for c in ranked if worth(c) >= threshold]
     return ranked
 
 
 def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 8, max_answers: int = 1,
         prune_threshold: float | None = None, prune_ratio: float | None = None, max_depth: int | None = None,
-        aggregation: str | None = None, budget: Budget | None = None) -> list[SearchOutput]:
+        aggregation: str | None = None, use_terminal_reward: bool = False,
+        budget: Budget | None = None) -> list[SearchOutput]:
     """DFS-V from every root (deterministic)."""
     if prune_ratio is not None and not 0.0 <= prune_ratio <= 1.0:
         raise ValueError(f"prune_ratio must be in [0, 1], got {prune_ratio}")
     template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
-    evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own answer
+    checked = use_terminal_reward
+
+    def worth(node: Node) -> float:
+        return env.reward(node.state) if checked and node.terminal else node.value
+
+    if not checked:
+        evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own answer
     stacks = [[r] for r in trees]  # top of stack = last element
     found: list[list[Candidate]] = [[] for _ in trees]
     pruned = [0] * len(trees)
+    failures = [0] * len(trees)
 
     def next_to_expand(i: int) -> Node | None:
         stack, cands, root = stacks[i], found[i], trees[i]
@@ -58,7 +73,10 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
             node = stack[-1]
             if node.terminal:
                 stack.pop()
-                cands.append(Candidate(node.path(), env.answer(node.state), node.value))
+                if checked and worth(node) <= 0:
+                    failures[i] += 1
+                    continue
+                cands.append(Candidate(node.path(), env.answer(node.state), worth(node)))
             elif max_depth is not None and node.depth >= max_depth:
                 stack.pop()
             elif root.budget.exhausted():
@@ -72,18 +90,19 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
         if not picked:
             break
         expand_nodes(env, pv, [node for _, node in picked], width)
-        evaluate_nodes(pv, [c for _, node in picked for c in node.children])
+        evaluate_nodes(pv, [c for _, node in picked for c in node.children if not (checked and c.terminal)])
         for i, node in picked:
-            kept = _keep(node.children, prune_threshold, prune_ratio)
+            kept = _keep(node.children, prune_threshold, prune_ratio, worth)
             pruned[i] += len(node.children) - len(kept)
             stacks[i].extend(reversed(kept))
 
     outputs = []
-    for root, cands, n_pruned in zip(trees, found, pruned):
+    for root, cands, n_pruned, n_failed in zip(trees, found, pruned, failures):
         answer, chosen = choose_candidate(cands, aggregation or "orm_max")
         outputs.append(SearchOutput(
             root=root.state, best_path=chosen.path if chosen is not None else [root.state], answer=answer,
             candidates=cands, tree=snapshot(root),
-            stats={**tree_stats(root), "answers": len(cands), "pruned": n_pruned}, budget=root.budget,
+            stats={**tree_stats(root), "answers": len(cands), "pruned": n_pruned, "failures": n_failed},
+            budget=root.budget,
         ))
     return outputs

@@ -9,17 +9,23 @@
 - `best_of_n`: n rollouts per root from one `pv.rollout` call, then ONE `pv.evaluate` call over the
   (per-root unique) final states of all roots: the value model read at the end acts as the ORM.
   Candidates are unique paths with counts, score = ORM value; answer by `method`
-  ("orm_max", "orm_vote", "weighted" or "majority", see search.aggregate).
+  ("orm_max", "orm_vote", "weighted" or "majority", see search.aggregate). `method="checker"` is
+  sampling with the env's checker instead, the baseline of a search that sees terminal rewards:
+  samples are kept in order until one wins (its answer is taken; pass@n at the cost actually
+  spent), n are kept, or the budget ends; no value call.
 
 cot_sc and best_of_n also report the kept samples as a tree (`SearchOutput.tree`, for inspection):
 the trie of their paths, where a node's visits count the samples through it, its prior is the share
 of its parent's samples that took its step, and (best-of-N) a final state's value is its ORM score.
 
-Budget: rollouts charge their `token_count` to `Budget.tokens`; best-of-N charges one value call per
+Budget: rollouts charge their `token_count` to `Budget.tokens` and their prompt tokens to the
+compute count (`Budget.compute`); best-of-N charges one value call per
 final state scored. Rollouts are kept in the order the policy returned them, up to (not including)
-the first one that does not fit: its tokens would pass `max_tokens`, or (best-of-N) its final state
-is new and would pass `max_value_calls`. The result is what sequential sampling under the same
-limit would have produced. A root whose budget is already exhausted samples nothing.
+the first one that does not fit: its tokens would pass `max_tokens` or `max_compute`, or
+(best-of-N) its final state is new and would pass `max_value_calls`. The result is what sequential
+sampling under the same limit would have produced. Under a token or compute limit (or with the
+checker) samples are drawn in waves of `WAVE` per root still going, so a large k is only paid in
+wall time for the samples a root keeps. A root whose budget is already exhausted samples nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from tsllm.search.aggregate import aggregate, choose_candidate
 from tsllm.search.tree import Node, expand_nodes, iter_nodes, make_budget, new_root, snapshot, tree_stats
 from tsllm.types import Budget, Candidate, Env, PolicyValueFn, Rollout, SearchOutput
 
+WAVE = 8  # samples per root per batched call when a budget or a win may stop a root early
+
 
 def _path(env: Env, root: Hashable, rollout: Rollout) -> list[Hashable]:
     path = [root]
@@ -39,22 +47,30 @@ def _path(env: Env, root: Hashable, rollout: Rollout) -> list[Hashable]:
     return path
 
 
-def _keep_fitting(env: Env, root: Hashable, rollouts: list[Rollout], budget: Budget,
-                  score_finals: bool) -> list[tuple[list[Hashable], list]]:
-    """(path, actions) of the rollouts that fit the budget (see module docstring); charges their tokens."""
-    kept, finals = [], set()
+def _keep_fitting(env: Env, root: Hashable, rollouts: list[Rollout], budget: Budget, score_finals: bool,
+                  kept: list[tuple[list[Hashable], list]], finals: set, stop_at_win: bool) -> bool:
+    """Append to `kept` the (path, actions) of the rollouts that fit the budget, in order (see the
+    module docstring), charging them; True when the root is done: a rollout did not fit, or
+    (`stop_at_win`) a kept rollout won by the env's checker."""
     for rollout in rollouts:
         path = _path(env, root, rollout)
-        if budget.max_tokens is not None and budget.tokens + rollout.token_count > budget.max_tokens:
-            break
+        if not budget.fits(rollout.token_count, rollout.prompt_tokens, rollout.cached_tokens):
+            return True
         new_final = score_finals and path[-1] not in finals
         if new_final and budget.max_value_calls is not None and \
                 budget.value_calls + len(finals) + 1 > budget.max_value_calls:
-            break
-        budget.tokens += rollout.token_count
-        finals.add(path[-1])
+            return True
+        budget.charge_rollout(rollout)
+        if score_finals:
+            finals.add(path[-1])
         kept.append((path, rollout.actions))
-    return kept
+        if stop_at_win and _wins(env, path[-1]):
+            return True
+    return False
+
+
+def _wins(env: Env, state: Hashable) -> bool:
+    return env.is_terminal(state) and env.reward(state) > 0
 
 
 def _trie(env: Env, root: Hashable, kept: list[tuple[list[Hashable], list]], budget: Budget) -> Node:
@@ -91,14 +107,29 @@ def _group(env: Env, paths: list[list[Hashable]]) -> list[Candidate]:
 
 
 def _sample(env: Env, pv: PolicyValueFn, roots: list[Hashable], k: int, template: Budget,
-            score_finals: bool) -> tuple[list[Budget], list[list[Candidate]], list[Node]]:
-    """Root budgets, each root's grouped candidates and its samples' tree from one batched rollout call."""
+            score_finals: bool, stop_at_win: bool = False,
+            wave: int = WAVE) -> tuple[list[Budget], list[list[Candidate]], list[Node]]:
+    """Root budgets, each root's grouped candidates and its samples' tree. Without a token or
+    compute limit and without `stop_at_win`, one batched rollout call of k per root; else waves of
+    `wave` per root still open (one batched call each) until k are kept, one does not fit, or one
+    wins, so a large k costs only the samples a root uses."""
     budgets = [template.fresh() for _ in roots]
-    todo = [i for i, b in enumerate(budgets) if not b.exhausted()]
-    rollouts = pv.rollout([roots[i] for i in todo], k) if todo and k > 0 else []
     kept: list[list[tuple[list[Hashable], list]]] = [[] for _ in roots]
-    for i, rolls in zip(todo, rollouts):
-        kept[i] = _keep_fitting(env, roots[i], rolls, budgets[i], score_finals)
+    finals: list[set] = [set() for _ in roots]
+    done = [b.exhausted() for b in budgets]
+    capped = template.max_tokens is not None or template.max_compute is not None or stop_at_win
+    size = min(k, wave) if capped else k
+    drawn = [0] * len(roots)
+    while size > 0:
+        todo = [i for i in range(len(roots)) if not done[i] and drawn[i] < k]
+        if not todo:
+            break
+        for i, rolls in zip(todo, pv.rollout([roots[i] for i in todo], size)):
+            short = len(rolls) < size  # the policy had no more to give (a scripted one, say)
+            rolls = rolls[: k - drawn[i]]
+            drawn[i] += len(rolls)
+            done[i] = _keep_fitting(env, roots[i], rolls, budgets[i], score_finals, kept[i], finals[i],
+                                    stop_at_win) or short
     groups = [_group(env, [path for path, _ in paths]) for paths in kept]
     return budgets, groups, [_trie(env, r, paths, b) for r, paths, b in zip(roots, kept, budgets)]
 
@@ -124,9 +155,12 @@ def cot_sc(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, k: int = 8
 
 def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int = 8, method: str = "orm_max",
               budget: Budget | None = None) -> list[SearchOutput]:
-    """Best-of-N: n sampled paths per root scored at their end by the value model (ORM)."""
-    aggregate([], method)  # fail on an unknown method before spending anything
+    """Best-of-N: n sampled paths per root scored at their end by the value model (ORM), or with
+    `method="checker"` by the env's own reward (sampling + checker, pass@n: see the module doc)."""
     template = make_budget(budget)
+    if method == "checker":
+        return _until_win(env, pv, list(roots), n, template)
+    aggregate([], method)  # fail on an unknown method before spending anything
     budgets, groups, trees = _sample(env, pv, list(roots), n, template, score_finals=True)
     finals = [list(dict.fromkeys(c.path[-1] for c in cands)) for cands in groups]
     flat = [state for states in finals for state in states]
@@ -139,6 +173,17 @@ def best_of_n(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, n: int 
         for node in iter_nodes(tree):
             node.value = score.get(node.state)
     return [_output(r, c, method, b, t) for r, c, b, t in zip(roots, groups, budgets, trees)]
+
+
+def _until_win(env: Env, pv: PolicyValueFn, roots: list[Hashable], n: int, template: Budget) -> list[SearchOutput]:
+    """Sampling with the checker: samples in order until one wins, n are drawn or the budget ends;
+    a candidate's score is its reward (a path cut short by the depth cap scores -1), the answer
+    the winning sample's, else the first sample's."""
+    budgets, groups, trees = _sample(env, pv, roots, n, template, score_finals=False, stop_at_win=True)
+    for cands in groups:
+        for c in cands:
+            c.score = env.reward(c.path[-1]) if c.terminal else -1.0
+    return [_output(r, c, "orm_max", b, t) for r, c, b, t in zip(roots, groups, budgets, trees)]
 
 
 def cot_greedy(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 1,

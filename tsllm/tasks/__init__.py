@@ -50,13 +50,20 @@ def prompt_formats() -> list[str]:
     return names() + [TEXT_FORMAT]
 
 
+def check_prompt_format(name: str, key: str = "task") -> None:
+    """A trainer config's prompt format, checked at load (the trainers import no task)."""
+    from tsllm.config import bad
+
+    if name not in prompt_formats():
+        raise bad(key, f"unknown task {name!r}; use one of {prompt_formats()}")
+
+
 def render(name: str, template: str | None = None) -> Render:
     """`render(question, steps) -> str`: the text models see for a trajectory of task `name`."""
     if name == TEXT_FORMAT:
-        from tsllm.envs.base import TextEnv, TextState
+        from tsllm.training.data import PLAIN_TEXT
 
-        env = TextEnv(template=template)
-        return lambda question, steps: env.prompt(TextState(question, tuple(steps)))
+        return PLAIN_TEXT.render(name, template)
     if name not in _REGISTRY:
         raise ValueError(f"unknown task {name!r}; use one of {prompt_formats()}")
     return _REGISTRY[name].render(template)
@@ -69,5 +76,6 @@ def joins_steps(name: str | None) -> bool:
 
 from tsllm.tasks import game24, game24_moves, gsm8k, prontoqa, reach, rlhf, toy  # noqa: E402,F401  (they register themselves)
 
-__all__ = ["Render", "Task", "TaskSettings", "get_task", "names", "prompt_formats", "register", "render",
+__all__ = ["Render", "Task", "TaskSettings", "check_prompt_format", "get_task", "names", "prompt_formats",
+           "register", "render",
            "joins_steps", "unregister"]

@@ -271,7 +271,7 @@ class TextTask(Task):
         return LLMPolicyValue(self.env, generator(policy), value_fn, temperature=temperature,
                               max_step_tokens=s.max_step_tokens,
                               rollout_tokens=s.max_step_tokens * (self.env.max_steps + 1), seed=s.seed,
-                              legal_steps_only=legal_steps_only)
+                              legal_steps_only=legal_steps_only, scored_moves=legal_steps_only)
 
     def row(self, state: Any, source: str, tokens: int) -> dict:
         reward = self.env.reward(state) if self.env.is_terminal(state) else -1.0  # no answer: wrong

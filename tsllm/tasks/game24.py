@@ -72,7 +72,7 @@ class Game24Task(GeneratedTextTask):
                 f"cannot make 24 (e.g. {examples}); they are scored like the others and cannot be solved")
 
     def warmstart_rows(self) -> list[dict]:
-        from tsllm.training.warmstart import WarmStartConfig, game24_rows
+        from tsllm.tasks.warmstart import WarmStartConfig, game24_rows
 
         s = self.settings  # the same split as the evaluation: no test puzzle is seen
         return game24_rows(WarmStartConfig(game24_split_seed=s.seed, game24_test_size=s.test_questions))

@@ -54,6 +54,6 @@ class GSM8kTask(TextTask):
         return gsm8k.load_gsm8k(s.test_data, split=s.test_split, limit=s.test_questions)
 
     def warmstart_rows(self) -> list[dict]:
-        from tsllm.training.warmstart import gsm8k_rows
+        from tsllm.tasks.warmstart import gsm8k_rows
 
         return gsm8k_rows(self.train_problems())

@@ -38,6 +38,6 @@ class ProntoQATask(GeneratedTextTask):
         return prontoqa.load_json(s.test_data) if s.test_data.endswith(".json") else prontoqa.load_jsonl(s.test_data)
 
     def warmstart_rows(self) -> list[dict]:
-        from tsllm.training.warmstart import WarmStartConfig, prontoqa_rows
+        from tsllm.tasks.warmstart import WarmStartConfig, prontoqa_rows
 
         return prontoqa_rows(WarmStartConfig(prontoqa_seed=warmstart_seed(self.settings.seed)))

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 from tsllm.config import bad
 from tsllm.models.tiny import TinyModelConfig
-from tsllm.tasks import prompt_formats
 
 METRICS_FILE = "metrics.json"  # in <output_dir>, beside model/ and checkpoints/
 MODEL_DIR = "model"
@@ -55,7 +54,8 @@ class TrainArgs:
     tiny: TinyModelConfig | None = arg(None, "instead of base_model: a fresh tiny Llama with the character "
                                              "tokenizer, e.g. {num_layers: 2}")
     data_files: list[str] = arg([], "trajectories jsonl files to train on (tsllm.training.data)")
-    task: str = arg("game24", "prompt format for rows without a 'task' field")
+    task: str = arg("game24", "prompt format for rows without a 'task' field: a task name (the caller passes the "
+                              "tasks' formats to the trainer) or 'text'")
     eval_fraction: float = arg(0.1, "share of the questions held out for the eval loss (all rows of a "
                                     "question on one side)")
     output_dir: str = arg("out/train", "folder for model/, metrics.json and checkpoints/")
@@ -65,6 +65,10 @@ class TrainArgs:
     max_steps: int = arg(-1, "optimizer steps in all; > 0 overrides num_train_epochs")
     max_seconds: float | None = arg(None, "stop training after this many seconds (all processes stop "
                                           "together); null: no time limit")
+    # checkpoints, as transformers.TrainingArguments names them, and resume from them
+    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
+    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
+    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
     per_device_train_batch_size: int = arg(8, "rows per process per micro-batch")
     gradient_accumulation_steps: int = arg(1, "micro-batches per optimizer step (set here only; a "
                                               "DeepSpeed json says \"auto\")")
@@ -93,8 +97,6 @@ class TrainArgs:
         if (self.base_model is None or self.base_model == "") == (self.tiny is None):
             raise bad("base_model", "set exactly one of base_model=<model folder> or tiny (a TinyModelConfig "
                                     "mapping, e.g. `tiny: {}`)")
-        if self.task not in prompt_formats():
-            raise bad("task", f"unknown task {self.task!r}; use one of {prompt_formats()}")
         self.validate_settings()
 
     def validate_settings(self) -> None:
@@ -111,6 +113,10 @@ class TrainArgs:
             raise bad("max_steps", f"must be > 0, or -1 to train num_train_epochs, got {self.max_steps}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise bad("max_seconds", f"must be > 0 or null, got {self.max_seconds}")
+        if self.save_steps < 0:
+            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
+        if self.save_total_limit < 1:
+            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
         for key in ("warmup_ratio", "eval_fraction", "lora_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise bad(key, f"must be in [0, 1), got {getattr(self, key)}")
@@ -128,9 +134,11 @@ class TrainArgs:
     def trainer_arguments(self, deepspeed: Any) -> dict[str, Any]:
         """The transformers `TrainingArguments` both trainers set from these keys, the same way;
         `deepspeed` is the DeepSpeed config (path or dict) the Trainer gets, or None."""
-        import os
-
         import torch
+
+        from tsllm.progress import quiet_library_bars, show_progress
+
+        quiet_library_bars()
 
         return dict(
             learning_rate=self.learning_rate,
@@ -151,9 +159,9 @@ class TrainArgs:
             # use_cpu would make Accelerate drop DeepSpeed silently and run DDP (docs/CPU.md, several processes)
             use_cpu=not torch.cuda.is_available() and deepspeed is None,
             deepspeed=deepspeed,
-            report_to="none",
+            report_to="none",  # the loop sends the curves to its own W&B run (callbacks.ReportLogs)
             include_num_input_tokens_seen="non_padding",
             dataloader_num_workers=0,
-            disable_tqdm=os.environ.get("TSLLM_PROGRESS", "1") == "0",
+            disable_tqdm=not show_progress(),  # off a terminal each redraw is a log line
             ddp_find_unused_parameters=False,
         )

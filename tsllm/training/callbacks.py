@@ -25,3 +25,21 @@ class StopAfterSeconds(TrainerCallback):
             torch.distributed.broadcast(stop, src=0)
         if stop.item():
             control.should_training_stop = True
+
+
+class ReportLogs(TrainerCallback):
+    """Hand every number the Trainer logs (loss, learning rate, gradient norm, ...) to
+    `report(values, step)` on the main process, at the optimizer step it was logged. The loop
+    passes its tracker's series, so a trainer's curve reaches the loop's one W&B run; the trainers
+    keep `report_to="none"` (a W&B run of their own per training would split the loop's run)."""
+
+    def __init__(self, report) -> None:
+        self.report = report
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {k: float(v) for k, v in logs.items()
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
+        if values:
+            self.report({**values, "epoch": logs.get("epoch")}, state.global_step)

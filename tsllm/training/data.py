@@ -26,6 +26,10 @@ Targets (TS-LLM, gamma = 1, rewards only at the end):
 Identical (text, targets) examples are kept once; the same prefix reached by different
 trajectories keeps one label per trajectory, so the MSE fit is their mean (the MC estimate).
 `split_by_question` holds whole questions out, so evaluation measures unseen questions.
+
+Trainers take rows; tasks make them. This package imports no task: how a row of task `name`
+reads as text comes from a `Formats` object the caller passes (`tsllm.tasks` is one, so the loop
+and the recipes pass that module); without one, only the plain "text" format is known.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tsllm.atomic import write_jsonl  # noqa: F401  (re-exported: trajectories files are written with it)
-from tsllm.envs.base import DataError, iter_jsonl
+from tsllm.envs.base import DataError, TextEnv, TextState, iter_jsonl
 
 Render = Callable[[str, Sequence[str]], str]
 
@@ -69,10 +73,9 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
+def parse_trajectory(row: dict[str, Any], where: str, formats: Formats | None = None) -> Trajectory:
     """One validated row; DataError("<where>: ...") says which field is wrong and how."""
-    from tsllm.tasks import joins_steps
-
+    joins_steps = (formats or PLAIN_TEXT).joins_steps
     question, steps, reward = row["question"], row["steps"], row["reward"]
     if not isinstance(question, str):
         raise DataError(f"{where}: 'question' must be a string, got {type(question).__name__}")
@@ -101,7 +104,8 @@ def parse_trajectory(row: dict[str, Any], where: str) -> Trajectory:
     return Trajectory(question, tuple(steps), float(reward), values, task, where)
 
 
-def read_trajectories(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Trajectory]:
+def read_trajectories(paths: str | os.PathLike | Iterable[str | os.PathLike],
+                      formats: Formats | None = None) -> list[Trajectory]:
     """Every trajectory of one or more jsonl files, validated. A missing or empty file is an
     error naming it (an empty training set is never what was meant)."""
     if isinstance(paths, (str, os.PathLike)):
@@ -113,7 +117,7 @@ def read_trajectories(paths: str | os.PathLike | Iterable[str | os.PathLike]) ->
                                     "collect stage or point the config at an existing jsonl file")
         before = len(out)
         for lineno, row in iter_jsonl(path, required=("question", "steps", "reward")):
-            out.append(parse_trajectory(row, f"{path}:{lineno}"))
+            out.append(parse_trajectory(row, f"{path}:{lineno}", formats))
         if len(out) == before:
             raise DataError(f"{path}: no trajectories in the file (it is empty); one JSON object per "
                             "line with 'question', 'steps' and 'reward' is expected")
@@ -218,81 +222,39 @@ def split_by_question(examples: Sequence[ValueExample], eval_fraction: float,
 # --------------------------------------------------------------------------------- rendering
 
 
-def render_for_task(task: str, template: str | None = None) -> Render:
-    """`render(question, steps)` in the prompt format of task `task` (any name in
-    tsllm.tasks.prompt_formats(): a registered task, or "text" for the plain TextEnv), optionally
-    with another template."""
-    from tsllm import tasks
+class Formats(Protocol):
+    """What the trainers ask about the rows a task made. The `tsllm.tasks` module is one."""
 
-    return tasks.render(task, template)
+    def render(self, name: str, template: str | None = None) -> Render:
+        """`render(question, steps)`: the text models see for a row of prompt format `name`."""
+        ...
 
-
-# --------------------------------------------------------------------------------- demo data
-
-
-def game24_contrast_trajectories(num_puzzles: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Demo/test value data without a policy: per puzzle, the solver's trace (reward +1) and a
-    losing trace (reward -1) whose first step is valid but leaves an unsolvable position, followed
-    by random valid steps and a wrong answer line. Steps in both combine two numbers into a
-    non-negative integer where possible, as the solver's do, so the value model has to judge the
-    numbers left, not the look of the step."""
-    from tsllm.envs.game24 import all_puzzles, solve
-
-    rng = random.Random(seed)
-    puzzles = list(all_puzzles())
-    rng.shuffle(puzzles)
-    rows = []
-    for numbers in puzzles:
-        if len(rows) >= 2 * num_puzzles:
-            break
-        losing = _losing_trace(numbers, rng)
-        if losing is None:  # every integer first step keeps 24 reachable
-            continue
-        question = " ".join(map(str, numbers))
-        rows.append({"question": question, "steps": solve(numbers), "reward": 1.0, "task": "game24"})
-        rows.append({"question": question, "steps": losing, "reward": -1.0, "task": "game24"})
-    return rows
+    def joins_steps(self, name: str | None) -> bool:
+        """Whether rows of `name` hold pieces of one response (any text) rather than lines."""
+        ...
 
 
-def _moves(left: list) -> list[tuple[str, list]]:
-    """(step line, numbers left) for every pair and op with a non-negative integer result."""
-    from fractions import Fraction
-
-    from tsllm.envs.game24 import format_number
-
-    out = []
-    for i, a in enumerate(left):
-        for j, b in enumerate(left):
-            if i == j:
-                continue
-            rest = [x for k, x in enumerate(left) if k not in (i, j)]
-            results = [("+", a + b), ("*", a * b), ("-", a - b)] + ([("/", Fraction(a) / b)] if b else [])
-            for op, r in results:
-                if r >= 0 and Fraction(r).denominator == 1:
-                    new = sorted(rest + [Fraction(r)])
-                    line = (f"{format_number(Fraction(a))} {op} {format_number(Fraction(b))} = "
-                            f"{format_number(Fraction(r))} (left: {' '.join(format_number(x) for x in new)})")
-                    out.append((line, new))
-    return out
+TEXT_FORMAT = "text"  # rows written for a plain TextEnv: template "{question}\n", one line per step
 
 
-def _losing_trace(numbers: Sequence[int], rng: random.Random) -> list[str] | None:
-    from fractions import Fraction
+class PlainText:
+    """The formats known without any task: "text" only."""
 
-    from tsllm.envs.game24 import is_solvable
+    def render(self, name: str, template: str | None = None) -> Render:
+        if name != TEXT_FORMAT:
+            raise ValueError(f"unknown prompt format {name!r}: the trainer was given no task formats "
+                             f"(pass formats=tsllm.tasks), so it knows {TEXT_FORMAT!r} only")
+        env = TextEnv(template=template)
+        return lambda question, steps: env.prompt(TextState(question, tuple(steps)))
 
-    left = [Fraction(n) for n in numbers]
-    first = [(line, new) for line, new in _moves(left) if not is_solvable(new)]
-    if not first:
-        return None
-    line, left = rng.choice(sorted(first))
-    steps = [line]
-    while len(left) > 1:
-        options = _moves(left)
-        if not options:
-            break
-        line, left = rng.choice(sorted(options))
-        steps.append(line)
-    return steps + ["Answer: no solution"]
+    def joins_steps(self, name: str | None) -> bool:
+        return False
 
 
+PLAIN_TEXT = PlainText()
+
+
+def render_for_task(task: str, template: str | None = None, formats: Formats | None = None) -> Render:
+    """`render(question, steps)` in prompt format `task` of `formats` (default: "text" only),
+    optionally with another template."""
+    return (formats or PLAIN_TEXT).render(task, template)

@@ -16,15 +16,22 @@ what `load_causal_lm` and `HFGenerator(path)` read); "adapter" saves only the Lo
 `HFGenerator.update_weights(path)` applies to its base). Either way with the tokenizer, in
 safetensors, written to a temporary sibling folder and renamed into place.
 
+Resume: the Trainer saves checkpoints (weights in safetensors, optimizer, scheduler, RNG and data
+position) in `<output_dir>/checkpoints/` every `save_steps` steps or at each epoch's end, keeping
+the newest `save_total_limit`. A run started again on the same output_dir and settings continues
+from the newest complete one (a killed run loses at most the steps since it); other settings are
+refused unless `resume=false`. The checkpoints are deleted once the model is saved.
+
 Runs as one process, or under `torchrun --nproc_per_node 2` / `accelerate launch` (the Trainer
 picks the process group up from the launcher's environment; gloo on CPU). `deepspeed=<json>`
 trains through DeepSpeed ZeRO (configs/deepspeed/) on GPUs, or in one CPU process: on several
-CPU processes Transformers sets up no backend for it, so that combination is refused at start. TSLLM_PROGRESS=0 turns
-the progress bars off (tests, logs).
+CPU processes Transformers sets up no backend for it, so that combination is refused at start. Progress
+bars are drawn only on a terminal (tsllm/progress.py; TSLLM_PROGRESS=0 turns them off there too).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -42,9 +49,11 @@ from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.tiny import build_tiny, load_causal_lm
-from tsllm.training.args import METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.progress import quiet_library_bars
+from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
+    Formats,
     Render,
     Trajectory,
     read_trajectories,
@@ -87,19 +96,20 @@ def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]
 
 
 def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
-                  min_reward: float | None = 0.0, template: str | None = None) -> list[dict[str, str]]:
+                  min_reward: float | None = 0.0, formats: Formats | None = None,
+                  template: str | None = None) -> list[dict[str, str]]:
     """Prompt/completion pairs from trajectories files (read and validated by
-    `tsllm.training.data`), keeping rows with steps and reward > min_reward (all rows when None),
-    prompts in each task's format (with `template` instead of its own, when given).
-    Malformed rows raise DataError naming file and line."""
+    `tsllm.training.data`, rendered by `formats`: pass `tsllm.tasks` for task rows, with `template`
+    instead of a task's own when given), keeping rows with steps and reward > min_reward (all rows
+    when None). Malformed rows raise DataError naming file and line."""
     paths = [Path(p) for p in paths]
     renders: dict[str, Render] = {}
     examples: list[dict[str, str]] = []
-    for trajectory in read_trajectories(paths):
+    for trajectory in read_trajectories(paths, formats):
         task = trajectory.task or default_task
         if task not in renders:
             try:
-                renders[task] = render_for_task(task, template)
+                renders[task] = render_for_task(task, template, formats=formats)
             except ValueError as err:
                 raise DataError(f"{trajectory.where}: {err}") from None
         if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
@@ -194,18 +204,44 @@ def check_deepspeed_launch(key: str = "deepspeed") -> None:
                        "unset it to train with DDP on CPU (DeepSpeed policy training needs GPUs, or one process)")
 
 
-def _sft_config(config: PolicyTrainConfig, scratch: Path) -> Any:
+def _sft_config(config: PolicyTrainConfig, checkpoints: Path) -> Any:
     from trl import SFTConfig
 
     return SFTConfig(
-        output_dir=str(scratch),  # the Trainer wants one; nothing is saved there (save_strategy="no")
+        output_dir=str(checkpoints),  # the Trainer's checkpoints (weights as safetensors), for resume
         **config.trainer_arguments(config.deepspeed),
         max_length=config.max_length,
         completion_only_loss=True,  # prompt labels are -100: learn the steps, not the question
         gradient_checkpointing=False,  # TRL turns it on by default; it only costs time on tiny models
-        save_strategy="no",
+        save_strategy="steps" if config.save_steps else "epoch",
+        save_steps=config.save_steps or 500,  # read only with save_strategy="steps"
+        save_total_limit=config.save_total_limit,
         eval_strategy="no",  # held-out loss is measured once before and once after training
     )
+
+
+# Keys that may change between a run and its resume without changing what is trained.
+RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
+RESUME_FILE = "resume.json"  # in <output_dir>/checkpoints: what the checkpoints were trained with
+
+
+def resume_point(config: PolicyTrainConfig, checkpoints: Path, examples: int) -> Path | None:
+    """The newest complete checkpoint to resume from (complete: the Trainer writes its
+    trainer_state.json last), or None to start over. Every rank must call it before the main
+    process writes a fresh resume.json. A checkpoint of other settings is refused, naming them."""
+    if not config.resume:
+        return None
+    done = [p for p in checkpoints.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    if not done:
+        return None
+    wanted = {**{k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}, "examples": examples}
+    saved = json.loads((checkpoints / RESUME_FILE).read_text()) if (checkpoints / RESUME_FILE).is_file() else {}
+    changed = sorted(k for k in set(wanted) | set(saved) if wanted.get(k) != saved.get(k))
+    if changed:
+        raise ConfigError(f"{checkpoints} holds checkpoints trained with other settings ({', '.join(changed)}); "
+                          "restore them, or set resume=false to start over")
+    return max(done, key=lambda p: int(p.name.split("-")[-1]))
 
 
 def lora_config(config: PolicyTrainConfig) -> Any:
@@ -238,7 +274,8 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
 
 
 def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_out: list[dict[str, str]],
-                  model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+                  model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                  callbacks: list[Any] | None = None) -> Any:
     """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected)."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -246,31 +283,34 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
     out = Path(config.output_dir).expanduser()
     return SFTTrainer(
         model=model,
-        args=_sft_config(config, out / f"trainer.tmp-{os.getpid()}"),
+        args=_sft_config(config, out / CHECKPOINTS_DIR),
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=[StopAfterSeconds(config.max_seconds)] if config.max_seconds else None,
+        callbacks=([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or []),
     )
 
 
-def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None,
+                 formats: Formats | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Fine-tune the policy on prompt/completion pairs (`examples`, or those read from
-    `config.data_files`), save it to `<output_dir>/model`, and return the metrics (also saved as
-    `<output_dir>/metrics.json`; keys shared with the value trainer): loss curve, held-out loss
-    before/after, optimizer steps, non-padding tokens and seconds, plus the in-memory `model` and
-    `tokenizer` that were saved."""
+    `config.data_files` and rendered by `formats`, e.g. the `tsllm.tasks` module), save it to
+    `<output_dir>/model`, and return the metrics (also saved as `<output_dir>/metrics.json`; keys
+    shared with the value trainer): loss curve, held-out loss before/after, optimizer steps,
+    non-padding tokens and seconds, plus the in-memory `model` and `tokenizer` that were saved.
+    `callbacks` (transformers TrainerCallbacks) go to the Trainer."""
     config.validate()
+    quiet_library_bars()  # before the model loads: its "Loading weights" bar too
     if config.deepspeed is not None:
         check_deepspeed_launch()
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        examples = read_examples(config.data_files, config.task, config.min_reward, config.template)
+        examples = read_examples(config.data_files, config.task, config.min_reward, formats, config.template)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
     model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
-    trainer = build_trainer(config, train, held_out, model, tokenizer)
+    trainer = build_trainer(config, train, held_out, model, tokenizer, callbacks)
     out = Path(config.output_dir).expanduser()
     truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])
     if truncated or len(trainer.train_dataset) < len(train):
@@ -283,8 +323,16 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     # before training with ZeRO-1/2, and with ZeRO-3 the inference engine it builds for that
     # leaves the Trainer without a training engine (backward on None).
     eval_before = trainer.evaluate()["eval_loss"] if held_out and config.deepspeed is None else None
+    checkpoints = out / CHECKPOINTS_DIR
+    resume_from = resume_point(config, checkpoints, len(train))
+    if trainer.is_world_process_zero() and resume_from is None:  # a fresh start: drop stale checkpoints
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        saved = {k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}
+        write_json({**saved, "examples": len(train)}, checkpoints / RESUME_FILE)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank trains before the checkpoints folder is settled
     started = time.perf_counter()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
     eval_after = trainer.evaluate()["eval_loss"] if held_out else None
 
@@ -302,6 +350,7 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
         "eval_examples": len(trainer.eval_dataset) if held_out else 0,
         "train_tokens": int(state.num_input_tokens_seen),  # non-padding, summed over ranks
         "train_seconds": seconds,
+        "resumed_from_step": int(resume_from.name.split("-")[-1]) if resume_from else None,
         "tokens_per_second": state.num_input_tokens_seen / seconds if seconds > 0 else None,
         "output_dir": str(out),
         "model_dir": str(out / MODEL_DIR),
@@ -313,9 +362,10 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
             model = model.merge_and_unload()  # LoRA folded into the base weights; a plain model again
         save_policy(model, tokenizer, out / MODEL_DIR, config.merge)
         write_json(metrics, out / METRICS_FILE)
-    shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()  # no rank returns before the checkpoint exists
+        torch.distributed.barrier()  # no rank returns before the model exists
+    if trainer.is_world_process_zero():  # the model is saved: the checkpoints served resume only
+        shutil.rmtree(checkpoints, ignore_errors=True)
     if config.deepspeed is not None:
         forget_zero3()
     # In-memory results for callers (not JSON): the saved model (merged, or PEFT with the adapter);

@@ -65,9 +65,11 @@ from tsllm.models.value import (
     position_ids_for,
     save_value_model,
 )
+from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
 from tsllm.training.data import (
+    Formats,
     Render,
     ValueExample,
     build_orm_examples,
@@ -100,9 +102,6 @@ class ValueTrainConfig(TrainArgs):
     target: Literal["value", "orm"] = arg("value", "label every prefix (value) or the final text only (ORM)")
     td_lambda: float | None = arg(None, "null: Monte-Carlo returns; else TD(lambda) targets from the rows' "
                                         "'values'")
-    save_steps: int = arg(0, "optimizer steps between checkpoints; 0: at epoch ends only")
-    save_total_limit: int = arg(2, "checkpoints kept in <output_dir>/checkpoints (the newest)")
-    resume: bool = arg(True, "continue from the newest checkpoint in <output_dir>/checkpoints")
 
     def validate(self) -> None:
         super().validate()
@@ -124,10 +123,6 @@ class ValueTrainConfig(TrainArgs):
             raise bad("template", "must contain '{question}'")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
             raise bad("td_lambda", f"must be in [0, 1] or null, got {self.td_lambda}")
-        if self.save_steps < 0:
-            raise bad("save_steps", f"must be >= 0, got {self.save_steps}")
-        if self.save_total_limit < 1:
-            raise bad("save_total_limit", f"must be >= 1, got {self.save_total_limit}")
 
 
 
@@ -235,17 +230,18 @@ def collate(features: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "label_mask": label_mask}
 
 
-def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list[ValueExample], list[ValueExample]]:
-    """(train, eval) examples. Without an explicit `render`, each row is rendered in the format of
-    its own "task" field, or of config.task when it has none."""
+def load_examples(config: ValueTrainConfig, render: Render | None,
+                  formats: Formats | None = None) -> tuple[list[ValueExample], list[ValueExample]]:
+    """(train, eval) examples. Without an explicit `render`, each row is rendered in the format
+    (of `formats`) of its own "task" field, or of config.task when it has none."""
 
     def build(paths):
         by_task: dict[str | None, list] = {}
-        for trajectory in read_trajectories(paths):
+        for trajectory in read_trajectories(paths, formats):
             by_task.setdefault(None if render else (trajectory.task or config.task), []).append(trajectory)
         examples = []
         for task, trajectories in by_task.items():
-            task_render = render or _task_render(task, config.template, trajectories[0].where)
+            task_render = render or _task_render(task, config.template, trajectories[0].where, formats)
             if config.target == "orm":
                 examples += build_orm_examples(trajectories, task_render)
             else:
@@ -262,9 +258,9 @@ def load_examples(config: ValueTrainConfig, render: Render | None) -> tuple[list
     return train, evaluation
 
 
-def _task_render(task: str, template: str | None, where: str) -> Render:
+def _task_render(task: str, template: str | None, where: str, formats: Formats | None) -> Render:
     try:
-        return render_for_task(task, template)
+        return render_for_task(task, template, formats)
     except ValueError as err:
         raise DataError(f"{where}: {err}") from None
 
@@ -545,11 +541,13 @@ def cpu_deepspeed_state(ds_config: dict | None) -> bool:
 
 
 def train_value(config: ValueTrainConfig, render: Render | None = None,
-                callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
+                callbacks: list[TrainerCallback] | None = None, formats: Formats | None = None) -> dict[str, Any]:
     """Train (or resume training) the value model; returns the metrics also written to
-    <output_dir>/metrics.json. `render(question, steps)` defaults to each row's task format
-    (config.task for rows without one); `callbacks` go to the Trainer."""
+    <output_dir>/metrics.json. `render(question, steps)` defaults to each row's task format in
+    `formats` (e.g. the `tsllm.tasks` module; config.task for rows without one); `callbacks` go
+    to the Trainer."""
     config.validate()
+    quiet_library_bars()  # before the model loads: its "Loading weights" bar too
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     ds_config, ds_source = resolve_deepspeed_config(config, world_size)
     args = training_arguments(config, ds_config, configured_state=cpu_deepspeed_state(ds_config))
@@ -558,7 +556,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None,
         shutil.rmtree(checkpoints, ignore_errors=True)
     barrier()
 
-    train_examples, eval_examples = load_examples(config, render)
+    train_examples, eval_examples = load_examples(config, render, formats)
     resume_from = latest_checkpoint(checkpoints) if config.resume else None
     resumed_from_step = None
     if resume_from is not None:

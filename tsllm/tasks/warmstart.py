@@ -1,8 +1,8 @@
 """Warm-start demonstrations for the embedded default: Game24 solver traces and PrOntoQA gold
 proofs, mixed with a seeded share of imperfect ones, written as trajectories jsonl.
 
-    python -m tsllm.training.warmstart --out out/warmstart.jsonl [imperfect_fraction=0.2 prontoqa_problems=0]
-    python -m tsllm.training.warmstart --out out/warmstart.jsonl --task prontoqa --seed 0   # what the loop uses
+    python -m tsllm.tasks.warmstart --out out/warmstart.jsonl [imperfect_fraction=0.2 prontoqa_problems=0]
+    python -m tsllm.tasks.warmstart --out out/warmstart.jsonl --task prontoqa --seed 0   # what the loop uses
 
 Why imperfect traces: a policy fine-tuned only on perfect solver traces of every training puzzle
 would leave search and iteration little to find; the point of round 0 is a policy that is good but
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from tsllm.atomic import write_jsonl  # temporary sibling, then rename
 from tsllm.config import bad, load_config
 from tsllm.envs import game24, prontoqa
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, apply_op, can_reach_24, format_number
 from tsllm.envs.prontoqa import ProntoQAEnv
 from tsllm.tasks import TaskSettings, get_task, names
-from tsllm.training.data import write_jsonl  # atomic: temporary sibling, then rename
 
 SOURCE = "warmstart"
 
@@ -320,6 +320,75 @@ def gsm8k_rows(problems: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_warmstart(config: WarmStartConfig) -> list[dict[str, Any]]:
     """Game24 rows, then PrOntoQA rows (trajectories format, source "warmstart")."""
     return game24_rows(config) + prontoqa_rows(config)
+
+
+# --------------------------------------------------------------------------------- demo value data
+
+
+def game24_contrast_trajectories(num_puzzles: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Demo/test value data without a policy: per puzzle, the solver's trace (reward +1) and a
+    losing trace (reward -1) whose first step is valid but leaves an unsolvable position, followed
+    by random valid steps and a wrong answer line. Steps in both combine two numbers into a
+    non-negative integer where possible, as the solver's do, so the value model has to judge the
+    numbers left, not the look of the step."""
+    from tsllm.envs.game24 import all_puzzles, solve
+
+    rng = random.Random(seed)
+    puzzles = list(all_puzzles())
+    rng.shuffle(puzzles)
+    rows = []
+    for numbers in puzzles:
+        if len(rows) >= 2 * num_puzzles:
+            break
+        losing = _losing_trace(numbers, rng)
+        if losing is None:  # every integer first step keeps 24 reachable
+            continue
+        question = " ".join(map(str, numbers))
+        rows.append({"question": question, "steps": solve(numbers), "reward": 1.0, "task": "game24"})
+        rows.append({"question": question, "steps": losing, "reward": -1.0, "task": "game24"})
+    return rows
+
+
+def _integer_moves(left: list) -> list[tuple[str, list]]:
+    """(step line, numbers left) for every pair and op with a non-negative integer result."""
+    from fractions import Fraction
+
+    from tsllm.envs.game24 import format_number
+
+    out = []
+    for i, a in enumerate(left):
+        for j, b in enumerate(left):
+            if i == j:
+                continue
+            rest = [x for k, x in enumerate(left) if k not in (i, j)]
+            results = [("+", a + b), ("*", a * b), ("-", a - b)] + ([("/", Fraction(a) / b)] if b else [])
+            for op, r in results:
+                if r >= 0 and Fraction(r).denominator == 1:
+                    new = sorted(rest + [Fraction(r)])
+                    line = (f"{format_number(Fraction(a))} {op} {format_number(Fraction(b))} = "
+                            f"{format_number(Fraction(r))} (left: {' '.join(format_number(x) for x in new)})")
+                    out.append((line, new))
+    return out
+
+
+def _losing_trace(numbers: Sequence[int], rng: random.Random) -> list[str] | None:
+    from fractions import Fraction
+
+    from tsllm.envs.game24 import is_solvable
+
+    left = [Fraction(n) for n in numbers]
+    first = [(line, new) for line, new in _integer_moves(left) if not is_solvable(new)]
+    if not first:
+        return None
+    line, left = rng.choice(sorted(first))
+    steps = [line]
+    while len(left) > 1:
+        options = _integer_moves(left)
+        if not options:
+            break
+        line, left = rng.choice(sorted(options))
+        steps.append(line)
+    return steps + ["Answer: no solution"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,19 +9,20 @@ from fractions import Fraction
 
 import pytest
 
+from tsllm import tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs import game24, prontoqa
 from tsllm.envs.base import TextState
 from tsllm.envs.game24 import Game24Env, check_trace, solve, split
 from tsllm.envs.prontoqa import ProntoQAEnv, check_proof, split_question
-from tsllm.training.policy_trainer import read_examples
-from tsllm.training.warmstart import (
+from tsllm.tasks.warmstart import (
     WarmStartConfig,
     build_warmstart,
     game24_rows,
     prontoqa_rows,
     write_jsonl,
 )
+from tsllm.training.policy_trainer import read_examples
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_prontoqa_rows_are_gold_proofs_or_flawed():
 
 def test_prompts_are_exactly_what_the_envs_render(default_rows, tmp_path):
     path = write_jsonl(default_rows, tmp_path / "warm.jsonl")
-    examples = read_examples([path], min_reward=None)
+    examples = read_examples([path], min_reward=None, formats=tasks)
     assert len(examples) == len(default_rows)
     envs = {"game24": Game24Env(), "prontoqa": ProntoQAEnv()}
     problems = {p["question"]: p for p in split()[0]}
@@ -133,7 +134,7 @@ def test_prompts_are_exactly_what_the_envs_render(default_rows, tmp_path):
         assert example["prompt"] + example["completion"] == env.prompt(TextState(state.question, tuple(row["steps"])))
     assert examples[0]["prompt"].startswith("Input: ")
     assert split_question(examples[-1]["prompt"].strip())[1] is not None  # a PrOntoQA query is in its prompt
-    assert len(read_examples([path])) == sum(r["reward"] > 0 for r in default_rows)
+    assert len(read_examples([path], formats=tasks)) == sum(r["reward"] > 0 for r in default_rows)
 
 
 def test_seeded_and_written_by_the_command_line(tmp_path):
@@ -142,7 +143,7 @@ def test_seeded_and_written_by_the_command_line(tmp_path):
     assert a != game24_rows(WarmStartConfig(game24_puzzles=100, prontoqa_problems=0, seed=2))
     out = tmp_path / "sub" / "warm.jsonl"
     result = subprocess.run(
-        [sys.executable, "-m", "tsllm.training.warmstart", "--out", str(out), "game24_puzzles=100",
+        [sys.executable, "-m", "tsllm.tasks.warmstart", "--out", str(out), "game24_puzzles=100",
          "prontoqa_problems=10", "imperfect_fraction=0.1"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -154,7 +155,7 @@ def test_seeded_and_written_by_the_command_line(tmp_path):
 
 def test_the_command_line_writes_a_tasks_own_warm_start_rows(tmp_path):
     from tsllm.tasks import TaskSettings, get_task
-    from tsllm.training.warmstart import main
+    from tsllm.tasks.warmstart import main
 
     out = tmp_path / "prontoqa.jsonl"
     assert main(["--out", str(out), "--task", "prontoqa", "--seed", "2"]) == 0

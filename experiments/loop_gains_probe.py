@@ -1,13 +1,13 @@
 """Does the policy get better by learning what its own search found? One probe run of the loop
-with an oracle-free warm start (tsllm.training.oracle_free), a training pool searched whole each
+with an oracle-free warm start (experiments/oracle_free.py), a training pool searched whole each
 round (fresh problems each round for PrOntoQA), replay of earlier rounds' solved paths, and the
 improve step either the value-guided search or, for the RFT baseline, plain sampling from the
 current policy at the search's generated tokens per problem.
 
-    OMP_NUM_THREADS=2 python scripts/loop_gains_probe.py --task prontoqa --out out/lg/p1
-    python scripts/loop_gains_probe.py --task prontoqa --out out/lg/p1-rft --improve sampling \\
+    OMP_NUM_THREADS=2 python experiments/loop_gains_probe.py --task prontoqa --out out/lg/p1
+    python experiments/loop_gains_probe.py --task prontoqa --out out/lg/p1-rft --improve sampling \\
         --warm-from out/lg/p1/warmstart/model --match-tokens out/lg/p1/results.json
-    python scripts/loop_gains_probe.py --task game24 --out out/lg/g1 --pool 0 --rounds 1
+    python experiments/loop_gains_probe.py --task game24 --out out/lg/g1 --pool 0 --rounds 1
 
 Round k, with policy_k (round 0: the warm start):
   value    rollouts of policy_k on the round's pool -> value_k (backbone policy_k; earlier rounds' replayed)
@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import oracle_free  # this folder's; the probe runs as `python experiments/loop_gains_probe.py`
+
+from tsllm import tasks
 from tsllm.atomic import write_jsonl
 from tsllm.envs import game24, prontoqa
 from tsllm.models.tiny import TinyModelConfig
-from tsllm.training import oracle_free
 
 
 def cpu_seconds() -> float:
@@ -117,7 +119,7 @@ class Probe:
         model = {"base_model": base} if base else {"tiny": self.tiny}
         metrics = train_policy(PolicyTrainConfig(data_files=files, task=self.args.task, output_dir=str(output),
                                                  max_length=self.args.context, seed=self.args.seed,
-                                                 **model, **settings))
+                                                 **model, **settings), formats=tasks)
         return {"eval_loss_before": metrics["eval_loss_before"], "eval_loss_after": metrics["eval_loss"],
                 "steps": metrics["global_step"], "examples": metrics["train_examples"]}
 
@@ -207,7 +209,7 @@ class Probe:
         train_value(ValueTrainConfig(data_files=files, base_model=policy, task=self.args.task, output_dir=str(folder),
                                      num_train_epochs=2, learning_rate=5e-4, per_device_train_batch_size=32,
                                      max_length=self.args.context,
-                                     seed=self.args.seed, resume=False))
+                                     seed=self.args.seed, resume=False), formats=tasks)
         return str(folder / "model")
 
     def evaluate(self, policy: str, value: str, record: dict) -> None:

@@ -8,10 +8,7 @@ from fractions import Fraction
 
 import pytest
 
-from tsllm.envs import game24, prontoqa
-from tsllm.envs.base import TextState
-from tsllm.envs.game24 import Game24Env, check_answer, extract_expression
-from tsllm.training.oracle_free import (
+from experiments.oracle_free import (
     ANSWER_LINES,
     ProntoQARulesEnv,
     all_multisets,
@@ -20,6 +17,9 @@ from tsllm.training.oracle_free import (
     prontoqa_moves,
     prontoqa_random_chaining,
 )
+from tsllm.envs import game24, prontoqa
+from tsllm.envs.base import TextState
+from tsllm.envs.game24 import Game24Env, check_answer, extract_expression
 
 
 def walk_legal(env, state: TextState, steps: list[str]) -> bool:

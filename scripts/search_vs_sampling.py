@@ -1,0 +1,96 @@
+"""Search against sampling at matched cost, given the same information: the table and plots of
+docs/SEARCH_VS_SAMPLING.md, from a run's checkpoints.
+
+    python scripts/search_vs_sampling.py --run runs/reach-tiny --rounds 0,3 --out-dir OUT [--seeds 3]
+
+For each round it runs `tsllm eval --run RUN --round K` sweeps (each point over --seeds seeds):
+- checker at test time: the run's search and DFS with terminal rewards, each at several caps of
+  compute per question (`max_compute`), against sampling + the same checker
+  (`best_of_n_checker`) at the same caps; then the same in step tokens (`max_tokens`);
+- no checker at test time (TS-LLM's setting): the run's search with `use_terminal_reward=false`
+  at its shipped knobs, against CoT-SC and best-of-N (ORM) given its compute per question.
+Every sweep writes its JSON and PNG to --out-dir; the script then prints a markdown table per
+round and setting (accuracy mean ± std over seeds, cost per question in both units), which is
+what the doc holds. Run it on an idle machine: it measures accuracy and cost, not time, so a
+busy machine changes nothing but the wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CAPS = {"compute": "max_compute", "tokens": "max_tokens"}
+
+
+def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) -> dict:
+    """One `tsllm eval --run` sweep (skipped when its JSON is already there: resumable)."""
+    if not out.exists():
+        command = [sys.executable, "-m", "tsllm.cli", "eval", "--run", run, "--round", str(round_),
+                   "--seeds", str(seeds), "--out", str(out), *args]
+        print("$ tsllm " + " ".join(command[3:]), flush=True)
+        subprocess.run(command, check=True)
+    return json.loads(out.read_text())
+
+
+def checker_sweep(run: str, round_: int, out_dir: Path, unit: str, caps: list[int], search: str,
+                  seeds: int) -> dict:
+    values = ",".join(map(str, caps))
+    limit = CAPS[unit]
+    searched = [search] + [m for m in ("dfs",) if m != search]
+    return eval_sweep(run, round_, out_dir / f"round{round_}_checker_{unit}.json", [
+        "--methods", "greedy",
+        *[arg for m in searched
+          for arg in ("--sweep", f"{m}.{limit}={values}", "--set", f"{m}.use_terminal_reward=true")],
+        "--sweep", f"best_of_n_checker.{limit}={values}", "--set", "best_of_n_checker.n=64"], seeds)
+
+
+def no_checker(run: str, round_: int, out_dir: Path, search: str, seeds: int) -> dict:
+    """The search without terminal rewards, and CoT-SC / best-of-N (ORM) at its compute."""
+    first = eval_sweep(run, round_, out_dir / f"round{round_}_value_search.json", [
+        "--methods", f"greedy,{search}", "--set", f"{search}.use_terminal_reward=false"], seeds)
+    point = next(p for p in first["points"] if p["method"] == search)
+    cap = max(1, round(point["compute_per_question"]["mean"]))
+    second = eval_sweep(run, round_, out_dir / f"round{round_}_value_sampling.json", [
+        "--methods", "cot_sc,best_of_n", "--set", f"cot_sc.max_compute={cap}", "--set", "cot_sc.k=64",
+        "--set", f"best_of_n.max_compute={cap}", "--set", "best_of_n.n=64"], seeds)
+    return {"points": first["points"] + second["points"]}
+
+
+def table(points: list[dict]) -> str:
+    lines = ["| method | budget | accuracy (mean ± std over seeds) | step tokens / q | compute / q |",
+             "|---|---|---|---|---|"]
+    for p in points:
+        budget = "-" if p["knob"] is None else f"{p['knob']}={p['value']}"
+        a = p["accuracy"]
+        lines.append(f"| {p['method']} | {budget} | {a['mean']:.1%} ± {a['std']:.1%} | "
+                     f"{p['tokens_per_question']['mean']:.0f} | {p['compute_per_question']['mean']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", required=True, help="a `tsllm run` output folder")
+    parser.add_argument("--rounds", default="0", help="comma-separated rounds whose checkpoints to compare")
+    parser.add_argument("--out-dir", required=True, help="where the sweeps' JSON and PNG files go")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--compute-caps", default="500,1000,2000,4000,8000")
+    parser.add_argument("--token-caps", default="50,100,200,400,800")
+    args = parser.parse_args()
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    search = json.loads((Path(args.run) / "config.json").read_text())["search"]["algorithm"]
+    for round_ in (int(r) for r in args.rounds.split(",")):
+        for unit, caps in (("compute", args.compute_caps), ("tokens", args.token_caps)):
+            result = checker_sweep(args.run, round_, out_dir, unit, [int(c) for c in caps.split(",")], search,
+                                   args.seeds)
+            print(f"\n### Round {round_}, checker at test time, budgets in {unit}\n\n{table(result['points'])}")
+        result = no_checker(args.run, round_, out_dir, search, args.seeds)
+        print(f"\n### Round {round_}, no checker at test time\n\n{table(result['points'])}")
+
+
+if __name__ == "__main__":
+    main()
