@@ -35,7 +35,9 @@ def test_eval_of_a_run_reproduces_the_loops_own_evaluation(tiny_run, tmp_path, c
     final = json.loads((tiny_run / "round_1" / "eval" / "results.json").read_text())  # the last round's eval
     assert result["run"] == str(tiny_run) and result["round"] == 1 and result["task"] == "game24"
     assert list(result["methods"]) == ["greedy", "mcts_alpha", "cot_sc"]  # greedy, the run's search, its baseline
-    assert per_question(result) == per_question(final)  # same problems, models, knobs and budgets
+    # same problems, models, knobs and budgets (the loop names its results by role)
+    roles = {"greedy": "greedy", "mcts_alpha": "search", "cot_sc": "baseline"}
+    assert per_question(result) == {m: per_question(final)[role] for m, role in roles.items()}
     search = dict(LoopConfig().search.knobs, **json.loads((tiny_run / "config.json").read_text())["search"]["knobs"])
     assert result["methods"]["mcts_alpha"]["knobs"] == search
     err = capsys.readouterr().err
