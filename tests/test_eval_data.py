@@ -36,6 +36,8 @@ LAYOUTS = {
     "prontoqa published json": ("prontoqa", "prontoqa_sample.json", published_prontoqa),
     "prontoqa TS-LLM test jsonl": ("prontoqa", "prontoqa_tsllm_test.jsonl",
                                    lambda: [r["question"] for r in jsonl("prontoqa_tsllm_test.jsonl")]),
+    "prontoqa TS-LLM published test.jsonl": ("prontoqa", "prontoqa_tsllm_published.jsonl",
+                                             lambda: [r["question"] for r in jsonl("prontoqa_tsllm_published.jsonl")]),
     "rlhf prompt jsonl": ("rlhf", "rlhf_prompts.jsonl", lambda: [r["prompt"] for r in jsonl("rlhf_prompts.jsonl")]),
     "rlhf prompt text": ("rlhf", "rlhf_prompts.txt",
                          lambda: [line for line in (FIXTURES / "rlhf_prompts.txt").read_text().splitlines() if line]),
@@ -79,7 +81,7 @@ BAD_ROWS = {
     "prontoqa TS-LLM query": ("prontoqa", "test.jsonl",
                               '{"question": "Sam is a a.", "answer": [{"text": "The answer is true.", '
                               '"correct": true}]}\n',
-                              r"1: the question has no 'True or false: \.\.\.' sentence"),
+                              r"1: the question has no 'True or false: \.\.\.' or 'Is the statement"),
     "rlhf prompt": ("rlhf", "prompts.jsonl", '{"prompt": "Say hi."}\n{"prompt": 3}\n', r"2: 'prompt' must be a string"),
 }
 

@@ -115,7 +115,8 @@ def test_a_round_without_a_value_still_runs_greedy_and_cot_sc(tmp_path, monkeypa
     not_a_run(tmp_path)
     args = Namespace(**{name: None for name in ("task", "seed", "test_questions", "data", "split", "prompt_field",
                                                 "reward_model", "max_response_tokens", "backend", "max_step_tokens",
-                                                "temperature", "round", "policy", "value")},
+                                                "temperature", "prompt_format", "system_prompt", "round",
+                                                "policy", "value")},
                      run=str(tmp_path / "warm"), methods="greedy,cot_sc", set=[], lenient=False,
                      allow_illegal_steps=False)
     assert "round 0" in resolve_eval_args(args)

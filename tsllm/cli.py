@@ -199,7 +199,8 @@ def run_bench_loop(args: argparse.Namespace) -> int:
 # `tsllm eval` flags named by the config keys a task's check reports
 EVAL_FLAGS = {"test_data": "--data", "base_model": "--policy", "reward_model": "--reward-model",
               "prompt_field": "--prompt-field", "test_split": "--split", "backend": "--backend",
-              "max_response_tokens": "--max-response-tokens", "test_ranks": "--ranks"}
+              "max_response_tokens": "--max-response-tokens", "test_ranks": "--ranks",
+              "prompt_format": "--prompt-format", "system_prompt": "--system-prompt"}
 
 
 def rank_range(text: str) -> tuple[int, int]:
@@ -222,7 +223,8 @@ def eval_task(args: argparse.Namespace, parser: argparse.ArgumentParser):
                             test_data=args.data, test_split=args.split, prompt_field=args.prompt_field,
                             reward_model=args.reward_model, max_response_tokens=args.max_response_tokens,
                             max_step_tokens=args.max_step_tokens, base_model=args.policy, backend=args.backend,
-                            test_ranks=args.ranks)
+                            test_ranks=args.ranks, prompt_format=args.prompt_format,
+                            system_prompt=args.system_prompt)
     try:
         task_cls.check(settings, training=False)
     except ConfigError as error:
@@ -285,6 +287,11 @@ def check_eval_inputs(args: argparse.Namespace, task_cls) -> None:
     for flag, path, kind in models:
         if path and task_cls.needs_model and (problem := model_folder_problem(path, kind)):
             stop(f"{flag}: {problem}")
+    if args.backend == "vllm" and args.policy and task_cls.needs_model:
+        from tsllm.generation.vllm import model_folder_problem as vllm_problem
+
+        if problem := vllm_problem(args.policy):  # before the engine's worker fails with a traceback
+            stop(f"--policy: {problem}")
     if args.data and (problem := data_file_problem(args.data)):
         stop(f"--data: {problem}")
     if args.out and (problem := writable_problem(args.out)):
@@ -412,6 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "processed: step tokens + prompt tokens not served from a cache) or step tokens")
     ev.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
     ev.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
+    ev.add_argument("--prompt-format", choices=["plain", "chat"],
+                    help="chat: the question as a user turn of the policy tokenizer's chat template "
+                         f"({run_default('prompt_format')})")
+    ev.add_argument("--system-prompt", help="with --prompt-format chat: the system turn before the question "
+                                            "(default: the run's, else none)")
     ev.add_argument("--temperature", type=float,
                     help=f"sampling temperature, not greedy's ({run_default('temperature')})")
     ev.add_argument("--lenient", action="store_true",

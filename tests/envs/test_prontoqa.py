@@ -202,9 +202,57 @@ def test_load_tsllm_test_jsonl_fixture():
     assert problems[1]["query"] == "True or false: Max is not bitter." and problems[1]["answer"] == "False"
 
 
+def test_load_tsllm_published_test_jsonl_layout():
+    """The layout of TS-LLM's published test.jsonl (rows composed here): the query is worded 'Is the
+    statement "..." true or false?' inside `question`, `i` numbers the row, and the one correct proof
+    has one step a line. Each row loads with the label its proof concludes, the prompt is the row's
+    own text, the gold proof passes the strict checker and the opposite answer fails. The last row
+    is of PrOntoQA's real-world kind: a number as the entity, concepts of two words."""
+    path = FIXTURES / "prontoqa_tsllm_published.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    problems = prontoqa.load_jsonl(path)
+    env = ProntoQAEnv(strict=True)
+    assert len(problems) == len(rows) == 5 and [p["i"] for p in problems] == [r["i"] for r in rows]
+    for row, p in zip(rows, problems):
+        assert row["question"].endswith(f" {p['query']}") and p["query"].startswith("Is the statement")
+        assert env.initial_state(p).question == row["question"]
+        statement = p["query"].split('"')[1]
+        label = p["answer"] == "True"
+        if " number" not in p["question"]:  # the word-splitting reasoner here takes one-word concepts only
+            assert independent_label(p["question"], statement) == label
+        assert prontoqa.entailed(prontoqa.sentences(p["question"]), statement) == label
+        assert p["solution"] == row["answer"][0]["text"]
+        assert env.check(p, p["solution"]) and ProntoQAEnv().check(p, p["solution"])
+        flipped = p["solution"].rsplit("\n", 1)[0] + f"\nThe answer is {'false' if label else 'true'}."
+        assert not env.check(p, flipped) and not ProntoQAEnv().check(p, flipped)
+    assert [p["answer"] for p in problems] == ["True", "False", "True", "False", "True"]
+
+
+@pytest.mark.parametrize("sentence, parsed", [
+    ("127 is a natural number.", Fact("127", "natural number", True)),
+    ("Every natural number is positive.", Rule("natural number", "positive", True)),
+    ("Mersenne primes are not composite numbers.", Rule("mersenne prime", "composite number", False)),
+    ("Each prime number is a natural number.", Rule("prime number", "natural number", True)),
+    ("Max and Fae are wumpuses.", None),
+])
+def test_real_world_ontology_sentences_parse(sentence, parsed):
+    assert parse_sentence(sentence) == parsed
+
+
+@pytest.mark.parametrize("query, statement", [
+    ('Is the statement "Alex is six-legged" true or false?', "Alex is six-legged."),
+    ('is the statement  "Max is not sour." TRUE or false ?', "Max is not sour."),
+    ("True or false: Max is a rompus.", "Max is a rompus."),
+    ('Is the statement "Alex is six-legged" true?', None),
+    ("Alex is six-legged.", None),
+])
+def test_query_statement_reads_both_wordings(query, statement):
+    assert prontoqa.query_statement(query) == statement
+
+
 @pytest.mark.parametrize("row, message", [
     ({"question": "Every a is a b. Sam is a a.", "answer": [{"text": "The answer is true.", "correct": True}]},
-     "no 'True or false: ...' sentence"),
+     "no 'True or false: ...' or 'Is the statement \"...\" true or false?' sentence"),
     ({"question": "Sam is a a. True or false: Sam is a a.", "answer": [{"text": "The answer is true.",
                                                                          "correct": False}]},
      "no proof in 'answer' is marked correct"),

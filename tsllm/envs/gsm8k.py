@@ -1,14 +1,17 @@
-"""GSM8k: grade-school math word problems with a numeric final answer.
+r"""GSM8k: grade-school math word problems with a numeric final answer.
 
-Steps are lines of the solution; a state is terminal at a line holding "The answer is" or
-"####", or at the depth cap. Answers are compared as exact numbers (`Fraction`), after removing
+Steps are lines of the solution; a state is terminal at a line holding "The answer is", "####"
+or "\boxed{", or at the depth cap. Answers are compared as exact numbers (`Fraction`), after removing
 "$", thousands commas and a trailing "%", so "1,234" == 1234 and "3.50" == 3.5.
 
 Answer extraction from model text, first rule that matches wins:
-  1. the number after the last "####";
-  2. the number after the last "answer is" ("The answer is $1,234.50.", "the final answer is: 7");
-  3. the last number in the text.
+  1. the last `\boxed{...}` (MATH-style: "\boxed{1,234}", "\boxed{\$18}", "\boxed{\frac{3}{4}}",
+     "\boxed{45\%}"); a box holding anything but a number is a wrong answer (None);
+  2. the number after the last "####";
+  3. the number after the last "answer is" ("The answer is $1,234.50.", "the final answer is: 7");
+  4. the last number in the text.
 Numbers longer than 30 digits are refused (None), so hostile text cannot build huge values.
+Canonical answers are decimals ("0.75"), or "p/q" for a fraction with no finite decimal ("1/3").
 
 `load_gsm8k` reads the HF dataset (hub name, needs network) or a local jsonl with question and
 answer fields; `datasets` is imported inside it only. `synthetic` generates small seeded
@@ -35,27 +38,50 @@ _NUMBER = r"(?:(?<![\w.)])[-+])?\$?(?:\d{1,3}(?:,\d{3})++|\d++)(?:\.\d++)?%?"
 _NUMBER_RE = re.compile(_NUMBER, re.ASCII)  # ASCII digits only
 _HASH_RE = re.compile(r"####\s*+(" + _NUMBER + ")", re.ASCII)
 _ANSWER_IS_RE = re.compile(r"answer\s++is\s*+:?\s*+(" + _NUMBER + ")", re.IGNORECASE | re.ASCII)
-_FINAL_STEP_RE = re.compile(r"answer\s++is|####", re.IGNORECASE)
+_FINAL_STEP_RE = re.compile(r"answer\s++is|####|\\boxed\s*+\{", re.IGNORECASE)
+_BOXED = "\\boxed"
+MAX_BOXED_CHARS = 200  # a box longer than this is no number anyway
+# inside a box: LaTeX spacing, dollar and percent signs, units in \text{...}, "{,}" thousands commas
+_BOX_NOISE_RE = re.compile(r"\\(?:text|mathrm|mbox)\s*+\{[^{}]*+\}|\\[!,;: ]|\\?[$%]|\^\s*+\{?\\circ\}?|~|\{,\}")
+_FRAC_RE = re.compile(r"([-+]?)\\[dt]?frac\s*+\{([^{}]++)\}\s*+\{([^{}]++)\}")
+_RATIO_RE = re.compile(r"([-+]?[0-9]++(?:\.[0-9]++)?)/([0-9]++(?:\.[0-9]++)?)")
 _CALCULATOR_RE = re.compile(r"<<[^<>]*+>>")
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?[0-9]++(?:\.[0-9]++)?")
 
 
 def parse_number(text: str) -> Fraction | None:
-    """Exact value of a number like "-$1,234.50", "3.5", "+7", "45%"; None if not one."""
+    """Exact value of a number like "-$1,234.50", "3.5", "+7", "45%", or a ratio "1/3" (the
+    canonical form of a fraction without a finite decimal); None if not one."""
     if not isinstance(text, str) or len(text) > 4 * MAX_NUMBER_DIGITS:
         return None
     s = text.strip().replace("$", "").replace(",", "").replace(" ", "").rstrip("%")
-    if not _PLAIN_NUMBER_RE.fullmatch(s) or sum(c.isdigit() for c in s) > MAX_NUMBER_DIGITS:
+    if sum(c.isdigit() for c in s) > MAX_NUMBER_DIGITS:
+        return None
+    if m := _RATIO_RE.fullmatch(s):
+        denominator = Fraction(m[2])
+        return Fraction(m[1]) / denominator if denominator else None
+    if not _PLAIN_NUMBER_RE.fullmatch(s):
         return None
     return Fraction(s)  # Fraction parses decimal strings exactly
 
 
+def _finite_decimal(x: Fraction) -> bool:
+    d = x.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
 def format_number(x: Fraction) -> str:
-    """Canonical text of a decimal number: "1234", "3.5", "-0.25" (answers vote on this)."""
+    """Canonical text of a number: "1234", "3.5", "-0.25" (answers vote on this); "p/q" ("1/3")
+    for a fraction whose decimal never ends."""
     if x.denominator == 1:
         return str(x.numerator)
+    if not _finite_decimal(x):
+        return f"{x.numerator}/{x.denominator}"
     places = 0
-    while (x * 10**places).denominator != 1:  # terminates: x came from a decimal string
+    while (x * 10**places).denominator != 1:  # terminates: the denominator has only 2s and 5s
         places += 1
     digits = str(abs((x * 10**places).numerator)).rjust(places + 1, "0")
     return ("-" if x < 0 else "") + digits[:-places] + "." + digits[-places:]
@@ -67,11 +93,44 @@ def normalize_number(text: str) -> str | None:
     return None if value is None else format_number(value)
 
 
+def last_boxed(text: str) -> str | None:
+    """The content of the last `\\boxed{...}` (braces balanced), or None when there is none or
+    it is not closed within MAX_BOXED_CHARS characters."""
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    rest = text[start + len(_BOXED):start + len(_BOXED) + MAX_BOXED_CHARS + 2].lstrip()
+    if not rest.startswith("{"):
+        return None
+    depth = 0
+    for i, char in enumerate(rest):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if depth == 0:
+            return rest[1:i]
+    return None
+
+
+def boxed_number(content: str) -> Fraction | None:
+    """The number in a box's content ("1,234", "\\$18", "45\\%", "\\frac{3}{4}", "-\\dfrac{1}{3}",
+    "2/3", "18 \\text{dollars}"), or None for anything else."""
+    s = _BOX_NOISE_RE.sub("", content).strip().rstrip(".")
+    if m := _FRAC_RE.fullmatch(s):
+        numerator, denominator = parse_number(m[2]), parse_number(m[3])
+        if numerator is None or not denominator:
+            return None
+        return (-1 if m[1] == "-" else 1) * numerator / denominator
+    return parse_number(s)
+
+
 def extract_answer(text: str) -> str | None:
     """The final numeric answer of a model's text (rules in the module docstring) in canonical
-    form ("1234", "3.5"), or None."""
+    form ("1234", "3.5", "1/3"), or None."""
     if not isinstance(text, str):
         return None
+    if _BOXED in text:
+        content = last_boxed(text)
+        value = None if content is None else boxed_number(content)
+        return None if value is None else format_number(value)
     for pattern in (_HASH_RE, _ANSWER_IS_RE):
         matches = pattern.findall(text)
         if matches:

@@ -17,7 +17,8 @@ correct by construction and re-derived by forward chaining (`entailed`) before a
 `load_json` reads the published format (examples keyed by id, each holding question, query,
 chain_of_thought and answer, optionally nested under "test_example"); `load_jsonl` reads rows of
 that shape, or of TS-LLM's released test split: `question` holding the facts, rules and the query
-sentence, `answer` a list of `{"text": <proof>, "correct": bool}`.
+sentence ('Is the statement "Alex is six-legged" true or false?'), `answer` a list of
+`{"text": <proof>, "correct": bool}`.
 
 The checker reads the last "answer is true/false" (or a last line that is just true/false).
 `check_proof` additionally validates every step: a sentence of the context, or a fact that
@@ -45,10 +46,17 @@ QUERY_PREFIX = "True or false:"
 # Every unbounded repeat is possessive (`*+`, `++`): it never gives characters back, so a match
 # attempt reads each character once. Greedy `\s*:?\s*` split a run of n spaces n^2 ways before
 # failing. The repeats stop where the next element cannot match anyway, so results are unchanged.
-_RULE_RE = re.compile(r"^(?:every|each)\s++([\w-]++)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$", re.I)
+# A concept is one to three words ("wumpus", "six-legged", "natural number", "Mersenne prime"): PrOntoQA's
+# real-world ontologies have multi-word ones, and numbers as entities ("127 is a natural number.").
+_CONCEPT = r"[\w-]++(?:\s++(?!and\b)[\w-]++){0,2}"  # "Max and Fae are ..." names two entities: no rule
+_RULE_RE = re.compile(rf"^(?:every|each)\s++({_CONCEPT})\s++is\s++(not\s++)?(?:(?:a|an)\s++)?({_CONCEPT})\s*+\.?$",
+                      re.I)
 # PrOntoQA also states rules in the plural ("Wumpuses are tumpuses.", "Jompuses are not shy.")
-_PLURAL_RULE_RE = re.compile(r"^([A-Za-z][\w-]*+)\s++are\s++(not\s++)?([\w-]++)\s*+\.?$")
-_FACT_RE = re.compile(r"^([A-Z][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?([\w-]++)\s*+\.?$")
+_PLURAL_RULE_RE = re.compile(rf"^([A-Za-z][\w-]*+(?:\s++(?!and\b)[\w-]++){{0,2}})\s++are\s++(not\s++)?"
+                             rf"({_CONCEPT})\s*+\.?$")
+_FACT_RE = re.compile(rf"^([A-Z0-9][\w-]*+)\s++is\s++(not\s++)?(?:(?:a|an)\s++)?({_CONCEPT})\s*+\.?$")
+# TS-LLM's released split words the query 'Is the statement "Alex is six-legged" true or false?'.
+_STATEMENT_QUERY_RE = re.compile(r'^is\s++the\s++statement\s*+"([^"]{1,200})"\s*+true\s++or\s++false\s*+\?$', re.I)
 _ANSWER_RE = re.compile(r"answer\s++is\s*+:?\s*+(true|false)\b", re.I)
 _FINAL_STEP_RE = re.compile(r"answer\s++is", re.I)
 _SENTENCE_END_RE = re.compile(r"(?<=[.?!])\s++")
@@ -87,27 +95,53 @@ def parse_sentence(sentence: str) -> Rule | Fact | None:
     if len(s) > 200:
         return None
     if m := _RULE_RE.match(s):
-        return Rule(m[1].lower(), m[3].lower(), m[2] is None)
+        return Rule(_phrase(m[1]), _phrase(m[3]), m[2] is None)
     if m := _PLURAL_RULE_RE.match(s):
-        return Rule(singular(m[1]), singular(m[3]), m[2] is None)
+        return Rule(_phrase(m[1], plural=True), _phrase(m[3], plural=True), m[2] is None)
     if m := _FACT_RE.match(s):
-        return Fact(m[1], m[3].lower(), m[2] is None)
+        return Fact(m[1], _phrase(m[3]), m[2] is None)
     return None
+
+
+def _phrase(text: str, plural: bool = False) -> str:
+    """A concept as rules and facts store it: lower case, single spaces, the last word in the
+    singular when the sentence names it in the plural ("Prime numbers" -> "prime number")."""
+    words = text.lower().split()
+    if plural:
+        words[-1] = singular(words[-1])
+    return " ".join(words)
 
 
 def sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END_RE.split(text.strip()) if s.strip()]
 
 
-def split_question(text: str) -> tuple[list[str], str | None]:
-    """(context sentences, query sentence without its prefix) of a question text."""
+def query_statement(sentence: str) -> str | None:
+    """The statement a query sentence asks about, in either wording: "True or false: Max is a
+    rompus." (PrOntoQA's `query` field) or 'Is the statement "Max is a rompus" true or false?'
+    (how TS-LLM's released files state it inside the question); None for any other sentence."""
+    if sentence.lower().startswith(QUERY_PREFIX.lower()):
+        return sentence[len(QUERY_PREFIX):].strip()
+    if m := _STATEMENT_QUERY_RE.match(sentence):
+        return m[1].strip().rstrip(".") + "."
+    return None
+
+
+def split_query(text: str) -> tuple[list[str], str | None]:
+    """(context sentences, the query sentence as written) of a question text."""
     context, query = [], None
     for s in sentences(text):
-        if s.lower().startswith(QUERY_PREFIX.lower()):
-            query = s[len(QUERY_PREFIX):].strip()
+        if query_statement(s) is not None:
+            query = s
         else:
             context.append(s)
     return context, query
+
+
+def split_question(text: str) -> tuple[list[str], str | None]:
+    """(context sentences, the statement the query asks about) of a question text."""
+    context, query = split_query(text)
+    return context, None if query is None else query_statement(query)
 
 
 def _article(word: str) -> str:
@@ -259,16 +293,19 @@ def generate(n: int, seed: int = 0, min_depth: int = 1, max_depth: int = 5,
 
 # --- loading ---------------------------------------------------------------------------------
 def _tsllm_problem(row: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """A row of TS-LLM's released test jsonl: `question` holds the facts, the rules and the query
-    sentence ("... True or false: Max is not bitter."), and `answer` is a list of proofs
-    `{"text": ..., "correct": bool}`. The label is what the correct proofs conclude (an incorrect
+    """A row of TS-LLM's released test jsonl (`tsllm/envs/prontoqa/train_data/test.jsonl` there):
+    `question` holds the facts, the rules and the query sentence ('... Is the statement "Max is
+    not bitter" true or false?', or "... True or false: Max is not bitter."), `i` its index, and
+    `answer` a list of proofs `{"text": <one step a line>, "correct": bool}`. The query sentence is
+    kept as written, so the prompt is the row's own text. The label is what the correct proofs conclude (an incorrect
     proof may be wrong in a step, not in its conclusion, so it says nothing about the label); the
     first correct proof is kept as the solution."""
     if not isinstance(row["question"], str):
         raise DataError(f"{where}: 'question' must be a string")
-    context, query = split_question(row["question"])
+    context, query = split_query(row["question"])
     if not query:
-        raise DataError(f"{where}: the question has no '{QUERY_PREFIX} ...' sentence and the row no 'query' field")
+        raise DataError(f"{where}: the question has no '{QUERY_PREFIX} ...' or 'Is the statement \"...\" true "
+                        "or false?' sentence and the row no 'query' field")
     proofs = row["answer"]
     if not (proofs and all(isinstance(p, Mapping) and isinstance(p.get("text"), str)
                            and isinstance(p.get("correct"), bool) for p in proofs)):
@@ -283,8 +320,7 @@ def _tsllm_problem(row: Mapping[str, Any], where: str) -> dict[str, Any]:
     if len(labels) > 1:
         raise DataError(f"{where}: the correct proofs in 'answer' conclude both true and false")
     problem = {k: v for k, v in row.items() if k not in ("question", "answer")}
-    problem.update(question=" ".join(context), query=f"{QUERY_PREFIX} {query}",
-                   answer="True" if labels.pop() else "False")
+    problem.update(question=" ".join(context), query=query, answer="True" if labels.pop() else "False")
     problem.setdefault("solution", "\n".join(sentences(correct[0])))  # one sentence a step, as the env takes
     return problem
 

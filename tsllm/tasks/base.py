@@ -116,6 +116,8 @@ class TaskSettings:
     max_step_tokens: int = 48
     base_model: str | None = None
     backend: str = "hf"
+    prompt_format: str = "plain"  # chat: the question goes through the policy tokenizer's chat template
+    system_prompt: str | None = None  # chat: the system turn before the question
     # `tsllm eval --ranks`: the ranks kept of a ranked problems file (lo, hi inclusive). Not a loop
     # key: a loop run reads no test file for the one task that has ranks (Game24 generates its own)
     test_ranks: tuple[int, int] | None = None
@@ -152,6 +154,18 @@ class Task:
     def check(cls, settings: TaskSettings, training: bool) -> None:
         """Raise ConfigError (naming the key) for settings this task cannot run with; `training`:
         for a loop run, else for `tsllm eval` (which reads test problems only)."""
+        if settings.prompt_format not in ("plain", "chat"):
+            raise bad("prompt_format", f"must be plain or chat, got {settings.prompt_format!r}")
+        if settings.system_prompt is not None and settings.prompt_format != "chat":
+            raise bad("system_prompt", "only prompt_format chat has a system turn; set prompt_format=chat or "
+                                       "remove it")
+        if settings.prompt_format == "chat" and not issubclass(cls, TextTask):
+            raise bad("prompt_format", f"task {cls.name} takes its prompts as they are; chat is for line-by-line "
+                                       "text tasks")
+        if settings.system_prompt is not None and "{question}" in settings.system_prompt:
+            raise bad("system_prompt", "must not hold '{question}' (the user turn holds the question)")
+        if settings.prompt_format == "chat" and settings.base_model is not None and Path(settings.base_model).is_dir():
+            prompt_template(settings)  # the policy's tokenizer has a chat template
         if settings.test_ranks is not None and not cls.ranked_data:
             raise bad("test_ranks", f"task {cls.name} has no ranked problems file (ranks cut game24's "
                                     "Tree-of-Thoughts CSV); remove it")
@@ -212,6 +226,24 @@ class Task:
         raise NotImplementedError
 
 
+def prompt_template(settings: TaskSettings) -> str | None:
+    """The env's prompt template for `settings.prompt_format`: None (the task's own) for plain; for
+    chat, the policy tokenizer's chat template around the question (the fresh tiny model's ChatML
+    one without base_model), so every prompt opens the assistant's turn and the steps follow."""
+    if settings.prompt_format != "chat":
+        return None
+    from tsllm.models.tiny import CHATML_TEMPLATE, chat_prompt_template
+
+    if settings.base_model is None:
+        return chat_prompt_template(CHATML_TEMPLATE, settings.system_prompt)
+    from transformers import AutoTokenizer
+
+    try:
+        return chat_prompt_template(AutoTokenizer.from_pretrained(settings.base_model), settings.system_prompt)
+    except ValueError as error:  # no chat template
+        raise bad("prompt_format", f"chat, but {settings.base_model}: {error}") from None
+
+
 class TextTask(Task):
     """A sentence-level task: a step is one line, the reward is the exact checker's +1/-1, the
     policy is served by the run's generator (HF or vLLM) through LLMPolicyValue."""
@@ -222,7 +254,7 @@ class TextTask(Task):
 
     def __init__(self, settings: TaskSettings, device: str = "cpu"):
         super().__init__(settings, device)
-        self.env = self.make_env(settings)
+        self.env = self.make_env(settings, prompt_template(settings))
 
     @classmethod
     def render(cls, template: str | None = None) -> Render:

@@ -37,7 +37,7 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,11 +48,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
-from tsllm.models.tiny import (
-    build_char_tokenizer,
-    build_tiny_llama,
-    load_causal_lm,
-)
+from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
 from tsllm.training.callbacks import StopAfterSeconds
@@ -78,9 +74,12 @@ class PolicyTrainConfig(TrainArgs):
     min_reward: float | None = arg(0.0, "keep rows with reward > min_reward; null keeps every row")
     merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
                                                         "LoRA adapter only")
+    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
 
     def validate_settings(self) -> None:
         super().validate_settings()
+        if self.template is not None and "{question}" not in self.template:
+            raise bad("template", "must contain '{question}'")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 
@@ -97,11 +96,12 @@ def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]
 
 
 def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
-                  min_reward: float | None = 0.0, formats: Formats | None = None) -> list[dict[str, str]]:
+                  min_reward: float | None = 0.0, formats: Formats | None = None,
+                  template: str | None = None) -> list[dict[str, str]]:
     """Prompt/completion pairs from trajectories files (read and validated by
-    `tsllm.training.data`, rendered by `formats`: pass `tsllm.tasks` for task rows), keeping rows
-    with steps and reward > min_reward (all rows when None). Malformed rows raise DataError naming
-    file and line."""
+    `tsllm.training.data`, rendered by `formats`: pass `tsllm.tasks` for task rows, with `template`
+    instead of a task's own when given), keeping rows with steps and reward > min_reward (all rows
+    when None). Malformed rows raise DataError naming file and line."""
     paths = [Path(p) for p in paths]
     renders: dict[str, Render] = {}
     examples: list[dict[str, str]] = []
@@ -109,7 +109,7 @@ def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
         task = trajectory.task or default_task
         if task not in renders:
             try:
-                renders[task] = render_for_task(task, formats=formats)
+                renders[task] = render_for_task(task, template, formats=formats)
             except ValueError as err:
                 raise DataError(f"{trajectory.where}: {err}") from None
         if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
@@ -143,11 +143,12 @@ def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: i
 # ---------------------------------------------------------------------------------- model
 
 
-def load_base(config: PolicyTrainConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model to fine-tune (fp32, train mode) and its tokenizer."""
+def load_base(config: PolicyTrainConfig, texts: Sequence[str] = (),
+              tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model to fine-tune (fp32, train mode) and its tokenizer. A fresh tiny model's BPE
+    tokenizer (tiny.tokenizer=bpe) learns its merges from `texts`, unless `tokenizer` is given."""
     if config.tiny is not None:
-        tokenizer = build_char_tokenizer()
-        model = build_tiny_llama(config.tiny, tokenizer)
+        model, tokenizer = build_tiny(config.tiny, texts, tokenizer)
     else:
         try:
             model, tokenizer = load_causal_lm(config.base_model)
@@ -265,7 +266,7 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
     if not trainer.is_world_process_zero():
         return None
     with no_zero3_init():
-        fresh, _ = load_base(config)
+        fresh, _ = load_base(config, tokenizer=trainer.processing_class)
         if config.use_lora:
             fresh = get_peft_model(fresh, lora_config(config))
     fresh.load_state_dict(state_dict)
@@ -306,9 +307,9 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        examples = read_examples(config.data_files, config.task, config.min_reward, formats)
+        examples = read_examples(config.data_files, config.task, config.min_reward, formats, config.template)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
-    model, tokenizer = load_base(config)
+    model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
     trainer = build_trainer(config, train, held_out, model, tokenizer, callbacks)
     out = Path(config.output_dir).expanduser()
     truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])

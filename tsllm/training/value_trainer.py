@@ -105,6 +105,9 @@ class ValueTrainConfig(TrainArgs):
 
     def validate(self) -> None:
         super().validate()
+        if self.tiny is not None and self.tiny.tokenizer == "bpe":
+            raise bad("tiny.tokenizer", "a fresh tiny value model here has the char tokenizer only (a BPE one is "
+                                        "trained with the policy, on its data); set base_model to that policy")
         if not self.data_files:
             raise bad("data_files", "give at least one trajectories jsonl file")
         for path in self.data_files:
