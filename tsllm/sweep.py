@@ -237,10 +237,10 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Accuracy vs cost per question, in both cost units side by side (step tokens; compute:
     those plus prompt tokens not served from a cache): one line per method through its points in
     swept order, error bars one std over seeds both ways, each point labelled by its value; log x."""
-    import os
-
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from tsllm.tracking import save_figure
 
     figure = Figure(figsize=(12, 4.8), dpi=110)
     FigureCanvasAgg(figure)
@@ -268,13 +268,7 @@ def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:
         else:
             axes.text(0.5, 0.5, "no point spent any tokens", ha="center", va="center", transform=axes.transAxes)
         axes.set_ylim(-0.03, 1.03)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)  # readers never see a half-written PNG
-    return path
+    return save_figure(figure, path)
 
 
 def write_sweep(rows: list[dict[str, Any]], out: str | Path, meta: dict[str, Any]) -> tuple[Path, Path]:

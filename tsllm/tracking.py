@@ -434,6 +434,11 @@ def _finish_plot(figure, axes, ys: list[float], path: str | os.PathLike, empty_n
         axes.text(0.5, 0.5, empty_note, ha="center", va="center", transform=axes.transAxes)
     if ys and all(0.0 <= y <= 1.0 for y in ys):
         axes.set_ylim(-0.03, 1.03)  # accuracies as fractions: show the whole scale
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """Lay the figure out and write it as a PNG atomically."""
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

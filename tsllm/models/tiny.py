@@ -186,47 +186,34 @@ class TinyModelConfig:
                              f"({BYTES} bytes and {len(BPE_SPECIAL_TOKENS)} special tokens)")
 
 
+def _model_shape(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> dict:
+    """The config fields every tiny architecture shares: sizes from `config`, the tokenizer's
+    vocabulary and special token ids."""
+    return dict(vocab_size=len(tokenizer), hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+                num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads or config.num_heads,
+                intermediate_size=config.intermediate_size, max_position_embeddings=config.max_position_embeddings,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id)
+
+
+def _seeded(model_class, model_config, seed: int):
+    """`model_class(model_config)` with weights drawn from `seed`; the global RNG is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return model_class(model_config).eval()
+
+
 def build_tiny_llama(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
     """A randomly initialised Llama sized by `config`, with the tokenizer's vocabulary and special
     token ids. The same seed always gives the same weights; the global RNG is left untouched."""
-    llama_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads or config.num_heads,
-        intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = LlamaForCausalLM(llama_config)
-    return model.eval()
+    return _seeded(LlamaForCausalLM, LlamaConfig(**_model_shape(config, tokenizer)), config.seed)
 
 
 def build_tiny_qwen2(config: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2 sized by `config` (Qwen2's own defaults otherwise: biased
     q/k/v projections, tied input and output embeddings), seeded like `build_tiny_llama`."""
-    qwen2_config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_layers,
-        num_attention_heads=config.num_heads,
-        num_key_value_heads=config.num_kv_heads or config.num_heads,
-        intermediate_size=config.intermediate_size,
-        max_position_embeddings=config.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = Qwen2ForCausalLM(qwen2_config)
-    return model.eval()
+    return _seeded(Qwen2ForCausalLM, Qwen2Config(**_model_shape(config, tokenizer), tie_word_embeddings=True),
+                   config.seed)
 
 
 def build_tiny_tokenizer(config: TinyModelConfig, texts: Iterable[str] = ()) -> PreTrainedTokenizerFast:
