@@ -557,6 +557,10 @@ def add_arguments(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-response-tokens", type=int, help="rlhf: the token-level tree's depth")
     p.add_argument("--temperature", type=float, help="sampling temperature of the searches (default: the run's)")
     p.add_argument("--seed", type=int, help="the searches' sampling seed (default: the run's, else 0)")
+    p.add_argument("--prompt-format", choices=["plain", "chat"],
+                   help="plain: the task's template; chat: the tokenizer's chat template (default: the run's, "
+                        "else plain)")
+    p.add_argument("--system-prompt", help="with --prompt-format chat: the system turn (default: the run's)")
     p.add_argument("--allow-illegal-steps", action="store_true",
                    help="let searches keep proposed steps that break the task's rules")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")

@@ -56,6 +56,7 @@ class TrainArgs:
     data_files: list[str] = arg([], "trajectories jsonl files to train on (tsllm.training.data)")
     task: str = arg("game24", "prompt format for rows without a 'task' field: a task name (the caller passes the "
                               "tasks' formats to the trainer) or 'text'")
+    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
     eval_fraction: float = arg(0.1, "share of the questions held out for the eval loss (all rows of a "
                                     "question on one side)")
     output_dir: str = arg("out/train", "folder for model/, metrics.json and checkpoints/")
@@ -102,6 +103,8 @@ class TrainArgs:
     def validate_settings(self) -> None:
         """The settings alone (not base_model, tiny, data_files, task, which a caller such as the
         loop fills in at run time): a config section can be checked at load, before any work."""
+        if self.template is not None and "{question}" not in self.template:
+            raise bad("template", "must contain '{question}'")
         positive = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                     "gradient_accumulation_steps", "logging_steps", "lora_r", "lora_alpha")
         for key in positive:

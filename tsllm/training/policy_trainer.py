@@ -74,12 +74,9 @@ class PolicyTrainConfig(TrainArgs):
     min_reward: float | None = arg(0.0, "keep rows with reward > min_reward; null keeps every row")
     merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
                                                         "LoRA adapter only")
-    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
 
     def validate_settings(self) -> None:
         super().validate_settings()
-        if self.template is not None and "{question}" not in self.template:
-            raise bad("template", "must contain '{question}'")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 

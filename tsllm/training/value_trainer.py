@@ -98,7 +98,6 @@ class ValueTrainConfig(TrainArgs):
     lr_scheduler_type: str = default_of(TrainArgs, "lr_scheduler_type", "cosine")
     lora_target_modules: str | list[str] = default_of(TrainArgs, "lora_target_modules", LORA_TARGETS_DEFAULT)
     eval_files: list[str] = arg([], "held-out trajectories jsonl; empty: hold out eval_fraction of the questions")
-    template: str | None = arg(None, "prompt template replacing the task's (holds '{question}')")
     target: Literal["value", "orm"] = arg("value", "label every prefix (value) or the final text only (ORM)")
     td_lambda: float | None = arg(None, "null: Monte-Carlo returns; else TD(lambda) targets from the rows' "
                                         "'values'")
@@ -119,8 +118,6 @@ class ValueTrainConfig(TrainArgs):
         for path in self.eval_files:
             if not Path(path).is_file():
                 raise bad("eval_files", f"file {path} does not exist")
-        if self.template is not None and "{question}" not in self.template:
-            raise bad("template", "must contain '{question}'")
         if self.td_lambda is not None and not 0.0 <= self.td_lambda <= 1.0:
             raise bad("td_lambda", f"must be in [0, 1] or null, got {self.td_lambda}")
 
