@@ -124,3 +124,19 @@ def test_with_terminal_rewards_checked_failures_backtrack_and_the_first_win_ends
     nodes["C"] = {**nodes["C"], "children": ["C2", "C1"]}
     out = dfs(FixedTreeEnv(nodes), FixedTreePolicyValue(FixedTreeEnv(nodes)), ["root"], use_terminal_reward=True)[0]
     assert out.answer == "c1" and out.stats["failures"] == 3
+
+
+def test_prior_weight_lets_the_policy_reorder_siblings_but_not_the_candidates_scores():
+    # A (value .5) outranks B (.4) on value; B's prior (.9 against .1) outweighs that at w = 1:
+    # .4 + log .9 = .29 > .5 + log .1 = -1.80
+    nodes = {"root": {"children": ["A", "B"]},
+             "A": {"value": 0.5, "prior": 0.1, "children": ["A1"]},
+             "B": {"value": 0.4, "prior": 0.9, "children": ["B1"]},
+             "A1": {"value": 0.2, "terminal": True, "answer": "a"},
+             "B1": {"value": 0.3, "terminal": True, "answer": "b"}}
+    env = FixedTreeEnv(nodes)
+    assert dfs(env, FixedTreePolicyValue(env), ["root"])[0].answer == "a"  # value alone
+    pv = FixedTreePolicyValue(env)
+    out = dfs(env, pv, ["root"], prior_weight=1.0)[0]
+    assert pv.expand_batches == [["root"], ["B"]] and out.answer == "b"
+    assert [c.score for c in out.candidates] == [0.3]  # a candidate is scored by the critic alone

@@ -60,14 +60,17 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
         raise ValueError(f"prune_ratio must be in [0, 1], got {prune_ratio}")
     template = make_budget(budget)
     trees = [new_root(env, state, template) for state in roots]
-    checked = use_terminal_reward
+    def score(node: Node) -> float:
+        """A terminal's checked reward, else the critic's value (what candidates are scored by)."""
+        return env.reward(node.state) if use_terminal_reward and node.terminal else node.value
 
     def worth(node: Node) -> float:
-        if checked and node.terminal:
-            return env.reward(node.state)
-        return node.value + prior_weight * math.log(max(node.prior, 1e-12)) if prior_weight else node.value
+        """Where a child ranks among its siblings: its score, plus the prior's share for a non-terminal."""
+        if prior_weight == 0 or (use_terminal_reward and node.terminal):
+            return score(node)
+        return node.value + prior_weight * math.log(max(node.prior, 1e-12))
 
-    if not checked:
+    if not use_terminal_reward:
         evaluate_nodes(pv, [r for r in trees if r.terminal])  # a terminal root is its own answer
     stacks = [[r] for r in trees]  # top of stack = last element
     found: list[list[Candidate]] = [[] for _ in trees]
@@ -80,10 +83,10 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
             node = stack[-1]
             if node.terminal:
                 stack.pop()
-                if checked and worth(node) <= 0:
+                if use_terminal_reward and score(node) <= 0:
                     failures[i] += 1
                     continue
-                cands.append(Candidate(node.path(), env.answer(node.state), worth(node)))
+                cands.append(Candidate(node.path(), env.answer(node.state), score(node)))
             elif max_depth is not None and node.depth >= max_depth:
                 stack.pop()
             elif root.budget.exhausted():
@@ -97,7 +100,7 @@ def dfs(env: Env, pv: PolicyValueFn, roots: Sequence[Hashable], *, width: int = 
         if not picked:
             break
         expand_nodes(env, pv, [node for _, node in picked], width)
-        evaluate_nodes(pv, [c for _, node in picked for c in node.children if not (checked and c.terminal)])
+        evaluate_nodes(pv, [c for _, node in picked for c in node.children if not (use_terminal_reward and c.terminal)])
         for i, node in picked:
             kept = _keep(node.children, prune_threshold, prune_ratio, worth)
             pruned[i] += len(node.children) - len(kept)
