@@ -24,9 +24,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-CAPS = {"compute": "max_compute", "tokens": "max_tokens"}
-
-
 def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) -> dict:
     """One `tsllm eval --run` sweep (skipped when its JSON is already there: resumable)."""
     if not out.exists():
@@ -37,12 +34,12 @@ def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) ->
     return json.loads(out.read_text())
 
 
-def checker_sweep(run: str, round_: int, out_dir: Path, unit: str, caps: list[int], search: str,
-                  seeds: int) -> dict:
+def checker_sweep(run: str, round_: int, out_dir: Path, caps: list[int], search: str, seeds: int) -> dict:
+    """The search(es) and sampling + checker at each compute cap (the points record both units)."""
     values = ",".join(map(str, caps))
-    limit = CAPS[unit]
+    limit = "max_compute"
     searched = [search] + [m for m in ("dfs",) if m != search]
-    return eval_sweep(run, round_, out_dir / f"round{round_}_checker_{unit}.json", [
+    return eval_sweep(run, round_, out_dir / f"round{round_}_checker_compute.json", [
         "--methods", "greedy",
         *[arg for m in searched
           for arg in ("--sweep", f"{m}.{limit}={values}", "--set", f"{m}.use_terminal_reward=true")],
@@ -87,7 +84,7 @@ def main() -> None:
     search = json.loads((Path(args.run) / "config.json").read_text())["search"]["algorithm"]
     for round_ in (int(r) for r in args.rounds.split(",")):
         caps = [int(c) for c in args.compute_caps.split(",")]
-        result = checker_sweep(args.run, round_, out_dir, "compute", caps, search, args.seeds)
+        result = checker_sweep(args.run, round_, out_dir, caps, search, args.seeds)
         print(f"\n### Round {round_}, checker at test time\n\n{table(result['points'])}")
         result = no_checker(args.run, round_, out_dir, search, args.seeds)
         print(f"\n### Round {round_}, no checker at test time\n\n{table(result['points'])}")
