@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+
 def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) -> dict:
     """One `tsllm eval --run` sweep (skipped when its JSON is already there: resumable)."""
     if not out.exists():
