@@ -345,7 +345,7 @@ class Evaluation:
         return self._generator
 
     def make_pv(self, value_noise: float = 0.0, noise_seed: int = 0):
-        """eval's make_pv(temperature, guided), the value plus N(0, value_noise) per state (the
+        """eval's make_pv(temperature, guided, rules), the value plus N(0, value_noise) per state (the
         bridge caches a state's value, so a state keeps its one noisy value within a search)."""
         import numpy as np
 
@@ -355,11 +355,12 @@ class Evaluation:
             values = self.value(texts)
             return list(values) if value_noise == 0 else [v + float(rng.normal(0.0, value_noise)) for v in values]
 
-        def make_pv(temperature, guided):
+        def make_pv(temperature, guided, rules=None):
             value = noisy if guided else (lambda texts: [0.0] * len(texts))
+            rules = guided if rules is None else rules
             return self.task.policy_value(self.policy, self.generator, value,
                                           self.config.temperature if temperature is None else temperature,
-                                          legal_steps_only=guided and self.config.search.legal_steps_only)
+                                          legal_steps_only=rules and self.config.search.legal_steps_only)
 
         return make_pv
 

@@ -129,12 +129,24 @@ def test_budget_limits_among_the_knobs_become_the_methods_budget():
     from tsllm.evaluate import run_method
 
     env = FixedTreeEnv(random_tree(depth=4, branching=3, seed=2))
-    toy_pv = lambda temperature, guided: FixedTreePolicyValue(env)  # noqa: E731
+    toy_pv = lambda *args: FixedTreePolicyValue(env)  # noqa: E731
     knobs = {"num_simulations": 8, "width": 3}
     free = run_method(env, toy_pv, ["root"], "mcts", knobs, progress=False)
     capped = run_method(env, toy_pv, ["root"], "mcts", {**knobs, "max_expansions": 2}, progress=False)
     assert capped["outputs"][0].budget.expansions == 2 < free["outputs"][0].budget.expansions
     assert capped["knobs"] == {**knobs, "max_expansions": 2}  # recorded as given
+
+
+def test_every_sampling_method_gets_the_rules_and_greedy_the_policy_alone():
+    """No baseline lacks the legal-move mask the searches have; greedy stays the policy's own."""
+    from tsllm.evaluate import prepare_method
+
+    asked = {}
+    for method in ("greedy", "cot_sc", "best_of_n", "best_of_n_checker", "dfs", "mcts_alpha"):
+        prepare_method(lambda temperature, guided, rules=None, m=method: asked.setdefault(
+            m, guided if rules is None else rules), method, {})
+    assert asked == {"greedy": False, "cot_sc": True, "best_of_n": True, "best_of_n_checker": True,
+                     "dfs": True, "mcts_alpha": True}
 
 
 @pytest.mark.parametrize("task", ["game24", "prontoqa"])

@@ -144,6 +144,47 @@ def test_an_env_that_writes_its_steps_stops_the_policy_early_and_rolls_out_step_
     assert exp.actions == ["4 + 3", "4 * 2"] and gen.calls[-1][1].stop == ["\n", " ="]
 
 
+class QueuedGenerator(ScriptedGenerator):
+    """Each call pops the next scripted completion of each prompt (successive draws differ)."""
+
+    def generate(self, prompts, sampling):
+        self.calls.append((list(prompts), sampling))
+        return [[Completion(text=t, token_ids=[], logprob=lp, num_tokens=n, prompt_tokens=len(p), cached_tokens=0)
+                 for t, lp, n in [self.script[p].pop(0)]] for p in prompts]
+
+
+def test_rollouts_under_the_rules_redraw_an_illegal_step_and_pay_for_it():
+    """Sampling gets the legal-move mask the searches get: a step naming no allowed move is drawn
+    again (its tokens counted), not played; without the rules it is played and loses."""
+    from tsllm.envs.reach import ReachEnv
+    from tsllm.envs.reach import make_problem as reach_problem
+
+    env = ReachEnv()
+    root = env.initial_state(reach_problem(4, 10, ["+3", "*2"]))
+    after = env.step(root, "4 + 3")
+
+    def script():
+        return {env.prompt(root): [("4 - 1", -3.0, 5), ("4 + 3", -1.0, 5)],
+                env.prompt(after): [("7 + 3", -0.5, 5)]}
+
+    gen = QueuedGenerator(script())
+    pv = LLMPolicyValue(env, gen, lambda t: [0.0] * len(t), max_step_tokens=16, rollout_tokens=100)
+    [[ruled]] = pv.rollout([root], 1)
+    assert ruled.actions == ["4 + 3", "7 + 3"] and ruled.token_count == 15  # the redraw is paid
+    assert ruled.logprob == -1.5 and pv.illegal_steps == 1  # only the steps played count
+    assert ruled.prompt_tokens == 2 * len(env.prompt(root)) + len(env.prompt(after))
+    free = LLMPolicyValue(env, QueuedGenerator(script()), lambda t: [0.0] * len(t), max_step_tokens=16,
+                          rollout_tokens=100, legal_steps_only=False)
+    [[unruled]] = free.rollout([root], 1)
+    lost = env.step(root, "4 - 1")
+    assert unruled.actions == ["4 - 1"] and env.is_terminal(lost) and env.reward(lost) == -1.0
+
+    stubborn = LLMPolicyValue(env, QueuedGenerator({env.prompt(root): [("4 - 1", -3.0, 2)] * 20}),
+                              lambda t: [0.0] * len(t), max_step_tokens=16, rollout_tokens=100)
+    [[gave_up]] = stubborn.rollout([root], 1)
+    assert gave_up.actions == [] and gave_up.token_count == 2 * (policy_value.MAX_REDRAWS + 1)
+
+
 def test_token_level_env_is_refused_by_the_sentence_bridge():
     env = RLHFEnv(lambda p, r: 0.0, eos_id=2, decode=str)
     with pytest.raises(ValueError, match="TokenPolicyValue"):

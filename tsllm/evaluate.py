@@ -71,13 +71,14 @@ class MethodModels:
             self.generator = make_generator(self.backend, policy)
         return self.generator
 
-    def make_pv(self, temperature: float | None, guided: bool) -> Any:
-        """The task's PolicyValueFn: guided (tree searches) with the value model and the task's
-        rules, else the policy alone; temperature None: the run's."""
+    def make_pv(self, temperature: float | None, guided: bool, rules: bool | None = None) -> Any:
+        """The task's PolicyValueFn: guided (tree searches) with the value model, else the policy
+        alone; under the task's rules when `rules` (None: when guided); temperature None: the run's."""
         value = self.value_fn if guided and self.value_fn is not None else (lambda texts: [0.0] * len(texts))
+        rules = guided if rules is None else rules
         return self.task.policy_value(self.policy, self.generator_for, value,
                                       self.temperature if temperature is None else temperature,
-                                      legal_steps_only=guided and not self.allow_illegal_steps)
+                                      legal_steps_only=rules and not self.allow_illegal_steps)
 
 
 # greedy is cot_greedy keeping one child per step
@@ -86,8 +87,10 @@ GREEDY_KNOBS = {"width": 1}
 
 def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None) -> tuple[Any, Any, Any, dict]:
     """(algorithm, policy/value, budget, search knobs) of one method, as `run_method` and `tsllm
-    serve` call it: `make_pv(temperature, guided)` builds the LLMPolicyValue (guided, for tree
-    searches: with the value model and the task's rules; greedy and cot_sc get the policy alone);
+    serve` call it: `make_pv(temperature, guided, rules=None)` builds the LLMPolicyValue (guided,
+    for tree searches and best-of-N: with the value model; rules None means rules = guided).
+    Greedy gets the policy alone (its accuracy is the policy's own); cot_sc the policy under the
+    task's rules, as every method that samples, so no baseline lacks the legal-move mask;
     Budget limits among `knobs` (`max_tokens`, `max_expansions`, `max_value_calls`,
     `max_seconds`; per question) become the budget, the rest stay the algorithm's keyword
     arguments; `rng` goes to the algorithms that draw random numbers (None: their fixed seed)."""
@@ -97,7 +100,7 @@ def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None)
     if method == "greedy":
         algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {**GREEDY_KNOBS, **knobs}
     elif method == "cot_sc":
-        algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False)
+        algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False, True)
     else:
         algorithm, pv = get_algorithm(method), make_pv(None, True)
     budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})

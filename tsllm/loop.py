@@ -399,8 +399,9 @@ class Loop:
                     knobs = dist.broadcast(matched_knobs(method, knobs, search_knobs, results["search"], unit)
                                            if dist.is_main() else None)
                     runs[name] = (method, knobs)
-                mine_results = run_method(self.env, lambda temp, guided: self.policy_value(
-                    policy, value if guided else None, temperature=temp, rules=guided), [p for _, p in mine],
+                mine_results = run_method(self.env, lambda temp, guided, rules=None: self.policy_value(
+                    policy, value if guided else None, temperature=temp, rules=guided if rules is None else rules),
+                    [p for _, p in mine],
                     method, knobs, progress=self.progress)["per_question"]
                 merged = dist.merge_parts(tmp, f"eval_{name}", list(zip((i for i, _ in mine), mine_results)))
                 if merged is not None:

@@ -24,7 +24,10 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   Worth it with the vllm backend, whose engine decodes in other processes; it scores children the
   search might not evaluate (all the tree searches here do, except `cot_greedy`).
 - `rollout(states, n)`: `n` full continuations per state from one generator call, split into steps
-  with the env, cut at the first terminal step.
+  with the env, cut at the first terminal step. For an env that writes part of each step (reach,
+  Game24 moves) rollouts go step by step, and with the rules on an illegal step is redrawn (paid
+  for), so sampling gets the legal-move mask the searches get. A whole-text rollout is not
+  redrawn: its rules are only applied by the searches.
 
 Token level (`TokenPolicyValue`, TS-LLM's RLHF setting): the children of a state are the top-k
 next tokens with their probabilities, from one forward pass over all frontier states.
@@ -46,6 +49,8 @@ ValueFn = Callable[[list[str]], list[float]]  # texts (env.prompt of each state)
 
 # overlap_value scores finished children in batches of at least this many (see _score_finished)
 OVERLAP_BATCH = 64
+# a rollout under the task's rules redraws an illegal step at most this many times in a row
+MAX_REDRAWS = 8
 
 
 def _widths(states: Sequence[Any], width: int | Sequence[int]) -> list[int]:
@@ -231,11 +236,15 @@ class LLMPolicyValue:
     def _stepwise_rollouts(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
         """Rollouts for an env that writes part of each step: one generator call per step for every
         unfinished rollout, stopped where the policy's part ends, the env writing the line. A
-        rollout ends at a terminal state, an empty step or `rollout_tokens` generated tokens."""
+        rollout ends at a terminal state, an empty step or `rollout_tokens` generated tokens.
+        With the task's rules on (`legal_steps_only`), a step that breaks them is drawn again, its
+        tokens paid, in the next call (rejection sampling: the policy's distribution masked to
+        the legal steps, the information a search's expansion has); after `MAX_REDRAWS` illegal
+        draws in a row the rollout ends there, unfinished."""
         walkers = [s for s in states for _ in range(n)]
         actions: list[list[str]] = [[] for _ in walkers]
         tokens, logprobs = [0] * len(walkers), [0.0] * len(walkers)
-        prompt, cached = [0] * len(walkers), [0] * len(walkers)
+        prompt, cached, redraws = [0] * len(walkers), [0] * len(walkers), [0] * len(walkers)
         active = [k for k, s in enumerate(walkers) if not self.env.is_terminal(s)]
         while active:
             outs = self._generate([self.env.prompt(walkers[k]) for k in active], 1,
@@ -243,12 +252,19 @@ class LLMPolicyValue:
             still = []
             for k, (c,) in zip(active, outs):
                 tokens[k] += c.num_tokens
-                logprobs[k] += c.logprob
                 prompt[k] += c.prompt_tokens
                 cached[k] += c.cached_tokens
                 step = c.text.strip()
                 if not step:
                     continue
+                if not self._legal(walkers[k], step):
+                    self.illegal_steps += 1
+                    redraws[k] += 1
+                    if redraws[k] <= MAX_REDRAWS and tokens[k] < self.rollout_tokens:
+                        still.append(k)
+                    continue
+                redraws[k] = 0
+                logprobs[k] += c.logprob
                 walkers[k] = self.env.step(walkers[k], step)
                 actions[k].append(step)
                 if not self.env.is_terminal(walkers[k]) and tokens[k] < self.rollout_tokens:

@@ -177,8 +177,8 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
     rng = None if seed == 0 else np.random.default_rng(seed)  # None: the algorithms' own seed, as eval
     built = []
 
-    def seeded_pv(temperature, guided):
-        built.append(reseed(make_pv(temperature, guided), seed))
+    def seeded_pv(*args):
+        built.append(reseed(make_pv(*args), seed))
         return built[-1]
 
     result = run_method(env, seeded_pv, problems, point.method, point.knobs, progress, rng=rng)
