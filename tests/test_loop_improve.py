@@ -133,6 +133,9 @@ def test_training_search_budget_lies_over_evaluation_s(tmp_path):
     (["search.train_max_tokens=0"], "config key 'search.train_max_tokens': must be >= 1"),
     (["improve=rollouts"], "config key 'improve'"),
     (["value_from_search=maybe"], "config key 'value_from_search'"),
+    (["policy.target=winners"], "config key 'policy.target'"),
+    (["policy.target=visits", "improve=sampling"], "config key 'policy.target': visits learns from the training "
+                                                   "search's trees, and improve=sampling keeps none"),
 ])
 def test_improve_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
