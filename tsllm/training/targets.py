@@ -31,6 +31,8 @@ Targets (one row per kept child step, trained as weighted SFT on that single ste
   children's Q at temperature Q_TEMPERATURE. Zero weights are dropped (they train nothing).
 - `preferences`: every sibling pair (a, b) with Q(s, a) - Q(s, b) >= PREFERENCE_MARGIN, as a
   prompt / chosen / rejected row (step DPO); the margin skips pairs the values cannot tell apart.
+  Built and tested here; no trainer takes these rows yet (TRL's DPOTrainer would), so
+  `policy.target` does not offer it.
 
 A step row: {"question", "task", "steps" (the state's steps), "step" (the child's), "ends" (the
 child is terminal: the trainer appends EOS after it, as after a whole path), "weight"}. Weights
