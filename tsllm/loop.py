@@ -14,6 +14,9 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           generated tokens the training search spends per problem     -> trajectories.jsonl
   policy  LoRA SFT of policy_k on the correct improve trajectories of
           rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
+          (policy.target=paths); or on a tree target's weighted step
+          rows from rounds 0..k's search trees (trees.jsonl,
+          tsllm/training/targets.py)                                 -> policy_data.jsonl
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
 Each row also says how many pool problems the improve stage solved (`train_solved`), how many
 distinct problems the policy's data holds (`policy_problems`), the improve mode and its generated
