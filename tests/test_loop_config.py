@@ -25,6 +25,7 @@ from tsllm.loop_config import (
     ValueSection,
     WarmStartSection,
     algorithm_knobs,
+    trainer_settings,
 )
 from tsllm.training.policy_trainer import PolicyTrainConfig
 from tsllm.training.value_trainer import ValueTrainConfig
@@ -142,10 +143,11 @@ def test_knobs_come_from_the_signature_partials_included():
                                               (WarmStartSection, PolicyTrainConfig)])
 def test_training_sections_are_the_trainers_fields(section, trainer):
     mine, theirs = typing.get_type_hints(section), typing.get_type_hints(trainer)
-    assert set(mine) == set(theirs) - LOOP_FILLED - ({"min_reward"} if section is PolicySection else set())
-    assert all(mine[name] == theirs[name] for name in mine)
-    settings = {f.name: getattr(section(), f.name) for f in dataclasses.fields(section)}
-    assert set(settings) <= {f.name for f in dataclasses.fields(trainer)}
+    own = {"target"} if section is PolicySection else set()  # the loop reads it; the trainer never sees it
+    assert set(section.loop_keys) == own
+    assert set(mine) - own == set(theirs) - LOOP_FILLED - ({"min_reward"} if section is PolicySection else set())
+    assert all(mine[name] == theirs[name] for name in set(mine) - own)
+    assert set(trainer_settings(section())) == set(mine) - own
 
 
 def test_every_loop_key_has_help():

@@ -17,6 +17,7 @@ from tsllm.cli import main
 from tsllm.config import ConfigError, load_config
 from tsllm.loop import Loop, LoopConfig, distinct_paths, solved_problems
 from tsllm.tasks.base import TaskSettings
+from tsllm.training.targets import target_rows
 
 TINY = ["rounds=2", "train_questions=4", "test_questions=3", "warmstart.max_seconds=4", "samples_per_question=2",
         "max_step_tokens=8", "search.knobs={num_simulations: 2, width: 2}", "value.num_train_epochs=1",
@@ -133,6 +134,9 @@ def test_training_search_budget_lies_over_evaluation_s(tmp_path):
     (["search.train_max_tokens=0"], "config key 'search.train_max_tokens': must be >= 1"),
     (["improve=rollouts"], "config key 'improve'"),
     (["value_from_search=maybe"], "config key 'value_from_search'"),
+    (["policy.target=winners"], "config key 'policy.target'"),
+    (["policy.target=visits", "improve=sampling"], "config key 'policy.target': visits learns from the training "
+                                                   "search's trees, and improve=sampling keeps none"),
 ])
 def test_improve_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -231,18 +235,29 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
         assert len({(r["question"], json.dumps(r["steps"])) for r in data}) == len(data) == len(distinct)
 
 
-def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsys, registered):
+def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, registered):
     out = tmp_path / "bench"
     tiny = [*TINY[1:], "rounds=1", "task=successor"]
-    assert main(["bench", "loop", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *tiny]) == 0
+    arms = ["--arms", "search,advantages,sampling"]
+    assert main(["bench", "loop", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *arms, *tiny]) == 0
     printed = capsys.readouterr().out
-    assert "last round greedy: search loop" in printed
+    assert "last round greedy: search loop" in printed and ", advantages loop" in printed
     result = json.loads((out / "bench_loop.json").read_text())
+    assert (out / "bench_loop.png").stat().st_size > 0
     assert [(r["round"], r["mode"]) for r in result["table"]] == \
-        [(0, "search"), (0, "sampling"), (1, "search"), (1, "sampling")]
-    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in [*LIBRARY_DEFAULTS, *tiny])
+        [(0, "search"), (0, "advantages"), (0, "sampling"), (1, "search"), (1, "advantages"), (1, "sampling")]
+    assert result["command"] == "tsllm bench loop " + " ".join(shlex.quote(a) for a in [*LIBRARY_DEFAULTS, *arms,
+                                                                                         *tiny])
     assert result["seconds"] > 0
-    assert result["shared_from_search"] == ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
+    shared = ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
+    assert result["shared_warm_start"] == {"0": {"advantages": shared, "sampling": shared}}
+    # the advantages arm learnt from its search's trees: the rows the targets module gives, in the policy's folder
+    trees = read_jsonl(out / "advantages" / "round_0" / "search" / "trees.jsonl")
+    assert len(trees) == 4 and not (out / "search" / "round_0" / "search" / "trees.jsonl").exists()
+    rows = target_rows("advantages", trees)
+    policy = json.loads((out / "advantages" / "round_0" / "policy" / "done.json").read_text())
+    assert policy["target"] == "advantages" and policy["rows"] == len(rows)
+    assert rows and read_jsonl(out / "advantages" / "round_0" / "policy" / "policy_data.jsonl") == rows
     search, sampling = (result["runs"][m] for m in ("search", "sampling"))
     # round 0 is shared: the same numbers, and the sampling run's stages name its own models
     # (relative to the run folder, so the copy is self-contained) and no model of the search run
@@ -260,8 +275,9 @@ def test_bench_loop_runs_search_and_sampling_from_one_warm_start(tmp_path, capsy
     assert search[0]["train_problems"] == 4 and search[0]["train_solved"] == searched["solved"] == \
         len({r["question"] for r in found if r["reward"] > 0})
     assert search[0]["improve_tokens_per_question"] == searched["tokens_per_question"]
-    assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"], sampling[0]["train_solved"],
-                                                            None, None]
+    assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"],
+                                                            result["runs"]["advantages"][0]["train_solved"],
+                                                            sampling[0]["train_solved"], None, None, None]
     # the RFT run spent about the search's tokens per problem
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
     assert target == search[0]["tokens_per_question"]

@@ -1,31 +1,69 @@
-"""Loop benchmark: does the tree search improve the policy more than sampling at the same tokens?
+"""Loop benchmark: which improve stage makes the policy better, round by round, from one warm start?
 
-    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
+    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B,...] [--seeds N]
+                     [key=value ...]
 
-Runs the configured loop twice, `improve=search` under <output-dir>/search and `improve=sampling`
-(the RFT baseline: the policy's own rollouts at the search's generated tokens per problem) under
-<output-dir>/sampling, and prints one table row per round and mode: held-out greedy and search
-accuracy, training problems solved, distinct problems in the policy's data, and the improve
-stage's generated tokens per problem; the rows and the two runs' rounds go to a JSON file.
+An arm is one loop: a policy target (`paths`, `advantages`, `visits`: `improve=search` with that
+`policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
+rollouts at the search's generated tokens per problem, trained on their winning paths). `search`
+is the old name of `paths`, and the default arms are `search,sampling`, the search loop against
+the RFT loop. Each arm runs under <output-dir>/<arm>; with `--seeds N` everything is repeated with
+seed=0..N-1 under <output-dir>/seed_<s>/<arm>. The table shows one row per round and arm of the
+first seed: held-out greedy and search accuracy, training problems solved, distinct problems in
+the policy's data, and the improve stage's generated tokens per problem; then the held-out greedy
+accuracy per round and arm as mean ± std over seeds. The JSON holds every run's rounds, both
+tables and the command; a PNG beside it draws greedy accuracy per round, one line per arm, with a
+band of ± one std over seeds.
 
-Both runs start from one warm start: the sampling run begins with copies of the search run's
-`warmstart` folder and its round-0 `sample`, `value` and `eval` stages, which are identical by
-construction (the same config but `improve`, the same seed, and nothing yet trained on either
-run's improve data), so the comparison is not blurred by two warm starts and costs one less.
+All arms of one seed start from one warm start: every arm after the first begins with copies of
+the first arm's `warmstart` folder and its round-0 `sample`, `value` and `eval` stages, which are
+identical by construction (the same config but `improve` / `policy.target`, the same seed, and
+nothing yet trained on any arm's improve data), so the comparison is not blurred by several warm
+starts and each extra arm costs one less.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from tsllm.config import ConfigError
 from tsllm.loop_config import LoopConfig
+from tsllm.training.targets import TARGETS
 
-MODES = ("search", "sampling")
-SHARED_ROUND_0 = ("sample", "value", "eval")  # stages that do not depend on the improve mode
+TRAINED_TARGETS = tuple(t for t in TARGETS if t != "preferences")  # the ones policy.target takes
+ARMS = (*TRAINED_TARGETS, "sampling")
+ALIASES = {"search": "paths"}  # the arm's old name: the search loop on winning paths
+DEFAULT_ARMS = ("search", "sampling")
+SHARED_ROUND_0 = ("sample", "value", "eval")  # stages that do not depend on the improve mode or target
+
+
+def parse_arms(text: str) -> list[str]:
+    """`--arms`: comma-separated arm names, each once."""
+    arms = [a.strip() for a in text.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS and a not in ALIASES]
+    if not arms or unknown:
+        raise ConfigError(f"--arms: {', '.join(unknown) or 'none given'}; choose from {', '.join(ARMS)} "
+                          "(search: the old name of paths)")
+    if len({ALIASES.get(a, a) for a in arms}) < len(arms):
+        raise ConfigError(f"--arms: {text!r} names an arm twice")
+    return arms
+
+
+def arm_overrides(arm: str) -> list[str]:
+    """The config keys that make `arm` of the bench's loop."""
+    if arm == "sampling":
+        return ["improve=sampling"]
+    return ["improve=search", f"policy.target={ALIASES.get(arm, arm)}"]
+
+
+def arm_dir(out: Path, arm: str, seed: int | None) -> Path:
+    """Where an arm's run lives: <out>/<arm>, or <out>/seed_<s>/<arm> when seeds are repeated."""
+    return out / arm if seed is None else out / f"seed_{seed}" / arm
 
 
 def share_warm_start(source: Path, target: Path) -> list[str]:
@@ -44,40 +82,57 @@ def share_warm_start(source: Path, target: Path) -> list[str]:
     return copied
 
 
-def load_mode(config_file: str | None, overrides: list[str], output_dir: Path, mode: str) -> LoopConfig:
+def load_arm(config_file: str | None, overrides: list[str], output_dir: Path, arm: str,
+             seed: int | None) -> LoopConfig:
     from tsllm.config import load_config
 
-    return load_config(LoopConfig, config_file, [*overrides, f"improve={mode}", f"output_dir={output_dir / mode}"])
+    seeded = [] if seed is None else [f"seed={seed}"]
+    return load_config(LoopConfig, config_file, [*overrides, *seeded, *arm_overrides(arm),
+                                                 f"output_dir={arm_dir(output_dir, arm, seed)}"])
 
 
-def run_loop_bench(config_file: str | None, overrides: list[str], output_dir: str | Path,
-                   progress: bool = True) -> dict[str, Any]:
-    """Both loops, the search one first; raises ConfigError before any work on a bad config."""
+def run_loop_bench(config_file: str | None, overrides: list[str], output_dir: str | Path, progress: bool = True,
+                   arms: list[str] | tuple[str, ...] = DEFAULT_ARMS, seeds: int | None = None) -> dict[str, Any]:
+    """Every arm's loop for every seed (`seeds` None: once, with the config's seed), the first arm
+    of a seed first; raises ConfigError before any work on a bad config."""
     from tsllm.config import to_dict
     from tsllm.loop import Loop, check_output_dir
     from tsllm.tracking import make_tracker
 
     out = Path(output_dir)
-    configs = {mode: load_mode(config_file, overrides, out, mode) for mode in MODES}  # both checked first
+    seed_list: list[int | None] = [None] if seeds is None else list(range(seeds))
+    configs = {(seed, arm): load_arm(config_file, overrides, out, arm, seed)  # all checked first
+               for seed in seed_list for arm in arms}
     for config in configs.values():
         check_output_dir(config)
-    result: dict[str, Any] = {"config": to_dict(configs["search"]), "runs": {}}
-    for mode, config in configs.items():
-        if mode == "sampling":
-            result["shared_from_search"] = share_warm_start(out / "search", out / "sampling")
-        print(f"tsllm bench loop: improve={mode}, output {config.output_dir}", file=sys.stderr)
-        tracker = make_tracker(config.tracking.report_to, Path(config.output_dir), project=config.tracking.project,
-                               run_name=f"{out.name}-{mode}", config=to_dict(config), mode=config.tracking.mode)
-        try:
-            result["runs"][mode] = Loop(config, tracker, progress=progress).run()
-        finally:
-            tracker.finish()
+    first = configs[seed_list[0], arms[0]]
+    result: dict[str, Any] = {"config": to_dict(first), "arms": list(arms), "seeds": seeds, "seed_runs": {},
+                              "shared_warm_start": {}}
+    for seed in seed_list:
+        runs, shared = {}, {}
+        for arm in arms:
+            config = configs[seed, arm]
+            if arm != arms[0]:
+                shared[arm] = share_warm_start(arm_dir(out, arms[0], seed), arm_dir(out, arm, seed))
+            print(f"tsllm bench loop: arm {arm} ({' '.join(arm_overrides(arm))}), seed {config.seed}, "
+                  f"output {config.output_dir}", file=sys.stderr)
+            name = f"{out.name}-{arm}" + ("" if seed is None else f"-seed{seed}")
+            tracker = make_tracker(config.tracking.report_to, Path(config.output_dir), project=config.tracking.project,
+                                   run_name=name, config=to_dict(config), mode=config.tracking.mode)
+            try:
+                runs[arm] = Loop(config, tracker, progress=progress).run()
+            finally:
+                tracker.finish()
+        key = str(configs[seed, arms[0]].seed)
+        result["seed_runs"][key], result["shared_warm_start"][key] = runs, shared
+    result["runs"] = next(iter(result["seed_runs"].values()))  # the first seed's, as the table shows
     result["table"] = table_rows(result["runs"])
+    result["summary"] = summary_rows(result["seed_runs"])
     return result
 
 
 def table_rows(runs: dict[str, list[dict]]) -> list[dict]:
-    """One row per (round, mode) with the numbers the comparison reads."""
+    """One row per (round, arm) with the numbers the comparison reads."""
     rows = []
     for k in range(max(len(r) for r in runs.values())):
         for mode, rounds in runs.items():
@@ -90,25 +145,62 @@ def table_rows(runs: dict[str, list[dict]]) -> list[dict]:
     return rows
 
 
+def summary_rows(seed_runs: dict[str, dict[str, list[dict]]], metrics: tuple[str, ...] = ("greedy_accuracy",
+                                                                                           "search_accuracy")
+                 ) -> list[dict]:
+    """One row per (round, arm): each metric's mean and std over the seeds that reached the round
+    (std: the sample standard deviation, 0 for one seed), and how many seeds that is."""
+    arms = list(dict.fromkeys(arm for runs in seed_runs.values() for arm in runs))
+    rounds = max(len(rows) for runs in seed_runs.values() for rows in runs.values())
+    summary = []
+    for k in range(rounds):
+        for arm in arms:
+            reached = [runs[arm][k] for runs in seed_runs.values() if arm in runs and k < len(runs[arm])]
+            if not reached:
+                continue
+            row: dict[str, Any] = {"round": k, "arm": arm, "seeds": len(reached)}
+            for metric in metrics:
+                values = [r[metric] for r in reached]
+                row[f"{metric}_mean"] = statistics.fmean(values)
+                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary.append(row)
+    return summary
+
+
 def print_loop_table(result: dict[str, Any]) -> None:
     search = result["config"]["search"]["algorithm"]  # the eval search, named (the column is its accuracy)
     width = max(8, len(search) + 2)
-    header = (f"{'round':>5}  {'improve':<9}{'greedy':>8}{search:>{width}}{'solved':>12}{'policy problems':>17}"
-              f"{'tok/q':>9}")
+    arm_width = max(9, *(len(a) + 1 for a in result["runs"]))
+    header = (f"{'round':>5}  {'arm':<{arm_width}}{'greedy':>8}{search:>{width}}{'solved':>12}"
+              f"{'policy problems':>17}{'tok/q':>9}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in result["table"]:
         solved = "-" if r["train_solved"] is None else f"{r['train_solved']}/{r['train_problems']}"
         problems = "-" if r["policy_problems"] is None else str(r["policy_problems"])
         tokens = "-" if r["improve_tokens_per_question"] is None else f"{r['improve_tokens_per_question']:.0f}"
-        print(f"{r['round']:>5}  {r['mode']:<9}{r['greedy_accuracy']:>8.1%}{r['search_accuracy']:>{width}.1%}"
-              f"{solved:>12}{problems:>17}{tokens:>9}")
+        print(f"{r['round']:>5}  {r['mode']:<{arm_width}}{r['greedy_accuracy']:>8.1%}"
+              f"{r['search_accuracy']:>{width}.1%}{solved:>12}{problems:>17}{tokens:>9}")
     print(f"greedy / {search}: held-out accuracy of the round's policy; solved: training problems the round's "
           "improve stage solved; policy problems: distinct problems in the policy's data after the round; "
           "tok/q: the improve stage's generated tokens per training problem")
-    last = {mode: rounds[-1]["greedy_accuracy"] for mode, rounds in result["runs"].items()}
-    print(f"last round greedy: search loop {last['search']:.1%}, sampling (RFT) loop {last['sampling']:.1%}")
+    last = ", ".join(f"{arm} loop {rounds[-1]['greedy_accuracy']:.1%}" for arm, rounds in result["runs"].items())
+    print(f"last round greedy: {last}")
+    seeds = len(result["seed_runs"])
+    if seeds > 1:
+        print(f"\nheld-out greedy accuracy, mean ± std over {seeds} seeds")
+        for r in result["summary"]:
+            print(f"{r['round']:>5}  {r['arm']:<{arm_width}}{r['greedy_accuracy_mean']:>8.1%} ± "
+                  f"{r['greedy_accuracy_std']:.1%}  ({r['seeds']} seeds)")
 
 
 def write_json(result: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(result, indent=1, default=str) + "\n")
+
+
+def write_plot(result: dict[str, Any], path: str | Path) -> Path:
+    """Held-out greedy accuracy per round, one line per arm, a band of ± one std over seeds."""
+    from tsllm.tracking import plot_mean_per_round
+
+    return plot_mean_per_round(result["summary"], "greedy_accuracy", path,
+                               title=f"Held-out greedy accuracy per round ({len(result['seed_runs'])} seed(s))")

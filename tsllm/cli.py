@@ -8,7 +8,7 @@
     tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
     tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
-    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [key=value ...]
+    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B] [--seeds N] [key=value ...]
 
 `run` without --config runs the main job (configs/reach/tiny.yaml, shipped in the package as
 tsllm/data/reach_tiny.yaml) into runs/reach-tiny; `tsllm eval --run runs/reach-tiny` evaluates it.
@@ -172,7 +172,7 @@ def run_loop(args: argparse.Namespace) -> int:
 def run_bench_loop(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tsllm.bench_loop import print_loop_table, run_loop_bench, write_json
+    from tsllm.bench_loop import DEFAULT_ARMS, parse_arms, print_loop_table, run_loop_bench, write_json, write_plot
     from tsllm.config import ConfigError, load_config
     from tsllm.loop import LoopConfig
     from tsllm.loop_config import MAIN_JOB
@@ -181,18 +181,24 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     config_file = args.config or MAIN_JOB
     try:
         output_dir = args.output_dir or load_config(LoopConfig, config_file, args.overrides).output_dir + "-bench-loop"
-        result = run_loop_bench(config_file, list(args.overrides), output_dir, progress=not args.no_progress)
+        arms = parse_arms(args.arms) if args.arms is not None else list(DEFAULT_ARMS)
+        if args.seeds is not None and args.seeds < 1:
+            raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+        result = run_loop_bench(config_file, list(args.overrides), output_dir, progress=not args.no_progress,
+                                arms=arms, seeds=args.seeds)
     except ConfigError as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
     # how the JSON was made, so a report built from it can say so (scripts/benchmarks.py --loop-json)
     result["command"] = shlex.join(["tsllm", "bench", "loop", *(["--config", args.config] if args.config else []),
+                                    *(["--arms", args.arms] if args.arms is not None else []),
+                                    *(["--seeds", str(args.seeds)] if args.seeds is not None else []),
                                     *args.overrides])
     result["seconds"] = time.perf_counter() - start
     print_loop_table(result)
     out = Path(args.out or Path(output_dir) / "bench_loop.json")
     write_json(result, out)
-    print(f"results: {out}")
+    print(f"results: {out}, plot: {write_plot(result, out.with_suffix('.png'))}")
     return 0
 
 
@@ -459,13 +465,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_serve.add_argument("--questions", type=int, default=32, help="Game24 questions, one request each")
     bench_serve.add_argument("--concurrency", default="1,8,32", help="comma-separated numbers of clients")
     bench_serve.add_argument("--out", metavar="FILE.json", help="write the results here")
-    loop = bench_sub.add_parser("loop", help="the loop with improve=search and with improve=sampling (RFT) from "
-                                             "one warm start, per round")
+    loop = bench_sub.add_parser("loop", help="the loop once per arm (policy target, or sampling: RFT) from one "
+                                             "warm start, per round; by default the search loop against RFT")
     loop.add_argument("--config", help="YAML config (default: the main job, configs/reach/tiny.yaml)")
-    loop.add_argument("--output-dir", help="where both runs live, in search/ and sampling/ "
+    loop.add_argument("--output-dir", help="where the runs live, one folder per arm (seed_<s>/<arm> with --seeds) "
                                            "(default: the config's output_dir + '-bench-loop')")
-    loop.add_argument("--out", metavar="FILE.json", help="the table and both runs' rounds "
+    loop.add_argument("--out", metavar="FILE.json", help="the tables and every run's rounds, with a PNG beside it "
                                                          "(default: OUTPUT_DIR/bench_loop.json)")
+    loop.add_argument("--arms", metavar="A,B,...", help="comma-separated: paths, advantages, visits (policy.target "
+                                                        "with improve=search), sampling (RFT); search is the old "
+                                                        "name of paths (default: search,sampling)")
+    loop.add_argument("--seeds", type=int, metavar="N", help="repeat every arm with seed=0..N-1 and report "
+                                                             "mean ± std per round (default: once, the config's seed)")
     loop.add_argument("--no-progress", action="store_true", help="no progress bars")
     loop.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both runs")
     args = parser.parse_args(argv)

@@ -14,6 +14,9 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           generated tokens the training search spends per problem     -> trajectories.jsonl
   policy  LoRA SFT of policy_k on the correct improve trajectories of
           rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
+          (policy.target=paths); or on a tree target's weighted step
+          rows from rounds 0..k's search trees (trees.jsonl,
+          tsllm/training/targets.py)                                 -> policy_data.jsonl
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
 Each row also says how many pool problems the improve stage solved (`train_solved`), how many
 distinct problems the policy's data holds (`policy_problems`), the improve mode and its generated
@@ -58,6 +61,7 @@ from tsllm.progress import show_progress
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings, prompt_template
 from tsllm.tracking import log_series
+from tsllm.training.targets import TREE_TARGETS, target_rows, tree_record
 
 # The training search's tokens per problem, when its budget differs from evaluation's, are
 # measured on this many pool problems (a mean over a few dozen searches is stable enough to size
@@ -255,9 +259,16 @@ class Loop:
         def work(tmp: Path) -> dict:
             mine = dist.shard(self.pool(k))
             outs, _ = self._search(policy, value, [p for _, p in mine], f"search round {k}")
-            found, spent = [], []
+            found, spent, trees = [], [], []
+            keep_trees = self.config.policy.target in TREE_TARGETS  # only a tree target reads them
             for (index, _), out in zip(mine, outs):
                 spent.append((index, {"tokens": out.budget.tokens}))
+                if keep_trees:
+                    if out.tree is None:
+                        raise ConfigError(f"config key 'policy.target': {self.config.policy.target} learns from "
+                                          f"the search's trees, and {self.config.search.algorithm} keeps none")
+                    trees.append((index, tree_record(self.env, out.root, out.tree, out.root.question,
+                                                     self.task.name)))
                 seen = set()
                 for cand in out.candidates:  # every complete path the search found, once
                     end = cand.path[-1]
@@ -266,9 +277,12 @@ class Loop:
                     seen.add(end)
                     found.append((index, self.task.row(end, "search", 0)))
             rows, budgets = dist.merge_parts(tmp, "trajectories", found), dist.merge_parts(tmp, "tokens", spent)
+            records = dist.merge_parts(tmp, "trees", trees) if keep_trees else None
             if rows is None:
                 return {}
             write_jsonl(rows, tmp / "trajectories.jsonl")
+            if keep_trees:
+                write_jsonl(records, tmp / "trees.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
                     "solved": solved_problems(rows), "problems": len(budgets),
                     "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
@@ -348,17 +362,29 @@ class Loop:
                 spent.append((index, {"tokens": used[i], "rollouts": drawn[i]}))
         return found, spent
 
+    def trees_file(self, k: int) -> Path:
+        """Round k's search trees (tsllm/training/targets.py), refused by name when that round's
+        search ran with a target that keeps none (a run resumed with another policy.target)."""
+        path = self.out / f"round_{k}" / "search" / "trees.jsonl"
+        if not path.is_file():
+            raise ConfigError(f"config key 'policy.target': {self.config.policy.target} reads {path}, which round "
+                              f"{k}'s search did not write (it ran with policy.target=paths); start a new run")
+        return path
+
     def train_policy(self, k: int, policy: str) -> dict:
         def work(tmp: Path) -> dict:
             from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
-            # replay: every round's improve data so far, each (problem, path) once
-            files = [self.improve_folder(j) / "trajectories.jsonl" for j in range(k + 1)]
-            chosen = self.task.policy_rows(distinct_paths([r for f in files for r in read_jsonl(f)]))
-            data = {"rows": len(chosen), "problems": len({r["question"] for r in chosen})}
+            target = self.config.policy.target
+            if target == "paths":  # replay: every round's improve data so far, each (problem, path) once
+                files = [self.improve_folder(j) / "trajectories.jsonl" for j in range(k + 1)]
+                chosen = self.task.policy_rows(distinct_paths([r for f in files for r in read_jsonl(f)]))
+            else:  # the same replay for a tree target: every round's trees so far
+                chosen = target_rows(target, [r for j in range(k + 1) for r in read_jsonl(self.trees_file(j))])
+            data = {"target": target, "rows": len(chosen), "problems": len({r["question"] for r in chosen})}
             if not chosen:  # the improve stage found nothing to learn from: keep the policy
                 return {"policy": self.stored_path(policy), "loss": None, **data,
-                        "skipped": f"no {self.config.improve} trajectories to learn from"}
+                        "skipped": f"no {self.config.improve} {target} rows to learn from"}
             if dist.is_main():
                 write_jsonl(chosen, tmp / "policy_data.jsonl")
             dist.barrier()

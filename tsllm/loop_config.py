@@ -51,10 +51,12 @@ LOOP_FILLED = frozenset({"data_files", "output_dir", "base_model", "tiny", "task
 
 
 def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str,
-                    stage_sets: frozenset[str] = frozenset()) -> type:
+                    stage_sets: frozenset[str] = frozenset(), loop_keys: dict[str, tuple[Any, Any]] | None = None
+                    ) -> type:
     """A dataclass with `trainer`'s fields minus LOOP_FILLED (and `stage_sets`, what this stage
     always sets itself), its types and help, and `defaults` laid over the trainer's own (a default
-    for a field the trainer lacks fails at import)."""
+    for a field the trainer lacks fails at import). `loop_keys` (name -> (type, option)) are the
+    stage's own settings, read by the loop and never passed to the trainer; they come first."""
     hints = typing.get_type_hints(trainer)
     skip = LOOP_FILLED | stage_sets
     fields = [f for f in dataclasses.fields(trainer) if f.init and f.name not in skip]
@@ -68,14 +70,17 @@ def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         specs.append((f.name, hints[f.name], option(default, **{"help": "", **f.metadata})))
-    cls = dataclasses.make_dataclass(name, specs, namespace={"__doc__": doc, "trainer": trainer})
+    own = [(key, kind, spec) for key, (kind, spec) in (loop_keys or {}).items()]
+    cls = dataclasses.make_dataclass(name, own + specs, namespace={"__doc__": doc, "trainer": trainer,
+                                                                   "loop_keys": frozenset(loop_keys or ())})
     cls.__module__ = __name__
     return cls
 
 
 def trainer_settings(section: Any) -> dict[str, Any]:
-    """A section's values as keyword arguments for its trainer's config."""
-    return {f.name: copy.deepcopy(getattr(section, f.name)) for f in dataclasses.fields(section)}
+    """A section's values as keyword arguments for its trainer's config (not the loop's own keys)."""
+    return {f.name: copy.deepcopy(getattr(section, f.name)) for f in dataclasses.fields(section)
+            if f.name not in section.loop_keys}
 
 
 def check_trainer_section(key: str, section: Any, task: str) -> None:
@@ -113,7 +118,12 @@ PolicySection = trainer_section(
     {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
      "per_device_train_batch_size": 16},
     "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).",
-    stage_sets=frozenset({"min_reward"}))  # the task chooses the rows (correct or top-reward), not a threshold
+    stage_sets=frozenset({"min_reward"}),  # the task chooses the rows (correct or top-reward), not a threshold
+    loop_keys={"target": (Literal["paths", "advantages", "visits"], option(
+        "paths", "what the policy learns from the improve stage (tsllm/training/targets.py): paths, the winning "
+                 "paths the task keeps (SFT); advantages, every step of the training search's trees weighted by "
+                 "its advantage Q(s,a) - V(s) > 0; visits, every step weighted by the search's visit share at "
+                 "its state (softmax of Q where the search keeps no visits). Tree targets need improve=search"))})
 # Measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per second, a
 # schedule that finishes well inside the time cap (~216 s -> greedy 10%, pass@8 17%). The cap is
 # only a safety stop: a cap that bites (a busy machine got 572 of 2352 steps) leaves a policy that
@@ -410,6 +420,14 @@ class LoopConfig:
             raise bad("prompt_format", "chat needs a tokenizer with a chat template, and the char tokenizer has "
                                        "none: set tiny.tokenizer=bpe (ChatML), or a base_model that has one")
         self.generator.check_backend(self.backend)
+        if self.policy.target != "paths":  # tree targets read the training search's trees
+            if self.improve != "search":
+                raise bad("policy.target", f"{self.policy.target} learns from the training search's trees, and "
+                                           f"improve={self.improve} keeps none; set improve=search or "
+                                           "policy.target=paths")
+            if not issubclass(get_task(self.task), TextTask):
+                raise bad("policy.target", f"{self.policy.target} trains one step (a line) at a time, and task "
+                                           f"{self.task}'s steps are pieces of one response; use policy.target=paths")
         for key in ("warmstart", "policy", "value"):
             section = getattr(self, key)
             if section.deepspeed is not None:

@@ -492,3 +492,23 @@ def plot_accuracy_vs_tokens(rows: list[dict[str, Any]], path: str | os.PathLike,
     if all_xs and min(all_xs) > 0 and max(all_xs) >= 10 * min(all_xs):
         axes.set_xscale("log")
     return _finish_plot(figure, axes, all_ys, path, "no accuracy with tokens-per-question logged yet")
+
+
+def plot_mean_per_round(summary: list[dict[str, Any]], metric: str, path: str | os.PathLike,
+                        title: str = "Mean per round") -> Path:
+    """One line per `arm` of `summary` rows ({round, arm, <metric>_mean, <metric>_std}, e.g.
+    tsllm bench loop's), x = round, with a band of ± one std (seeds). Writes a PNG atomically."""
+    figure, axes = _new_axes(title, "round", metric.replace("_", " "))
+    rounds = sorted({r["round"] for r in summary})
+    if rounds:
+        axes.set_xticks(rounds)
+        axes.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
+    all_ys = []
+    for arm in dict.fromkeys(r["arm"] for r in summary):
+        points = sorted((r["round"], r[f"{metric}_mean"], r[f"{metric}_std"]) for r in summary if r["arm"] == arm)
+        xs, means, stds = zip(*points)
+        line, = axes.plot(xs, means, marker="o", label=arm)
+        axes.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                          color=line.get_color(), alpha=0.2)
+        all_ys += means
+    return _finish_plot(figure, axes, all_ys, path, f"no {metric} values yet")

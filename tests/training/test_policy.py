@@ -34,6 +34,7 @@ from tsllm.training.policy_trainer import (
     load_base,
     merge_adapter,
     read_examples,
+    read_step_examples,
     split_examples,
     train_policy,
 )
@@ -186,6 +187,66 @@ def test_prompt_tokens_are_masked_from_the_loss(base_dir, traj_file, tmp_path):
     assert loss.item() == pytest.approx(nll(batch["labels"]).item(), rel=1e-4)
     all_tokens = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     assert abs(loss.item() - nll(all_tokens).item()) > 1e-3  # the prompt would change it
+
+
+def step_rows(count):
+    """Step rows (tsllm/training/targets.py) of the first `count` solver paths: each path's steps,
+    one row per step, the last one ending the game; weights 1, 2, 3, ... along the path."""
+    return [{"question": r["question"], "task": "game24", "steps": r["steps"][:i], "step": step,
+             "ends": i == len(r["steps"]) - 1, "weight": float(i + 1)}
+            for r in solver_rows(count) for i, step in enumerate(r["steps"])]
+
+
+def test_step_rows_train_one_step_after_the_state_with_eos_only_at_the_end(base_dir, tmp_path):
+    rows = step_rows(2)
+    examples = read_step_examples([write_rows(tmp_path / "steps.jsonl", rows)], formats=tasks)
+    env = Game24Env()
+    first, second = examples[0], examples[1]
+    assert first["prompt"] == f"Input: {rows[0]['question']}\n" and first["completion"] == rows[0]["step"] + "\n"
+    assert second["prompt"] == env.prompt(env.initial_state(rows[0]["question"])) + rows[0]["step"] + "\n"
+    assert [e["weight"] for e in examples[:3]] == [1.0, 2.0, 3.0] and examples[0]["question"] == rows[0]["question"]
+    cfg = config(base_dir, tmp_path / "out")
+    model, tokenizer = load_base(cfg)
+    trainer = build_trainer(cfg, examples, [], model, tokenizer)
+    for example, row in zip(examples, trainer.train_dataset):
+        n = len(tokenizer(example["prompt"])["input_ids"])
+        assert row["labels"][:n] == [-100] * n and row["labels"][n:] == row["input_ids"][n:]
+        # EOS after the step that ends the game only: elsewhere the policy must go on to the next step
+        assert (row["input_ids"][-1] == tokenizer.eos_token_id) == example["ends"]
+        assert row["weight"] == example["weight"]
+    bad = write_rows(tmp_path / "bad.jsonl", [{**rows[0], "weight": 0}])
+    with pytest.raises(DataError, match=r"bad.jsonl:1: 'weight' must be a finite number > 0"):
+        read_step_examples([bad], formats=tasks)
+
+
+def test_the_weighted_loss_is_trl_s_loss_with_each_row_s_tokens_counted_weight_times(base_dir, traj_file, tmp_path):
+    cfg = config(base_dir, tmp_path / "out", per_device_train_batch_size=4, use_lora=False)  # one model, two trainers
+    paths = read_examples([traj_file], formats=tasks)[:4]
+    model, tokenizer = load_base(cfg)
+    plain = build_trainer(cfg, paths, [], model, tokenizer)  # TRL's own loss on whole paths
+    # the same pairs as step rows that end the game (EOS appended as TRL does) with weight 1
+    steps = [{**e, "weight": 1.0, "ends": True, "question": e["prompt"]} for e in paths]
+    weighted = build_trainer(cfg, steps, [], model, tokenizer)
+    batch = next(iter(plain.get_train_dataloader()))
+    weighted_batch = next(iter(weighted.get_train_dataloader()))
+    assert torch.equal(batch["input_ids"], weighted_batch["input_ids"]) and torch.equal(batch["labels"],
+                                                                                         weighted_batch["labels"])
+    with torch.no_grad():
+        loss = plain.compute_loss(plain.model, dict(batch)).item()
+        assert weighted.compute_loss(weighted.model, dict(weighted_batch)).item() == pytest.approx(loss, rel=1e-5)
+        doubled = {**weighted_batch, "weight": 2 * weighted_batch["weight"]}
+        assert weighted.compute_loss(weighted.model, doubled).item() == pytest.approx(2 * loss, rel=1e-5)
+        # a weight on one row moves the loss by that row's share of the tokens only
+        first_only = {**weighted_batch, "weight": torch.tensor([1.0, 0.0, 0.0, 0.0])}
+        assert 0 < weighted.compute_loss(weighted.model, first_only).item() < loss
+
+
+def test_a_policy_trains_on_weighted_step_rows(base_dir, tmp_path):
+    data = write_rows(tmp_path / "steps.jsonl", step_rows(16))
+    metrics = train_policy(config(base_dir, tmp_path / "out", data_files=[str(data)], num_train_epochs=1,
+                                  task="game24"), formats=tasks)
+    assert metrics["train_examples"] > 0 and metrics["eval_loss"] is not None
+    assert (tmp_path / "out" / "model" / "model.safetensors").is_file()
 
 
 # ------------------------------------------------------------------------------ training and saving

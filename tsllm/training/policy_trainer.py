@@ -10,6 +10,15 @@ appends the tokenizer's EOS so the policy learns to stop after the answer line. 
 prompt-completion format with `completion_only_loss=True` sets prompt labels to -100: the policy is
 trained on its own steps, never on the question it is given.
 
+Step rows (what the loop writes for a tree target, tsllm/training/targets.py) hold `steps` (the
+state), `step` (the one step trained), `ends` and `weight`: the prompt is the env's text of the
+state, the completion that one step, followed by EOS only when the step ends the game (TRL would
+append it to every completion, teaching the policy to stop after any step, so these rows are
+tokenized here the way TRL tokenizes prompt-completion pairs, less that EOS). Each row's token
+losses count `weight` times (`WeightedSFTTrainer`: TRL's loss, the sum of token NLLs over the
+batch's completion tokens, with each token's NLL times its row's weight), so weight 1 everywhere
+is plain SFT. A file of step rows is recognised by its first row holding `step`.
+
 Output, the layout both trainers share (tsllm.training.args): `<output_dir>/model/` and
 `<output_dir>/metrics.json`. `merge`: "merged" saves a full checkpoint (LoRA folded into the base;
 what `load_causal_lm` and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
@@ -32,6 +41,7 @@ bars are drawn only on a terminal (tsllm/progress.py; TSLLM_PROGRESS=0 turns the
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -47,7 +57,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tsllm.atomic import write_dir, write_json
 from tsllm.config import ConfigError, bad, to_dict
-from tsllm.envs.base import DataError
+from tsllm.envs.base import DataError, iter_jsonl
 from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
@@ -56,6 +66,7 @@ from tsllm.training.data import (
     Formats,
     Render,
     Trajectory,
+    parse_trajectory,
     read_trajectories,
     render_for_task,
 )
@@ -119,13 +130,62 @@ def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
     return examples
 
 
-def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: int
-                   ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Seeded (train, held-out) split by prompt: all pairs of one question land on the same side,
-    so the held-out loss is measured on questions the policy was not trained on. At least one
-    question is held out when eval_fraction > 0, unless there is only one question: then all of
-    it trains (a loop round whose search solved one question must not fail for want of a loss)."""
-    prompts = list(dict.fromkeys(e["prompt"] for e in examples))
+def read_step_examples(paths: Iterable[str | Path], default_task: str = "game24", formats: Formats | None = None,
+                       template: str | None = None) -> list[dict[str, Any]]:
+    """Prompt/completion pairs of step rows (module doc), each with its `weight`, `ends` and
+    `question` (the held-out split keeps all states of a question on one side). Malformed rows
+    raise DataError naming file and line."""
+    renders: dict[str, Render] = {}
+    examples: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        for lineno, row in iter_jsonl(path, required=("question", "steps", "step", "weight")):
+            where = f"{path}:{lineno}"
+            weight = row["weight"]
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
+                raise DataError(f"{where}: 'weight' must be a finite number > 0, got {weight!r}")
+            if not isinstance(row["step"], str) or not isinstance(row["steps"], list):
+                raise DataError(f"{where}: 'step' must be a string and 'steps' a list of strings")
+            # checked as the path to the step's end (a reward is not a step row's business)
+            trajectory = parse_trajectory({**row, "steps": row["steps"] + [row["step"]], "reward": 0.0}, where, formats)
+            task = trajectory.task or default_task
+            if task not in renders:
+                try:
+                    renders[task] = render_for_task(task, template, formats=formats)
+                except ValueError as err:
+                    raise DataError(f"{where}: {err}") from None
+            prompt = renders[task](trajectory.question, trajectory.steps[:-1])
+            full = renders[task](trajectory.question, trajectory.steps)
+            if not full.startswith(prompt) or len(full) == len(prompt):
+                raise DataError(f"{where}: the state's text does not start the text with the step; the task's "
+                                "render must extend prefixes")
+            examples.append({"prompt": prompt, "completion": full[len(prompt):], "weight": float(weight),
+                             "ends": bool(row.get("ends", False)), "question": trajectory.question})
+    if not examples:
+        raise DataError(f"no step rows in {[str(p) for p in paths]}")
+    return examples
+
+
+def holds_step_rows(paths: Sequence[str | Path]) -> bool:
+    """Whether the data files hold step rows (their first row names a `step`), not trajectories."""
+    for path in paths:
+        if Path(path).is_file():
+            for _, row in iter_jsonl(path):
+                return "step" in row
+    return False
+
+
+def split_examples(examples: list[dict[str, Any]], eval_fraction: float, seed: int
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Seeded (train, held-out) split by question (a pair's `question`, else its prompt, which a
+    whole path's pair shares with every pair of its question): all pairs of one question land on
+    the same side, so the held-out loss is measured on questions the policy was not trained on.
+    At least one question is held out when eval_fraction > 0, unless there is only one question:
+    then all of it trains (a loop round whose search solved one question must not fail for want
+    of a loss)."""
+    def group(example: dict[str, Any]) -> str:
+        return example.get("question", example["prompt"])
+
+    prompts = list(dict.fromkeys(map(group, examples)))
     random.Random(seed).shuffle(prompts)
     count = 0 if eval_fraction == 0 or len(prompts) < 2 else max(1, round(len(prompts) * eval_fraction))
     if count >= len(prompts):
@@ -133,8 +193,8 @@ def split_examples(examples: list[dict[str, str]], eval_fraction: float, seed: i
                         "add data or lower eval_fraction")
     held = set(prompts[:count])
     order = {prompt: index for index, prompt in enumerate(prompts)}
-    ranked = sorted(examples, key=lambda e: order[e["prompt"]])  # seeded order, stable within a question
-    return [e for e in ranked if e["prompt"] not in held], [e for e in ranked if e["prompt"] in held]
+    ranked = sorted(examples, key=lambda e: order[group(e)])  # seeded order, stable within a question
+    return [e for e in ranked if group(e) not in held], [e for e in ranked if group(e) in held]
 
 
 # ---------------------------------------------------------------------------------- model
@@ -270,17 +330,76 @@ def gathered_model(trainer: Any, config: PolicyTrainConfig) -> Any:
     return fresh
 
 
-def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_out: list[dict[str, str]],
+def tokenize_steps(examples: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[dict[str, Any]]:
+    """Step pairs as TRL tokenizes prompt-completion pairs (the completion starts where the
+    prompt's ids and the whole text's ids diverge), with EOS after a step only where it `ends` the
+    game, and the pair's weight."""
+    from trl.data_utils import common_prefix_length
+
+    rows = []
+    for e in examples:
+        prompt = tokenizer(e["prompt"])["input_ids"]
+        full = tokenizer(e["prompt"] + e["completion"])["input_ids"] + ([tokenizer.eos_token_id] if e["ends"] else [])
+        start = common_prefix_length(prompt, full)
+        rows.append({"input_ids": full, "completion_mask": [0] * start + [1] * (len(full) - start),
+                     "weight": e["weight"]})
+    return rows
+
+
+class WeightCollator:
+    """TRL's collator, plus each row's `weight` as a tensor (TRL's drops columns it does not know)."""
+
+    def __init__(self, collate: Any):
+        self.collate = collate
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return {**self.collate(rows), "weight": torch.tensor([r["weight"] for r in rows], dtype=torch.float32)}
+
+
+def weighted_trainer_class() -> type:
+    """`SFTTrainer` whose loss weighs each row's tokens by the row's `weight` (module doc); built
+    on call, as TRL is imported only where a trainer is built."""
+    from trl import SFTTrainer
+
+    class WeightedSFTTrainer(SFTTrainer):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.data_collator = WeightCollator(self.data_collator)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weight, labels = inputs.pop("weight"), inputs.pop("labels")
+            outputs = model(**inputs, use_cache=False)
+            targets = labels[:, 1:]  # the logits at token t predict token t + 1
+            nll = torch.nn.functional.cross_entropy(outputs.logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                                    ignore_index=-100, reduction="none").view_as(targets)
+            # normalised as TRL's own loss: by the batch's completion tokens (over every
+            # accumulated micro-batch and rank when the Trainer counts them)
+            tokens = (targets != -100).sum() if num_items_in_batch is None else num_items_in_batch
+            loss = (nll * weight[:, None]).sum() / torch.as_tensor(tokens).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedSFTTrainer
+
+
+def build_trainer(config: PolicyTrainConfig, train: list[dict[str, Any]], held_out: list[dict[str, Any]],
                   model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   callbacks: list[Any] | None = None) -> Any:
-    """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected)."""
+    """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected); for
+    weighted step pairs the `WeightedSFTTrainer` on pairs tokenized by `tokenize_steps`."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     out = Path(config.output_dir).expanduser()
-    return SFTTrainer(
+    args = _sft_config(config, out / CHECKPOINTS_DIR)
+    weighted = bool(train) and "weight" in train[0]
+    if weighted:
+        train, held_out = tokenize_steps(train, tokenizer), tokenize_steps(held_out, tokenizer)
+        args.remove_unused_columns = False  # keep `weight` for the collator (every column is used)
+    return (weighted_trainer_class() if weighted else SFTTrainer)(
         model=model,
-        args=_sft_config(config, out / CHECKPOINTS_DIR),
+        args=args,
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
@@ -304,7 +423,10 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        examples = read_examples(config.data_files, config.task, config.min_reward, formats, config.template)
+        if holds_step_rows(config.data_files):
+            examples = read_step_examples(config.data_files, config.task, formats, config.template)
+        else:
+            examples = read_examples(config.data_files, config.task, config.min_reward, formats, config.template)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
     model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
     trainer = build_trainer(config, train, held_out, model, tokenizer, callbacks)
