@@ -3,7 +3,11 @@
 The GPU configs ship with /path/to/ placeholders: each placeholder (and a missing path) must stop
 the run at start naming its key, and with the paths pointed at small files made here (a tiny
 model saved with tsllm.models.tiny, a reward model built from it, a few GSM8k rows, a few prompts)
-the configs validate. One tiny round of each task then runs for real on the CPU."""
+the configs validate. One tiny round of each task then runs for real on the CPU.
+
+The recipes for today's instruct models (RECIPES) are validated with a stand-in of their family in
+place of the hub model: a random-weight model of the same architecture and tokenizer layout
+(tsllm.models.tiny.build_stand_in), and each runs one round from its own file with counts shrunk."""
 
 import json
 import re
@@ -21,9 +25,11 @@ from tsllm.loop import LoopConfig
 from tsllm.models.tiny import (
     TinyModelConfig,
     build_char_tokenizer,
+    build_stand_in,
     build_tiny_llama,
     save_model,
 )
+from tsllm.tasks.base import TaskSettings, prompt_template
 from tsllm.tasks.rlhf import response_pieces
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +40,9 @@ SMALL = {"backend": "hf", "rounds": 1, "samples_per_question": 2, "test_question
          "tracking": {"report_to": "none"},
          "search": {"algorithm": "mcts_alpha", "knobs": {"num_simulations": 2, "width": 2}},
          "value": {"num_train_epochs": 1}, "policy": {"num_train_epochs": 1.0, "eval_fraction": 0.0}}
+# The instruct-model recipes and the family of the model each starts from.
+RECIPES = {"qwen2.5_0.5b_instruct.yaml": "qwen2.5", "qwen2.5_1.5b_instruct.yaml": "qwen2.5",
+           "llama3.2_1b_instruct.yaml": "llama3"}
 
 
 def small_config(path: Path, tmp_path: Path, **changes) -> Path:
@@ -61,9 +70,12 @@ def files(tmp_path_factory) -> dict[str, str]:
     save_model(LlamaForSequenceClassification(policy.config), tokenizer, root / "reward")
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
     shutil.copy(GSM8K_ROWS, root / "gsm8k.jsonl")
+    rows = read_jsonl(GSM8K_ROWS)
+    for family in sorted(set(RECIPES.values())):  # the BPE learns the rows' own text, as build_tiny does
+        save_model(*build_stand_in(family, [f"{r['question']}\n{r['answer']}" for r in rows]), root / family)
     return {"base_model": str(root / "policy"), "value_backbone": str(root / "policy"),
             "reward_model": str(root / "reward"), "gsm8k": str(root / "gsm8k.jsonl"),
-            "prompts": str(root / "prompts.jsonl")}
+            "prompts": str(root / "prompts.jsonl"), **{f: str(root / f) for f in set(RECIPES.values())}}
 
 
 def real_paths(path: Path, files: dict[str, str]) -> dict[str, str]:
@@ -74,6 +86,8 @@ def real_paths(path: Path, files: dict[str, str]) -> dict[str, str]:
         paths["reward_model"] = files["reward_model"]
     else:
         paths["value_backbone"] = files["value_backbone"]
+    if path.name in RECIPES:  # the stand-in of the recipe's model family, for the policy and the value model
+        paths["base_model"] = paths["value_backbone"] = files[RECIPES[path.name]]
     return paths
 
 
@@ -185,3 +199,77 @@ def test_rlhf_round_on_the_tiny_model(files, tmp_path):
     assert json.loads((out / "round_0" / "policy" / "done.json").read_text())["policy"].endswith("policy/model")
     rows = read_jsonl(out / "rounds.jsonl")
     assert all(isinstance(r["search_reward"], float) and isinstance(r["greedy_reward"], float) for r in rows)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_lora_targets_are_every_linear_layer_of_its_family(name, files):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    path = REPO / "configs" / "gsm8k" / name
+    cfg = load_config(LoopConfig, path, [f"{k}={v}" for k, v in real_paths(path, files).items()])
+    targets = set(cfg.policy.lora_target_modules)
+    model = AutoModelForCausalLM.from_pretrained(files[RECIPES[name]])
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert targets == linear - {"lm_head"}, "the adapters cover every linear layer of the blocks, and only those"
+    peft = get_peft_model(model, LoraConfig(r=cfg.policy.lora_r, target_modules=sorted(targets)))
+    adapted = {n.rsplit(".", 1)[-1] for n, m in peft.named_modules() if hasattr(m, "lora_A")}
+    assert adapted == targets
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_round_on_its_family_stand_in(name, files, tmp_path):
+    """One round from the recipe's own file on the CPU: the stand-in for the hub model, the fixture's
+    rows for GSM8k, counts shrunk, the HF backend (small_config); the chat format, system prompt,
+    LoRA targets and training settings are the file's."""
+    from transformers import AutoTokenizer
+
+    path = REPO / "configs" / "gsm8k" / name
+    small = small_config(path, tmp_path, **real_paths(path, files), train_questions=2, max_step_tokens=12)
+    out = tmp_path / "run"
+    assert main(["run", "--config", str(small), "--output-dir", str(out), "--no-progress"]) == 0
+    assert [r["round"] for r in read_jsonl(out / "rounds.jsonl")] == [0, 1]
+    saved = json.loads((out / "config.json").read_text())
+    shipped = yaml.safe_load(path.read_text())
+    assert saved["prompt_format"] == "chat" and saved["system_prompt"] == shipped["system_prompt"]
+    assert saved["policy"]["lora_target_modules"] == shipped["policy"]["lora_target_modules"]
+    # every prompt of the run opens the assistant's turn of the family's template, with one <bos> at
+    # most once encoded (Llama 3's template writes one and its tokenizer adds one)
+    tokenizer = AutoTokenizer.from_pretrained(files[RECIPES[name]])
+    cfg = load_config(LoopConfig, small)
+    template = prompt_template(TaskSettings.of(cfg))
+    opening = {"qwen2.5": "<|im_start|>system\n", "llama3": "<|start_header_id|>system"}[RECIPES[name]]
+    assert template.startswith(opening)
+    assert shipped["system_prompt"] in template
+    ids = tokenizer(template.replace("{question}", "How many?"))["input_ids"]  # as the env renders it
+    bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+    assert ids[:len(bos)] == bos and ids.count(tokenizer.bos_token_id) == len(bos)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipe_policy_section_trains_its_lora_on_the_stand_in(name, files, tmp_path):
+    """The round above has nothing to learn (a random policy solves no problem), so the recipe's
+    policy section trains here on the fixture's own solutions, in the recipe's chat format: the
+    adapters on the listed modules train and are merged into a plain checkpoint of the family."""
+    from safetensors.torch import load_file
+
+    from tsllm import tasks
+    from tsllm.atomic import write_jsonl
+    from tsllm.loop_config import trainer_settings
+    from tsllm.tasks.warmstart import gsm8k_rows
+    from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
+
+    path = REPO / "configs" / "gsm8k" / name
+    cfg = load_config(LoopConfig, path, [f"{k}={v}" for k, v in real_paths(path, files).items()])
+    task = tasks.get_task("gsm8k")(TaskSettings.of(cfg))
+    write_jsonl(gsm8k_rows(task.test_problems()), tmp_path / "rows.jsonl")
+    settings = {**trainer_settings(cfg.policy), "mixed_precision": "no", "max_steps": 2, "eval_fraction": 0.0}
+    stand_in = files[RECIPES[name]]
+    train_policy(PolicyTrainConfig(base_model=stand_in, data_files=[str(tmp_path / "rows.jsonl")], task="gsm8k",
+                                   output_dir=str(tmp_path / "out"), template=prompt_template(TaskSettings.of(cfg)),
+                                   **settings), formats=tasks)
+    before = load_file(Path(stand_in) / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model" / "model.safetensors")
+    assert set(after) == set(before), "a merged checkpoint has the base model's tensors, no adapter ones"
+    changed = {key.split(".")[-2] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == set(cfg.policy.lora_target_modules)  # exactly the adapted layers moved

@@ -17,6 +17,7 @@ Llama 3) and `qwen2` (Qwen2ForCausalLM: biased q/k/v projections, tied embedding
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable
@@ -115,7 +116,13 @@ def chat_prompt_template(tokenizer: PreTrainedTokenizerBase | str, system_prompt
                          "that has one (tiny.tokenizer bpe, or an instruct model's)")
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     messages.append({"role": "user", "content": "{question}"})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    # Llama 3's template writes <|begin_of_text|> and its tokenizer adds it again when encoding (as
+    # every consumer of this prompt does): keep one, the tokenizer's.
+    bos = tokenizer.bos_token
+    if bos and text.startswith(bos) and tokenizer("x")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos):]
+    return text
 
 
 def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512,
@@ -145,6 +152,46 @@ def build_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512,
         padding_side="left",
         clean_up_tokenization_spaces=False,
         chat_template=CHATML_TEMPLATE,
+    )
+
+
+# Llama 3's special tokens: <|begin_of_text|> starts every encoded text (the tokenizer adds it, and
+# the chat template writes it too), a turn is "<|start_header_id|>{role}<|end_header_id|>\n\n
+# {content}<|eot_id|>", <|eot_id|> ends the instruct model's answer; there is no padding token.
+BEGIN_OF_TEXT, END_OF_TEXT, START_HEADER, END_HEADER, EOT = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+LLAMA3_SPECIAL_TOKENS = (BEGIN_OF_TEXT, END_OF_TEXT, START_HEADER, END_HEADER, EOT)
+# Llama 3's instruct template without the date lines Llama 3.1+ adds to the system turn
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+
+def build_llama3_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """`build_bpe_tokenizer`'s byte-level BPE (same split, same exact decoding) in Llama 3's layout:
+    its five special tokens (ids 0..4), <|begin_of_text|> added when encoding, <|eot_id|> as eos,
+    no padding token, and its header chat template. The stand-in of a Llama 3.x instruct model."""
+    if vocab_size < BYTES + len(LLAMA3_SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size={vocab_size} must be >= {BYTES + len(LLAMA3_SPECIAL_TOKENS)}")
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+                                                     pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(LLAMA3_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(texts, trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BEGIN_OF_TEXT} $A", pair=f"{BEGIN_OF_TEXT} $A $B", special_tokens=[(BEGIN_OF_TEXT, 0)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=BEGIN_OF_TEXT,
+        eos_token=EOT,
+        additional_special_tokens=[END_OF_TEXT, START_HEADER, END_HEADER],
+        clean_up_tokenization_spaces=False,
+        chat_template=LLAMA3_TEMPLATE,
     )
 
 
@@ -233,6 +280,26 @@ def build_tiny(config: TinyModelConfig, texts: Iterable[str] = (),
     tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(config, texts)
     build = build_tiny_qwen2 if config.architecture == "qwen2" else build_tiny_llama
     return build(config, tokenizer), tokenizer
+
+
+# The stand-in of each model family the GPU recipes start from (configs/gsm8k/*_instruct.yaml): its
+# architecture and tokenizer layout at a size that runs on a CPU in seconds. head_dim 32 is one vLLM's
+# CPU attention serves; 4096 positions hold the recipes' generator.max_model_len.
+STAND_IN_FAMILIES = {"qwen2.5": "qwen2", "llama3": "llama"}  # family -> architecture
+STAND_IN_SHAPE = TinyModelConfig(hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=128,
+                                 max_position_embeddings=4096, tokenizer="bpe")
+
+
+def build_stand_in(family: str, texts: Iterable[str], seed: int = 0) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(random-weight model, tokenizer) standing in for an instruct model of `family` (qwen2.5:
+    Qwen2 with the ChatML BPE tokenizer; llama3: Llama with Llama 3's BPE layout), the tokenizer
+    trained on `texts` (the task's rows)."""
+    if family not in STAND_IN_FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(STAND_IN_FAMILIES)}")
+    texts = list(texts)
+    config = dataclasses.replace(STAND_IN_SHAPE, architecture=STAND_IN_FAMILIES[family], seed=seed)
+    tokenizer = build_llama3_bpe_tokenizer(texts) if family == "llama3" else build_bpe_tokenizer(texts)
+    return build_tiny(config, tokenizer=tokenizer)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> Path:
