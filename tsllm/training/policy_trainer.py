@@ -51,7 +51,7 @@ from tsllm.envs.base import DataError
 from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
-from tsllm.training.callbacks import StopAfterSeconds
+from tsllm.training.callbacks import StopAfterSeconds, quiet_off_terminal
 from tsllm.training.data import (
     Formats,
     Render,
@@ -278,7 +278,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
     from trl import SFTTrainer
 
     out = Path(config.output_dir).expanduser()
-    return SFTTrainer(
+    return quiet_off_terminal(SFTTrainer(
         model=model,
         args=_sft_config(config, out / CHECKPOINTS_DIR),
         train_dataset=Dataset.from_list(train),
@@ -286,7 +286,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, str]], held_o
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
         callbacks=([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or []),
-    )
+    ))
 
 
 def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None,
