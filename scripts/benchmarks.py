@@ -583,6 +583,24 @@ def checkpoint_seconds(out: Path) -> dict[str, float]:
     return found
 
 
+HOW_TO_RUN = [
+    "## How to run the benchmarks", "",
+    "`python scripts/benchmarks.py` regenerates this file at full scale; `--scale smoke` runs every claim in "
+    "about a minute, `--claims 2,4` reruns those claims and keeps the others' JSON, and `--loop-json FILE` "
+    "takes claim 5 from an earlier `tsllm bench loop --out FILE`. The other benchmarks print ratios measured "
+    "in one run, never timed unit tests; their dated figures are in RESULTS.md "
+    "([engine](RESULTS.md#engine-benchmark), [training](RESULTS.md#training-throughput)), "
+    "RELIABILITY.md (answer extraction) and SERVE.md (serving):", "",
+    "    python scripts/bench_search.py --roots 256      # expansions/s per algorithm on random trees",
+    "    python scripts/bench_train.py                   # value/policy training tokens/s, 1 vs 2 processes",
+    "    tsllm bench engine --backend hf --out engine_hf.json   # tree search against flat sampling: tse, prf, vcn",
+    "    tsllm bench engine --backend vllm --out engine_vllm.json",
+    "    tsllm bench loop --out bench_loop.json          # the search loop against the RFT loop, round by round",
+    "    tsllm bench serve                               # tsllm serve: requests/s and latency at 1, 8, 32 clients",
+    "    python scripts/bench_extract.py                 # ms per call of every answer extractor on hostile text",
+]
+
+
 def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
     results = {k: json.loads(p.read_text()) if (p := out / f"claim{k}.json").is_file() else None for k in CLAIMS}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -610,7 +628,7 @@ def write_doc(out: Path, doc: Path, command: str, scale: Scale) -> Path:
         verdict, seconds = (r["verdict"], f"{r['seconds']:.0f} s") if r else ("not measured", "-")
         lines.append(f"| {k}. {TITLES[k].split(':')[0]} | {verdict} | {seconds} |")
     total = sum(trained.values()) + sum(r["seconds"] for r in results.values() if r)
-    lines += [f"| all of the above | | {total:.0f} s ({total / 60:.0f} min) |", ""]
+    lines += [f"| all of the above | | {total:.0f} s ({total / 60:.0f} min) |", "", *HOW_TO_RUN, ""]
     for k, r in results.items():
         lines += claim_section(k, r)
     lines[3:3] = ["", "`$OUT` below is the script's --out-dir (default runs/benchmarks/<scale>): the checkpoints, "

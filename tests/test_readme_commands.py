@@ -129,3 +129,31 @@ def test_readme_python_block_prints_what_it_says(code):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[: len(expected)] == expected
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a file's headings: lower case, punctuation dropped, spaces to
+    hyphens, a repeated title numbered (-1, -2, ...)."""
+    found: dict[str, int] = {}
+    for title in re.findall(r"^#{1,6} (.+?)\s*$", FENCE.sub("", markdown), re.M):
+        slug = re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        found[slug] = found.get(slug, -1) + 1
+        if found[slug]:
+            found[f"{slug}-{found[slug]}"] = 0
+    return set(found)
+
+
+def test_readme_links_resolve():
+    """Every relative link of the README names a file of the repository and, with `#anchor`, a
+    heading of that markdown file."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", FENCE.sub("", README)):
+        if re.match(r"[a-z]+:", target):
+            continue  # http(s), mailto: not checked offline
+        path, _, anchor = target.partition("#")
+        file = REPO / path if path else REPO / "README.md"
+        if not file.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and anchor not in anchors(file.read_text()):
+            broken.append(f"{target}: {file.name} has no heading #{anchor}")
+    assert not broken, broken

@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +98,8 @@ def run_stage(folder: Path, work: Callable[[Path], dict], resumable: bool = Fals
         if folder.exists():  # a leftover without done.json: never complete, safe to replace
             shutil.rmtree(folder)
         os.replace(tmp, folder)
+        # one line per stage: a log without progress bars still says what ran and for how long
+        print(f"tsllm: {folder.parent.name}/{folder.name} done in {result['seconds']:.0f} s", file=sys.stderr)
     return dist.broadcast(result)  # the others wait here until the folder is in place
 
 

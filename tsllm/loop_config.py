@@ -401,7 +401,7 @@ class LoopConfig:
                   "about the generated tokens the training search spends per problem that round")
     value_from_search: bool = option(False, "also train the value model on the improve stage's trajectories of "
                                             "earlier rounds (not only on the samples); reach's config sets it "
-                                            "(docs/REACH.md), off by default")
+                                            "(docs/RESULTS.md), off by default")
     tracking: TrackingSection = option(TrackingSection(), "metrics tracking")
 
     def validate(self) -> None:

@@ -190,7 +190,9 @@ class WandbTracker:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.run_id = resume_id or self._saved_run_id() or _new_run_id()
         write_text(self.dir / RUN_ID_FILE, self.run_id + "\n")
-        settings = {"init_timeout": INIT_TIMEOUT_S, **(settings or {})}
+        # quiet: no per-metric run history and summary at finish (a line per metric in a CI log);
+        # the loop prints its own table, and the offline run's `wandb sync` line below
+        settings = {"init_timeout": INIT_TIMEOUT_S, "quiet": True, **(settings or {})}
         self.mode = self._resolve_mode(mode, settings.get("base_url"))
         init_args = dict(project=project, name=run_name, config=dict(config or {}), dir=str(self.dir),
                          id=self.run_id, resume="allow")

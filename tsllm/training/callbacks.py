@@ -43,3 +43,17 @@ class ReportLogs(TrainerCallback):
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"}
         if values:
             self.report({**values, "epoch": logs.get("epoch")}, state.global_step)
+
+
+def quiet_off_terminal(trainer):
+    """Off a terminal, drop transformers' PrinterCallback and return `trainer`. With `disable_tqdm`
+    (tsllm.progress: no bars off a terminal) the Trainer prints every logged dict instead, one line
+    per `logging_steps` (hundreds in one loop run's log); the curves still reach the metrics
+    (`train_loss_curve`) and, through ReportLogs, the loop's W&B run. Errors are raised as before."""
+    from transformers.trainer_callback import PrinterCallback
+
+    from tsllm.progress import show_progress
+
+    if not show_progress():
+        trainer.remove_callback(PrinterCallback)
+    return trainer

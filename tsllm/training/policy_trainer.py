@@ -61,7 +61,7 @@ from tsllm.envs.base import DataError, iter_jsonl
 from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
-from tsllm.training.callbacks import StopAfterSeconds
+from tsllm.training.callbacks import StopAfterSeconds, quiet_off_terminal
 from tsllm.training.data import (
     Formats,
     Render,
@@ -397,7 +397,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, Any]], held_o
     if weighted:
         train, held_out = tokenize_steps(train, tokenizer), tokenize_steps(held_out, tokenizer)
         args.remove_unused_columns = False  # keep `weight` for the collator (every column is used)
-    return (weighted_trainer_class() if weighted else SFTTrainer)(
+    return quiet_off_terminal((weighted_trainer_class() if weighted else SFTTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train),
@@ -405,7 +405,7 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, Any]], held_o
         processing_class=tokenizer,
         peft_config=lora_config(config) if config.use_lora else None,
         callbacks=([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or []),
-    )
+    ))
 
 
 def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None,

@@ -67,7 +67,7 @@ from tsllm.models.value import (
 )
 from tsllm.progress import quiet_library_bars
 from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
-from tsllm.training.callbacks import StopAfterSeconds
+from tsllm.training.callbacks import StopAfterSeconds, quiet_off_terminal
 from tsllm.training.data import (
     Formats,
     Render,
@@ -577,6 +577,7 @@ def train_value(config: ValueTrainConfig, render: Render | None = None,
                            processing_class=tokenizer, value_config=config,
                            callbacks=[*([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []),
                                       *(callbacks or [])])
+    quiet_off_terminal(trainer)
     # Every process gets the same number of batches (the last round padded from the start).
     batches_per_epoch = math.ceil(len(train_features) / (args.world_size * config.per_device_train_batch_size))
     started = time.perf_counter()
