@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     the main module, so engine-building commands run only under `if __name__ == "__main__"` or
     through this console script.)"""
     from tsllm import serve, sweep, trees
-    from tsllm.eval_run import EVAL_DEFAULTS
+    from tsllm.eval_run import EVAL_DEFAULTS, add_model_arguments
     from tsllm.tasks import get_task, names
 
     parser = argparse.ArgumentParser(prog="tsllm", description=__doc__.split("\n\n")[0])
@@ -388,17 +388,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="print the resolved config (YAML) and exit; fails as the run would on a bad config")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. rounds=3")
     ev = sub.add_parser("eval", help="evaluate a policy (+ value) checkpoint with search methods")
-    ev.add_argument("--run", metavar="RUN_DIR", help="a `tsllm run` output folder: take the policy and value of "
-                    "--round, the task, the held-out split and the search settings from it (flags given win)")
-    ev.add_argument("--round", type=int, help="with --run: the round whose policy and value to evaluate "
-                                              "(0: the warm start; default: the last round with both models)")
-    ev.add_argument("--policy", help="policy model folder (every task but toy)")
-    ev.add_argument("--value", help="value model folder (needed by value-guided searches)")
-    # these defaults are None here: a run fills the flags not given, then EVAL_DEFAULTS the rest
+    add_model_arguments(ev, "evaluate")
+
     def run_default(name: str) -> str:
         return f"default: the run's, else {EVAL_DEFAULTS[name]}"
 
-    ev.add_argument("--task", choices=names(), help=run_default("task"))
     ev.add_argument("--data", help="problems file (or hub dataset id) in the task's format, e.g. "
                                    + "; ".join(f"{n}: {get_task(n).data_help}" for n in names()
                                                if get_task(n).data_help) + "; default: the task's held-out split")
@@ -406,12 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--ranks", type=rank_range, metavar="LO-HI",
                     help="game24: the ranks kept of a Tree-of-Thoughts CSV --data, inclusive (ToT's test set: "
                          "901-1000; default: every row)")
-    ev.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder (num_labels=1)")
     ev.add_argument("--prompt-field", help=f"rlhf: the prompts' column in --data ({run_default('prompt_field')})")
-    ev.add_argument("--max-response-tokens", type=int,
-                    help=f"rlhf: the token-level tree's depth ({run_default('max_response_tokens')})")
     ev.add_argument("--test-questions", type=int, help=f"size of the held-out split ({run_default('test_questions')})")
-    ev.add_argument("--seed", type=int, help=f"split seed, must match training's ({run_default('seed')})")
     ev.add_argument("--methods", help="comma-separated: greedy, cot_sc, or any search algorithm name "
                                       "(default: greedy, the run's search algorithm or mcts_alpha, and the task's "
                                       "baseline)")
@@ -423,20 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ev.add_argument("--match-unit", choices=["compute", "tokens"], default="compute",
                     help="the cost a matched sampling method shares with the search: compute (policy tokens "
                          "processed: step tokens + prompt tokens not served from a cache) or step tokens")
-    ev.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
-    ev.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
-    ev.add_argument("--prompt-format", choices=["plain", "chat"],
-                    help="chat: the question as a user turn of the policy tokenizer's chat template "
-                         f"({run_default('prompt_format')})")
-    ev.add_argument("--system-prompt", help="with --prompt-format chat: the system turn before the question "
-                                            "(default: the run's, else none)")
-    ev.add_argument("--temperature", type=float,
-                    help=f"sampling temperature, not greedy's ({run_default('temperature')})")
     ev.add_argument("--lenient", action="store_true",
                     help="count a right final answer as solved even when a step broke the task's rules "
                          "(the loop scores strictly by default)")
-    ev.add_argument("--allow-illegal-steps", action="store_true",
-                    help="let searches keep proposed steps that break the task's rules (env.legal_step)")
     ev.add_argument("--out", metavar="FILE.json", help="write accuracy and per-question tokens here")
     sweep.add_arguments(ev)
     trees.add_arguments(ev)

@@ -45,6 +45,41 @@ EVAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+
+def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """The flags `tsllm eval` and `tsllm serve` share: which run, round and models, and how they
+    decode (`verb`: what the command does with the models, for the help). Their defaults are None,
+    so a run fills the flags not given, then EVAL_DEFAULTS the rest (`resolve_eval_args`)."""
+    from tsllm.tasks import names
+
+    def run_default(name: str) -> str:
+        return f"default: the run's, else {EVAL_DEFAULTS[name]}"
+
+    parser.add_argument("--run", metavar="RUN_DIR", help=f"a `tsllm run` output folder: {verb} the policy and value "
+                        "of --round, with the run's task, held-out split and search settings (flags given win)")
+    parser.add_argument("--round", type=int, help="with --run: the round whose policy and value to take (0: the "
+                                                  "warm start; default: the last round with both models)")
+    parser.add_argument("--policy", help="policy model folder (every task but toy)")
+    parser.add_argument("--value", help="value model folder (needed by value-guided searches)")
+    parser.add_argument("--task", choices=names(), help=run_default("task"))
+    parser.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder (num_labels=1)")
+    parser.add_argument("--max-response-tokens", type=int,
+                        help=f"rlhf: the token-level tree's depth ({run_default('max_response_tokens')})")
+    parser.add_argument("--seed", type=int, help=f"split and sampling seed, must match training's "
+                                                 f"({run_default('seed')})")
+    parser.add_argument("--backend", choices=["hf", "vllm"], help=run_default("backend"))
+    parser.add_argument("--max-step-tokens", type=int, help=run_default("max_step_tokens"))
+    parser.add_argument("--prompt-format", choices=["plain", "chat"],
+                        help="chat: the question as a user turn of the policy tokenizer's chat template "
+                             f"({run_default('prompt_format')})")
+    parser.add_argument("--system-prompt", help="with --prompt-format chat: the system turn before the question "
+                                                "(default: the run's, else none)")
+    parser.add_argument("--temperature", type=float,
+                        help=f"sampling temperature, not greedy's ({run_default('temperature')})")
+    parser.add_argument("--allow-illegal-steps", action="store_true",
+                        help="let searches keep proposed steps that break the task's rules (env.legal_step)")
+
+
 def read_run_config(run: str) -> dict[str, Any]:
     """The saved config of the loop run in folder `run`."""
     folder, saved = Path(run), Path(run) / "config.json"

@@ -536,33 +536,14 @@ def running(service: Service, host: str = "127.0.0.1", port: int = 0, start_seco
 def add_arguments(sub: Any) -> argparse.ArgumentParser:
     """The `serve` subcommand: the model flags of `tsllm eval` (a run fills those not given, as
     `eval --run` does), then the server's own."""
-    from tsllm.tasks import names
+    from tsllm.eval_run import add_model_arguments
 
     p = sub.add_parser("serve", help="tree-search decoding behind an OpenAI-compatible HTTP API (docs/SERVE.md)")
-    p.add_argument("--run", metavar="RUN_DIR", help="a `tsllm run` output folder: serve the policy and value of "
-                   "--round with the run's task and search (flags given win)")
-    p.add_argument("--round", type=int, help="with --run: the round whose models to serve (default: the last "
-                                             "round with both)")
-    p.add_argument("--policy", help="policy model folder")
-    p.add_argument("--value", help="value model folder (value-guided searches are served only with one)")
-    p.add_argument("--task", choices=names(), help="the task whose questions the prompts are (default: the run's, "
-                                                   "else game24)")
-    p.add_argument("--reward-model", help="rlhf: a sequence-classification reward model folder")
+    add_model_arguments(p, "serve")
     p.add_argument("--method", help="the default method: greedy, cot_sc or a search algorithm (default: the run's "
                                     "search, else mcts_alpha)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
                    help="a method's default knob, e.g. mcts_alpha.num_simulations=8 (repeatable; over the run's)")
-    p.add_argument("--backend", choices=["hf", "vllm"], help="generation backend (default: the run's, else hf)")
-    p.add_argument("--max-step-tokens", type=int, help="tokens per step (default: the run's, else 48)")
-    p.add_argument("--max-response-tokens", type=int, help="rlhf: the token-level tree's depth")
-    p.add_argument("--temperature", type=float, help="sampling temperature of the searches (default: the run's)")
-    p.add_argument("--seed", type=int, help="the searches' sampling seed (default: the run's, else 0)")
-    p.add_argument("--prompt-format", choices=["plain", "chat"],
-                   help="plain: the task's template; chat: the tokenizer's chat template (default: the run's, "
-                        "else plain)")
-    p.add_argument("--system-prompt", help="with --prompt-format chat: the system turn (default: the run's)")
-    p.add_argument("--allow-illegal-steps", action="store_true",
-                   help="let searches keep proposed steps that break the task's rules")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--served-model-name", default="tsllm", help="the model name meaning the default method")
