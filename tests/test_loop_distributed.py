@@ -67,7 +67,7 @@ def test_two_processes_shard_generation_and_train_together(tmp_path):
 
 def test_two_processes_run_the_rft_baseline_at_a_measured_training_budget(tmp_path):
     """improve=sampling with a training search budget unlike evaluation's: rank 0 measures the
-    training search's tokens per problem and both ranks sample their own problems to it."""
+    training search's compute per problem and both ranks sample their own problems to it."""
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", str(REPO / "recipes" / "iterate.py"),
@@ -79,9 +79,9 @@ def test_two_processes_run_the_rft_baseline_at_a_measured_training_budget(tmp_pa
         assert {p["index"] for p in part} == set(range(r, TRAIN_QUESTIONS, 2))
         assert all(p["row"]["rollouts"] >= 1 for p in part)
     done = json.loads((out / "round_0" / "sampling" / "done.json").read_text())
-    assert done["world_size"] == 2 and done["problems"] == TRAIN_QUESTIONS and done["target_tokens"] > 0
+    assert done["world_size"] == 2 and done["problems"] == TRAIN_QUESTIONS and done["target_compute"] > 0
     evaluated = json.loads((out / "round_0" / "eval" / "done.json").read_text())
-    assert done["target_tokens"] != evaluated["tokens_per_question"]  # measured, not the held-out search's
+    assert done["target_compute"] != evaluated["search_compute_per_question"]  # measured, not the held-out search's
     assert not (out / "round_0" / "search").exists()
     rows = read_jsonl(out / "rounds.jsonl")
     assert rows[0]["improve"] == "sampling" and rows[0]["train_problems"] == TRAIN_QUESTIONS

@@ -52,9 +52,13 @@ class CountingEnv:
         return (state[0], state[1] + (step,))
 
 
+PROMPT, CACHED = 10, 4  # each rollout's prompt tokens, and how many of them a cache served
+
+
 class FixedLengthRollouts:
-    """Every rollout of problem p costs lengths[p] tokens; the n-th one of a problem ends in step n,
-    except that problem 'same' always ends in the same step (duplicates are written once)."""
+    """Every rollout of problem p generates lengths[p] tokens (compute: PROMPT - CACHED more); the
+    n-th one of a problem ends in step n, except that problem 'same' always ends in the same step
+    (duplicates are written once)."""
 
     def __init__(self, lengths):
         self.lengths, self.drawn, self.calls = lengths, {p: 0 for p in lengths}, []
@@ -71,7 +75,8 @@ class FixedLengthRollouts:
             for _ in range(n):
                 self.drawn[question] += 1
                 step = "s" if question == "same" else f"s{self.drawn[question]}"
-                rollouts.append(SimpleNamespace(actions=[step], token_count=self.length(question)))
+                rollouts.append(SimpleNamespace(actions=[step], token_count=self.length(question),
+                                                prompt_tokens=PROMPT, cached_tokens=CACHED))
             out.append(rollouts)
         return out
 
@@ -84,19 +89,20 @@ def sampler():
     return loop
 
 
-def test_sampling_spends_about_the_target_tokens_per_problem():
+def test_sampling_spends_about_the_target_compute_per_problem():
     pv = FixedLengthRollouts({"short": 10, "long": 45, "same": 20, "huge": 500})
     problems = list(enumerate(["short", "long", "same", "huge"]))
     found, spent = sampler()._sample_to_budget(pv, problems, target=200, label="test")
     by_problem = {problems[i][1]: s for i, s in spent}
     for name, s in by_problem.items():
-        length = pv.lengths[name]
-        assert s["rollouts"] == pv.drawn[name] and s["tokens"] == s["rollouts"] * length
-        if length < 200:  # within half a rollout of the target
-            assert abs(s["tokens"] - 200) <= length / 2 + 1e-9, (name, s)
-    assert by_problem["huge"] == {"tokens": 500, "rollouts": 1}  # one rollout is the least a problem gets
+        cost = pv.lengths[name] + PROMPT - CACHED  # a rollout's compute: Budget.compute's unit
+        assert s["rollouts"] == pv.drawn[name] and s["tokens"] == s["rollouts"] * pv.lengths[name]
+        assert s["compute"] == s["rollouts"] * cost
+        if cost < 200:  # within half a rollout of the target
+            assert abs(s["compute"] - 200) <= cost / 2 + 1e-9, (name, s)
+    assert by_problem["huge"] == {"tokens": 500, "compute": 506, "rollouts": 1}  # one rollout at least
     rows = {problems[i][1]: [r for j, r in found if j == i] for i in range(4)}
-    assert len(rows["short"]) == by_problem["short"]["rollouts"] == 20
+    assert len(rows["short"]) == by_problem["short"]["rollouts"] == 12
     assert len(rows["same"]) == 1  # one row per distinct end
     assert all(r["source"] == "sampling" for _, r in found)
     assert len(pv.calls) < 20  # batched: a pass asks for the whole shortfall, not one rollout at a time
@@ -104,10 +110,10 @@ def test_sampling_spends_about_the_target_tokens_per_problem():
 
 def test_a_short_first_rollout_does_not_make_a_problem_overspend():
     """One 5-token win first, then 40-token rollouts: sizing the whole shortfall on the first
-    rollout would draw 39 more (1,565 tokens); a pass at most doubles the count drawn."""
+    rollout would draw 17 more (793 compute); a pass at most doubles the count drawn."""
     pv = FixedLengthRollouts({"lucky": [5, 40]})
     _, [(_, spent)] = sampler()._sample_to_budget(pv, [(0, "lucky")], target=200, label="test")
-    assert abs(spent["tokens"] - 200) <= 40 and spent["tokens"] == 5 + 40 * (spent["rollouts"] - 1)
+    assert abs(spent["compute"] - 200) <= 46 and spent["compute"] == 11 + 46 * (spent["rollouts"] - 1)
 
 
 # ----------------------------------------------------------------------------- config
@@ -217,10 +223,11 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
     for k in (0, 1):
         done = json.loads((out / f"round_{k}" / "sampling" / "done.json").read_text())
         evaluated = json.loads((out / f"round_{k}" / "eval" / "done.json").read_text())
-        # same budget for training and evaluation: the held-out search's tokens are the target
-        assert done["target_tokens"] == evaluated["tokens_per_question"]
+        # same budget for training and evaluation: the held-out search's compute is the target
+        assert done["target_compute"] == evaluated["search_compute_per_question"]
         assert rows[k]["improve"] == "sampling" and rows[k]["train_problems"] == 4
         assert rows[k]["improve_tokens_per_question"] == done["tokens_per_question"]
+        assert rows[k]["improve_compute_per_question"] == done["compute_per_question"]
         assert rows[k]["train_solved"] == done["solved"]
         policy = json.loads((out / f"round_{k}" / "policy" / "done.json").read_text())
         assert rows[k]["policy_problems"] == policy["problems"]
@@ -278,9 +285,9 @@ def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, register
     assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"],
                                                             result["runs"]["advantages"][0]["train_solved"],
                                                             sampling[0]["train_solved"], None, None, None]
-    # the RFT run spent about the search's tokens per problem
-    target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_tokens"]
-    assert target == search[0]["tokens_per_question"]
+    # the RFT run spent about the search's compute per problem
+    target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_compute"]
+    assert target == search[0]["search_compute_per_question"]
     assert sampling[0]["improve_tokens_per_question"] > 0
 
 

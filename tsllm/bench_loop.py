@@ -5,12 +5,14 @@
 
 An arm is one loop: a policy target (`paths`, `advantages`, `visits`: `improve=search` with that
 `policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
-rollouts at the search's generated tokens per problem, trained on their winning paths). `search`
+rollouts, under the task's rules, at the training search's compute per problem (policy tokens
+processed, generated or scored, plus prompts not served from a cache), trained on their winning
+paths). `search`
 is the old name of `paths`, and the default arms are `search,sampling`, the search loop against
 the RFT loop. Each arm runs under <output-dir>/<arm>; with `--seeds N` everything is repeated with
 seed=0..N-1 under <output-dir>/seed_<s>/<arm>. The table shows one row per round and arm of the
 first seed: held-out greedy and search accuracy, training problems solved, distinct problems in
-the policy's data, and the improve stage's generated tokens per problem; then the held-out greedy
+the policy's data, and the improve stage's step tokens per problem; then the held-out greedy
 accuracy per round and arm as mean ± std over seeds. The JSON holds every run's rounds, both
 tables and the command; a PNG beside it draws greedy accuracy per round, one line per arm, with a
 band of ± one std over seeds.

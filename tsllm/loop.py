@@ -11,7 +11,7 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           (search.train_knobs / train_max_tokens) on all of pool_k;
           or `sampling` (improve=sampling, the RFT baseline): rollouts
           of policy_k per problem until each has spent about the
-          generated tokens the training search spends per problem     -> trajectories.jsonl
+          compute the training search spends per problem              -> trajectories.jsonl
   policy  LoRA SFT of policy_k on the correct improve trajectories of
           rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
           (policy.target=paths); or on a tree target's weighted step
@@ -19,8 +19,8 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           tsllm/training/targets.py)                                 -> policy_data.jsonl
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
 Each row also says how many pool problems the improve stage solved (`train_solved`), how many
-distinct problems the policy's data holds (`policy_problems`), the improve mode and its generated
-tokens per problem (`improve_tokens_per_question`).
+distinct problems the policy's data holds (`policy_problems`), the improve mode and its step
+tokens and compute per problem (`improve_tokens_per_question`, `improve_compute_per_question`).
 
 Every stage writes under <output_dir>/round_<k>/<stage>/ through a temporary sibling folder that
 is renamed into place with its done.json last, so a stage is either complete or absent. On
@@ -265,7 +265,7 @@ class Loop:
             found, spent, trees = [], [], []
             keep_trees = self.config.policy.target in TREE_TARGETS  # only a tree target reads them
             for (index, _), out in zip(mine, outs):
-                spent.append((index, {"tokens": out.budget.tokens}))
+                spent.append((index, {"tokens": out.budget.tokens, "compute": out.budget.compute}))
                 if keep_trees:
                     if out.tree is None:
                         raise ConfigError(f"config key 'policy.target': {self.config.policy.target} learns from "
@@ -287,53 +287,55 @@ class Loop:
             if keep_trees:
                 write_jsonl(records, tmp / "trees.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
-                    "solved": solved_problems(rows), "problems": len(budgets),
-                    "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
+                    "solved": solved_problems(rows), "problems": len(budgets), **per_question(budgets)}
 
         return run_stage(self.out / f"round_{k}" / "search", work)
 
-    def search_tokens(self, k: int, policy: str, value: str, evaluated: dict) -> float:
-        """Generated tokens per problem the training search spends in round k: the held-out
-        search's when training and evaluation share a budget (same policy, value and knobs), else
-        measured by the training search on the first MEASURED_PROBLEMS pool problems (what it
-        finds there is dropped: the RFT data must come from sampling alone)."""
+    def search_compute(self, k: int, policy: str, value: str, evaluated: dict) -> float:
+        """Compute per problem (policy tokens processed: `Budget.compute`) the training search
+        spends in round k: the held-out search's when training and evaluation share a budget (same
+        policy, value and knobs), else measured by the training search on the first
+        MEASURED_PROBLEMS pool problems (what it finds there is dropped: the RFT data must come
+        from sampling alone)."""
         s = self.config.search
         if s.budget(training=True) == s.budget(training=False):
-            return evaluated["tokens_per_question"]
+            return evaluated["search_compute_per_question"]
         mean = None
         if dist.is_main():  # a few dozen searches: one process measures, the others wait for the number
             outs, _ = self._search(policy, value, self.pool(k)[:MEASURED_PROBLEMS], f"measure search round {k}")
-            mean = sum(out.budget.tokens for out in outs) / len(outs)
+            mean = sum(out.budget.compute for out in outs) / len(outs)
         return dist.broadcast(mean)
 
-    def sampling(self, k: int, policy: str, tokens_per_question: float) -> dict:
-        """The RFT baseline's improve stage: rollouts of `policy` on every pool problem until the
-        problem has spent about `tokens_per_question` generated tokens."""
+    def sampling(self, k: int, policy: str, compute_per_question: float) -> dict:
+        """The RFT baseline's improve stage: rollouts of `policy` (under the task's rules, as the
+        search) on every pool problem until the problem has spent about `compute_per_question`,
+        the training search's cost in the same unit."""
         def work(tmp: Path) -> dict:
             pv = self.policy_value(policy, None)
             mine = dist.shard(self.pool(k))
-            found, spent = self._sample_to_budget(pv, mine, tokens_per_question, f"sampling round {k}")
+            found, spent = self._sample_to_budget(pv, mine, compute_per_question, f"sampling round {k}")
             rows, budgets = dist.merge_parts(tmp, "trajectories", found), dist.merge_parts(tmp, "tokens", spent)
             if rows is None:
                 return {}
             write_jsonl(rows, tmp / "trajectories.jsonl")
             return {"trajectories": len(rows), "correct": sum(r["reward"] > 0 for r in rows),
-                    "solved": solved_problems(rows), "problems": len(budgets), "target_tokens": tokens_per_question,
+                    "solved": solved_problems(rows), "problems": len(budgets), "target_compute": compute_per_question,
                     "rollouts_per_question": sum(b["rollouts"] for b in budgets) / len(budgets),
-                    "tokens_per_question": sum(b["tokens"] for b in budgets) / len(budgets)}
+                    **per_question(budgets)}
 
         return run_stage(self.out / f"round_{k}" / "sampling", work)
 
     def _sample_to_budget(self, pv, problems: list[tuple[int, Any]], target: float, label: str):
-        """(index, row) of each distinct rollout end, and (index, {tokens, rollouts}) per problem.
-        A problem draws more rollouts while one more, of its mean length so far, would bring its
-        spend closer to `target` (so it stops within half a rollout of it, and draws one at least);
+        """(index, row) of each distinct rollout end, and (index, {tokens, compute, rollouts}) per
+        problem. A problem draws more rollouts while one more, of its mean compute so far, would
+        bring its compute closer to `target` (so it stops within half a rollout of it, and draws one at least);
         each pass asks for the whole rollouts the shortfall holds but at most doubles the problem's
         count, batched over the chunk's problems."""
         found, spent = [], []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for _, p in chunk]
-            used, drawn, seen = [0] * len(chunk), [0] * len(chunk), [set() for _ in chunk]
+            used, tokens, drawn = [0] * len(chunk), [0] * len(chunk), [0] * len(chunk)
+            seen: list[set] = [set() for _ in chunk]
             rows: list[list[dict]] = [[] for _ in chunk]
             for _ in range(MAX_SAMPLING_PASSES):
                 want = {}
@@ -352,7 +354,8 @@ class Loop:
                     batch = [i for i, m in want.items() if m == n]
                     for i, rollouts in zip(batch, pv.rollout([states[i] for i in batch], n)):
                         for r in rollouts:
-                            used[i] += r.token_count
+                            used[i] += r.token_count + r.prompt_tokens - r.cached_tokens  # Budget.compute's unit
+                            tokens[i] += r.token_count
                             drawn[i] += 1
                             end = states[i]
                             for step in r.actions:
@@ -362,7 +365,7 @@ class Loop:
                                 rows[i].append(self.task.row(end, "sampling", r.token_count))
             for i, (index, _) in enumerate(chunk):
                 found += [(index, row) for row in rows[i]]
-                spent.append((index, {"tokens": used[i], "rollouts": drawn[i]}))
+                spent.append((index, {"tokens": tokens[i], "compute": used[i], "rollouts": drawn[i]}))
         return found, spent
 
     def trees_file(self, k: int) -> Path:
@@ -483,7 +486,7 @@ class Loop:
                 else:
                     # a complete stage (on resume) needs no target; every rank takes the main's view
                     pending = dist.broadcast(not (self.out / f"round_{k}" / "sampling" / "done.json").is_file())
-                    target = self.search_tokens(k, policy, value, stages["eval"]) if pending else None
+                    target = self.search_compute(k, policy, value, stages["eval"]) if pending else None
                     stages["sampling"] = self.sampling(k, policy, target)
                 stages["policy"] = self.train_policy(k, policy)
             row = {"round": k, **{key: v for key, v in stages["eval"].items() if key != "seconds"},
@@ -497,6 +500,7 @@ class Loop:
                 row.update({"improve": cfg.improve, "train_problems": improved.get("problems"),
                             "train_solved": improved.get("solved"),
                             "improve_tokens_per_question": improved["tokens_per_question"],
+                            "improve_compute_per_question": improved.get("compute_per_question"),
                             "policy_problems": trained.get("problems"), "policy_rows": trained.get("rows"),
                             f"{cfg.improve}_train_correct": improved["correct"],
                             f"{cfg.improve}_train_trajectories": improved["trajectories"],
@@ -508,6 +512,11 @@ class Loop:
                 policy = self.model_path(stages["policy"]["policy"])
         self.total_seconds = time.perf_counter() - start
         return rows
+
+
+def per_question(budgets: list[dict]) -> dict[str, float]:
+    """Mean step tokens and compute per problem of an improve stage's per-problem spends."""
+    return {f"{unit}_per_question": sum(b[unit] for b in budgets) / len(budgets) for unit in ("tokens", "compute")}
 
 
 def distinct_paths(rows: list[dict]) -> list[dict]:
