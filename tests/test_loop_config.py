@@ -40,13 +40,13 @@ def tsllm_run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_no_config_is_the_main_job_and_an_override_keeps_the_other_knobs():
-    out = tsllm_run("--print-config", "search.knobs.prior_weight=0.5")
+    out = tsllm_run("--print-config", "search.knobs.prior_weight=0.5", "search.knobs.max_depth=6")
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
     assert resolved == {**to_dict(load_config(LoopConfig, "configs/reach/tiny.yaml")),
                         "search": resolved["search"]}
     assert resolved["task"] == "reach" and resolved["output_dir"] == "runs/reach-tiny"
-    assert resolved["search"]["knobs"] == {"use_terminal_reward": True, "prior_weight": 0.5}
+    assert resolved["search"]["knobs"] == {"use_terminal_reward": True, "prior_weight": 0.5, "max_depth": 6}
     help_text = io.StringIO()
     with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
         tsllm_main(["run", "--help"])
