@@ -169,8 +169,15 @@ def eval_flags(ckpt: dict, questions: int) -> list[str]:
 
 
 def search_knobs(ckpt: dict) -> dict[str, Any]:
-    """The shipped config's search knobs but the number of simulations (what the claims vary)."""
-    return {k: v for k, v in ckpt["config"].search.knobs.items() if k != "num_simulations"}
+    """The shipped config's search knobs that MCTS-α takes (the claims' search; a config that
+    ships another algorithm, as reach's DFS, lends it what both share, e.g. use_terminal_reward),
+    but the number of simulations (what the claims vary)."""
+    import inspect
+
+    from tsllm.search import get_algorithm
+
+    takes = inspect.signature(get_algorithm("mcts_alpha")).parameters
+    return {k: v for k, v in ckpt["config"].search.knobs.items() if k in takes and k != "num_simulations"}
 
 
 def sets(method: str, knobs: dict[str, Any]) -> list[str]:
