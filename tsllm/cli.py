@@ -138,6 +138,7 @@ def run_loop(args: argparse.Namespace) -> int:
     out = Path(config.output_dir)
     if not dist.is_main():  # tracking, plots and the summary belong to the main process
         Loop(config, NoOpTracker(), progress=False).run()
+        dist.finish()
         return 0
     print(f"tsllm run: task {config.task}, {dist.world_size()} process(es), output {out}", file=sys.stderr)
     tracker = make_tracker(config.tracking.report_to, out, project=config.tracking.project, run_name=out.name,
@@ -146,6 +147,7 @@ def run_loop(args: argparse.Namespace) -> int:
         rows = Loop(config, tracker, progress=not args.no_progress).run()
     finally:
         tracker.finish()
+    dist.finish()  # the other ranks are done too; what follows is the main process's alone
     task = get_task(config.task)  # e.g. rlhf is judged by the reward model's mean score, against best-of-N
     metric, search = task.score, config.search.algorithm
     baseline = next((r["baseline_method"] for r in rows if r.get("baseline_method")), task.baseline)

@@ -65,6 +65,18 @@ def setup() -> None:
         _state()
 
 
+def finish() -> None:
+    """Leave the launcher's process group: every rank waits for the others, then the group is
+    destroyed, so no rank exits while the group's threads are still live (a rank that did so
+    aborted in C++ teardown, and the launcher then killed the rest of the job)."""
+    if world_size() > 1:
+        import torch.distributed
+
+        barrier()
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     if world_size() > 1:
         _state().wait_for_everyone()
