@@ -103,6 +103,17 @@ def trajectory_example(trajectory: Trajectory, render: Render) -> dict[str, str]
     return {"prompt": prompt, "completion": full[len(prompt):]}
 
 
+def cached_render(renders: dict[str, Render], task: str, template: str | None, formats: Formats | None,
+                  where: str) -> Render:
+    """`task`'s render (built once per task into `renders`); an unknown task is a DataError at `where`."""
+    if task not in renders:
+        try:
+            renders[task] = render_for_task(task, template, formats=formats)
+        except ValueError as err:
+            raise DataError(f"{where}: {err}") from None
+    return renders[task]
+
+
 def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
                   min_reward: float | None = 0.0, formats: Formats | None = None,
                   template: str | None = None) -> list[dict[str, str]]:
@@ -114,14 +125,9 @@ def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
     renders: dict[str, Render] = {}
     examples: list[dict[str, str]] = []
     for trajectory in read_trajectories(paths, formats):
-        task = trajectory.task or default_task
-        if task not in renders:
-            try:
-                renders[task] = render_for_task(task, template, formats=formats)
-            except ValueError as err:
-                raise DataError(f"{trajectory.where}: {err}") from None
+        render = cached_render(renders, trajectory.task or default_task, template, formats, trajectory.where)
         if trajectory.steps and (min_reward is None or trajectory.reward > min_reward):
-            examples.append(trajectory_example(trajectory, renders[task]))
+            examples.append(trajectory_example(trajectory, render))
     if not examples:
         raise DataError(
             f"no trajectory in {[str(p) for p in paths]} has steps and reward > {min_reward}; "
@@ -147,14 +153,9 @@ def read_step_examples(paths: Iterable[str | Path], default_task: str = "game24"
                 raise DataError(f"{where}: 'step' must be a string and 'steps' a list of strings")
             # checked as the path to the step's end (a reward is not a step row's business)
             trajectory = parse_trajectory({**row, "steps": row["steps"] + [row["step"]], "reward": 0.0}, where, formats)
-            task = trajectory.task or default_task
-            if task not in renders:
-                try:
-                    renders[task] = render_for_task(task, template, formats=formats)
-                except ValueError as err:
-                    raise DataError(f"{where}: {err}") from None
-            prompt = renders[task](trajectory.question, trajectory.steps[:-1])
-            full = renders[task](trajectory.question, trajectory.steps)
+            render = cached_render(renders, trajectory.task or default_task, template, formats, where)
+            prompt = render(trajectory.question, trajectory.steps[:-1])
+            full = render(trajectory.question, trajectory.steps)
             if not full.startswith(prompt) or len(full) == len(prompt):
                 raise DataError(f"{where}: the state's text does not start the text with the step; the task's "
                                 "render must extend prefixes")
