@@ -362,9 +362,8 @@ class Evaluation:
             values = self.value(texts)
             return list(values) if value_noise == 0 else [v + float(rng.normal(0.0, value_noise)) for v in values]
 
-        def make_pv(temperature, guided, rules=None):
+        def make_pv(temperature, guided, rules):
             value = noisy if guided else (lambda texts: [0.0] * len(texts))
-            rules = guided if rules is None else rules
             return self.task.policy_value(self.policy, self.generator, value,
                                           self.config.temperature if temperature is None else temperature,
                                           legal_steps_only=rules and self.config.search.legal_steps_only)

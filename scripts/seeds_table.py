@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from tsllm.sweep import spread
 
 ACCURACIES = ("greedy_accuracy", "search_accuracy", "baseline_accuracy", "baseline_tokens_accuracy")
 COSTS = ("tokens_per_question", "search_compute_per_question", "train_solved")
@@ -27,11 +28,9 @@ def cell(values: list[float], percent: bool) -> str:
     if not values:
         return "-"
     scale, unit = (100.0, "%") if percent else (1.0, "")
-    mean = statistics.fmean(values) * scale
+    mean, std, low, high = (spread(values)[key] * scale for key in ("mean", "std", "min", "max"))
     if len(values) == 1:
         return f"{mean:,.1f}{unit}" if percent else f"{mean:,.0f}"
-    std = statistics.stdev(values) * scale
-    low, high = min(values) * scale, max(values) * scale
     if percent:
         return f"{mean:.1f}% ± {std:.1f} ({low:.1f}-{high:.1f})"
     return f"{mean:,.0f} ± {std:,.0f}"

@@ -143,8 +143,7 @@ def test_every_sampling_method_gets_the_rules_and_greedy_the_policy_alone():
 
     asked = {}
     for method in ("greedy", "cot_sc", "best_of_n", "best_of_n_checker", "dfs", "mcts_alpha"):
-        prepare_method(lambda temperature, guided, rules=None, m=method: asked.setdefault(
-            m, guided if rules is None else rules), method, {})
+        prepare_method(lambda temperature, guided, rules, m=method: asked.setdefault(m, rules), method, {})
     assert asked == {"greedy": False, "cot_sc": True, "best_of_n": True, "best_of_n_checker": True,
                      "dfs": True, "mcts_alpha": True}
 

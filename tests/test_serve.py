@@ -158,7 +158,7 @@ def test_32_concurrent_requests_are_one_batched_search_with_evals_results(server
     service, client = server
     asked = questions(service, 32)
     loaded = service.make_pv.__self__  # the server's MethodModels
-    loaded.make_pv(0.0, False)
+    loaded.make_pv(0.0, False, False)
     generator = loaded.generator
     calls, real = [], generator.generate
     generator.generate = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)

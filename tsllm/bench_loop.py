@@ -7,12 +7,12 @@ An arm is one loop: a policy target (`paths`, `advantages`, `visits`: `improve=s
 `policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
 rollouts, under the task's rules, at the training search's compute per problem (policy tokens
 processed, generated or scored, plus prompts not served from a cache), trained on their winning
-paths). `search`
-is the old name of `paths`, and the default arms are `search,sampling`, the search loop against
-the RFT loop. Each arm runs under <output-dir>/<arm>; with `--seeds N` everything is repeated with
+paths). `search` is the old name of `paths`, and the default arms are `search,sampling`, the search
+loop against the RFT loop. Each arm runs under <output-dir>/<arm>; with `--seeds N` everything is repeated with
 seed=0..N-1 under <output-dir>/seed_<s>/<arm>. The table shows one row per round and arm of the
 first seed: held-out greedy and search accuracy, training problems solved, distinct problems in
-the policy's data, and the improve stage's step tokens per problem; then the held-out greedy
+the policy's data, and the improve stage's step tokens and compute per problem (compute is the
+unit the arms are matched in); then the held-out greedy
 accuracy per round and arm as mean ± std over seeds. The JSON holds every run's rounds, both
 tables and the command; a PNG beside it draws greedy accuracy per round, one line per arm, with a
 band of ± one std over seeds.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -143,7 +142,8 @@ def table_rows(runs: dict[str, list[dict]]) -> list[dict]:
                 rows.append({"round": k, "mode": mode, "greedy_accuracy": r["greedy_accuracy"],
                              "search_accuracy": r["search_accuracy"], "train_solved": r.get("train_solved"),
                              "train_problems": r.get("train_problems"), "policy_problems": r.get("policy_problems"),
-                             "improve_tokens_per_question": r.get("improve_tokens_per_question")})
+                             "improve_tokens_per_question": r.get("improve_tokens_per_question"),
+                             "improve_compute_per_question": r.get("improve_compute_per_question")})
     return rows
 
 
@@ -152,6 +152,8 @@ def summary_rows(seed_runs: dict[str, dict[str, list[dict]]], metrics: tuple[str
                  ) -> list[dict]:
     """One row per (round, arm): each metric's mean and std over the seeds that reached the round
     (std: the sample standard deviation, 0 for one seed), and how many seeds that is."""
+    from tsllm.sweep import spread
+
     arms = list(dict.fromkeys(arm for runs in seed_runs.values() for arm in runs))
     rounds = max(len(rows) for runs in seed_runs.values() for rows in runs.values())
     summary = []
@@ -162,9 +164,8 @@ def summary_rows(seed_runs: dict[str, dict[str, list[dict]]], metrics: tuple[str
                 continue
             row: dict[str, Any] = {"round": k, "arm": arm, "seeds": len(reached)}
             for metric in metrics:
-                values = [r[metric] for r in reached]
-                row[f"{metric}_mean"] = statistics.fmean(values)
-                row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+                summary_of = spread([r[metric] for r in reached])
+                row[f"{metric}_mean"], row[f"{metric}_std"] = summary_of["mean"], summary_of["std"]
             summary.append(row)
     return summary
 
@@ -174,17 +175,18 @@ def print_loop_table(result: dict[str, Any]) -> None:
     width = max(8, len(search) + 2)
     arm_width = max(9, *(len(a) + 1 for a in result["runs"]))
     header = (f"{'round':>5}  {'arm':<{arm_width}}{'greedy':>8}{search:>{width}}{'solved':>12}"
-              f"{'policy problems':>17}{'tok/q':>9}")
+              f"{'policy problems':>17}{'tok/q':>9}{'compute/q':>11}")
     print("\n" + header + "\n" + "-" * len(header))
     for r in result["table"]:
         solved = "-" if r["train_solved"] is None else f"{r['train_solved']}/{r['train_problems']}"
         problems = "-" if r["policy_problems"] is None else str(r["policy_problems"])
-        tokens = "-" if r["improve_tokens_per_question"] is None else f"{r['improve_tokens_per_question']:.0f}"
+        tokens, compute = ("-" if r.get(key) is None else f"{r[key]:.0f}"
+                           for key in ("improve_tokens_per_question", "improve_compute_per_question"))
         print(f"{r['round']:>5}  {r['mode']:<{arm_width}}{r['greedy_accuracy']:>8.1%}"
-              f"{r['search_accuracy']:>{width}.1%}{solved:>12}{problems:>17}{tokens:>9}")
+              f"{r['search_accuracy']:>{width}.1%}{solved:>12}{problems:>17}{tokens:>9}{compute:>11}")
     print(f"greedy / {search}: held-out accuracy of the round's policy; solved: training problems the round's "
           "improve stage solved; policy problems: distinct problems in the policy's data after the round; "
-          "tok/q: the improve stage's generated tokens per training problem")
+          "tok/q, compute/q: the improve stage's step tokens and compute (the matched unit) per training problem")
     last = ", ".join(f"{arm} loop {rounds[-1]['greedy_accuracy']:.1%}" for arm, rounds in result["runs"].items())
     print(f"last round greedy: {last}")
     seeds = len(result["seed_runs"])

@@ -71,11 +71,10 @@ class MethodModels:
             self.generator = make_generator(self.backend, policy)
         return self.generator
 
-    def make_pv(self, temperature: float | None, guided: bool, rules: bool | None = None) -> Any:
+    def make_pv(self, temperature: float | None, guided: bool, rules: bool) -> Any:
         """The task's PolicyValueFn: guided (tree searches) with the value model, else the policy
-        alone; under the task's rules when `rules` (None: when guided); temperature None: the run's."""
+        alone; under the task's rules when `rules`; temperature None: the run's."""
         value = self.value_fn if guided and self.value_fn is not None else (lambda texts: [0.0] * len(texts))
-        rules = guided if rules is None else rules
         return self.task.policy_value(self.policy, self.generator_for, value,
                                       self.temperature if temperature is None else temperature,
                                       legal_steps_only=rules and not self.allow_illegal_steps)
@@ -87,8 +86,8 @@ GREEDY_KNOBS = {"width": 1}
 
 def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None) -> tuple[Any, Any, Any, dict]:
     """(algorithm, policy/value, budget, search knobs) of one method, as `run_method` and `tsllm
-    serve` call it: `make_pv(temperature, guided, rules=None)` builds the LLMPolicyValue (guided,
-    for tree searches and best-of-N: with the value model; rules None means rules = guided).
+    serve` call it: `make_pv(temperature, guided, rules)` builds the LLMPolicyValue (guided, for
+    tree searches and best-of-N: with the value model; rules: under the task's rules).
     Greedy gets the policy alone (its accuracy is the policy's own); cot_sc the policy under the
     task's rules, as every method that samples, so no baseline lacks the legal-move mask;
     Budget limits among `knobs` (`max_tokens`, `max_expansions`, `max_value_calls`,
@@ -98,11 +97,11 @@ def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None)
     from tsllm.types import Budget
 
     if method == "greedy":
-        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False), {**GREEDY_KNOBS, **knobs}
+        algorithm, pv, knobs = cot_greedy, make_pv(0.0, False, False), {**GREEDY_KNOBS, **knobs}
     elif method == "cot_sc":
         algorithm, pv = get_algorithm("cot_sc"), make_pv(None, False, True)
     else:
-        algorithm, pv = get_algorithm(method), make_pv(None, True)
+        algorithm, pv = get_algorithm(method), make_pv(None, True, True)
     budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})
     search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
     if rng is not None and takes_rng(algorithm):

@@ -64,7 +64,7 @@ from tsllm.tasks.base import TaskSettings, prompt_template
 from tsllm.tracking import log_series
 from tsllm.training.targets import TREE_TARGETS, target_rows, tree_record
 
-# The training search's tokens per problem, when its budget differs from evaluation's, are
+# The training search's compute per problem, when its budget differs from evaluation's, is
 # measured on this many pool problems (a mean over a few dozen searches is stable enough to size
 # the RFT baseline's sampling).
 MEASURED_PROBLEMS = 32
@@ -431,9 +431,8 @@ class Loop:
                     knobs = dist.broadcast(matched_knobs(method, knobs, search_knobs, results["search"], unit)
                                            if dist.is_main() else None)
                     runs[name] = (method, knobs)
-                mine_results = run_method(self.env, lambda temp, guided, rules=None: self.policy_value(
-                    policy, value if guided else None, temperature=temp, rules=guided if rules is None else rules),
-                    [p for _, p in mine],
+                mine_results = run_method(self.env, lambda temp, guided, rules: self.policy_value(
+                    policy, value if guided else None, temperature=temp, rules=rules), [p for _, p in mine],
                     method, knobs, progress=self.progress)["per_question"]
                 merged = dist.merge_parts(tmp, f"eval_{name}", list(zip((i for i, _ in mine), mine_results)))
                 if merged is not None:

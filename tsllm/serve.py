@@ -620,7 +620,7 @@ def prompt_measure(task_cls: Any, policy: str | None) -> tuple[Any, int | None]:
 
 def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     service = build_service(args, parser)
-    service.make_pv(0.0, False)  # load the policy now, not on the first request
+    service.make_pv(0.0, False, False)  # load the policy now, not on the first request
     server, sock = _server(service, args.host, args.port)
     print(f"tsllm serve: task {service.task.name}, default {service.default_method} "
           f"{service.defaults[service.default_method]}, on http://{url_host(args.host)}:{sock.getsockname()[1]}/v1",
