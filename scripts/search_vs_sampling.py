@@ -1,16 +1,19 @@
-"""Search against sampling at matched cost, given the same information: the table and plots of
-docs/SEARCH_VS_SAMPLING.md, from a run's checkpoints.
+"""Search against sampling at matched cost, given the same information: the tables and plots of
+docs/RESULTS.md ("Search against sampling, same information"), from a run's checkpoints.
 
     python scripts/search_vs_sampling.py --run runs/reach-tiny --rounds 0,3 --out-dir OUT [--seeds 3]
+        [--set dfs.prior_weight=0.25]
 
 For each round it runs `tsllm eval --run RUN --round K` sweeps (each point over --seeds seeds):
 - checker at test time: the run's search (and DFS, if the run's search is another) with terminal
   rewards, each at several caps of compute per question (`max_compute`), against sampling + the
   same checker (`best_of_n_checker`) at the same caps. Every point records its mean cost in both
-  units (step tokens, compute), so the sweep's plot compares the curves in each;
+  units (step tokens, compute) and the value model's tokens, so the sweep's plot compares the
+  curves in each (and in compute + the critic's tokens);
 - no checker at test time (TS-LLM's setting): the run's search with `use_terminal_reward=false`
   at its shipped knobs, against CoT-SC and best-of-N (ORM) given its compute per question.
-Every sweep writes its JSON and PNG to --out-dir; the script then prints a markdown table per
+`--set` knobs (repeatable) go to every evaluation, e.g. the shipped search knobs when the run was
+made with others. Every sweep writes its JSON and PNG to --out-dir; the script then prints a markdown table per
 round and setting (accuracy mean ± std over seeds, cost per question in both units), which is
 what the doc holds. Run it on an idle machine: it measures accuracy and cost, not time, so a
 busy machine changes nothing but the wall clock.
@@ -24,12 +27,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+SETS: list[str] = []  # --set knobs for every evaluation
+
 
 def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) -> dict:
     """One `tsllm eval --run` sweep (skipped when its JSON is already there: resumable)."""
     if not out.exists():
         command = [sys.executable, "-m", "tsllm.cli", "eval", "--run", run, "--round", str(round_),
-                   "--seeds", str(seeds), "--out", str(out), *args]
+                   "--seeds", str(seeds), "--out", str(out), *args, *(a for s in SETS for a in ("--set", s))]
         print("$ tsllm " + " ".join(command[3:]), flush=True)
         subprocess.run(command, check=True)
     return json.loads(out.read_text())
@@ -60,15 +65,16 @@ def no_checker(run: str, round_: int, out_dir: Path, search: str, seeds: int) ->
 
 
 def table(points: list[dict]) -> str:
-    lines = ["| method | budget | accuracy (mean ± std over seeds) | step tokens / q | compute / q | value calls / q |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | budget | accuracy (mean ± std over seeds) | step tokens / q | compute / q | value calls / q "
+             "| value-model tokens / q |", "|---|---|---|---|---|---|---|"]
     for p in points:
         budget = "-" if p["knob"] is None else f"{p['knob']}={p['value']}"
         a, seeds = p["accuracy"], len(p["runs"])
         spread = f" ± {a['std']:.1%} ({seeds} seeds)" if seeds > 1 else " (deterministic: 1 run)"
         lines.append(f"| {p['method']} | {budget} | {a['mean']:.1%}{spread} | "
                      f"{p['tokens_per_question']['mean']:.0f} | {p['compute_per_question']['mean']:.0f} | "
-                     f"{p.get('value_calls_per_question', {}).get('mean', 0):.0f} |")
+                     f"{p.get('value_calls_per_question', {}).get('mean', 0):.0f} | "
+                     f"{p.get('value_tokens_per_question', {}).get('mean', 0):.0f} |")
     return "\n".join(lines)
 
 
@@ -79,7 +85,10 @@ def main() -> None:
     parser.add_argument("--out-dir", required=True, help="where the sweeps' JSON and PNG files go")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--compute-caps", default="1000,2000,4000,8000,16000")
+    parser.add_argument("--set", action="append", default=[], metavar="METHOD.KNOB=VALUE",
+                        help="a knob for every evaluation (repeatable)")
     args = parser.parse_args()
+    SETS.extend(args.set)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     search = json.loads((Path(args.run) / "config.json").read_text())["search"]["algorithm"]

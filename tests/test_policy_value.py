@@ -277,6 +277,7 @@ def test_scored_expansion_scores_exactly_the_legal_moves_once_per_state(tiny):
     from tsllm.envs.game24_moves import Game24MovesEnv
     from tsllm.envs.reach import ReachEnv
     from tsllm.envs.reach import make_problem as reach_problem
+    from tsllm.generation.prefix_tree import prefix_tree
     from tsllm.search import dfs
 
     path, model, tokenizer = tiny
@@ -298,8 +299,11 @@ def test_scored_expansion_scores_exactly_the_legal_moves_once_per_state(tiny):
         top = max(logprobs)
         weights = [math.exp(lp - top) for lp in logprobs]
         assert exp.priors == pytest.approx([w / sum(weights) for w in weights], abs=1e-5)
-        # cost: each move's tokens, and the prompt computed once (the other moves reuse its cache)
-        assert exp.token_counts == [len(tokenizer.encode(m, add_special_tokens=False)) for m in exp.actions]
+        # cost: the moves' tokens with each shared prefix once ("7 " of "7 + 1", "7 + 3", "7 * 2"),
+        # and the prompt computed once (the other moves reuse its cache)
+        move_ids = [tokenizer.encode(m, add_special_tokens=False) for m in exp.actions]
+        shared = sum(map(len, move_ids)) - sum(exp.token_counts)
+        assert exp.token_counts == prefix_tree(move_ids).paid and shared > 0
         assert exp.prompt_tokens - exp.cached_tokens == len(prompt_ids) and exp.dropped_tokens == 0
         assert pv.score_calls == 1 and pv.generate_calls == 0
         budget = Budget()

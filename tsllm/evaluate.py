@@ -115,10 +115,20 @@ def run_method(env: Any, make_pv, problems: list[dict], method: str, knobs: dict
     what `make_pv`, `knobs` and `rng` are), over `problems` in chunks of 32 roots per call."""
     algorithm, pv, budget, search_knobs = prepare_method(make_pv, method, knobs, rng)
     knobs = {**GREEDY_KNOBS, **knobs} if method == "greedy" else knobs  # recorded as run
-    outs = []
+    outs, rows = [], []
     for chunk in chunks(problems, 32, method, progress):
-        outs += algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
-    return {**summarize(method, knobs, [question_result(env, o) for o in outs]), "outputs": outs}
+        before = critic_tokens(pv)
+        done = algorithm(env, pv, [env.initial_state(p) for p in chunk], budget=budget, **search_knobs)
+        # one batched value call serves a whole chunk's roots, so its tokens are shared evenly
+        share = (critic_tokens(pv) - before) / max(len(done), 1)
+        outs += done
+        rows += [{**question_result(env, o), "value_tokens": share} for o in done]
+    return {**summarize(method, knobs, rows), "outputs": outs}
+
+
+def critic_tokens(pv: Any) -> int:
+    """Tokens the value model has run for this policy/value so far (0 when it has no counting critic)."""
+    return getattr(getattr(pv, "value", None), "tokens_computed", 0)
 
 
 def question_result(env: Any, out: Any) -> dict[str, Any]:
@@ -141,6 +151,7 @@ def summarize(method: str, knobs: dict[str, Any], per_question: list[dict[str, A
             "tokens_per_question": sum(q["tokens"] for q in per_question) / n,
             "compute_per_question": sum(q.get("compute", q["tokens"]) for q in per_question) / n,
             "value_calls_per_question": sum(q.get("value_calls", 0) for q in per_question) / n,
+            "value_tokens_per_question": sum(q.get("value_tokens", 0) for q in per_question) / n,
             "per_question": per_question}
 
 
@@ -190,11 +201,13 @@ def evaluate_methods(env: Any, make_pv, problems: list[dict], methods: list[str]
 
 def print_table(results: dict[str, dict[str, Any]], extra: tuple[str, ...] = ()) -> None:
     """Accuracy and tokens per question of each method, then the `extra` metrics it holds."""
-    print(f"\n{'method':<20}{'accuracy':>10}{'tokens/q':>10}{'compute/q':>11}" + "".join(f"{m:>10}" for m in extra))
+    print(f"\n{'method':<20}{'accuracy':>10}{'tokens/q':>10}{'compute/q':>11}{'critic/q':>10}"
+          + "".join(f"{m:>10}" for m in extra))
     for method, r in results.items():
         shown = ["-" if r.get(m) is None else f"{r[m]:.3f}" for m in extra]
         print(f"{method:<20}{r['accuracy']:>10.1%}{r['tokens_per_question']:>10.1f}"
-              f"{r.get('compute_per_question', 0.0):>11.1f}" + "".join(f"{v:>10}" for v in shown))
+              f"{r.get('compute_per_question', 0.0):>11.1f}{r.get('value_tokens_per_question', 0.0):>10.1f}"
+              + "".join(f"{v:>10}" for v in shown))
 
 
 def save_results(results: dict[str, dict[str, Any]], path: str | Path, meta: dict[str, Any]) -> Path:

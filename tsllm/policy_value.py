@@ -60,23 +60,32 @@ def _widths(states: Sequence[Any], width: int | Sequence[int]) -> list[int]:
     return widths
 
 
+def _tokens_computed(value_fn: ValueFn) -> int:
+    """What a value function has run so far, if it counts (a plain callable costs nothing here)."""
+    return getattr(value_fn, "tokens_computed", 0)
+
+
 class CachedValue:
     """Values of states, each computed once: one batched `value_fn` call per `evaluate` for the
-    states not seen before."""
+    states not seen before. `tokens_computed`: the tokens the value model ran for them, when the
+    value function reports its own (`ValueFunction.tokens_computed`: a state extending one it
+    scored before runs only its new tokens), so the critic's work can be priced like the policy's."""
 
     def __init__(self, env: Any, value_fn: ValueFn):
         self.env, self.value_fn = env, value_fn
         self.cache: dict[Hashable, float] = {}
         self.value_calls = 0  # states actually sent to the value model
+        self.tokens_computed = 0
         self.batches = 0
         self.seconds = 0.0  # wall time inside the value model
 
     def __call__(self, states: Sequence[Hashable]) -> list[float]:
         todo = list(dict.fromkeys(s for s in states if s not in self.cache))
         if todo:
-            start = time.perf_counter()
+            start, before = time.perf_counter(), _tokens_computed(self.value_fn)
             values = self.value_fn([self.env.prompt(s) for s in todo])
             self.seconds += time.perf_counter() - start
+            self.tokens_computed += _tokens_computed(self.value_fn) - before
             if len(values) != len(todo):
                 raise ValueError(f"value function returned {len(values)} values for {len(todo)} texts")
             self.cache.update(zip(todo, map(float, values)))

@@ -189,7 +189,10 @@ def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metric
     return {"seed": seed, "deterministic": deterministic,
             "accuracy": result["accuracy"], "tokens_per_question": result["tokens_per_question"],
             "compute_per_question": result["compute_per_question"],
-            "value_calls_per_question": result["value_calls_per_question"], **(metrics(result) if metrics else {}),
+            "value_calls_per_question": result["value_calls_per_question"],
+            "value_tokens_per_question": result["value_tokens_per_question"],
+            "total_compute_per_question": result["compute_per_question"] + result["value_tokens_per_question"],
+            **(metrics(result) if metrics else {}),
             "correct": [q["correct"] for q in per_question], "tokens": [q["tokens"] for q in per_question]}
 
 
@@ -216,37 +219,40 @@ def print_sweep(rows: list[dict[str, Any]]) -> None:
     core = ("accuracy", "tokens_per_question")
     extra = [k for k in dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, dict) and "mean" in v)
              if k not in core]
-    extra = [k for k in extra if k not in ("compute_per_question", "value_calls_per_question")]
+    costs = ("compute_per_question", "value_calls_per_question", "value_tokens_per_question")
+    extra = [k for k in extra if k not in (*costs, "total_compute_per_question")]
     header = (f"{'point':<36}{'seeds':>6}{'accuracy':>10}{'± std':>8}{'min':>8}{'max':>8}{'tokens/q':>10}{'± std':>8}"
-              f"{'compute/q':>10}{'values/q':>10}" + "".join(f"{k:>10}" for k in extra))
+              f"{'compute/q':>10}{'values/q':>10}{'critic/q':>10}" + "".join(f"{k:>10}" for k in extra))
     print("\n" + header + "\n" + "-" * len(header))
     for r in rows:
         label = r["method"] if r["knob"] is None else f"{r['method']} {r['knob']}={r['value']}"
         a, t = r["accuracy"], r["tokens_per_question"]
         shown = "".join(f"{r[k]['mean']:>10.3f}" if k in r else f"{'-':>10}" for k in extra)
-        compute, values = (r.get(k, {}).get("mean", 0.0) for k in ("compute_per_question", "value_calls_per_question"))
+        compute, values, critic = (r.get(k, {}).get("mean", 0.0) for k in costs)
         print(f"{label:<36}{len(r['runs']):>6}{a['mean']:>10.1%}{a['std']:>8.1%}{a['min']:>8.1%}{a['max']:>8.1%}"
-              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{values:>10.1f}{shown}")
+              f"{t['mean']:>10.1f}{t['std']:>8.1f}{compute:>10.1f}{values:>10.1f}{critic:>10.1f}{shown}")
 
 
 COST_UNITS = (("tokens_per_question", "policy tokens of the steps per question (log)"),
-              ("compute_per_question", "policy tokens processed per question (log)"))
+              ("compute_per_question", "policy tokens processed per question (log)"),
+              ("total_compute_per_question", "policy + value-model tokens processed per question (log)"))
 
 
 def plot_sweep(rows: list[dict[str, Any]], path: str | Path) -> Path:
-    """Accuracy vs cost per question, in both cost units side by side (step tokens; compute:
-    those plus prompt tokens not served from a cache): one line per method through its points in
+    """Accuracy vs cost per question, in each cost unit side by side (step tokens; compute:
+    those plus prompt tokens not served from a cache; total: compute plus the tokens the value
+    model ran, the critic's price): one line per method through its points in
     swept order, error bars one std over seeds both ways, each point labelled by its value; log x."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from tsllm.tracking import save_figure
 
-    figure = Figure(figsize=(12, 4.8), dpi=110)
+    figure = Figure(figsize=(6 * len(COST_UNITS), 4.8), dpi=110)
     FigureCanvasAgg(figure)
     figure.suptitle("Accuracy vs cost per question (test-time scaling)")
     for index, (unit, label) in enumerate(COST_UNITS):
-        axes = figure.add_subplot(1, 2, index + 1)
+        axes = figure.add_subplot(1, len(COST_UNITS), index + 1)
         axes.set_xlabel(label)
         axes.set_ylabel("accuracy")
         axes.grid(True, alpha=0.3)

@@ -143,14 +143,17 @@ def test_score_gives_each_continuations_forward_logprob_and_runs_each_prompt_onc
     from tsllm.types import Scorer
 
     assert isinstance(generator, Scorer)
-    continuations = [["3 + 1", "3 * 2", "33"], [], ["y"], ["abc", "a"]]
+    # shared prefixes ("3 " of three moves, "3 + " of two) and a continuation that is another's prefix
+    continuations = [["3 + 1", "3 * 2", "3 + 4"], [], ["y"], ["abc", "a"]]
     generator.max_batch_size = 3  # the four prompts' six continuations take two batches
     out = generator.score(PROMPTS, continuations)
     assert [[c.text for c in row] for row in out] == continuations
+    # each shared prefix is computed once, paid by the first continuation through it
+    assert [[c.num_tokens for c in row] for row in out] == [[5, 3, 1], [], [1], [3, 0]]
     for prompt, row in zip(PROMPTS, out):
         for index, c in enumerate(row):
             ids = generator.tokenizer.encode(c.text, add_special_tokens=False)
-            assert c.token_ids == ids and c.num_tokens == len(ids)
+            assert c.token_ids == ids
             assert c.logprob == pytest.approx(forward_logprob(generator, prompt, ids), abs=1e-4)
             # the prompt is computed once; its other continuations start from its cache
             assert c.prompt_tokens == len(prompt) + 1 and c.cached_tokens == (0 if index == 0 else c.prompt_tokens)

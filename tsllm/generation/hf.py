@@ -38,6 +38,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from tsllm.generation.prefix_tree import prefix_tree
 from tsllm.models.tiny import load_causal_lm, require_safetensors
 from tsllm.models.value import left_padded, position_ids_for
 from tsllm.types import Completion, FinishedCallback, SamplingParams
@@ -217,10 +218,12 @@ class HFGenerator:
     def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
         """The log-probability of each continuation after its prompt (the `Scorer` interface):
         one Completion per continuation, in order. Each prompt is encoded and run once; its KV
-        cache is copied for its continuations, which run together in one more forward pass. So a
-        prompt's first continuation reports `cached_tokens` 0 and the others the whole prompt, as
-        `generate` reports its samples. A continuation is encoded on its own and appended to the
-        prompt's ids (the ids a search step adds to its state)."""
+        cache is copied for its continuations, which run as a prefix tree (each shared prefix
+        once). So a prompt's first continuation reports `cached_tokens` 0 and the others the whole
+        prompt, as `generate` reports its samples, and a continuation's `num_tokens` counts only
+        its tokens no earlier continuation of the prompt computed (`prefix_tree.PrefixTree.paid`;
+        `token_ids` is always the whole continuation). A continuation is encoded on its own and
+        appended to the prompt's ids (the ids a search step adds to its state)."""
         if isinstance(prompts, str):
             raise TypeError("HFGenerator.score: prompts must be a list of strings, not one string")
         if len(continuations) != len(prompts):
@@ -240,45 +243,65 @@ class HFGenerator:
             while end < len(todo) and (end == start or rows + len(cont_ids[end]) <= self.max_batch_size):
                 rows += len(cont_ids[end])
                 end += 1
-            batch = self._score_batch(prompt_ids[start:end], cont_ids[start:end])
-            for k, row in zip(range(start, end), batch):
+            sums, paid = self._score_batch(prompt_ids[start:end], cont_ids[start:end])
+            for k, row, row_paid in zip(range(start, end), sums, paid):
                 results[todo[k]] = [
-                    Completion(text=text, token_ids=ids, logprob=lp, num_tokens=len(ids),
+                    Completion(text=text, token_ids=ids, logprob=lp, num_tokens=n,
                                prompt_tokens=len(prompt_ids[k]), cached_tokens=len(prompt_ids[k]) if j else 0,
                                finish_reason="score")
-                    for j, (text, ids, lp) in enumerate(zip(continuations[todo[k]], cont_ids[k], row))]
+                    for j, (text, ids, lp, n) in enumerate(zip(continuations[todo[k]], cont_ids[k], row, row_paid))]
             start = end
         return results
 
     @torch.inference_mode()
-    def _score_batch(self, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]]) -> list[list[float]]:
-        """Summed log-probs of every continuation of every prompt: the prompts in one forward pass,
-        then every continuation on a copy of its prompt's cache in a second."""
+    def _score_batch(self, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]]
+                     ) -> tuple[list[list[float]], list[list[int]]]:
+        """(summed log-probs, tokens computed) of every continuation of every prompt: the prompts
+        in one forward pass, then each prompt's continuations as a prefix tree, one forward pass
+        per depth, every span on a copy of its parent's cache, so a prefix shared by several
+        continuations is computed once (and paid by the first continuation through it)."""
         device = self.device
-        input_ids, prompt_mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
-        width = input_ids.shape[1]
-        flat = [ids for conts in cont_ids for ids in conts]
-        length = max(map(len, flat))
-        rows = torch.tensor([i for i, conts in enumerate(cont_ids) for _ in conts], device=device)
-        conts = torch.full((len(flat), length), self.tokenizer.pad_token_id, dtype=torch.long)
-        cont_mask = torch.zeros((len(flat), length), dtype=torch.long)
-        for r, ids in enumerate(flat):  # right padding: a pad after the text changes none of its logits
-            conts[r, : len(ids)] = torch.tensor(ids)
-            cont_mask[r, : len(ids)] = 1
-        mask = torch.cat([prompt_mask.to(device)[rows], cont_mask.to(device)], dim=1)
-        positions = position_ids_for(mask)
-        cache = self._new_cache(width + length)  # the prompts' rows, then every continuation's
-        prompt_mask = prompt_mask.to(device)
-        first = self._forward(input_ids.to(device), prompt_mask, position_ids_for(prompt_mask), cache)
-        cache.reorder_cache(rows)
-        out = self.model(input_ids=conts.to(device), attention_mask=mask, position_ids=positions[:, width:],
-                         past_key_values=cache, use_cache=True)
-        # the first token's distribution is the prompt's last; token t's is the continuation's t-1
-        logits = torch.cat([first[rows][:, None, :], out.logits[:, :-1, :]], dim=1).float()
-        logprobs = torch.log_softmax(logits, dim=-1).gather(2, conts.to(device)[:, :, None])[:, :, 0]
-        sums = (logprobs * cont_mask.to(device)).sum(dim=1).tolist()
-        it = iter(sums)
-        return [[next(it) for _ in conts_of] for conts_of in cont_ids]
+        trees = [prefix_tree(conts) for conts in cont_ids]
+        offsets = [0]  # every span of every tree in one list: tree k's span j is offsets[k] + j
+        for tree in trees:
+            offsets.append(offsets[-1] + len(tree.spans))
+        spans = [(k, span) for k, tree in enumerate(trees) for span in tree.spans]
+        depth = max(span.depth for _, span in spans)
+        levels = [[i for i, (_, span) in enumerate(spans) if span.depth == d] for d in range(1, depth + 1)]
+        lengths = [max(len(spans[i][1].ids) for i in level) for level in levels]
+        input_ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
+        mask = mask.to(device)
+        cache = self._new_cache(input_ids.shape[1] + sum(lengths))
+        last = self._forward(input_ids.to(device), mask, position_ids_for(mask), cache)  # per row: next-token logits
+        span_logprob = [0.0] * len(spans)
+        row_of: dict[int, int] = {}  # span index -> its row in the level just run
+        for level, length in zip(levels, lengths):
+            rows = torch.tensor([k if span.parent < 0 else row_of[offsets[k] + span.parent]
+                                 for k, span in (spans[i] for i in level)], device=device)
+            cache.reorder_cache(rows)
+            span_ids = torch.full((len(level), length), self.tokenizer.pad_token_id, dtype=torch.long)
+            span_mask = torch.zeros((len(level), length), dtype=torch.long)
+            for r, i in enumerate(level):  # right padding: a pad after a span is masked for its children
+                ids = spans[i][1].ids
+                span_ids[r, : len(ids)] = torch.tensor(ids)
+                span_mask[r, : len(ids)] = 1
+            span_ids, span_mask = span_ids.to(device), span_mask.to(device)
+            mask = torch.cat([mask[rows], span_mask], dim=1)
+            out = self.model(input_ids=span_ids, attention_mask=mask, position_ids=position_ids_for(mask)[:, -length:],
+                             past_key_values=cache, use_cache=True)
+            # a span's first token is predicted by its parent's last position, token t by its t-1
+            logits = torch.cat([last[rows][:, None, :], out.logits[:, :-1, :]], dim=1).float()
+            logprobs = torch.log_softmax(logits, dim=-1).gather(2, span_ids[:, :, None])[:, :, 0]
+            sums = (logprobs * span_mask).sum(dim=1).tolist()
+            ends = span_mask.sum(dim=1) - 1
+            last = out.logits[torch.arange(len(level), device=device), ends]
+            row_of = {}
+            for r, i in enumerate(level):
+                span_logprob[i] = sums[r]
+                row_of[i] = r
+        return ([[sum(span_logprob[offsets[k] + s] for s in path) for path in tree.paths]
+                 for k, tree in enumerate(trees)],
+                [tree.paid for tree in trees])
 
     def _new_cache(self, length: int) -> Cache:
         """A preallocated KV cache of `length` positions: new tokens are written in place, where a

@@ -1,0 +1,22 @@
+from tsllm.generation.prefix_tree import prefix_tree
+
+
+def test_shared_prefixes_are_one_span_paid_by_the_first_continuation_through_it():
+    tree = prefix_tree([list("14 + 3"), list("14 + 1"), list("14 * 2")])
+    assert [("".join(s.ids), s.parent, s.depth) for s in tree.spans] == [
+        ("14 ", -1, 1), ("+ ", 0, 2), ("3", 1, 3), ("1", 1, 3), ("* 2", 0, 2)]
+    assert tree.paths == [[0, 1, 2], [0, 1, 3], [0, 4]]
+    assert tree.paid == [6, 1, 3] and tree.tokens == 10  # 18 tokens as separate rows
+
+
+def test_a_continuation_may_end_inside_another_and_repeats_cost_nothing():
+    tree = prefix_tree([[1, 2], [1, 2, 3], [1, 2], [4]])
+    assert [(s.ids, s.parent) for s in tree.spans] == [([1, 2], -1), ([3], 0), ([4], -1)]
+    assert tree.paths == [[0], [0, 1], [0], [2]]
+    assert tree.paid == [2, 1, 0, 1] and tree.tokens == sum(tree.paid)
+
+
+def test_continuations_with_nothing_in_common_are_separate_spans():
+    tree = prefix_tree([[5, 6], [7], [8, 9, 10]])
+    assert [s.ids for s in tree.spans] == [[5, 6], [7], [8, 9, 10]]
+    assert tree.paid == [2, 1, 3]

@@ -1,0 +1,65 @@
+"""The continuations of one prompt as a radix tree of token ids, so a scorer runs each shared
+prefix once: legal moves such as "14 + 3", "14 + 1", "14 * 2" share "14 " (and "14 + "), and
+scoring them as three separate rows would compute those positions three times.
+
+A node is a span of token ids under its parent (-1: the prompt). Siblings start with different
+tokens; a node ends where its continuations part or where one of them ends. Depth-by-depth, each
+node extends its parent's KV cache by its span (`HFGenerator._score_batch`). No torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Span:
+    parent: int  # index of the parent span; -1 for the prompt
+    ids: list[int]
+    depth: int  # 1 under the prompt
+    children: list[int] = field(default_factory=list)
+
+
+@dataclass
+class PrefixTree:
+    spans: list[Span]
+    paths: list[list[int]]  # per continuation, its spans from the prompt down
+    paid: list[int]  # per continuation, the tokens of its spans no earlier continuation passed through
+
+    @property
+    def tokens(self) -> int:
+        """Positions a scorer computes for all the continuations: each shared prefix once."""
+        return sum(len(s.ids) for s in self.spans)
+
+
+def prefix_tree(continuations: Sequence[Sequence[int]]) -> PrefixTree:
+    """The radix tree of `continuations` (token id lists, each non-empty)."""
+    spans: list[Span] = []
+    paths: list[list[int]] = [[] for _ in continuations]
+
+    def grow(members: list[int], parent: int, offset: int, depth: int) -> None:
+        groups: dict[int, list[int]] = {}
+        for m in members:
+            if len(continuations[m]) > offset:
+                groups.setdefault(continuations[m][offset], []).append(m)
+        for group in groups.values():  # dicts keep first-seen order: spans follow the continuations' order
+            end = offset + 1
+            while all(len(continuations[m]) > end for m in group) and \
+                    len({continuations[m][end] for m in group}) == 1:
+                end += 1
+            spans.append(Span(parent, list(continuations[group[0]][offset:end]), depth))
+            index = len(spans) - 1
+            if parent >= 0:
+                spans[parent].children.append(index)
+            for m in group:
+                paths[m].append(index)
+            grow(group, index, end, depth + 1)
+
+    grow(list(range(len(continuations))), -1, 0, 1)
+    seen: set[int] = set()
+    paid = []
+    for path in paths:
+        paid.append(sum(len(spans[s].ids) for s in path if s not in seen))
+        seen.update(path)
+    return PrefixTree(spans, paths, paid)
