@@ -9,7 +9,9 @@ tasks with the tiny models, with its command, seeds, spread, numbers and a verdi
 The claims:
  1. TS-LLM: value-guided search (mcts_alpha, bfs) beats CoT-SC and best-of-N at matched generated
     tokens per question, on Game24 and PrOntoQA (`tsllm eval --sweep`, the method table); reach,
-    the task the README's loop trains, is measured beside them.
+    the task the README's loop trains, is measured beside them with its shipped search, which reads
+    the game's outcome, against sampling with the same outcome, at the same compute caps, matched
+    in step tokens and in compute.
  2. ReSCALE: mcts_alpha accuracy stops rising (or falls) as simulations grow; gumbel_mcts rises.
  3. DORA: parallel_dora at B rollouts matches or beats parallel_rebase at 4B, with MiniLM embeddings.
  4. TS-LLM's open check: search accuracy as Gaussian noise of growing std is added to the value.
@@ -64,6 +66,7 @@ class Scale:
     search_simulations: tuple[int, ...]  # claim 1: mcts_alpha's
     beam_widths: tuple[int, ...]  # claim 1: bfs
     votes: tuple[int, ...]  # claim 1: cot_sc's k and best_of_n's n
+    compute_caps: tuple[int, ...]  # claim 1, a task whose search reads the outcome: its and sampling's caps
     rollouts: int  # claim 3: dora at this, rebase at 4x
     rollout_questions: int | None  # claim 3's held-out questions (None: test_questions); rebase at 4x costs most
     noise: tuple[float, ...]  # claim 4: std of the value noise
@@ -88,14 +91,15 @@ SMOKE_TRAIN = ("train_questions=4", "warmstart.max_seconds=4", "samples_per_ques
 SCALES = {
     # what a test runs: every claim end to end, numbers meaningless
     "smoke": Scale("smoke", SMOKE_TRAIN, test_questions=2, seeds=1, simulations=(1, 2), search_simulations=(1,),
-                   beam_widths=(1, 2), votes=(1, 2), rollouts=2, rollout_questions=None, noise=(0.0, 1.0),
-                   noise_simulations=1,
+                   beam_widths=(1, 2), votes=(1, 2), compute_caps=(300, 600), rollouts=2, rollout_questions=None,
+                   noise=(0.0, 1.0), noise_simulations=1,
                    loop=(*SMOKE_TRAIN, "rounds=1", "test_questions=2", "search.max_compute=300",
                          "search.train_max_compute=300",
                          "tracking.report_to=none")),
     # the shipped warm start, few questions and points: what a busy 2-core machine does in about an hour
     "medium": Scale("medium", ("train_questions=64",), test_questions=16, seeds=2, simulations=(1, 2, 4),
-                    search_simulations=(1, 2), beam_widths=(1, 2), votes=(1, 4, 16), rollouts=4,
+                    search_simulations=(1, 2), beam_widths=(1, 2), votes=(1, 4, 16), compute_caps=(1000, 4000),
+                    rollouts=4,
                     rollout_questions=None, noise=(0.0, 1.0, 3.0), noise_simulations=2,
                     loop=("rounds=1", "train_questions=16", "test_questions=16", "tracking.report_to=none")),
     # the paper's DORA budgets (64 vs 256); the loop: the README's main job (reach) as shipped. About
@@ -103,7 +107,8 @@ SCALES = {
     # 3-10x longer than the others', so it measures fewer questions, points and seeds, and its warm
     # start stops at 10 minutes
     "full": Scale("full", (), test_questions=128, seeds=3, simulations=(1, 2, 4, 8, 16, 32),
-                  search_simulations=(1, 2, 4, 8), beam_widths=(1, 2, 4), votes=(1, 4, 16), rollouts=64,
+                  search_simulations=(1, 2, 4, 8), beam_widths=(1, 2, 4), votes=(1, 4, 16),
+                  compute_caps=(1000, 2000, 4000, 8000, 16000), rollouts=64,
                   rollout_questions=64, noise=(0.0, 0.3, 1.0, 3.0), noise_simulations=6,
                   loop=("--config", str(REPO / "configs" / "reach" / "tiny.yaml")),
                   per_task={"reach": {"votes": (1, 4, 16, 64)},
@@ -198,11 +203,12 @@ def shown(argv: list[str]) -> str:
 
 # ------------------------------------------------------------------------------ claim 1
 
-def matched(curve: list[dict], tokens: float, questions: int) -> tuple[float, float] | None:
-    """The baseline curve's accuracy and error at `tokens` per question, interpolated linearly in
-    log tokens between its points; None outside the tokens it spent."""
-    pts = sorted((r["tokens_per_question"]["mean"], r["accuracy"]["mean"], point_error(r, questions))
-                 for r in curve if r["tokens_per_question"]["mean"] > 0)
+def matched(curve: list[dict], tokens: float, questions: int, unit: str = "tokens") -> tuple[float, float] | None:
+    """The baseline curve's accuracy and error at `tokens` per question (in `unit`: step tokens,
+    or compute), interpolated linearly in log cost between its points; None outside the cost it spent."""
+    key = f"{unit}_per_question"
+    pts = sorted((r[key]["mean"], r["accuracy"]["mean"], point_error(r, questions))
+                 for r in curve if r[key]["mean"] > 0)
     for (x0, y0, e0), (x1, y1, e1) in zip(pts, pts[1:]):
         if x0 <= tokens <= x1:
             t = 0.0 if x1 == x0 else (math.log(tokens) - math.log(x0)) / (math.log(x1) - math.log(x0))
@@ -219,19 +225,28 @@ def claim_search_vs_baselines(scale: Scale, ckpts: dict, out: Path) -> dict:
     tasks, commands = {}, []
     for task in TASKS:
         ckpt, s = ckpts[task], scale.for_task(task)
-        # a search that sees terminal rewards (a checker) is compared with sampling that sees them too
-        checker = bool(search_knobs(ckpt).get("use_terminal_reward"))
-        searches, baselines = (("mcts_alpha",), ("best_of_n_checker",)) if checker else (SEARCHES, BASELINES)
-        votes = ",".join(map(str, s.votes))
-        argv = [*eval_flags(ckpt, s.test_questions), "--methods", "greedy",
-                *sets("mcts_alpha", search_knobs(ckpt)), *sets("bfs", {"width": search_knobs(ckpt).get("width", 8)}),
-                "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, s.search_simulations))}",
-                "--sweep", f"bfs.beam_width={','.join(map(str, s.beam_widths))}",
-                *[arg for b in baselines for arg in ("--sweep", f"{b}.{'k' if b == 'cot_sc' else 'n'}={votes}")],
-                "--seeds", str(s.seeds), "--out", str(out / f"sweep_claim1_{task}.json")]
+        search = ckpt["config"].search
+        if search.knobs.get("use_terminal_reward"):
+            # the shipped search reads the game's outcome (a checker): it and sampling with the same
+            # checker spend up to the same compute caps, compared in step tokens and in compute
+            caps = ",".join(map(str, s.compute_caps))
+            argv = [*eval_flags(ckpt, s.test_questions), "--methods", "greedy", *sets(search.algorithm, search.knobs),
+                    "--sweep", f"{search.algorithm}.max_compute={caps}",
+                    "--sweep", f"best_of_n_checker.max_compute={caps}", "--set", "best_of_n_checker.n=64"]
+            pairing = [(search.algorithm, "best_of_n_checker", unit) for unit in ("tokens", "compute")]
+        else:
+            votes = ",".join(map(str, s.votes))
+            width = {"width": search_knobs(ckpt).get("width", 8)}
+            argv = [*eval_flags(ckpt, s.test_questions), "--methods", "greedy",
+                    *sets("mcts_alpha", search_knobs(ckpt)), *sets("bfs", width),
+                    "--sweep", f"mcts_alpha.num_simulations={','.join(map(str, s.search_simulations))}",
+                    "--sweep", f"bfs.beam_width={','.join(map(str, s.beam_widths))}",
+                    *[arg for b in BASELINES for arg in ("--sweep", f"{b}.{'k' if b == 'cot_sc' else 'n'}={votes}")]]
+            pairing = [(a, b, "tokens") for a in SEARCHES for b in BASELINES]
+        argv += ["--seeds", str(s.seeds), "--out", str(out / f"sweep_claim1_{task}.json")]
         commands.append("tsllm eval " + shown(argv))
         rows = run_eval(argv)["points"]
-        pairs = [search_pair(rows, search, baseline, s.test_questions) for search in searches for baseline in baselines]
+        pairs = [search_pair(rows, a, b, s.test_questions, unit) for a, b, unit in pairing]
         tasks[task] = {"points": rows, "pairs": pairs, "verdict": pairs_verdict(pairs)}
     verdicts = [tasks[t]["verdict"] for t in PAPER_TASKS]
     verdict = ("reproduced" if all(v == "reproduced" for v in verdicts) else
@@ -243,16 +258,16 @@ def claim_search_vs_baselines(scale: Scale, ckpts: dict, out: Path) -> dict:
     return {"tasks": tasks, "commands": commands, "verdict": verdict, "reason": reason}
 
 
-def search_pair(rows: list[dict], search: str, baseline: str, questions: int) -> dict:
-    """How each of the search's points compares with the baseline's curve at its own tokens."""
+def search_pair(rows: list[dict], search: str, baseline: str, questions: int, unit: str = "tokens") -> dict:
+    """How each of the search's points compares with the baseline's curve at its own cost (`unit`)."""
     curve = [r for r in rows if r["method"] == baseline]
     found = []
     for r in (r for r in rows if r["method"] == search):
-        at = matched(curve, r["tokens_per_question"]["mean"], questions)
+        at = matched(curve, r[f"{unit}_per_question"]["mean"], questions, unit)
         if at is not None:
             found.append(compare(r["accuracy"]["mean"], point_error(r, questions), *at))
-    return {"search": search, "baseline": baseline, "matched_points": len(found), "above": found.count("above"),
-            "below": found.count("below"), "tied": found.count("tied")}
+    return {"search": search, "baseline": baseline, "unit": unit, "matched_points": len(found),
+            "above": found.count("above"), "below": found.count("below"), "tied": found.count("tied")}
 
 
 def won(pair: dict) -> bool:
@@ -514,13 +529,18 @@ def point_label(r: dict) -> str:
     return r["method"] + "".join(f" {k}={v}" for k, v in knobs.items())
 
 
+UNITS = {"tokens": "step tokens", "compute": "compute"}
+
+
 def points_table(rows: list[dict]) -> list[str]:
-    lines = ["| point | seeds | accuracy mean | ± std | min | max | tokens/q | ± std |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| point | seeds | accuracy mean | ± std | min | max | tokens/q | ± std | compute/q | critic/q |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         a, t = r["accuracy"], r["tokens_per_question"]
+        extra = [r.get(k, {}).get("mean") for k in ("compute_per_question", "value_tokens_per_question")]
+        extra = " | ".join("-" if x is None else f"{x:.0f}" for x in extra)
         lines.append(f"| {point_label(r)} | {len(r['runs'])} | {a['mean']:.1%} | {a['std']:.1%} | {a['min']:.1%} | "
-                     f"{a['max']:.1%} | {t['mean']:.1f} | {t['std']:.1f} |")
+                     f"{a['max']:.1%} | {t['mean']:.1f} | {t['std']:.1f} | {extra} |")
     return lines
 
 
@@ -549,9 +569,10 @@ def claim_section(k: int, result: dict | None) -> list[str]:
         lines += [f"{task}:" + (f" {data['verdict']}" if "verdict" in data else ""), "", *points_table(data["points"]),
                   ""]
         if "pairs" in data:
-            lines += ["| search | baseline | matched points | above | tied | below |", "|---|---|---:|---:|---:|---:|"]
-            lines += [f"| {p['search']} | {p['baseline']} | {p['matched_points']} | {p['above']} | {p['tied']} | "
-                      f"{p['below']} |" for p in data["pairs"]] + [""]
+            lines += ["| search | baseline | matched in | matched points | above | tied | below |",
+                      "|---|---|---|---:|---:|---:|---:|"]
+            lines += [f"| {p['search']} | {p['baseline']} | {UNITS[p.get('unit', 'tokens')]} | {p['matched_points']} | "
+                      f"{p['above']} | {p['tied']} | {p['below']} |" for p in data["pairs"]] + [""]
     return lines
 
 

@@ -55,12 +55,16 @@ def test_smoke_claims_hold_their_numbers(smoke):
     claim1 = json.loads((out / "claim1.json").read_text())
     for task in ("game24", "prontoqa", "reach"):  # the method table of each task, every method swept
         points = json.loads((out / f"sweep_claim1_{task}.json").read_text())["points"]
-        # reach's search reads the game's outcome, so its baseline is sampling that reads it too
+        # reach's shipped search (DFS) reads the game's outcome, so its baseline is sampling that reads
+        # it too, at the same compute caps, compared in both cost units
         checker = task == "reach"
-        baselines = {"best_of_n_checker"} if checker else {"cot_sc", "best_of_n"}
-        assert {p["method"] for p in points} == {"greedy", "mcts_alpha", "bfs", *baselines}
+        methods = {"dfs", "best_of_n_checker"} if checker else {"mcts_alpha", "bfs", "cot_sc", "best_of_n"}
+        assert {p["method"] for p in points} == {"greedy", *methods}
+        if checker:
+            assert {p["value"] for p in points if p["method"] == "dfs"} == set(benchmarks.SCALES["smoke"].compute_caps)
+            assert [p["unit"] for p in claim1["tasks"][task]["pairs"]] == ["tokens", "compute"]
         verdict = claim1["tasks"][task]["verdict"]  # each task's own verdict, under its heading
-        pairs = 1 if checker else 4
+        pairs = 2 if checker else 4
         assert f"{task}: {verdict}\n\n| point |" in found[1] and f"{task}: {verdict} (of {pairs} pairs" in found[1]
     searched = benchmarks.SEARCH_TASK  # claims 2-4 run on the task whose search is far above greedy
     assert searched == "reach"
@@ -105,8 +109,20 @@ def test_verdict_rule():
     assert benchmarks.standard_error(1.0, 0.3, 9, 100) == pytest.approx(0.1)
 
 
-def row(tokens: float, accuracy: float) -> dict:
-    return {"tokens_per_question": {"mean": tokens}, "accuracy": {"mean": accuracy, "std": 0.0}, "runs": [{}]}
+def row(tokens: float, accuracy: float, compute: float = 0.0, method: str = "") -> dict:
+    return {"method": method, "tokens_per_question": {"mean": tokens}, "compute_per_question": {"mean": compute},
+            "accuracy": {"mean": accuracy, "std": 0.0}, "runs": [{}]}
+
+
+def test_a_search_pair_is_matched_in_the_unit_it_names():
+    # sampling: 20% at 100 step tokens / 1000 compute, 60% at 400 / 4000; the search at 100 step
+    # tokens but 4000 compute is far above sampling in step tokens and level in compute
+    rows = [row(100, 0.2, 1000, "best_of_n_checker"), row(400, 0.6, 4000, "best_of_n_checker"),
+            row(100, 0.6, 4000, "dfs")]
+    by_tokens = benchmarks.search_pair(rows, "dfs", "best_of_n_checker", 1000, "tokens")
+    by_compute = benchmarks.search_pair(rows, "dfs", "best_of_n_checker", 1000, "compute")
+    assert (by_tokens["unit"], by_tokens["above"], by_tokens["matched_points"]) == ("tokens", 1, 1)
+    assert (by_compute["unit"], by_compute["tied"], by_compute["above"]) == ("compute", 1, 0)
 
 
 def test_matched_interpolates_the_baseline_in_log_tokens_and_refuses_outside_it():
