@@ -16,7 +16,8 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
           (policy.target=paths); or on a tree target's weighted step
           rows from rounds 0..k's search trees (trees.jsonl,
-          tsllm/training/targets.py)                                 -> policy_data.jsonl
+          tsllm/training/targets.py), or step DPO on their sibling
+          pairs (policy.target=preferences)                           -> policy_data.jsonl
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
 Each row also says how many pool problems the improve stage solved (`train_solved`), how many
 distinct problems the policy's data holds (`policy_problems`), the improve mode and its step
@@ -389,8 +390,10 @@ class Loop:
                 chosen = target_rows(target, [r for j in range(k + 1) for r in read_jsonl(self.trees_file(j))])
             data = {"target": target, "rows": len(chosen), "problems": len({r["question"] for r in chosen})}
             if not chosen:  # the improve stage found nothing to learn from: keep the policy
-                return {"policy": self.stored_path(policy), "loss": None, **data,
-                        "skipped": f"no {self.config.improve} {target} rows to learn from"}
+                skipped = f"no {self.config.improve} {target} rows to learn from"
+                if dist.is_main():
+                    print(f"tsllm: round_{k}/policy: {skipped}; the policy carries over", file=sys.stderr)
+                return {"policy": self.stored_path(policy), "loss": None, **data, "skipped": skipped}
             if dist.is_main():
                 write_jsonl(chosen, tmp / "policy_data.jsonl")
             dist.barrier()
