@@ -1,5 +1,6 @@
 """The loop's policy stage with `policy.target: preferences` (step DPO on the search's sibling pairs)
-on the reach config with its counts shrunk, and the stage keeping the policy when a round has no pair."""
+on the reach config with its counts shrunk, the stage keeping the policy when a round has no pair,
+and `value.continue_from_previous` starting round 1's value model from round 0's weights."""
 
 import json
 import shutil
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
 
 from tsllm.cli import main
 from tsllm.config import load_config
@@ -68,3 +71,28 @@ def test_a_round_without_pairs_keeps_the_policy_and_says_so(run, tmp_path, capsy
     assert "round_0/policy: no search preferences rows to learn from; the policy carries over" in \
         capsys.readouterr().err
     assert not (copy / "round_0" / "policy" / "model").exists()
+
+
+class FirstWeights(TrainerCallback):
+    """Keeps the model's weights as training starts."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_round_1_s_value_model_starts_from_round_0_s_when_continued(run, tmp_path, monkeypatch):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "round_1" / "sample").mkdir(parents=True)
+    shutil.copy(copy / "round_0" / "sample" / "trajectories.jsonl", copy / "round_1" / "sample")
+    policy = str(copy / "round_0" / "policy" / "model")
+    seen = FirstWeights()
+    monkeypatch.setattr(Loop, "curve", lambda self, stage, k: [seen])
+    done = loop_on(copy, "value.continue_from_previous=true").train_value(1, policy)
+    assert done["started_from"] == "round_0/value/model"
+    previous = load_file(copy / "round_0" / "value" / "model" / "model.safetensors")
+    assert set(previous) <= set(seen.weights) and "score.weight" in previous  # the head too, not a fresh one
+    assert all(torch.equal(previous[k], seen.weights[k]) for k in previous)
+    # off (the default), round 1 starts from the current policy again, and round 0 always did
+    assert loop_on(copy).value_start(1, policy) == policy
+    assert json.loads((run / "round_0" / "value" / "done.json").read_text())["started_from"] == "warmstart/model"

@@ -4,7 +4,8 @@ Round k, with policy_k (round 0: the warm-started policy) and pool_k, the round'
 problems (`Task.pool(k)`: the same every round unless the task draws fresh ones):
   sample  N trajectories per pool_k problem with policy_k            -> trajectories.jsonl
   value   train value_k on every sampled trajectory so far (and, with
-          value_from_search, on earlier rounds' improve trajectories) -> model/
+          value_from_search, on earlier rounds' improve trajectories),
+          from value_k-1 with value.continue_from_previous            -> model/
   eval    policy_k greedy, the configured search (policy_k, value_k)
           and CoT-SC at about the search's token budget, on held-out  -> results.json
   improve `search` (improve=search): the search at its training budget
@@ -230,16 +231,25 @@ class Loop:
             if self.config.value_from_search:  # rounds before k: this round's improve stage comes later
                 files += [str(self.improve_folder(j) / "trajectories.jsonl") for j in range(k)]
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
-            backbone = self.config.value_backbone or policy
+            backbone = self.value_start(k, policy)
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), template=self.template, **settings),
                                   formats=tasks, callbacks=self.curve("value", k))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
+                    "started_from": self.stored_path(backbone),
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
                     "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
+
+    def value_start(self, k: int, policy: str) -> str:
+        """The model round k's value training starts from: round k-1's value model with
+        value.continue_from_previous (a value model loads whole, head included), else
+        value_backbone, else the current policy (a causal LM: its body, a fresh head)."""
+        if self.config.value.continue_from_previous and k > 0:
+            return str(self.out / f"round_{k - 1}" / "value" / "model")
+        return self.config.value_backbone or policy
 
     def _search(self, policy: str, value: str, problems: list[dict], label: str, training: bool = True):
         from tsllm.search import get_algorithm

@@ -112,7 +112,10 @@ def check_trainer_section(key: str, section: Any, task: str) -> None:
 ValueSection = trainer_section(
     "ValueSection", ValueTrainConfig,
     {"num_train_epochs": 2.0, "learning_rate": 5e-4, "per_device_train_batch_size": 32},
-    "The value model's training each round (ValueTrainConfig's fields the loop does not fill).")
+    "The value model's training each round (ValueTrainConfig's fields the loop does not fill).",
+    loop_keys={"continue_from_previous": (bool, option(
+        False, "start round k's value model from round k-1's (its body and head) instead of from value_backbone "
+               "or the current policy; round 0 starts as before. It still trains on every round's data so far"))})
 PolicySection = trainer_section(
     "PolicySection", PolicyTrainConfig,
     {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
