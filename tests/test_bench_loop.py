@@ -11,7 +11,8 @@ from tsllm.config import ConfigError
 def test_arms_parse_with_the_old_name_of_paths_and_refuse_unknowns_and_repeats():
     assert bench_loop.parse_arms("search,sampling") == ["search", "sampling"]
     assert bench_loop.parse_arms(" visits , advantages,paths ") == ["visits", "advantages", "paths"]
-    with pytest.raises(ConfigError, match="--arms: winners; choose from paths, advantages, visits, sampling"):
+    with pytest.raises(ConfigError, match="--arms: winners; choose from paths, advantages, visits, preferences, "
+                                          "sampling"):
         bench_loop.parse_arms("paths,winners")
     with pytest.raises(ConfigError, match="names an arm twice"):
         bench_loop.parse_arms("search,paths")  # one arm under two names

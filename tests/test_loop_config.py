@@ -143,9 +143,11 @@ def test_knobs_come_from_the_signature_partials_included():
                                               (WarmStartSection, PolicyTrainConfig)])
 def test_training_sections_are_the_trainers_fields(section, trainer):
     mine, theirs = typing.get_type_hints(section), typing.get_type_hints(trainer)
-    own = {"target"} if section is PolicySection else set()  # the loop reads it; the trainer never sees it
+    # the loop reads these; the trainer never sees them
+    own = {PolicySection: {"target"}, ValueSection: {"continue_from_previous"}}.get(section, set())
     assert set(section.loop_keys) == own
-    assert set(mine) - own == set(theirs) - LOOP_FILLED - ({"min_reward"} if section is PolicySection else set())
+    stage_sets = {PolicySection: {"min_reward"}, WarmStartSection: {"beta"}}.get(section, set())
+    assert set(mine) - own == set(theirs) - LOOP_FILLED - stage_sets
     assert all(mine[name] == theirs[name] for name in set(mine) - own)
     assert set(trainer_settings(section())) == set(mine) - own
 

@@ -143,6 +143,10 @@ def test_training_search_budget_lies_over_evaluation_s(tmp_path):
     (["policy.target=winners"], "config key 'policy.target'"),
     (["policy.target=visits", "improve=sampling"], "config key 'policy.target': visits learns from the training "
                                                    "search's trees, and improve=sampling keeps none"),
+    (["policy.target=preferences", "improve=sampling"], "config key 'policy.target': preferences learns from"),
+    (["policy.beta=0"], "config key 'policy.beta': must be a finite number > 0"),
+    (["warmstart.beta=0.2"], "unknown config key 'warmstart.beta'"),  # the warm start trains no pairs
+    (["value.continue_from_previous=maybe"], "config key 'value.continue_from_previous'"),
 ])
 def test_improve_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -3,8 +3,8 @@
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B,...] [--seeds N]
                      [key=value ...]
 
-An arm is one loop: a policy target (`paths`, `advantages`, `visits`: `improve=search` with that
-`policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
+An arm is one loop: a policy target (`paths`, `advantages`, `visits`, `preferences`: `improve=search`
+with that `policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
 rollouts, under the task's rules, at the training search's compute per problem (policy tokens
 processed, generated or scored, plus prompts not served from a cache), trained on their winning
 paths). `search` is the old name of `paths`, and the default arms are `search,sampling`, the search
@@ -36,8 +36,7 @@ from tsllm.config import ConfigError
 from tsllm.loop_config import LoopConfig
 from tsllm.training.targets import TARGETS
 
-TRAINED_TARGETS = tuple(t for t in TARGETS if t != "preferences")  # the ones policy.target takes
-ARMS = (*TRAINED_TARGETS, "sampling")
+ARMS = (*TARGETS, "sampling")
 ALIASES = {"search": "paths"}  # the arm's old name: the search loop on winning paths
 DEFAULT_ARMS = ("search", "sampling")
 SHARED_ROUND_0 = ("sample", "value", "eval")  # stages that do not depend on the improve mode or target

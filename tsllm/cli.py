@@ -453,9 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "(default: the config's output_dir + '-bench-loop')")
     loop.add_argument("--out", metavar="FILE.json", help="the tables and every run's rounds, with a PNG beside it "
                                                          "(default: OUTPUT_DIR/bench_loop.json)")
-    loop.add_argument("--arms", metavar="A,B,...", help="comma-separated: paths, advantages, visits (policy.target "
-                                                        "with improve=search), sampling (RFT); search is the old "
-                                                        "name of paths (default: search,sampling)")
+    loop.add_argument("--arms", metavar="A,B,...", help="comma-separated: paths, advantages, visits, preferences "
+                                                        "(policy.target with improve=search), sampling (RFT); "
+                                                        "search is the old name of paths (default: search,sampling)")
     loop.add_argument("--seeds", type=int, metavar="N", help="repeat every arm with seed=0..N-1 and report "
                                                              "mean ± std per round (default: once, the config's seed)")
     loop.add_argument("--no-progress", action="store_true", help="no progress bars")

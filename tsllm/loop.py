@@ -4,7 +4,8 @@ Round k, with policy_k (round 0: the warm-started policy) and pool_k, the round'
 problems (`Task.pool(k)`: the same every round unless the task draws fresh ones):
   sample  N trajectories per pool_k problem with policy_k            -> trajectories.jsonl
   value   train value_k on every sampled trajectory so far (and, with
-          value_from_search, on earlier rounds' improve trajectories) -> model/
+          value_from_search, on earlier rounds' improve trajectories),
+          from value_k-1 with value.continue_from_previous            -> model/
   eval    policy_k greedy, the configured search (policy_k, value_k)
           and CoT-SC at about the search's token budget, on held-out  -> results.json
   improve `search` (improve=search): the search at its training budget
@@ -16,7 +17,8 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
           rounds 0..k (replay), one row per distinct (problem, path)  -> model/ (policy_k+1)
           (policy.target=paths); or on a tree target's weighted step
           rows from rounds 0..k's search trees (trees.jsonl,
-          tsllm/training/targets.py)                                 -> policy_data.jsonl
+          tsllm/training/targets.py), or step DPO on their sibling
+          pairs (policy.target=preferences)                           -> policy_data.jsonl
 After the last round a final `eval` measures the last policy, so rounds.jsonl holds rounds+1 rows.
 Each row also says how many pool problems the improve stage solved (`train_solved`), how many
 distinct problems the policy's data holds (`policy_problems`), the improve mode and its step
@@ -229,16 +231,25 @@ class Loop:
             if self.config.value_from_search:  # rounds before k: this round's improve stage comes later
                 files += [str(self.improve_folder(j) / "trajectories.jsonl") for j in range(k)]
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
-            backbone = self.config.value_backbone or policy
+            backbone = self.value_start(k, policy)
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,
                                                    output_dir=str(tmp), template=self.template, **settings),
                                   formats=tasks, callbacks=self.curve("value", k))
             return {"value": f"round_{k}/value/model", "loss": metrics["train_loss"],
+                    "started_from": self.stored_path(backbone),
                     "data_files": [str(Path(f).relative_to(self.out)) for f in files],
                     "eval_mse": metrics["eval_mse"], "eval_sign_acc": metrics["eval_sign_acc"],
                     "trainer_processes": metrics["world_size"], "distributed_type": metrics["distributed_type"]}
 
         return run_stage(self.out / f"round_{k}" / "value", work, resumable=True)
+
+    def value_start(self, k: int, policy: str) -> str:
+        """The model round k's value training starts from: round k-1's value model with
+        value.continue_from_previous (a value model loads whole, head included), else
+        value_backbone, else the current policy (a causal LM: its body, a fresh head)."""
+        if self.config.value.continue_from_previous and k > 0:
+            return str(self.out / f"round_{k - 1}" / "value" / "model")
+        return self.config.value_backbone or policy
 
     def _search(self, policy: str, value: str, problems: list[dict], label: str, training: bool = True):
         from tsllm.search import get_algorithm
@@ -389,8 +400,10 @@ class Loop:
                 chosen = target_rows(target, [r for j in range(k + 1) for r in read_jsonl(self.trees_file(j))])
             data = {"target": target, "rows": len(chosen), "problems": len({r["question"] for r in chosen})}
             if not chosen:  # the improve stage found nothing to learn from: keep the policy
-                return {"policy": self.stored_path(policy), "loss": None, **data,
-                        "skipped": f"no {self.config.improve} {target} rows to learn from"}
+                skipped = f"no {self.config.improve} {target} rows to learn from"
+                if dist.is_main():
+                    print(f"tsllm: round_{k}/policy: {skipped}; the policy carries over", file=sys.stderr)
+                return {"policy": self.stored_path(policy), "loss": None, **data, "skipped": skipped}
             if dist.is_main():
                 write_jsonl(chosen, tmp / "policy_data.jsonl")
             dist.barrier()

@@ -54,7 +54,7 @@ def trainer_section(name: str, trainer: type, defaults: dict[str, Any], doc: str
                     stage_sets: frozenset[str] = frozenset(), loop_keys: dict[str, tuple[Any, Any]] | None = None
                     ) -> type:
     """A dataclass with `trainer`'s fields minus LOOP_FILLED (and `stage_sets`, what this stage
-    always sets itself), its types and help, and `defaults` laid over the trainer's own (a default
+    always sets itself or never reads), its types and help, and `defaults` laid over the trainer's own (a default
     for a field the trainer lacks fails at import). `loop_keys` (name -> (type, option)) are the
     stage's own settings, read by the loop and never passed to the trainer; they come first."""
     hints = typing.get_type_hints(trainer)
@@ -112,18 +112,23 @@ def check_trainer_section(key: str, section: Any, task: str) -> None:
 ValueSection = trainer_section(
     "ValueSection", ValueTrainConfig,
     {"num_train_epochs": 2.0, "learning_rate": 5e-4, "per_device_train_batch_size": 32},
-    "The value model's training each round (ValueTrainConfig's fields the loop does not fill).")
+    "The value model's training each round (ValueTrainConfig's fields the loop does not fill).",
+    loop_keys={"continue_from_previous": (bool, option(
+        False, "start round k's value model from round k-1's (its body and head) instead of from value_backbone "
+               "or the current policy; round 0 starts as before. It still trains on every round's data so far"))})
 PolicySection = trainer_section(
     "PolicySection", PolicyTrainConfig,
     {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
      "per_device_train_batch_size": 16},
     "The policy's LoRA SFT on each round's search trajectories (PolicyTrainConfig's fields).",
     stage_sets=frozenset({"min_reward"}),  # the task chooses the rows (correct or top-reward), not a threshold
-    loop_keys={"target": (Literal["paths", "advantages", "visits"], option(
+    loop_keys={"target": (Literal["paths", "advantages", "visits", "preferences"], option(
         "paths", "what the policy learns from the improve stage (tsllm/training/targets.py): paths, the winning "
                  "paths the task keeps (SFT); advantages, every step of the training search's trees weighted by "
                  "its advantage Q(s,a) - V(s) > 0; visits, every step weighted by the search's visit share at "
-                 "its state (softmax of Q where the search keeps no visits). Tree targets need improve=search"))})
+                 "its state (softmax of Q where the search keeps no visits); preferences, step DPO (TRL's "
+                 "DPOTrainer, policy.beta) on sibling steps whose Q differ by the margin or more, the policy "
+                 "before the stage as reference. Tree targets need improve=search"))})
 # Measured (scripts/warmstart_probe.py, 2 CPU cores): small batches = more updates per second, a
 # schedule that finishes well inside the time cap (~216 s -> greedy 10%, pass@8 17%). The cap is
 # only a safety stop: a cap that bites (a busy machine got 572 of 2352 steps) leaves a policy that
@@ -133,7 +138,8 @@ WarmStartSection = trainer_section(
     {"use_lora": False, "min_reward": None, "learning_rate": 2e-3, "lr_scheduler_type": "cosine",
      "warmup_ratio": 0.05, "per_device_train_batch_size": 8, "num_train_epochs": 16.0, "max_length": 256,
      "eval_fraction": 0.05, "max_seconds": 900.0},
-    "Full fine-tuning of the fresh tiny model on the task's warm-start traces (unused with base_model).")
+    "Full fine-tuning of the fresh tiny model on the task's warm-start traces (unused with base_model).",
+    stage_sets=frozenset({"beta"}))  # DPO's: the warm start trains on traces, never on preference pairs
 
 
 # ---------------------------------------------------------------------------- search section

@@ -21,11 +21,7 @@ from tsllm.envs.base import DataError
 from tsllm.envs.game24 import Game24Env, split
 from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import (
-    TinyModelConfig,
-    build_char_tokenizer,
-    build_tiny_llama,
     load_causal_lm,
-    save_model,
 )
 from tsllm.training.args import METRICS_FILE
 from tsllm.training.policy_trainer import (
@@ -41,17 +37,6 @@ from tsllm.training.policy_trainer import (
 from tsllm.types import SamplingParams
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = dict(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=160)
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    tokenizer = build_char_tokenizer()
-    path = tmp_path_factory.mktemp("models") / "base"
-    save_model(build_tiny_llama(TinyModelConfig(**SMALL, seed=0), tokenizer), tokenizer, path)
-    return path
-
-
 def solver_rows(count, start=0):
     train, _ = split()
     return [{"question": p["question"], "gold": p["numbers"], "steps": p["solution"].split("\n"),

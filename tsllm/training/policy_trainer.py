@@ -19,6 +19,14 @@ losses count `weight` times (`WeightedSFTTrainer`: TRL's loss, the sum of token 
 batch's completion tokens, with each token's NLL times its row's weight), so weight 1 everywhere
 is plain SFT. A file of step rows is recognised by its first row holding `step`.
 
+Preference rows (the `preferences` tree target: sibling steps of one state, the higher-Q one
+`chosen`) hold `steps`, `chosen`, `rejected` and `chosen_ends` / `rejected_ends`, and train with
+TRL's `DPOTrainer` (step DPO): the prompt is the state's text, each completion one step, EOS
+only after a step that ends the game (tokenized here, as step rows are, for the same reason), and
+the reference is the policy being trained at its start: with LoRA the base with the adapter off
+(TRL's PEFT reference), else a frozen copy. `beta` is DPO's. A file of preference rows is
+recognised by its first row holding `chosen`; the held-out loss is then the DPO loss.
+
 Output, the layout both trainers share (tsllm.training.args): `<output_dir>/model/` and
 `<output_dir>/metrics.json`. `merge`: "merged" saves a full checkpoint (LoRA folded into the base;
 what `load_causal_lm` and `HFGenerator(path)` read); "adapter" saves only the LoRA weights (what
@@ -40,6 +48,7 @@ bars are drawn only on a terminal (tsllm/progress.py; TSLLM_PROGRESS=0 turns the
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -85,9 +94,13 @@ class PolicyTrainConfig(TrainArgs):
     min_reward: float | None = arg(0.0, "keep rows with reward > min_reward; null keeps every row")
     merge: Literal["merged", "adapter"] = arg("merged", "save a full checkpoint (LoRA folded in), or the "
                                                         "LoRA adapter only")
+    beta: float = arg(0.1, "preference rows (step DPO): TRL's DPO beta, how far the policy may move from the "
+                           "reference (the policy before this run); larger stays closer")
 
     def validate_settings(self) -> None:
         super().validate_settings()
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise bad("beta", f"must be a finite number > 0, got {self.beta}")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 
@@ -136,6 +149,23 @@ def read_examples(paths: Iterable[str | Path], default_task: str = "game24",
     return examples
 
 
+def step_text(row: dict[str, Any], step: Any, where: str, renders: dict[str, Render], default_task: str,
+              formats: Formats | None, template: str | None) -> tuple[str, str, str]:
+    """(question, prompt, completion) of `step` taken at the state of a step or preference row:
+    the prompt is the env's text of the state (`row["steps"]`), the completion what the step adds."""
+    if not isinstance(step, str) or not isinstance(row["steps"], list):
+        raise DataError(f"{where}: each step must be a string and 'steps' a list of strings")
+    # checked as the path to the step's end (a reward is not a step row's business)
+    trajectory = parse_trajectory({**row, "steps": row["steps"] + [step], "reward": 0.0}, where, formats)
+    render = cached_render(renders, trajectory.task or default_task, template, formats, where)
+    prompt = render(trajectory.question, trajectory.steps[:-1])
+    full = render(trajectory.question, trajectory.steps)
+    if not full.startswith(prompt) or len(full) == len(prompt):
+        raise DataError(f"{where}: the state's text does not start the text with the step; the task's "
+                        "render must extend prefixes")
+    return trajectory.question, prompt, full[len(prompt):]
+
+
 def read_step_examples(paths: Iterable[str | Path], default_task: str = "game24", formats: Formats | None = None,
                        template: str | None = None) -> list[dict[str, Any]]:
     """Prompt/completion pairs of step rows (module doc), each with its `weight`, `ends` and
@@ -149,30 +179,42 @@ def read_step_examples(paths: Iterable[str | Path], default_task: str = "game24"
             weight = row["weight"]
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < math.inf:
                 raise DataError(f"{where}: 'weight' must be a finite number > 0, got {weight!r}")
-            if not isinstance(row["step"], str) or not isinstance(row["steps"], list):
-                raise DataError(f"{where}: 'step' must be a string and 'steps' a list of strings")
-            # checked as the path to the step's end (a reward is not a step row's business)
-            trajectory = parse_trajectory({**row, "steps": row["steps"] + [row["step"]], "reward": 0.0}, where, formats)
-            render = cached_render(renders, trajectory.task or default_task, template, formats, where)
-            prompt = render(trajectory.question, trajectory.steps[:-1])
-            full = render(trajectory.question, trajectory.steps)
-            if not full.startswith(prompt) or len(full) == len(prompt):
-                raise DataError(f"{where}: the state's text does not start the text with the step; the task's "
-                                "render must extend prefixes")
-            examples.append({"prompt": prompt, "completion": full[len(prompt):], "weight": float(weight),
-                             "ends": bool(row.get("ends", False)), "question": trajectory.question})
+            question, prompt, completion = step_text(row, row["step"], where, renders, default_task, formats,
+                                                     template)
+            examples.append({"prompt": prompt, "completion": completion, "weight": float(weight),
+                             "ends": bool(row.get("ends", False)), "question": question})
     if not examples:
         raise DataError(f"no step rows in {[str(p) for p in paths]}")
     return examples
 
 
-def holds_step_rows(paths: Sequence[str | Path]) -> bool:
-    """Whether the data files hold step rows (their first row names a `step`), not trajectories."""
+def read_preference_examples(paths: Iterable[str | Path], default_task: str = "game24",
+                             formats: Formats | None = None, template: str | None = None) -> list[dict[str, Any]]:
+    """Prompt/chosen/rejected triples of preference rows (module doc), with `chosen_ends`,
+    `rejected_ends` and `question`. Malformed rows raise DataError naming file and line."""
+    renders: dict[str, Render] = {}
+    examples: list[dict[str, Any]] = []
+    for path in map(Path, paths):
+        for lineno, row in iter_jsonl(path, required=("question", "steps", "chosen", "rejected")):
+            where = f"{path}:{lineno}"
+            question, prompt, chosen = step_text(row, row["chosen"], where, renders, default_task, formats, template)
+            _, _, rejected = step_text(row, row["rejected"], where, renders, default_task, formats, template)
+            examples.append({"prompt": prompt, "chosen": chosen, "rejected": rejected, "question": question,
+                             "chosen_ends": bool(row.get("chosen_ends", False)),
+                             "rejected_ends": bool(row.get("rejected_ends", False))})
+    if not examples:
+        raise DataError(f"no preference rows in {[str(p) for p in paths]}")
+    return examples
+
+
+def row_kind(paths: Sequence[str | Path]) -> Literal["trajectories", "steps", "preferences"]:
+    """What the data files hold, by their first row: preference rows (it names `chosen`), step
+    rows (`step`) or trajectories."""
     for path in paths:
         if Path(path).is_file():
             for _, row in iter_jsonl(path):
-                return "step" in row
-    return False
+                return "preferences" if "chosen" in row else "steps" if "step" in row else "trajectories"
+    return "trajectories"
 
 
 def split_examples(examples: list[dict[str, Any]], eval_fraction: float, seed: int
@@ -262,14 +304,18 @@ def check_deepspeed_launch(key: str = "deepspeed") -> None:
                        "unset it to train with DDP on CPU (DeepSpeed policy training needs GPUs, or one process)")
 
 
-def _sft_config(config: PolicyTrainConfig, checkpoints: Path) -> Any:
-    from trl import SFTConfig
+def _trl_config(config: PolicyTrainConfig, checkpoints: Path, preferences: bool = False) -> Any:
+    """TRL's SFTConfig, or DPOConfig for preference rows, from the shared keys."""
+    from trl import DPOConfig, SFTConfig
 
-    return SFTConfig(
+    # SFT: prompt labels are -100, so the policy learns the steps, not the question (DPO scores
+    # the completions alone by construction)
+    own = {"beta": config.beta} if preferences else {"completion_only_loss": True}
+    return (DPOConfig if preferences else SFTConfig)(
         output_dir=str(checkpoints),  # the Trainer's checkpoints (weights as safetensors), for resume
         **config.trainer_arguments(config.deepspeed),
         max_length=config.max_length,
-        completion_only_loss=True,  # prompt labels are -100: learn the steps, not the question
+        **own,
         gradient_checkpointing=False,  # TRL turns it on by default; it only costs time on tiny models
         save_strategy="steps" if config.save_steps else "epoch",
         save_steps=config.save_steps or 500,  # read only with save_strategy="steps"
@@ -384,16 +430,62 @@ def weighted_trainer_class() -> type:
     return WeightedSFTTrainer
 
 
+def tokenize_pairs(examples: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[dict[str, Any]]:
+    """Preference triples as TRL's DPOTrainer tokenizes them (the completions start where the
+    prompt's ids and each whole text's ids diverge), with EOS after a step only where it ends the
+    game."""
+    from trl.data_utils import common_prefix_length
+
+    def ids(e: dict[str, Any], side: str) -> list[int]:
+        eos = [tokenizer.eos_token_id] if e[f"{side}_ends"] else []
+        return tokenizer(e["prompt"] + e[side])["input_ids"] + eos
+
+    rows = []
+    for e in examples:
+        prompt = tokenizer(e["prompt"])["input_ids"]
+        sides = {side: ids(e, side) for side in ("chosen", "rejected")}
+        start = min(common_prefix_length(prompt, ids) for ids in sides.values())
+        rows.append({"prompt_ids": prompt[:start], "chosen_ids": sides["chosen"][start:],
+                     "rejected_ids": sides["rejected"][start:]})
+    return rows
+
+
+def preference_trainer_class() -> type:
+    """TRL's `DPOTrainer` on triples already tokenized by `tokenize_pairs`; built on call, as TRL
+    is imported only where a trainer is built."""
+    from trl import DPOTrainer
+
+    class StepDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            # TRL's would tokenize the text again with EOS after every completion; the rows are
+            # tokenized, so only its filter is kept: a prompt that fills max_length leaves no
+            # completion token to learn from
+            return dataset.filter(lambda row: len(row["prompt_ids"]) < args.max_length)
+
+    return StepDPOTrainer
+
+
 def build_trainer(config: PolicyTrainConfig, train: list[dict[str, Any]], held_out: list[dict[str, Any]],
                   model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   callbacks: list[Any] | None = None) -> Any:
     """The `SFTTrainer` for one run (datasets tokenized, labels built, LoRA injected); for
-    weighted step pairs the `WeightedSFTTrainer` on pairs tokenized by `tokenize_steps`."""
+    weighted step pairs the `WeightedSFTTrainer` on pairs tokenized by `tokenize_steps`; for
+    preference triples the `DPOTrainer` (`preference_trainer_class`)."""
     from datasets import Dataset
     from trl import SFTTrainer
 
     out = Path(config.output_dir).expanduser()
-    args = _sft_config(config, out / CHECKPOINTS_DIR)
+    callbacks = ([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or [])
+    peft_config = lora_config(config) if config.use_lora else None
+    if train and "chosen" in train[0]:
+        train, held_out = tokenize_pairs(train, tokenizer), tokenize_pairs(held_out, tokenizer)
+        # the reference is the policy as it starts: with LoRA, TRL's (the adapter off); else a frozen copy
+        reference = None if config.use_lora else copy.deepcopy(model).eval().requires_grad_(False)
+        return quiet_off_terminal(preference_trainer_class()(
+            model=model, ref_model=reference, args=_trl_config(config, out / CHECKPOINTS_DIR, preferences=True),
+            train_dataset=Dataset.from_list(train), eval_dataset=Dataset.from_list(held_out) if held_out else None,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks))
+    args = _trl_config(config, out / CHECKPOINTS_DIR)
     weighted = bool(train) and "weight" in train[0]
     if weighted:
         train, held_out = tokenize_steps(train, tokenizer), tokenize_steps(held_out, tokenizer)
@@ -404,9 +496,18 @@ def build_trainer(config: PolicyTrainConfig, train: list[dict[str, Any]], held_o
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=tokenizer,
-        peft_config=lora_config(config) if config.use_lora else None,
-        callbacks=([StopAfterSeconds(config.max_seconds)] if config.max_seconds else []) + list(callbacks or []),
+        peft_config=peft_config,
+        callbacks=callbacks,
     ))
+
+
+def cut_rows(dataset: Any, max_length: int) -> int:
+    """Rows of a trainer's tokenized dataset that max_length cuts: SFT rows are cut already (so a
+    row of max_length tokens may have lost its end); DPO's collator cuts prompt + completion later."""
+    if "input_ids" in dataset.column_names:
+        return sum(len(ids) >= max_length for ids in dataset["input_ids"])
+    return sum(len(p) + max(len(c), len(r)) > max_length
+               for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"]))
 
 
 def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | None = None,
@@ -424,15 +525,19 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     if examples is None:
         if not config.data_files:
             raise ConfigError("config key 'data_files': list at least one trajectories jsonl file")
-        if holds_step_rows(config.data_files):
+        kind = row_kind(config.data_files)
+        if kind == "preferences":
+            examples = read_preference_examples(config.data_files, config.task, formats, config.template)
+        elif kind == "steps":
             examples = read_step_examples(config.data_files, config.task, formats, config.template)
         else:
             examples = read_examples(config.data_files, config.task, config.min_reward, formats, config.template)
     train, held_out = split_examples(examples, config.eval_fraction, config.seed)
-    model, tokenizer = load_base(config, texts=[e["prompt"] + e["completion"] for e in train])
+    completions = ("chosen", "rejected") if train and "chosen" in train[0] else ("completion",)
+    model, tokenizer = load_base(config, texts=[e["prompt"] + e[c] for e in train for c in completions])
     trainer = build_trainer(config, train, held_out, model, tokenizer, callbacks)
     out = Path(config.output_dir).expanduser()
-    truncated = sum(len(ids) >= config.max_length for ids in trainer.train_dataset["input_ids"])
+    truncated = cut_rows(trainer.train_dataset, config.max_length)
     if truncated or len(trainer.train_dataset) < len(train):
         warnings.warn(f"{truncated} training pair(s) were cut at max_length={config.max_length} tokens (their "
                       f"ends, EOS included, are not learned) and {len(train) - len(trainer.train_dataset)} "
@@ -454,7 +559,8 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.perf_counter() - started
-    eval_after = trainer.evaluate()["eval_loss"] if held_out else None
+    evaluated = trainer.evaluate() if held_out else {}
+    eval_after = evaluated.get("eval_loss")
 
     state = trainer.state
     curve = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"], "learning_rate": e.get("learning_rate")}
@@ -463,6 +569,9 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
         "train_loss": curve[-1]["loss"] if curve else None,
         "eval_loss": eval_after,
         "eval_loss_before": eval_before,
+        # DPO's held-out implicit reward: how often, and by how much, the chosen step beats the rejected
+        **{f"eval_reward_{name}": evaluated[f"eval_rewards/{key}"]
+           for name, key in (("accuracy", "accuracies"), ("margin", "margins")) if f"eval_rewards/{key}" in evaluated},
         "train_loss_curve": curve,
         "global_step": state.global_step,
         "world_size": trainer.args.world_size,

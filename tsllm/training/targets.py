@@ -31,12 +31,13 @@ Targets (one row per kept child step, trained as weighted SFT on that single ste
   children's Q at temperature Q_TEMPERATURE. Zero weights are dropped (they train nothing).
 - `preferences`: every sibling pair (a, b) with Q(s, a) - Q(s, b) >= PREFERENCE_MARGIN, as a
   prompt / chosen / rejected row (step DPO); the margin skips pairs the values cannot tell apart.
-  Built and tested here; no trainer takes these rows yet (TRL's DPOTrainer would), so
-  `policy.target` does not offer it.
+  The policy trainer trains them with TRL's DPOTrainer (tsllm/training/policy_trainer.py).
 
 A step row: {"question", "task", "steps" (the state's steps), "step" (the child's), "ends" (the
-child is terminal: the trainer appends EOS after it, as after a whole path), "weight"}. Weights
-and Q values are rounded to WEIGHT_DIGITS so written rows (and the golden test) are stable.
+child is terminal: the trainer appends EOS after it, as after a whole path), "weight"}. A
+preference row: {"question", "task", "steps", "chosen", "chosen_ends", "rejected",
+"rejected_ends", "margin" (the Q gap, a record: DPO does not read it)}. Weights and Q values are
+rounded to WEIGHT_DIGITS so written rows (and the golden test) are stable.
 """
 
 from __future__ import annotations
