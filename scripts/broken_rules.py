@@ -37,7 +37,7 @@ def main() -> None:
                     for action in rollout.actions:
                         state = env.step(state, action)
                     total += 1
-                    broken += env.values(state) is None
+                    broken += env.board(state) is None
         print(f"{policy}: {broken}/{total} sampled games broke a rule ({broken / total:.1%})")
 
 

@@ -315,7 +315,7 @@ def test_scored_expansion_scores_exactly_the_legal_moves_once_per_state(tiny):
     # a search over scored moves only ever makes legal moves, whatever the random policy prefers
     out = dfs(reach, LLMPolicyValue(reach, HFGenerator(path), lambda t: [0.0] * len(t)), states[:1],
               use_terminal_reward=True, budget=Budget(max_expansions=30))[0]
-    assert all(reach.values(s) is not None for s in out.best_path)
+    assert all(reach.board(s) is not None for s in out.best_path)
 
 
 def test_token_level_children_are_the_top_k_next_tokens(tiny):

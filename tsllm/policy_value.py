@@ -10,12 +10,13 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   probabilities exp(logprob / tokens), renormalised over the unique children. A state whose
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
-- scored expansion (`scored_moves=True`, the default, for an env with `legal_moves` and a generator
-  that can `score`, i.e. the HF backend): a state's children are all its legal moves, the policy's log-probability of
-  each computed in one batched pass (`Generator.score`, the prompt run once per state), priors the
-  softmax of those log-probabilities over the legal moves (AlphaZero's masked policy). `width` is
-  not used: nothing is sampled, so nothing is duplicated or illegal. Each child costs its move's
-  tokens (`token_counts`, scored rather than generated) and the state's prompt is charged once.
+- scored expansion (`scored_moves=True`, the default, for a `GameEnv`, which lists its
+  `legal_moves`, and a generator that can `score`, i.e. the HF backend): a state's children are
+  all its legal moves, the policy's log-probability of each computed in one batched pass
+  (`Generator.score`, the prompt run once per state), priors the softmax of those
+  log-probabilities over the legal moves (AlphaZero's masked policy). `width` is not used: nothing
+  is sampled, so nothing is duplicated or illegal. Each child costs its move's tokens
+  (`token_counts`, scored rather than generated) and the state's prompt is charged once.
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
@@ -43,7 +44,7 @@ from collections.abc import Callable, Hashable, Sequence
 from functools import partial
 from typing import Any
 
-from tsllm.types import Completion, Expansion, Generator, Rollout, SamplingParams
+from tsllm.types import Completion, Expansion, GameEnv, Generator, Rollout, SamplingParams, Scorer, TextEnv
 
 ValueFn = Callable[[list[str]], list[float]]  # texts (env.prompt of each state) -> values
 
@@ -97,17 +98,16 @@ class CachedValue:
 class LLMPolicyValue:
     """Sentence-level policy/value over a text env (see the module docstring).
 
-    `env` needs `prompt(state)`, `step_separator`, `split_steps(text)`, `step` and `is_terminal`
-    (every `tsllm.envs.base.TextEnv` has them). `max_step_tokens` caps one step; `rollout_tokens`
-    caps a full rollout."""
+    `env` is a `tsllm.types.TextEnv` (every `tsllm.envs.base.TextEnv` is one); a `GameEnv` also
+    lists its legal moves. `max_step_tokens` caps one step; `rollout_tokens` caps a full rollout."""
 
-    def __init__(self, env: Any, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
+    def __init__(self, env: TextEnv, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
                  rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True,
                  overlap_value: bool = False, scored_moves: bool = True):
-        if not getattr(env, "step_separator", ""):
-            raise ValueError("LLMPolicyValue needs a sentence-level env with a step_separator; "
-                             "use TokenPolicyValue for token-level envs")
+        if not isinstance(env, TextEnv):
+            raise ValueError(f"LLMPolicyValue needs a sentence-level env (tsllm.types.TextEnv), not "
+                             f"{type(env).__name__}; use TokenPolicyValue for token-level envs")
         if overlap_value and "on_finished" not in inspect.signature(generator.generate).parameters:
             raise ValueError(f"overlap_value=True needs a generator whose generate() takes on_finished "
                              f"(the hf and vllm backends do); {type(generator).__name__} does not: "
@@ -117,7 +117,7 @@ class LLMPolicyValue:
         self.max_step_tokens, self.rollout_tokens, self.seed = max_step_tokens, rollout_tokens, seed
         self.value = CachedValue(env, value_fn)
         # drop proposals that break the task's rules (env.legal_step), as AlphaZero masks illegal moves
-        self.legal_steps_only = legal_steps_only and hasattr(env, "legal_step")
+        self.legal_steps_only = legal_steps_only
         self.illegal_steps = 0
         self.overlap_value = overlap_value
         self.dead_ends = 0  # states whose samples gave no usable step
@@ -125,9 +125,9 @@ class LLMPolicyValue:
         self.generate_seconds = 0.0  # wall time waiting for the generator (not in on_finished work)
         self._finished_seconds = 0.0  # wall time in on_finished callbacks
         self._calls = 0  # varies the seed per call so repeated expansions are fresh samples
-        self.step_stops = list(getattr(env, "step_stops", (env.step_separator,)))
+        self.step_stops = list(env.step_stops)
         # all legal moves scored in one pass (AlphaZero's expansion) where the env lists them
-        self.scored_moves = scored_moves and hasattr(env, "legal_moves") and hasattr(generator, "score")
+        self.scored_moves = scored_moves and isinstance(env, GameEnv) and isinstance(generator, Scorer)
         self.score_calls = 0
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
@@ -237,7 +237,7 @@ class LLMPolicyValue:
     def rollout(self, states: Sequence[Hashable], n: int) -> list[list[Rollout]]:
         if not states:
             return []
-        if getattr(self.env, "writes_steps", False):
+        if self.env.writes_steps:
             return self._stepwise_rollouts(states, n)
         outs = self._generate([self.env.prompt(s) for s in states], n, self.rollout_tokens, [])
         return [[self._to_rollout(s, c) for c in row] for s, row in zip(states, outs)]

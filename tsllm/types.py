@@ -1,5 +1,5 @@
 """The interfaces every layer shares: states, expansions, budgets, search outputs, and the
-Protocols `Env`, `PolicyValueFn` and `Generator`.
+Protocols `Env` (with its kinds `TextEnv` and `GameEnv`), `PolicyValueFn` and `Generator`.
 
 Pure Python. Nothing here may import torch (search and envs depend on this module).
 
@@ -193,10 +193,37 @@ class Env(Protocol):
 
 
 @runtime_checkable
+class TextEnv(Env, Protocol):
+    """A sentence-level env, a step one line of text (every tsllm.envs.base.TextEnv): what the
+    policy/value bridge needs to have a language model write the steps.
+
+    `prompt(state)` is the text the policy continues; its generation of one step stops at any of
+    `step_stops` (the `step_separator`, and where the policy's part ends in an env that writes its
+    steps); `split_steps(text)` cuts a longer generation into steps. `legal_step(state, step)`:
+    whether a proposed step follows the task's rules, judged without the gold answer (the
+    legal-move mask).
+
+    `writes_steps`: the env writes part of each step itself, as a game engine does (a
+    tsllm.envs.base.GameEnv: the policy names the move, `step` writes the line with its result).
+    A rollout then goes step by step, so the policy always reads the env's lines, never its own."""
+
+    step_separator: str
+    step_stops: tuple[str, ...]
+    writes_steps: bool
+
+    def prompt(self, state: State) -> str: ...
+
+    def split_steps(self, text: str) -> list[str]: ...
+
+    def legal_step(self, state: State, step: str) -> bool: ...
+
+
+@runtime_checkable
 class GameEnv(Env, Protocol):
-    """An env that can list its legal moves, as a game engine does (reach, Game24 moves, toy
-    trees). A policy/value bridge then scores every legal move of a state in one pass instead of
-    sampling children (AlphaZero's expansion): no duplicate is generated, none is illegal."""
+    """An env that can list its legal moves, as a game engine does (the games on
+    tsllm.envs.base.GameEnv: reach, Game24 moves; toy trees). A policy/value bridge then scores
+    every legal move of a state in one pass instead of sampling children (AlphaZero's expansion):
+    no duplicate is generated, none is illegal."""
 
     def legal_moves(self, state: State) -> list[Action]:
         """The actions allowed in `state` (empty for a terminal state)."""

@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from tsllm.envs import game24_moves
+from tsllm.envs.base import TextState, random_play
 from tsllm.envs.game24 import TARGET, solve
 from tsllm.envs.game24_moves import Game24MovesEnv
 from tsllm.tasks import get_task
@@ -75,10 +75,10 @@ def test_random_play_is_legal_and_ends_after_three_moves():
     rng = random.Random(1)
     for numbers in ([1, 1, 1, 1], [4, 9, 10, 13], [13, 13, 13, 13], [1, 2, 3, 4]):
         for _ in range(50):
-            lines = game24_moves.random_play(numbers, rng)
-            lefts = game24_moves.play(numbers, lines)
-            assert len(lines) == 3 and lefts is not None and len(lefts[-1]) == 1
-            assert list(played(numbers, lines).steps) == lines  # written exactly as the env writes
+            lines = random_play(ENV, {"numbers": numbers}, rng)[-1].steps
+            left = ENV.board(TextState(" ".join(map(str, numbers)), lines, tuple(numbers)))  # replayed from the text
+            assert len(lines) == 3 and left is not None and len(left) == 1
+            assert played(numbers, lines).steps == lines  # written exactly as the env writes
 
 
 def test_the_warm_start_holds_no_solution_and_no_held_out_puzzle():
@@ -89,8 +89,8 @@ def test_the_warm_start_holds_no_solution_and_no_held_out_puzzle():
     for row in rows:
         numbers = tuple(row["gold"])
         assert numbers not in held_out and row["question"] == " ".join(map(str, numbers))
-        lefts = game24_moves.play(numbers, row["steps"])
-        assert lefts is not None and len(lefts) == 3 and lefts[-1] != [Fraction(TARGET)]
+        left = ENV.board(TextState(row["question"], tuple(row["steps"]), numbers))
+        assert len(row["steps"]) == 3 and left is not None and left != [Fraction(TARGET)]
     pool = {tuple(p["numbers"]) for p in task.pool(0)}
     assert len(pool) == 1106 and not pool & held_out
     assert {tuple(r["gold"]) for r in rows} & pool  # the pool's puzzles are played, never solved

@@ -10,6 +10,7 @@ import pytest
 from tests.launch import LIBRARY_DEFAULTS
 from tsllm.cli import main
 from tsllm.envs import reach
+from tsllm.envs.base import TextState
 from tsllm.tasks import get_task
 from tsllm.tasks.base import TaskSettings
 from tsllm.tasks.reach import EXCLUDED_ROUNDS
@@ -60,8 +61,9 @@ def test_warm_start_rows_are_legal_play_and_solve_no_pool_or_held_out_problem(se
             state = env.step(state, step)
         assert env.is_terminal(state) and env.reward(state) == -1.0 == row["reward"]  # not its own solution
         assert state.steps == tuple(row["steps"])  # written as the env writes them
-        passed = reach.play(start, moves, row["steps"])
-        assert not set(passed) & targets[start, moves]  # nor a solution of any problem the loop uses
+        passed = {env.answer(TextState(row["question"], tuple(row["steps"][:k]), (start, target, moves)))
+                  for k in range(1, len(row["steps"]) + 1)}  # the values the play went through
+        assert not passed & targets[start, moves]  # nor a solution of any problem the loop uses
         lengths.add(len(row["steps"]))
     assert lengths == set(range(1, reach.MAX_STEPS + 1))  # plays end by passing the target or at the cap
 

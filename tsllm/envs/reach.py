@@ -9,14 +9,13 @@ A problem is a start, a target and the moves allowed (drawn per problem from `MO
     20 + 3 = 23, 23 to go
     23 * 2 = 46
 
-The env is the game engine, as in AlphaZero: the policy chooses a move, the env applies it. A
-step is the policy's line naming one of the problem's moves by its start (`14 + 3`; whatever
-follows); the env rewrites it as that move applied to the current value with the exact result and
-the distance still to go, so the policy's context always holds the true board. The game ends when the value
-reaches the target (+1), passes it (-1: the moves never decrease a value), after `max_steps`
-moves (-1), or at a line that names no allowed move (-1: a broken rule). The policy's generation
-of a step stops at " =" (`step_stops`): it writes the move, about 6 tokens, and the env the
-remaining ~15 characters; rollouts go step by step, so the policy reads only the env's lines.
+A game on `tsllm.envs.base.GameEnv`: the policy chooses a move, the env applies it. A step is
+the policy's line naming one of the problem's moves by its start (`14 + 3`; whatever follows);
+the env rewrites it as that move applied to the current value with the exact result and the
+distance still to go, so the policy's context always holds the true board. The game ends when the
+value reaches the target (+1), passes it (-1: the moves never decrease a value), after
+`max_steps` moves (-1), or at a line that names no allowed move (-1: a broken rule). The policy
+writes the move, about 6 tokens, and the env the remaining ~15 characters.
 
 So the rules (write a line naming an allowed move) are easy and random play teaches them; the
 strategy (which move, given the value, the target and the moves) is the same on every problem,
@@ -37,15 +36,15 @@ import random
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from tsllm.envs.base import STEP_SEPARATOR, DataError, TextEnv, TextState, iter_jsonl
+from tsllm.envs.base import DataError, GameEnv, TextState, iter_jsonl
 
 MOVE_MENU = ("+1", "+2", "+3", "+4", "+5", "*2", "*3")
 MOVES_PER_PROBLEM = 3
 MAX_START = 20
 MAX_TARGET = 200
-MAX_MOVES = 6  # the longest shortest solution; the episode is MAX_MOVES steps and the answer line
+MAX_MOVES = 6  # the longest shortest solution the generator draws
 DEPTH_WEIGHTS = (1, 1, 1, 1, 1, 1)  # relative frequency of shortest-solution lengths 1..MAX_MOVES
 MAX_STEPS = MAX_MOVES + 1  # moves in an episode: one more than the longest shortest solution
 MAX_DIGITS = 6  # longer numbers are not legal steps (the policy's text is bounded, not evaluated)
@@ -77,25 +76,6 @@ def parse_move(line: str) -> str | None:
     """The move a line names by its start (`14 + 3 ...` -> "+3"), or None."""
     match = _MOVE_RE_LINE.match(line.strip()) if isinstance(line, str) else None
     return None if match is None else f"{match[2]}{match[3]}"
-
-
-def named_move(moves: Sequence[str], line: str) -> str | None:
-    """The allowed move a step line names (whatever value and result it states), or None."""
-    move = parse_move(line)
-    return move if move in moves else None
-
-
-def play(start: int, moves: Sequence[str], lines: Sequence[str]) -> list[int] | None:
-    """The values after each line when the env applies the moves they name, or None when a line
-    names no allowed move (a broken rule)."""
-    values, value = [], start
-    for line in lines:
-        move = named_move(moves, line)
-        if move is None:
-            return None
-        value = apply_move(value, move)
-        values.append(value)
-    return values
 
 
 def question_text(start: int, target: int, moves: Sequence[str]) -> str:
@@ -190,19 +170,6 @@ def generate(n: int, seed: Hashable, exclude: Iterable[Key] = (), depth_weights:
     return problems
 
 
-def random_play(problem: Mapping[str, Any], rng: random.Random, max_moves: int = MAX_STEPS) -> list[str]:
-    """Random allowed moves until the game ends (the target reached or passed, or max_moves moves):
-    the rules, whatever the outcome. The play never stops by itself before the end, so the policy
-    it teaches always names a move while the game is on."""
-    value, target, moves = int(problem["start"]), int(problem["target"]), tuple(problem["moves"])
-    lines = []
-    while len(lines) < max_moves and value < target:
-        move = rng.choice(moves)
-        lines.append(step_line(value, move, target))
-        value = apply_move(value, move)
-    return lines
-
-
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Problems from jsonl rows `{"start": int, "target": int, "moves": ["+3", "*2"]}`; other
     fields are kept. A bad row raises DataError naming its file and line."""
@@ -220,17 +187,19 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return problems
 
 
-# --- the environment -------------------------------------------------------------------------
-class ReachEnv(TextEnv):
-    """Reach as an MDP over lines, the env applying the moves (see the module doc). The gold key is
-    (start, target, moves); the target is in the question, so ending the game when it is reached
-    reveals nothing the policy does not see."""
+# --- the game ------------------------------------------------------------------------------
+class Board(NamedTuple):
+    value: int
+    target: int
+    moves: tuple[str, ...]
+
+
+class ReachEnv(GameEnv):
+    """Reach on GameEnv (see the module doc). The gold key is (start, target, moves); the target is
+    in the question, so ending the game when it is reached reveals nothing the policy does not see."""
 
     template = "{question}\n"
-    step_stops = (STEP_SEPARATOR, " =")  # the policy names the move ("14 + 3"); the env writes " = 17, ..."
-
-    def __init__(self, max_steps: int = MAX_STEPS, template: str | None = None):
-        super().__init__(max_steps=max_steps, template=template)
+    max_steps = MAX_STEPS
 
     def question_text(self, problem: Any) -> str:
         return question_text(*self._key(problem))
@@ -250,60 +219,27 @@ class ReachEnv(TextEnv):
         return int(start), int(target), tuple(moves)
 
     def problem_of(self, state: TextState) -> dict[str, Any]:
-        start, target, moves = state.gold
-        return make_problem(start, target, moves)
+        return make_problem(*state.gold)
 
-    def step(self, state: TextState, action: str) -> TextState:
-        """Apply the move the line names to the current value and write the exact line; a line that
-        names no allowed move is kept as written (it ends the game as a loss)."""
-        child = super().step(state, action)
-        (start, target, moves), values = state.gold, self.values(state)
-        move = named_move(moves, child.steps[-1])
-        if values is None or move is None:
-            return child
-        line = step_line(values[-1] if values else start, move, target)
-        return TextState(child.question, state.steps + (line,), child.gold)
+    def start(self, gold: Key) -> Board:
+        return Board(*gold)
 
-    def values(self, state: TextState) -> list[int] | None:
-        return play(state.gold[0], state.gold[2], state.steps)
+    def moves(self, board: Board) -> list[str]:
+        return [f"{board.value} {move[0]} {move[1:]}" for move in board.moves]
 
-    def is_terminal(self, state: TextState) -> bool:
-        if len(state.steps) >= self.max_steps:
-            return True
-        values = self.values(state) if state.steps else []
-        return values is None or (bool(values) and values[-1] >= state.gold[1])
+    def apply(self, board: Board, line: str) -> tuple[str, Board] | None:
+        """The move the line names, if allowed, applied to the value (whatever value and result the
+        line states)."""
+        move = parse_move(line)
+        if move not in board.moves:
+            return None
+        return step_line(board.value, move, board.target), board._replace(value=apply_move(board.value, move))
 
-    def is_final_step(self, step: str) -> bool:  # the end is decided from the values, in is_terminal
-        return False
+    def outcome(self, board: Board) -> float | None:
+        if board.value < board.target:
+            return None
+        return 1.0 if board.value == board.target else -1.0
 
-    def answer(self, state: TextState) -> int | None:
-        """The value reached (None before the first move or after a broken rule)."""
-        values = self.values(state) if state.steps else None
-        return values[-1] if values else None
-
-    def extract_answer(self, text: str) -> int | None:  # needs the start and moves: see `answer`
-        return None
-
-    def check(self, problem: Any, text: str) -> bool:
-        """Whether the lines, applied from the start, end exactly on the target."""
-        start, target, moves = self._key(problem)
-        if not isinstance(text, str):
-            return False
-        values = play(start, moves, [line for line in text.split("\n") if line.strip()][:self.max_steps])
-        return bool(values) and values[-1] == target and all(v < target for v in values[:-1])
-
-    def legal_moves(self, state: TextState) -> list[str]:
-        """The policy's part of each allowed move (`14 + 3`), as it would write it; none once the
-        game is over."""
-        if self.is_terminal(state):
-            return []
-        (start, _, moves), values = state.gold, self.values(state)
-        value = values[-1] if values else start
-        return [f"{value} {move[0]} {move[1:]}" for move in moves]
-
-    def legal_step(self, state: TextState, step: str) -> bool:
-        """The rules, judged without the target: a line names one of the problem's moves. Once a
-        line broke a rule (a sampled path, never a searched one) nothing more is ruled out."""
-        if self.values(state) is None:
-            return True
-        return named_move(state.gold[2], step) is not None
+    def answer_of(self, board: Board) -> int:
+        """The value reached."""
+        return board.value

@@ -31,13 +31,17 @@ a stream seeded by `(train_seed(seed), k)`, never overlapping `test_problems()`:
 
 The held-out set never changes with the round. A pool's problems are plain values the task's
 env takes (`env.initial_state(problem)`); the loop identifies a problem by its row's question text.
+
+A game's warm start (`random_play_rows`) is random legal play with no win in it: it teaches the
+rules of a `tsllm.envs.base.GameEnv`, never a solution.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -292,3 +296,25 @@ class GeneratedTextTask(TextTask):
         else:
             refuse(settings, cls.name, ("reward_model",), "is scored by its exact checker")
             check_data("test_data", settings.test_data, cls.data_help)
+
+
+def random_play_rows(env: Any, problems: Iterable[Any], plays: int, rng: random.Random, task: str,
+                     solves: Callable[[list[Any]], bool] | None = None) -> list[dict]:
+    """Warm-start rows of a GameEnv's game: `plays` random plays of each problem (`random_play`),
+    dropping every play that wins and every play `solves(states)` says shows the solution of a
+    problem the loop learns from or is judged on (the states from the opening to the end)."""
+    from tsllm.envs.base import random_play
+
+    def listed(value: Any) -> Any:  # the gold key as JSON writes it
+        return [listed(v) for v in value] if isinstance(value, tuple) else value
+
+    rows = []
+    for problem in problems:
+        for _ in range(plays):
+            path = random_play(env, problem, rng)
+            end = path[-1]
+            if env.reward(end) > 0 or (solves is not None and solves(path)):
+                continue
+            rows.append({"question": end.question, "gold": listed(end.gold), "steps": list(end.steps),
+                         "reward": env.reward(end), "task": task, "source": "warmstart"})
+    return rows

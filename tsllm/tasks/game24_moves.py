@@ -14,7 +14,7 @@ import random
 from typing import Any
 
 from tsllm.tasks import register
-from tsllm.tasks.base import TaskSettings, warmstart_seed
+from tsllm.tasks.base import TaskSettings, random_play_rows, warmstart_seed
 from tsllm.tasks.game24 import Game24Task
 
 PLAYS_PER_MULTISET = 6
@@ -31,19 +31,8 @@ class Game24MovesTask(Game24Task):
         return Game24MovesEnv(template=template)
 
     def warmstart_rows(self) -> list[dict]:
-        from tsllm.envs import game24_moves
-        from tsllm.envs.game24 import TARGET
-
         held_out = {tuple(p["numbers"]) for p in self.test_problems()}
+        multisets = itertools.combinations_with_replacement(range(1, 14), 4)  # all 1,820
         rng = random.Random(f"game24-moves-plays-{warmstart_seed(self.settings.seed)}")
-        rows = []
-        for numbers in itertools.combinations_with_replacement(range(1, 14), 4):  # all 1,820
-            if numbers in held_out:
-                continue
-            for _ in range(PLAYS_PER_MULTISET):
-                steps = game24_moves.random_play(numbers, rng)
-                if game24_moves.play(numbers, steps)[-1] == [TARGET]:  # a solution: never shown
-                    continue
-                rows.append({"question": " ".join(map(str, numbers)), "gold": list(numbers), "steps": steps,
-                             "reward": -1.0, "task": self.name, "source": "warmstart"})
-        return rows
+        return random_play_rows(self.env, [n for n in multisets if n not in held_out], PLAYS_PER_MULTISET, rng,
+                                self.name)

@@ -19,7 +19,14 @@ import random
 from typing import Any
 
 from tsllm.tasks import register
-from tsllm.tasks.base import GeneratedTextTask, TaskSettings, held_out_seed, train_seed, warmstart_seed
+from tsllm.tasks.base import (
+    GeneratedTextTask,
+    TaskSettings,
+    held_out_seed,
+    random_play_rows,
+    train_seed,
+    warmstart_seed,
+)
 
 WARMSTART_PROBLEMS = 12000
 PLAYS_PER_PROBLEM = 2
@@ -79,16 +86,11 @@ class ReachTask(GeneratedTextTask):
 
         seed = warmstart_seed(self.settings.seed)
         problems = reach.generate(WARMSTART_PROBLEMS, seed=f"reach-warmstart-{seed}")
-        excluded, rng = self.excluded_keys(), random.Random(f"reach-plays-{seed}")
-        rows = []
-        for problem in problems:
-            start, target, moves = reach.key_of(problem)
-            for _ in range(PLAYS_PER_PROBLEM):
-                steps = reach.random_play(problem, rng)
-                reached = reach.play(start, moves, steps)
-                # every value a play passes is the end of a solution of (start, value, moves)
-                if target in reached or any((start, v, moves) in excluded for v in reached):
-                    continue
-                rows.append({"question": problem["question"], "gold": [start, target, list(moves)], "steps": steps,
-                             "reward": -1.0, "task": self.name, "source": "warmstart"})
-        return rows
+        excluded = self.excluded_keys()
+
+        def solves(path: list) -> bool:  # every value a play passes ends a solution of (start, value, moves)
+            start = path[0].board.value
+            return any((start, s.board.value, s.board.moves) in excluded for s in path[1:])
+
+        return random_play_rows(self.env, problems, PLAYS_PER_PROBLEM, random.Random(f"reach-plays-{seed}"),
+                                self.name, solves)
