@@ -11,11 +11,12 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
 - scored expansion (`scored_moves=True`, the default, for an env with `legal_moves` and a generator
-  that can `score`, i.e. the HF backend): a state's children are all its legal moves, the policy's log-probability of
+  that can `score`: both backends): a state's children are all its legal moves, the policy's log-probability of
   each computed in one batched pass (`Generator.score`, the prompt run once per state), priors the
   softmax of those log-probabilities over the legal moves (AlphaZero's masked policy). `width` is
   not used: nothing is sampled, so nothing is duplicated or illegal. Each child costs its move's
-  tokens (`token_counts`, scored rather than generated) and the state's prompt is charged once.
+  tokens (`token_counts`, scored rather than generated) and the state's prompt what the backend
+  computed of it (HF: once per state; vLLM: the blocks its prefix cache did not serve).
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
