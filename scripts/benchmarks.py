@@ -621,7 +621,7 @@ HOW_TO_RUN = [
     "    python scripts/bench_search.py --roots 256      # expansions/s per algorithm on random trees",
     "    python scripts/bench_train.py                   # value/policy training tokens/s, 1 vs 2 processes",
     "    tsllm bench engine --backend hf --out engine_hf.json   # tree search against flat sampling: tse, prf, vcn",
-    "    tsllm bench engine --backend vllm --out engine_vllm.json",
+    "    tsllm bench engine --backend vllm --tokenizer char,bpe --out engine_vllm.json  # BPE beside char",
     "    tsllm bench loop --out bench_loop.json          # the search loop against the RFT loop, round by round",
     "    tsllm bench serve                               # tsllm serve: requests/s and latency at 1, 8, 32 clients",
     "    python scripts/bench_extract.py                 # ms per call of every answer extractor on hostile text",

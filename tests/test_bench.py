@@ -20,3 +20,31 @@ def test_engine_bench_writes_the_metrics(tmp_path, capsys):
     # HF keeps no cache across calls: every expansion recomputes its node's whole prompt, so prf > 1
     assert result["prf"] > 1.0
     assert "tse" in capsys.readouterr().out
+
+
+def test_engine_bench_runs_the_bpe_model_beside_the_char_model(tmp_path, capsys):
+    """`--tokenizer char,bpe`: the same tiny model with each tokenizer, one run each in one
+    process, printed side by side and written together."""
+    out = tmp_path / "engine.json"
+    assert main(["bench", "engine", "--backend", "hf", "--tokenizer", "char,bpe", "--roots", "2", "--simulations",
+                 "2", "--width", "2", "--repeats", "1", "--parallel-simulations", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["backend"] == "hf" and list(result["tokenizers"]) == ["char", "bpe"]
+    char, bpe = result["tokenizers"]["char"], result["tokenizers"]["bpe"]
+    assert char["tokenizer"] == "char" and bpe["tokenizer"] == "bpe"
+    assert char["vcn"] == bpe["vcn"] == 1.0 and bpe["generated_tokens"] > 0 and bpe["tse"] > 0
+    # BPE merges learned from Game24's text: the same two questions take fewer tokens than characters
+    assert bpe["root_prompt_tokens"] < char["root_prompt_tokens"]
+    printed = capsys.readouterr().out
+    side_by_side = printed[printed.index("tiny models by tokenizer"):]
+    assert "char" in side_by_side and "bpe" in side_by_side and "vcn" in side_by_side and "tse" in side_by_side
+
+
+def test_engine_bench_tokenizer_errors(capsys):
+    import pytest
+
+    for argv, message in [(["--tokenizer", "word"], "give one or more of char, bpe"),
+                          (["--model", "m", "--value-model", "v", "--tokenizer", "bpe"], "--model brings its own")]:
+        with pytest.raises(SystemExit):
+            main(["bench", "engine", *argv])
+        assert message in capsys.readouterr().err

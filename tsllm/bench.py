@@ -2,6 +2,7 @@
 serve benchmark: how `tsllm serve` batches concurrent clients (`run_serve_bench`, docs/SERVE.md).
 
     tsllm bench engine --backend hf --out engine_hf.json
+    tsllm bench engine --backend vllm --tokenizer char,bpe     # both tiny tokenizers, side by side
     tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out serve.json]
 
 It runs MCTS-α on Game24 with a policy and a value model, and a flat batched sampling run of
@@ -12,9 +13,12 @@ repeated in one process, and reports:
 - prf: prompt tokens the backend computed (not served from its prefix cache) / distinct token
   positions in the search trees; 1.0 means every tree position was computed once.
 - vcn: value-model calls per created node; 1.0 means each node was scored once.
-Without --model a tiny random Llama with the character tokenizer is built (random weights make
-random steps, which is fine for throughput); the value model is a tiny random token-classification
-model with the same tokenizer.
+Without --model a tiny random Llama is built (random weights make random steps, which is fine for
+throughput) with the character tokenizer, or with `--tokenizer bpe` a byte-level BPE one trained
+on Game24's text (the `bpe` kind of tsllm.models.tiny: steps end inside merged tokens, and a
+child's prompt must still extend its parent's ids for the prefix cache to serve it); the value
+model is a tiny random token-classification model with the same tokenizer. `--tokenizer char,bpe`
+runs both, one after the other in one process, and prints them side by side.
 
 Batching: 8 simulations per move run in one round with virtual loss (`parallel_simulations`), so
 an expansion call carries up to 16 roots x 8 leaves x 4 samples = 512 sequences, as a batched
@@ -38,38 +42,51 @@ from tsllm.envs.game24 import Game24Env, make_problem, split
 from tsllm.search import mcts_alpha
 from tsllm.types import SamplingParams
 
+TOKENIZERS = ("char", "bpe")  # the tiny model's tokenizer kinds (tsllm.models.tiny)
 
-def _tiny_models(workdir: Path) -> tuple[Path, Any]:
-    from tsllm.models.tiny import TinyModelConfig, build_char_tokenizer, build_tiny_llama, save_model
+
+def _tiny_models(workdir: Path, tokenizer: str = "char") -> tuple[Path, Any]:
+    """A tiny random Llama policy and value model of the `tokenizer` kind; the same shape and
+    seed for both kinds, so only the tokenizer differs."""
+    from tsllm.models.tiny import TinyModelConfig, build_tiny, save_model
     from tsllm.models.value import ValueFunction, build_value_model
 
-    tokenizer = build_char_tokenizer()
-    config = TinyModelConfig(max_position_embeddings=512)
+    config = TinyModelConfig(max_position_embeddings=512, tokenizer=tokenizer)
+    model, tok = build_tiny(config, game24_texts() if tokenizer == "bpe" else ())
     path = workdir / "policy"
-    save_model(build_tiny_llama(config, tokenizer), tokenizer, path)
-    value_model, value_tokenizer = build_value_model(tiny=config, tokenizer=tokenizer)
+    save_model(model, tok, path)
+    value_model, value_tokenizer = build_value_model(tiny=config, tokenizer=tok)
     return path, ValueFunction(value_model, value_tokenizer)
+
+
+def game24_texts(seed: int = 0) -> list[str]:
+    """Game24's prompts with their solver traces (the training split): what a BPE tokenizer for
+    the benchmark learns its merges from."""
+    env = Game24Env()
+    train, _ = split(seed=seed)
+    return [env.prompt(env.initial_state(p)) + p["solution"] + "\n" for p in train if p["solution"]]
 
 
 
 def run_engine_bench(backend: str = "hf", model: str | None = None, value_model: str | None = None,
                      roots: int = 16, simulations: int = 8, width: int = 4, repeats: int = 3,
                      parallel_simulations: int = 8, overlap_value: bool = False,
-                     max_step_tokens: int = 32, seed: int = 0, **generator_kwargs: Any) -> dict:
+                     max_step_tokens: int = 32, seed: int = 0, tokenizer: str = "char",
+                     **generator_kwargs: Any) -> dict:
     from tsllm.generation import make_generator
     from tsllm.models.value import ValueFunction
     from tsllm.policy_value import LLMPolicyValue
 
     with tempfile.TemporaryDirectory() as tmp:
         if model is None:
-            model_path, value_fn = _tiny_models(Path(tmp))
+            model_path, value_fn = _tiny_models(Path(tmp), tokenizer)
         else:
             model_path = Path(model)
             if value_model is None:
                 raise ValueError("--model needs --value-model (a value model folder) too")
             value_fn = ValueFunction(value_model)
         generator = make_generator(backend, str(model_path), **generator_kwargs)
-        tokenizer = getattr(generator, "tokenizer", None) or value_fn.tokenizer
+        encode = getattr(generator, "tokenizer", None) or value_fn.tokenizer
         env = Game24Env()
         _, test = split(seed=seed, test_size=max(roots, 1))
         states = [env.initial_state(make_problem(p["numbers"], with_solution=False)) for p in test[:roots]]
@@ -78,7 +95,7 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
 
         def prompt_len(state) -> int:
             if state not in prompt_len_cache:
-                prompt_len_cache[state] = len(tokenizer(env.prompt(state))["input_ids"])
+                prompt_len_cache[state] = len(encode(env.prompt(state))["input_ids"])
             return prompt_len_cache[state]
 
         # warm-up (untimed): first calls pay for compilation, allocation and cache set-up
@@ -115,10 +132,14 @@ def run_engine_bench(backend: str = "hf", model: str | None = None, value_model:
                          "distinct_positions": distinct, "nodes": nodes,
                          "value_calls": pv.value.value_calls, "dead_ends": pv.dead_ends,
                          "generate_seconds": pv.generate_seconds, "value_seconds": pv.value.seconds})
+        if hasattr(generator, "close"):  # a vLLM engine's memory, before the next run starts one
+            generator.close()
         last = runs[-1]
         return {
             "backend": backend,
             "model": str(model) if model else "tiny-random",
+            "tokenizer": None if model else tokenizer,
+            "root_prompt_tokens": sum(prompt_len(s) for s in states),
             "repeats": repeats,
             "tse": statistics.median(tree_rates) / statistics.median(flat_rates),
             "prf": last["prompt_tokens_computed"] / max(last["distinct_positions"], 1),
@@ -147,7 +168,8 @@ def distinct_positions(roots, valued_states, prompt_len) -> int:
 
 
 def print_engine_table(result: dict) -> None:
-    print(f"backend {result['backend']}  model {result['model']}  repeats {result['repeats']}")
+    tokenizer = f" ({result['tokenizer']} tokenizer)" if result.get("tokenizer") else ""
+    print(f"backend {result['backend']}  model {result['model']}{tokenizer}  repeats {result['repeats']}")
     for key in ("tse", "prf", "vcn"):
         print(f"  {key:<4} {result[key]:8.3f}")
     print(f"  tree {result['tree_tokens_per_s']:.0f} tok/s, flat {result['flat_tokens_per_s']:.0f} tok/s, "
@@ -157,6 +179,25 @@ def print_engine_table(result: dict) -> None:
     overlap = " (most of it while the engine decodes)" if result["settings"].get("overlap_value") else ""
     print(f"  tree time: waiting for generation {run['generate_seconds']:.1f} s, value {run['value_seconds']:.1f} s"
           f"{overlap}, search code {rest:.1f} s")
+
+
+def print_engine_comparison(results: list[dict]) -> None:
+    """Runs of one backend on tiny models of different tokenizers, one column each."""
+    names = [r["tokenizer"] for r in results]
+    print(f"backend {results[0]['backend']}: tiny models by tokenizer")
+    print(f"  {'':<20}" + "".join(f"{name:>10}" for name in names))
+    rows = [("tse", "tse", "{:.3f}"), ("prf", "prf", "{:.3f}"), ("vcn", "vcn", "{:.3f}"),
+            ("tree tok/s", "tree_tokens_per_s", "{:.0f}"), ("flat tok/s", "flat_tokens_per_s", "{:.0f}"),
+            ("root prompt tokens", "root_prompt_tokens", "{}")]
+    for label, key, form in rows:
+        print(f"  {label:<20}" + "".join(f"{form.format(r[key]):>10}" for r in results))
+
+
+def engine_json(results: list[dict]) -> dict:
+    """What `--out` holds: one run's result, or with several tokenizers each run by its name."""
+    if len(results) == 1:
+        return results[0]
+    return {"backend": results[0]["backend"], "tokenizers": {r["tokenizer"]: r for r in results}}
 
 
 def write_json(result: dict, path: str | Path) -> None:

@@ -6,7 +6,7 @@
                [--sweep METHOD.KNOB=V1,V2,... --seeds N] [--trees DIR]
     tsllm eval --run RUN_DIR [--round K] [any flag above, which wins over the run]
     tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
-    tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR] [--out FILE.json]
+    tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR | --tokenizer char,bpe] [--out FILE.json]
     tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B] [--seeds N] [key=value ...]
 
@@ -429,6 +429,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine.add_argument("--backend", choices=["hf", "vllm"], default="hf")
     engine.add_argument("--model", help="policy folder (default: a tiny random Llama built on the fly)")
     engine.add_argument("--value-model", help="value model folder (needed with --model)")
+    engine.add_argument("--tokenizer", default="char", metavar="KIND[,KIND]",
+                        help="the tiny model's tokenizer without --model: char, bpe (byte-level BPE trained on "
+                             "Game24's text), or char,bpe to run both and print them side by side")
     engine.add_argument("--roots", type=int, default=16, help="Game24 puzzles searched together")
     engine.add_argument("--simulations", type=int, default=8, help="MCTS-α simulations per move")
     engine.add_argument("--width", type=int, default=4, help="sampled steps per expansion")
@@ -482,19 +485,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_json(result, args.out)
         return 0
     if args.command == "bench":
-        from tsllm.bench import print_engine_table, run_engine_bench, write_json
+        from tsllm.bench import (
+            TOKENIZERS,
+            engine_json,
+            print_engine_comparison,
+            print_engine_table,
+            run_engine_bench,
+            write_json,
+        )
 
         for name in ("roots", "simulations", "width", "repeats", "parallel_simulations"):
             if getattr(args, name) < 1:
                 parser.error(f"--{name.replace('_', '-')} must be >= 1")
+        tokenizers = list(dict.fromkeys(t.strip() for t in args.tokenizer.split(",") if t.strip()))
+        if not tokenizers or any(t not in TOKENIZERS for t in tokenizers):
+            parser.error(f"--tokenizer {args.tokenizer!r}: give one or more of {', '.join(TOKENIZERS)}, "
+                         "comma-separated")
+        if args.model and tokenizers != ["char"]:
+            parser.error("--tokenizer picks the tiny model's tokenizer; --model brings its own")
         extra = {"block_size": args.block_size, "enforce_eager": True} if args.backend == "vllm" else {}
-        result = run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
-                                  simulations=args.simulations, width=args.width, repeats=args.repeats,
-                                  parallel_simulations=args.parallel_simulations,
-                                  overlap_value=args.overlap_value, **extra)
-        print_engine_table(result)
+        results = []
+        for tokenizer in tokenizers:
+            results.append(run_engine_bench(args.backend, args.model, args.value_model, roots=args.roots,
+                                            simulations=args.simulations, width=args.width, repeats=args.repeats,
+                                            parallel_simulations=args.parallel_simulations,
+                                            overlap_value=args.overlap_value, tokenizer=tokenizer, **extra))
+            print_engine_table(results[-1])
+        if len(results) > 1:
+            print_engine_comparison(results)
         if args.out:
-            write_json(result, args.out)
+            write_json(engine_json(results), args.out)
     if args.command == "demo":
         for name in ("roots", "depth", "branching"):
             if getattr(args, name) < 1:

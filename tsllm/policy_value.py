@@ -11,12 +11,14 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   samples give no usable step gets an empty expansion: that branch ends, the run goes on
   (counted in `dead_ends`).
 - scored expansion (`scored_moves=True`, the default, for a `GameEnv`, which lists its
-  `legal_moves`, and a generator that can `score`, i.e. the HF backend): a state's children are
-  all its legal moves, the policy's log-probability of each computed in one batched pass
-  (`Generator.score`, the prompt run once per state), priors the softmax of those
-  log-probabilities over the legal moves (AlphaZero's masked policy). `width` is not used: nothing
-  is sampled, so nothing is duplicated or illegal. Each child costs its move's tokens
-  (`token_counts`, scored rather than generated) and the state's prompt is charged once.
+  `legal_moves`, and a generator that can `score`: both backends): a state's children are all its
+  legal moves, the policy's log-probability of each computed in one batched call
+  (`Generator.score`), priors the softmax of those log-probabilities over the legal moves
+  (AlphaZero's masked policy). `width` is not used: nothing is sampled, so nothing is duplicated
+  or illegal. Each child costs the tokens the backend computed for its move (`token_counts`,
+  scored rather than generated; HF runs the moves as a prefix tree, each shared prefix once) and
+  the state's prompt what the backend computed of it (HF: once per state; vLLM: the blocks its
+  prefix cache did not serve).
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the

@@ -286,9 +286,9 @@ class Generator(Protocol):
 
 @runtime_checkable
 class Scorer(Protocol):
-    """A generator that can also score given continuations (the HF backend can):
+    """A generator that can also score given continuations (the built-in backends can):
     `score(prompts, continuations)` gives, for each prompt, one Completion per continuation of
     it, whose `logprob` is the policy's log-probability of that text after the prompt and whose
-    token counts are what scoring it cost (the prompt is processed once per prompt)."""
+    token counts are what scoring it cost (prompt tokens computed, and those served from a cache)."""
 
     def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]: ...

