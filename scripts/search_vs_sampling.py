@@ -30,11 +30,24 @@ from pathlib import Path
 SETS: list[str] = []  # --set knobs for every evaluation
 
 
+def methods_in(args: list[str]) -> set[str]:
+    """The methods an eval's flags run: those of --methods and those a --sweep or --set names."""
+    names = set()
+    for flag, value in zip(args, args[1:]):
+        if flag == "--methods":
+            names.update(value.split(","))
+        elif flag in ("--sweep", "--set"):
+            names.add(value.split(".")[0])
+    return names
+
+
 def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) -> dict:
     """One `tsllm eval --run` sweep (skipped when its JSON is already there: resumable)."""
     if not out.exists():
+        named = methods_in(args)  # eval refuses a --set for a method it does not run
         command = [sys.executable, "-m", "tsllm.cli", "eval", "--run", run, "--round", str(round_),
-                   "--seeds", str(seeds), "--out", str(out), *args, *(a for s in SETS for a in ("--set", s))]
+                   "--seeds", str(seeds), "--out", str(out), *args,
+                   *(a for s in SETS if s.split(".")[0] in named for a in ("--set", s))]
         print("$ tsllm " + " ".join(command[3:]), flush=True)
         subprocess.run(command, check=True)
     return json.loads(out.read_text())
