@@ -18,6 +18,7 @@ import torch  # noqa: E402
 from tests.models.test_tiny_bpe import FIXTURE, task_texts  # noqa: E402
 from tsllm.envs import prontoqa  # noqa: E402
 from tsllm.generation.hf import HFGenerator  # noqa: E402
+from tsllm.generation.prefix_tree import prefix_tree  # noqa: E402
 from tsllm.generation.vllm import VLLMGenerator  # noqa: E402
 from tsllm.models.tiny import TinyModelConfig, build_bpe_tokenizer, build_tiny, load_causal_lm, save_model  # noqa: E402
 from tsllm.policy_value import LLMPolicyValue  # noqa: E402
@@ -73,8 +74,10 @@ def test_score_agrees_with_the_hf_backend_and_reports_the_cache(generator, polic
     for prompt, row, hf_row in zip(prompts, ours, theirs):
         prompt_len = len(tokenizer(prompt)["input_ids"])
         assert prompt_len > BLOCK
+        # vLLM runs each move whole; HF runs the moves as a prefix tree, each shared prefix once
+        assert [h.num_tokens for h in hf_row] == prefix_tree([h.token_ids for h in hf_row]).paid
         for c, h in zip(row, hf_row):
-            assert (c.text, c.token_ids, c.num_tokens) == (h.text, h.token_ids, h.num_tokens)
+            assert (c.text, c.token_ids, c.num_tokens) == (h.text, h.token_ids, len(h.token_ids))
             assert c.prompt_tokens == h.prompt_tokens == prompt_len
             assert c.logprob == pytest.approx(h.logprob, abs=1e-3) and c.finish_reason == "score"
             # what the engine served from its cache: whole blocks of the prompt, never all of it
@@ -206,9 +209,11 @@ def test_a_search_over_scored_moves_runs_on_vllm(generator, policy):
     [exp] = pv.expand([root], 2)
     [hf_exp] = LLMPolicyValue(reach, HFGenerator(str(policy)), zero_value).expand([root], 2)
     assert exp.actions == hf_exp.actions == reach.legal_moves(root)
-    assert exp.priors == pytest.approx(hf_exp.priors, abs=1e-4) and exp.token_counts == hf_exp.token_counts
+    assert exp.priors == pytest.approx(hf_exp.priors, abs=1e-4)
+    # vLLM pays each move whole; HF its prefix tree ("7 " once for "7 + 1", "7 + 3", "7 * 2")
+    assert sum(exp.token_counts) > sum(hf_exp.token_counts) and exp.token_counts[0] == hf_exp.token_counts[0]
     assert pv.score_calls == 1 and pv.generate_calls == 0
     assert exp.prompt_tokens == hf_exp.prompt_tokens and 0 <= exp.cached_tokens < exp.prompt_tokens
     out = dfs(reach, pv, [root], use_terminal_reward=True, budget=Budget(max_expansions=30))[0]
-    assert all(reach.values(s) is not None for s in out.best_path) and len(out.best_path) > 1
+    assert all(reach.board(s) is not None for s in out.best_path) and len(out.best_path) > 1
     assert pv.generate_calls == 0 and out.budget.tokens > 0
