@@ -206,16 +206,11 @@ def shown(argv: list[str]) -> str:
 def matched(curve: list[dict], tokens: float, questions: int, unit: str = "tokens") -> tuple[float, float] | None:
     """The baseline curve's accuracy and error at `tokens` per question (in `unit`: step tokens,
     or compute), interpolated linearly in log cost between its points; None outside the cost it spent."""
+    from tsllm.sweep import at_cost
+
     key = f"{unit}_per_question"
-    pts = sorted((r[key]["mean"], r["accuracy"]["mean"], point_error(r, questions))
-                 for r in curve if r[key]["mean"] > 0)
-    for (x0, y0, e0), (x1, y1, e1) in zip(pts, pts[1:]):
-        if x0 <= tokens <= x1:
-            t = 0.0 if x1 == x0 else (math.log(tokens) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return y0 + t * (y1 - y0), e0 + t * (e1 - e0)
-    if pts and math.isclose(tokens, pts[0][0], rel_tol=0.05):
-        return pts[0][1], pts[0][2]
-    return None
+    return at_cost([(r[key]["mean"], r["accuracy"]["mean"], point_error(r, questions))
+                    for r in curve if r[key]["mean"] > 0], tokens)
 
 
 SEARCHES, BASELINES = ("mcts_alpha", "bfs"), ("cot_sc", "best_of_n")

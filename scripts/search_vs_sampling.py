@@ -91,6 +91,28 @@ def table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
+UNITS = (("tokens_per_question", "step tokens"), ("compute_per_question", "compute"),
+         ("total_compute_per_question", "compute + value-model tokens"))
+
+
+def matched_table(points: list[dict], search: str, baseline: str = "best_of_n_checker") -> str:
+    """Per point of the search: the baseline's accuracy read off its curve at the search's cost, in
+    each unit (sampling with a checker runs no critic: its total is its compute); '-' outside the
+    costs it spent."""
+    from tsllm.sweep import at_cost
+
+    curve = [p for p in points if p["method"] == baseline]
+    lines = ["| search point | accuracy | " + " | ".join(f"sampling at its {name}" for _, name in UNITS) + " |",
+             "|---|---|" + "---|" * len(UNITS)]
+    for p in (p for p in points if p["method"] == search):
+        cells = []
+        for key, _ in UNITS:
+            at = at_cost([(r[key]["mean"], r["accuracy"]["mean"]) for r in curve if r[key]["mean"] > 0], p[key]["mean"])
+            cells.append("-" if at is None else f"{at[0]:.1%} ({p[key]['mean']:.0f})")
+        lines.append(f"| {p['knob']}={p['value']} | {p['accuracy']['mean']:.1%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="a `tsllm run` output folder")
@@ -109,6 +131,7 @@ def main() -> None:
         caps = [int(c) for c in args.compute_caps.split(",")]
         result = checker_sweep(args.run, round_, out_dir, caps, search, args.seeds)
         print(f"\n### Round {round_}, checker at test time\n\n{table(result['points'])}")
+        print(f"\n{matched_table(result['points'], search)}")
         result = no_checker(args.run, round_, out_dir, search, args.seeds)
         print(f"\n### Round {round_}, no checker at test time\n\n{table(result['points'])}")
 

@@ -121,3 +121,14 @@ def test_a_swept_method_joins_the_methods_and_keeps_its_set_knobs():
     assert [(p.method, p.knobs) for p in points] == [
         ("greedy", {}), ("bfs", {"width": 2, "beam_width": 1}), ("bfs", {"width": 2, "beam_width": 3}),
         ("cot_sc", {"max_tokens": 10}), ("cot_sc", {"max_tokens": 20.5})]  # budget limits sweep too
+
+
+def test_at_cost_reads_a_curve_linearly_in_log_cost_and_only_where_it_spent():
+    from tsllm.sweep import at_cost
+
+    curve = [(400.0, 0.6, 1.0), (100.0, 0.2, 0.0)]  # unsorted on purpose
+    assert at_cost(curve, 200.0) == pytest.approx((0.4, 0.5))  # halfway from 100 to 400 in log cost
+    assert at_cost(curve, 100.0) == pytest.approx((0.2, 0.0)) and at_cost(curve, 400.0) == pytest.approx((0.6, 1.0))
+    assert at_cost(curve, 50.0) is None and at_cost(curve, 800.0) is None
+    assert at_cost(curve, 96.0) == pytest.approx((0.2, 0.0))  # within 5% of the cheapest point
+    assert at_cost([], 10.0) is None

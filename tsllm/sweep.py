@@ -165,6 +165,21 @@ def spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values)}
 
 
+def at_cost(points: list[tuple[float, ...]], cost: float) -> tuple[float, ...] | None:
+    """A curve's values at `cost`: `points` are (cost, value, ...) tuples with cost > 0, read
+    linearly in log cost between the two points around it (a sweep's curves are straight there
+    more often than in cost); None outside the costs the curve spent, except within 5% of its
+    cheapest point."""
+    pts = sorted(points)
+    for (x0, *y0), (x1, *y1) in zip(pts, pts[1:]):
+        if x0 <= cost <= x1:
+            t = 0.0 if x1 == x0 else (math.log(cost) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return tuple(a + t * (b - a) for a, b in zip(y0, y1))
+    if pts and math.isclose(cost, pts[0][0], rel_tol=0.05):
+        return tuple(pts[0][1:])
+    return None
+
+
 def run_point(env: Any, make_pv, problems: list, point: Point, seed: int, metrics=None,
               progress: bool = False) -> dict[str, Any]:
     """One seed of one point: accuracy, tokens per question, the task's own metrics, per question
