@@ -93,6 +93,19 @@ def test_a_negative_fact_leads_nowhere_and_a_cycle_ends_at_the_move_cap():
     assert len(state.steps) == MAX_STEPS and ENV.is_terminal(state) and ENV.reward(state) == -1.0
 
 
+def test_the_prompt_shows_the_opening_fact_last_before_the_query():
+    problem = {"question": "Alex is a wumpus. Every wumpus is a tumpus. Each tumpus is not a rompus.",
+               "query": "True or false: Alex is a rompus.", "answer": "False"}
+    expected = ("Every wumpus is a tumpus. Each tumpus is not a rompus. Alex is a wumpus. "
+                "True or false: Alex is a rompus.")
+    assert ENV.question_text(problem) == expected and ENV.question_text(expected) == expected
+    # TS-LLM's layout states the query inside the question, in its own words
+    released = 'Alex is a wumpus. Every wumpus is a tumpus. Is the statement "Alex is a tumpus" true or false?'
+    assert ENV.question_text(released) == ('Every wumpus is a tumpus. Alex is a wumpus. '
+                                           'Is the statement "Alex is a tumpus" true or false?')
+    assert ENV.reward(play({"question": released, "answer": "True"}, ["Every wumpus is a tumpus"])) == 1.0
+
+
 def test_plural_rules_of_a_loaded_problem_are_moves_as_the_context_writes_them():
     problem = {"question": "Wumpuses are tumpuses. Tumpuses are not rompuses. Sam is a wumpus.",
                "query": "True or false: Sam is a rompus.", "answer": "False"}

@@ -12,14 +12,19 @@ fact, "Alex is not a rompus", leads nowhere). The env writes the rule as the con
 the fact it gives; once that fact is about the queried concept it also writes the answer it proves,
 and the game ends: +1 if that answer is the label, else -1. A rule that leads nowhere (no rule
 applies to its fact) ends the game at -1, and so does `max_steps` moves or a line that names no
-legal rule. The policy never writes the answer: it has to be derived.
+legal rule. The policy never writes the answer: it has to be derived. The prompt is the context
+with the entity's fact moved last, then the query, so the opening board is read where every later
+one is: just before the policy's line.
 
 Why the board is the last fact and not every fact established so far: PrOntoQA's proofs are chains,
 each step applying a rule to the fact just derived, so the policy's lookup is one (the rule whose
 subject is the last line's concept), and a wrong rule loses the game. Over every fact established,
 a wrong rule would only cost a move, and random legal play would win nearly every generated problem
 within a few moves of slack; as a chain it loses about as often as it wins (docs/RESULTS.md), so
-what the search has to find is the strategy (which rule leads to the queried concept), not the rules.
+the policy has a strategy to learn (which rule leads to the queried concept), not only the rules.
+A rule that leads nowhere ends the game as soon as it is applied, so a search that reads outcomes
+sees it at once: on generated problems, whose wrong branches are one rule long, DFS with the
+outcome proves every query, and what the loop improves is the policy's own play.
 
 The problems and the grammar are tsllm.envs.prontoqa's (its generator checks every label by forward
 chaining). A problem's gold key is its question text and label: the board is parsed from the
@@ -33,7 +38,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from tsllm.envs.base import STEP_SEPARATOR, GameEnv, TextState
-from tsllm.envs.prontoqa import Fact, Rule, fact_text, parse_label, parse_sentence, split_question
+from tsllm.envs.prontoqa import Fact, Rule, fact_text, parse_label, parse_sentence, split_query, split_question
 
 MAX_STEPS = 8  # a generated proof is at most 5 rules; loaded ontologies may run longer
 MOVE_END = ","  # a line is `<rule>, so <fact>`: the policy's part ends at the comma
@@ -66,9 +71,12 @@ class ProntoQAMovesEnv(GameEnv):
     step_stops = (STEP_SEPARATOR, MOVE_END)
 
     def question_text(self, problem: Any) -> str:
-        if isinstance(problem, Mapping):
-            return f"{problem['question']} {problem.get('query', '')}".strip()
-        return str(problem)
+        """The context with its facts last, then the query: the opening board (the fact the first
+        rule applies to) is read where every later one is, just before the policy's line."""
+        text = f"{problem['question']} {problem.get('query', '')}" if isinstance(problem, Mapping) else str(problem)
+        context, query = split_query(text)
+        facts = [s for s in context if isinstance(parse_sentence(s), Fact)]
+        return " ".join([s for s in context if s not in facts] + facts + ([query] if query else []))
 
     def gold_of(self, problem: Any) -> Hashable:
         if isinstance(problem, Mapping) and "answer" in problem:
