@@ -2,9 +2,9 @@
 which the sampling baselines pay for and a search over legal moves never does.
 
     python scripts/broken_rules.py runs/reach-tiny/warmstart/model runs/reach-tiny/round_2/policy/model \
-        [--samples 8 --test-questions 256 --seed 0]
+        [--task reach --samples 8 --test-questions 256 --seed 0]
 
-Reach's held-out problems (rebuilt from the task's generator, as a run builds them), `--samples`
+The game's held-out problems (rebuilt from the task's generator, as a run builds them), `--samples`
 sampled games each at temperature 1 on the HF backend, the policy alone (no legal-move mask).
 """
 
@@ -18,12 +18,13 @@ from tsllm.tasks.base import TaskSettings
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("policies", nargs="+", help="policy model folders")
+    parser.add_argument("--task", default="reach", help="a game task (its env lists legal moves)")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--test-questions", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0, help="the run's seed")
     parser.add_argument("--max-step-tokens", type=int, default=16, help="the run's max_step_tokens")
     args = parser.parse_args()
-    task = get_task("reach")(TaskSettings(seed=args.seed, test_questions=args.test_questions,
+    task = get_task(args.task)(TaskSettings(seed=args.seed, test_questions=args.test_questions,
                                           max_step_tokens=args.max_step_tokens))
     env, roots = task.env, [task.env.initial_state(p) for p in task.test_problems()]
     for policy in args.policies:

@@ -32,6 +32,7 @@ CPU_LOOPS = {  # config -> processes its launch line starts
     "configs/game24/tiny_oracle.yaml": 1,
     "configs/game24/moves.yaml": 1,
     "configs/game24/tiny_oracle_zero2.yaml": 2,
+    "configs/prontoqa/game.yaml": 1,
     "configs/prontoqa/tiny.yaml": 1,
     "configs/reach/tiny.yaml": 1,
 }

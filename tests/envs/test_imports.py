@@ -9,6 +9,7 @@ def test_env_modules_do_not_import_torch():
     code = (
         "import sys\n"
         "import tsllm.envs.base, tsllm.envs.game24, tsllm.envs.gsm8k, tsllm.envs.prontoqa, tsllm.envs.rlhf\n"
+        "import tsllm.envs.prontoqa_moves\n"
         "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -1,5 +1,5 @@
 """Shared machinery of the sentence-level text environments (game24, gsm8k, prontoqa) and of the
-games written on `GameEnv` (reach, game24_moves).
+games written on `GameEnv` (reach, game24_moves, prontoqa_moves).
 
 A state is a frozen, hashable `TextState(question, steps, gold, board)`: the question text, the
 steps (lines) taken so far, the gold key the exact checker needs (hidden from `repr`, so tree
@@ -195,9 +195,10 @@ MOVE_END = " ="  # a move's line is `<move> = <what the env writes>`: the policy
 class GameEnv(TextEnv):
     """A game as an MDP over lines, the env its engine (AlphaZero: the rules are given, the strategy
     is not). The policy names a move by the start of a line (`14 + 3`; its generation stops at
-    " ="); the env applies it to the board and writes the whole line (`14 + 3 = 17, 29 to go`), so
-    the policy's context always holds the true board. A line that names no legal move is kept as
-    written and ends the game at -1 (a broken rule); so does reaching `max_steps` moves undecided.
+    " =", or at the game's own `step_stops`); the env applies it to the board and writes the whole
+    line (`14 + 3 = 17, 29 to go`), so the policy's context always holds the true board. A line
+    that names no legal move is kept as written and ends the game at -1 (a broken rule); so does
+    reaching `max_steps` moves undecided.
 
     A game is a subclass that sets `template` and `max_steps` and says what its board is:
     - `start(gold)`: the board a problem opens on (`gold` as `gold_of` makes it);

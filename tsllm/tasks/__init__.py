@@ -74,7 +74,7 @@ def joins_steps(name: str | None) -> bool:
     return name in _REGISTRY and _REGISTRY[name].joined_steps
 
 
-from tsllm.tasks import game24, game24_moves, gsm8k, prontoqa, reach, rlhf, toy  # noqa: E402,F401  (they register themselves)
+from tsllm.tasks import game24, game24_moves, gsm8k, prontoqa, prontoqa_moves, reach, rlhf, toy  # noqa: E402,F401  (they register themselves)
 
 __all__ = ["Render", "Task", "TaskSettings", "check_prompt_format", "get_task", "names", "prompt_formats",
            "register", "render",
