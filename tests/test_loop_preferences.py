@@ -18,6 +18,9 @@ from tsllm.loop_config import LoopConfig
 from tsllm.models.tiny import load_causal_lm
 from tsllm.training.targets import target_rows
 
+# one worker runs the module, so the module's one loop run (the `run` fixture) is made once
+pytestmark = pytest.mark.xdist_group("loop_preferences")
+
 REACH = str(Path(__file__).resolve().parents[1] / "configs" / "reach" / "tiny.yaml")
 SHRUNK = ["rounds=1", "train_questions=4", "test_questions=3", "warmstart.max_seconds=4",
           "warmstart.num_train_epochs=1", "samples_per_question=2", "value.num_train_epochs=1",
