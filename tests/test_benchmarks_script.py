@@ -17,6 +17,9 @@ benchmarks = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = benchmarks  # dataclasses look their module up there
 spec.loader.exec_module(benchmarks)
 
+# one worker runs the module (--dist loadgroup), so the smoke run (the `smoke` fixture) is made once
+pytestmark = pytest.mark.xdist_group("benchmarks_smoke")
+
 VERDICT = re.compile(r"\*\*Verdict: (reproduced|refuted|inconclusive) at this scale\.\*\*")
 
 

@@ -14,6 +14,9 @@ from tsllm.cli import main
 from tsllm.config import to_dict
 from tsllm.loop import LoopConfig
 
+# one worker runs the module (--dist loadgroup), so its loop run (the `tiny_run` fixture) is made once
+pytestmark = pytest.mark.xdist_group("eval_run")
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:

@@ -25,9 +25,11 @@ from tsllm.loop_config import MAIN_JOB, LoopConfig
 from tsllm.tasks import TaskSettings, get_task
 
 REPO = Path(__file__).resolve().parents[1]
-# counts only: one round over a handful of problems, a few optimizer steps per trainer
+# counts and budgets only: one round over a handful of problems, a few optimizer steps per trainer,
+# a small search
 SHRINK = ["rounds=1", "train_questions=4", "test_questions=4", "samples_per_question=1",
-          "warmstart.max_steps=8", "value.max_steps=4", "policy.max_steps=4", "tracking.report_to=none"]
+          "warmstart.max_steps=8", "value.max_steps=4", "policy.max_steps=4", "tracking.report_to=none",
+          "search.max_compute=2000", "search.train_max_compute=2000"]
 CPU_LOOPS = {  # config -> processes its launch line starts
     "configs/game24/tiny_oracle.yaml": 1,
     "configs/game24/moves.yaml": 1,
