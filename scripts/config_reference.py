@@ -81,11 +81,13 @@ def table(prefix: str, cls: type) -> list[str]:
 
 
 def knob_table() -> list[str]:
+    from tsllm.policy_value import BRIDGE_KNOBS
     from tsllm.search import ALGORITHMS
 
     rows = ["| algorithm | knobs (default) |", "|---|---|"]
     for name in ALGORITHMS:
-        knobs = ", ".join(f"`{k}={value_text(p.default)}`" for k, p in algorithm_knobs(name).items())
+        knobs = ", ".join(f"`{k}={value_text(p.default)}`" for k, p in algorithm_knobs(name).items()
+                          if k not in BRIDGE_KNOBS)
         rows.append(f"| `{name}` | {cell(knobs)} |")
     return rows
 
@@ -100,7 +102,11 @@ def render() -> str:
     lines += ["## Search knobs", "",
               "`search.knobs` takes the chosen algorithm's keyword parameters; unset ones keep the "
               "algorithm's default below. Choosing another algorithm drops the default knobs (they are "
-              "mcts_alpha's).", "", *knob_table(), ""]
+              "mcts_alpha's).", "", *knob_table(), "",
+              "Every algorithm also takes the policy/value bridge's `move_cutoff` (default 0.0; hf backend): "
+              "where the searches score a game's legal moves, a move whose prefix is at some depth less than "
+              "`move_cutoff` times as likely as that depth's likeliest prefix is not scored further and is "
+              "not a child (tsllm/policy_value.py).", ""]
     return "\n".join(lines)
 
 

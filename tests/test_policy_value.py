@@ -309,6 +309,16 @@ def test_scored_expansion_scores_exactly_the_legal_moves_once_per_state(tiny):
         budget = Budget()
         budget.charge_expansion(exp)
         assert budget.compute == sum(exp.token_counts) + len(prompt_ids)
+    # with a cutoff the unlikely moves are not children; what was computed for them is still paid
+    cut_pv = LLMPolicyValue(moves24, HFGenerator(path), lambda t: [0.0] * len(t), move_cutoff=0.5)
+    [cut] = cut_pv.expand([states[1]], 2)
+    assert cut.actions and set(cut.actions) < set(exp.actions)
+    assert 0 < sum(cut.token_counts) + cut.dropped_tokens < sum(exp.token_counts)
+    full_prior = dict(zip(exp.actions, exp.priors))
+    kept_mass = sum(full_prior[a] for a in cut.actions)
+    assert cut.priors == pytest.approx([full_prior[a] / kept_mass for a in cut.actions], abs=1e-5)
+    with pytest.raises(ValueError, match="move_cutoff"):
+        LLMPolicyValue(moves24, HFGenerator(path), lambda t: [0.0] * len(t), move_cutoff=1.0)
     # the policy alone (no rules: greedy, CoT-SC) still samples its steps
     assert not LLMPolicyValue(reach, HFGenerator(path), lambda t: [0.0] * len(t), legal_steps_only=False,
                               scored_moves=False).scored_moves

@@ -93,6 +93,7 @@ def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None)
     Budget limits among `knobs` (`max_tokens`, `max_expansions`, `max_value_calls`,
     `max_seconds`; per question) become the budget, the rest stay the algorithm's keyword
     arguments; `rng` goes to the algorithms that draw random numbers (None: their fixed seed)."""
+    from tsllm.policy_value import apply_bridge_knobs
     from tsllm.search import cot_greedy, get_algorithm, takes_rng
     from tsllm.types import Budget
 
@@ -103,7 +104,7 @@ def prepare_method(make_pv, method: str, knobs: dict[str, Any], rng: Any = None)
     else:
         algorithm, pv = get_algorithm(method), make_pv(None, True, True)
     budget = Budget(**{name: knobs[name] for name in Budget.LIMITS if name in knobs})
-    search_knobs = {name: value for name, value in knobs.items() if name not in Budget.LIMITS}
+    search_knobs = {name: value for name, value in apply_bridge_knobs(pv, knobs).items() if name not in Budget.LIMITS}
     if rng is not None and takes_rng(algorithm):
         search_knobs["rng"] = rng
     return algorithm, pv, budget, search_knobs

@@ -257,8 +257,11 @@ class Loop:
 
         s = self.config.search
         algorithm = get_algorithm(s.algorithm)
+        from tsllm.policy_value import apply_bridge_knobs
+
         knobs, limits = s.budget(training)
         pv = self.policy_value(policy, value)
+        knobs = apply_bridge_knobs(pv, knobs)
         outs = []
         for chunk in chunks(problems, 32, label, self.progress):
             states = [self.env.initial_state(p) for p in chunk]

@@ -157,13 +157,16 @@ def algorithm_knobs(name: str) -> dict[str, inspect.Parameter]:
     """The keyword parameters a config may set for search algorithm `name`: those of a type YAML
     can write (not an embedder object), and not those a partial already binds (parallel_rebase's
     rule)."""
+    from tsllm.policy_value import BRIDGE_KNOBS, LLMPolicyValue
     from tsllm.search import ALGORITHMS
 
     fn = ALGORITHMS[name]
     bound = fn.keywords if isinstance(fn, partial) else {}
     params = inspect.signature(fn).parameters.values()
-    return {p.name: p for p in params if p.kind is p.KEYWORD_ONLY and p.name not in NOT_KNOBS
-            and p.name not in bound and _kinds(p) & {"bool", "int", "float", "str"}}
+    bridge = inspect.signature(LLMPolicyValue).parameters  # its knobs apply to any algorithm's expansions
+    return {**{p.name: p for p in params if p.kind is p.KEYWORD_ONLY and p.name not in NOT_KNOBS
+               and p.name not in bound and _kinds(p) & {"bool", "int", "float", "str"}},
+            **{name: bridge[name] for name in BRIDGE_KNOBS}}
 
 
 def check_knob(key: str, value: Any, param: inspect.Parameter) -> None:
@@ -223,6 +226,9 @@ class SearchSection:
                     raise bad(f"search.{key}.{name}", f"{self.algorithm} has no knob {name!r}; "
                                                       f"its knobs: {sorted(valid)}")
                 check_knob(f"search.{key}.{name}", value, valid[name])
+            cutoff = getattr(self, key).get("move_cutoff")
+            if cutoff is not None and not 0.0 <= cutoff < 1.0:
+                raise bad(f"search.{key}.move_cutoff", f"must be in [0, 1), got {cutoff}")
         for key in ("max_tokens", "train_max_tokens", "max_compute", "train_max_compute"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(f"search.{key}", f"must be >= 1 or null, got {getattr(self, key)}")
@@ -444,6 +450,10 @@ class LoopConfig:
             check_trainer_section(key, section, self.task)
         if self.backend == "vllm":
             check_vllm_model(self)
+            for key in ("knobs", "train_knobs"):
+                if getattr(self.search, key).get("move_cutoff", 0) > 0:
+                    raise bad(f"search.{key}.move_cutoff", "needs backend=hf, which scores moves as a prefix "
+                                                           "tree (vllm scores each move as its own request)")
         check_budgets(self)
 
 

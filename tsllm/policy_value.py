@@ -18,7 +18,10 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   or illegal. Each child costs the tokens the backend computed for its move (`token_counts`,
   scored rather than generated; HF runs the moves as a prefix tree, each shared prefix once) and
   the state's prompt what the backend computed of it (HF: once per state; vLLM: the blocks its
-  prefix cache did not serve).
+  prefix cache did not serve). `move_cutoff` c > 0 (HF only, which scores moves as a prefix tree):
+  a move whose prefix, at some depth of that tree, is less than c times as likely as the depth's
+  likeliest prefix is not scored further and is not a child (its tokens are paid, as
+  `dropped_tokens`): a confident policy's expansion then costs a few moves, not every legal one.
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the
@@ -97,6 +100,24 @@ class CachedValue:
         return [self.cache[s] for s in states]
 
 
+# the bridge's knobs a search config sets beside the algorithm's own (search.knobs, tsllm eval --set)
+BRIDGE_KNOBS = ("move_cutoff",)
+
+
+def apply_bridge_knobs(pv: Any, knobs: dict[str, Any]) -> dict[str, Any]:
+    """`knobs` less the bridge's (`BRIDGE_KNOBS`), which are set on `pv`; a bridge without such a
+    setting refuses it, naming it."""
+    for name in BRIDGE_KNOBS:
+        if name in knobs:
+            if not hasattr(pv, name):
+                raise ValueError(f"{name}: this task's policy/value ({type(pv).__name__}) has no such setting")
+            value = knobs[name]
+            if name == "move_cutoff" and not 0.0 <= value < 1.0:
+                raise ValueError(f"move_cutoff must be in [0, 1), got {value}")
+            setattr(pv, name, value)
+    return {name: value for name, value in knobs.items() if name not in BRIDGE_KNOBS}
+
+
 class LLMPolicyValue:
     """Sentence-level policy/value over a text env (see the module docstring).
 
@@ -106,7 +127,8 @@ class LLMPolicyValue:
     def __init__(self, env: TextEnv, generator: Generator, value_fn: ValueFn, *, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, max_step_tokens: int = 64,
                  rollout_tokens: int = 512, seed: int | None = 0, legal_steps_only: bool = True,
-                 overlap_value: bool = False, scored_moves: bool = True):
+                 overlap_value: bool = False, scored_moves: bool = True,
+                 move_cutoff: float = 0.0):
         if not isinstance(env, TextEnv):
             raise ValueError(f"LLMPolicyValue needs a sentence-level env (tsllm.types.TextEnv), not "
                              f"{type(env).__name__}; use TokenPolicyValue for token-level envs")
@@ -131,6 +153,9 @@ class LLMPolicyValue:
         # all legal moves scored in one pass (AlphaZero's expansion) where the env lists them
         self.scored_moves = scored_moves and isinstance(env, GameEnv) and isinstance(generator, Scorer)
         self.score_calls = 0
+        if not 0.0 <= move_cutoff < 1.0:
+            raise ValueError(f"move_cutoff must be in [0, 1), got {move_cutoff}")
+        self.move_cutoff = move_cutoff
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
                   on_finished=None) -> list[list[Completion]]:
@@ -166,19 +191,23 @@ class LLMPolicyValue:
         """Every legal move of each state (width > 0) scored by the policy in one call."""
         moves = [self.env.legal_moves(s) if w > 0 else [] for s, w in zip(states, widths)]
         start = time.perf_counter()
-        scored = self.generator.score([self.env.prompt(s) for s in states], moves) if any(moves) else [[]] * len(states)
+        cut = {"cutoff": self.move_cutoff} if self.move_cutoff > 0 else {}  # a Scorer need not know the cut
+        prompts = [self.env.prompt(s) for s in states]
+        scored = self.generator.score(prompts, moves, **cut) if any(moves) else [[]] * len(states)
         self.generate_seconds += time.perf_counter() - start
         self.score_calls += 1
         out = []
         for actions, row in zip(moves, scored):
-            if not actions:
+            kept = [(a, c) for a, c in zip(actions, row) if c.logprob > -math.inf]  # the cut's are not children
+            if not kept:
                 out.append(Expansion(actions=[], priors=[], token_counts=[]))
                 continue
-            top = max(c.logprob for c in row)
-            weights = [math.exp(c.logprob - top) for c in row]
+            top = max(c.logprob for _, c in kept)
+            weights = [math.exp(c.logprob - top) for _, c in kept]
             total = sum(weights)
-            out.append(Expansion(actions=list(actions), priors=[w / total for w in weights],
-                                 token_counts=[c.num_tokens for c in row],
+            out.append(Expansion(actions=[a for a, _ in kept], priors=[w / total for w in weights],
+                                 token_counts=[c.num_tokens for _, c in kept],
+                                 dropped_tokens=sum(c.num_tokens for c in row) - sum(c.num_tokens for _, c in kept),
                                  prompt_tokens=sum(c.prompt_tokens for c in row),
                                  cached_tokens=sum(c.cached_tokens for c in row)))
         if self.overlap_value:  # the children are known now: score them in the same breath

@@ -2,6 +2,7 @@
 weight updates from a merged checkpoint and from a LoRA adapter."""
 
 import copy
+import math
 from contextlib import contextmanager
 
 import pytest
@@ -159,6 +160,38 @@ def test_score_gives_each_continuations_forward_logprob_and_runs_each_prompt_onc
             assert c.prompt_tokens == len(prompt) + 1 and c.cached_tokens == (0 if index == 0 else c.prompt_tokens)
     with pytest.raises(ValueError, match="2 continuation lists for 1 prompts"):
         generator.score(["x"], [["a"], ["b"]])
+
+
+def test_score_with_a_cutoff_runs_only_the_likely_prefixes_and_scores_them_exactly(generator):
+    from tsllm.generation.prefix_tree import likely_enough, paid_for, prefix_tree
+
+    prompt, moves, cutoff = PROMPTS[0], ["3 + 1", "3 * 2", "3 + 4", "7 - 1", "abc", "ab"], 0.5
+    ids = [generator.tokenizer.encode(m, add_special_tokens=False) for m in moves]
+    tree = prefix_tree(ids)
+    # the rule by hand: per depth, the spans under kept prefixes run; those within the cutoff of
+    # that depth's likeliest are kept
+    prefix_logprob, kept, ran = {}, set(), set()
+    for depth in range(1, max(s.depth for s in tree.spans) + 1):
+        level = [j for j, s in enumerate(tree.spans) if s.depth == depth and (s.parent < 0 or s.parent in kept)]
+        for j in level:
+            chain, k = [], j
+            while k >= 0:
+                chain, k = tree.spans[k].ids + chain, tree.spans[k].parent
+            prefix_logprob[j] = forward_logprob(generator, prompt, chain)
+        ran |= set(level)
+        kept |= likely_enough({j: prefix_logprob[j] for j in level}, cutoff)
+    out = generator.score([prompt], [moves], cutoff=cutoff)[0]
+    whole = [all(s in kept for s in path) for path in tree.paths]
+    assert any(whole) and not all(whole)  # the case tests something
+    for row, path, scored in zip(out, tree.paths, whole):
+        if scored:
+            assert row.logprob == pytest.approx(prefix_logprob[path[-1]], abs=1e-4)
+        else:
+            assert row.logprob == -math.inf
+    assert [c.num_tokens for c in out] == paid_for(tree, ran)
+    assert sum(c.num_tokens for c in out) < tree.tokens  # the cut branches were not run
+    assert [c.logprob for c in generator.score([prompt], [moves], cutoff=0.0)[0]] == pytest.approx(
+        [forward_logprob(generator, prompt, i) for i in ids], abs=1e-4)
 
 
 def test_left_padding_gives_the_unbatched_greedy_output(generator):

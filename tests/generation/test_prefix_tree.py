@@ -1,4 +1,6 @@
-from tsllm.generation.prefix_tree import prefix_tree
+import math
+
+from tsllm.generation.prefix_tree import likely_enough, paid_for, prefix_tree
 
 
 def test_shared_prefixes_are_one_span_paid_by_the_first_continuation_through_it():
@@ -20,3 +22,17 @@ def test_continuations_with_nothing_in_common_are_separate_spans():
     tree = prefix_tree([[5, 6], [7], [8, 9, 10]])
     assert [s.ids for s in tree.spans] == [[5, 6], [7], [8, 9, 10]]
     assert tree.paid == [2, 1, 3]
+
+
+def test_likely_enough_keeps_the_prefixes_within_the_cutoff_of_the_likeliest():
+    logprobs = {0: math.log(0.5), 1: math.log(0.1), 2: math.log(0.004)}
+    assert likely_enough(logprobs, 0.01) == {0, 1}  # 0.004 < 0.01 * 0.5
+    assert likely_enough(logprobs, 0.3) == {0}
+    assert likely_enough(logprobs, 0.0) == {0, 1, 2}
+    assert likely_enough({}, 0.5) == set()
+
+
+def test_paid_for_counts_only_the_spans_that_ran():
+    tree = prefix_tree([list("14 + 3"), list("14 + 1"), list("14 * 2")])  # spans "14 ", "+ ", "3", "1", "* 2"
+    assert paid_for(tree, {0, 4}) == [3, 0, 3]
+    assert paid_for(tree, set(range(5))) == tree.paid

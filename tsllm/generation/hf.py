@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from transformers import (
 )
 
 from tsllm.generation import to_score
-from tsllm.generation.prefix_tree import prefix_tree
+from tsllm.generation.prefix_tree import likely_enough, paid_for, prefix_tree
 from tsllm.models.tiny import load_causal_lm, require_safetensors
 from tsllm.models.value import left_padded, position_ids_for
 from tsllm.types import Completion, FinishedCallback, SamplingParams
@@ -216,7 +217,8 @@ class HFGenerator:
 
     # ------------------------------------------------------------------------------ score
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]],
+              cutoff: float = 0.0) -> list[list[Completion]]:
         """The log-probability of each continuation after its prompt (the `Scorer` interface):
         one Completion per continuation, in order. Each prompt is encoded and run once; its KV
         cache is copied for its continuations, which run as a prefix tree (each shared prefix
@@ -224,7 +226,12 @@ class HFGenerator:
         prompt, as `generate` reports its samples, and a continuation's `num_tokens` counts only
         its tokens no earlier continuation of the prompt computed (`prefix_tree.PrefixTree.paid`;
         `token_ids` is always the whole continuation). A continuation is encoded on its own and
-        appended to the prompt's ids (the ids a search step adds to its state)."""
+        appended to the prompt's ids (the ids a search step adds to its state).
+
+        `cutoff` > 0 stops on unlikely branches (`prefix_tree.likely_enough`): at each depth of
+        the tree, a prefix less than `cutoff` times as likely as that depth's likeliest is not run
+        further, and every continuation under it gets log-prob -inf and counts only the tokens
+        computed for it."""
         results: list[list[Completion]] = [[] for _ in prompts]
         todo = to_score(prompts, continuations)
         if not todo:
@@ -240,7 +247,7 @@ class HFGenerator:
             while end < len(todo) and (end == start or rows + len(cont_ids[end]) <= self.max_batch_size):
                 rows += len(cont_ids[end])
                 end += 1
-            sums, paid = self._score_batch(prompt_ids[start:end], cont_ids[start:end])
+            sums, paid = self._score_batch(prompt_ids[start:end], cont_ids[start:end], cutoff)
             for k, row, row_paid in zip(range(start, end), sums, paid):
                 results[todo[k]] = [
                     Completion(text=text, token_ids=ids, logprob=lp, num_tokens=n,
@@ -251,12 +258,13 @@ class HFGenerator:
         return results
 
     @torch.inference_mode()
-    def _score_batch(self, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]]
+    def _score_batch(self, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]], cutoff: float = 0.0
                      ) -> tuple[list[list[float]], list[list[int]]]:
         """(summed log-probs, tokens computed) of every continuation of every prompt: the prompts
         in one forward pass, then each prompt's continuations as a prefix tree, one forward pass
         per depth, every span on a copy of its parent's cache, so a prefix shared by several
-        continuations is computed once (and paid by the first continuation through it)."""
+        continuations is computed once (and paid by the first continuation through it); with
+        `cutoff`, a depth runs only the spans under the prefixes the last depth kept."""
         device = self.device
         trees = [prefix_tree(conts) for conts in cont_ids]
         offsets = [0]  # every span of every tree in one list: tree k's span j is offsets[k] + j
@@ -264,17 +272,22 @@ class HFGenerator:
             offsets.append(offsets[-1] + len(tree.spans))
         spans = [(k, span) for k, tree in enumerate(trees) for span in tree.spans]
         depth = max(span.depth for _, span in spans)
-        levels = [[i for i, (_, span) in enumerate(spans) if span.depth == d] for d in range(1, depth + 1)]
-        lengths = [max(len(spans[i][1].ids) for i in level) for level in levels]
         input_ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id)
         mask = mask.to(device)
-        cache = self._new_cache(input_ids.shape[1] + sum(lengths))
+        longest = [max(len(span.ids) for _, span in spans if span.depth == d) for d in range(1, depth + 1)]
+        cache = self._new_cache(input_ids.shape[1] + sum(longest))
         last = self._forward(input_ids.to(device), mask, position_ids_for(mask), cache)  # per row: next-token logits
-        span_logprob = [0.0] * len(spans)
+        prefix_logprob: dict[int, float] = {}  # span index -> log-prob of the prompt's continuation up to its end
+        kept: set[int] = set()  # spans run whose children run too
         row_of: dict[int, int] = {}  # span index -> its row in the level just run
-        for level, length in zip(levels, lengths):
-            rows = torch.tensor([k if span.parent < 0 else row_of[offsets[k] + span.parent]
-                                 for k, span in (spans[i] for i in level)], device=device)
+        for d in range(1, depth + 1):
+            level = [i for i, (k, span) in enumerate(spans)
+                     if span.depth == d and (span.parent < 0 or offsets[k] + span.parent in kept)]
+            if not level:
+                break
+            length = max(len(spans[i][1].ids) for i in level)
+            parents = [-1 if span.parent < 0 else offsets[k] + span.parent for k, span in (spans[i] for i in level)]
+            rows = torch.tensor([spans[i][0] if p < 0 else row_of[p] for i, p in zip(level, parents)], device=device)
             cache.reorder_cache(rows)
             span_ids = torch.full((len(level), length), self.tokenizer.pad_token_id, dtype=torch.long)
             span_mask = torch.zeros((len(level), length), dtype=torch.long)
@@ -292,13 +305,19 @@ class HFGenerator:
             sums = (logprobs * span_mask).sum(dim=1).tolist()
             ends = span_mask.sum(dim=1) - 1
             last = out.logits[torch.arange(len(level), device=device), ends]
-            row_of = {}
-            for r, i in enumerate(level):
-                span_logprob[i] = sums[r]
-                row_of[i] = r
-        return ([[sum(span_logprob[offsets[k] + s] for s in path) for path in tree.paths]
-                 for k, tree in enumerate(trees)],
-                [tree.paid for tree in trees])
+            row_of = {i: r for r, i in enumerate(level)}
+            by_tree: dict[int, dict[int, float]] = {}
+            for i, p, total in zip(level, parents, sums):
+                prefix_logprob[i] = (0.0 if p < 0 else prefix_logprob[p]) + total
+                by_tree.setdefault(spans[i][0], {})[i] = prefix_logprob[i]
+            kept.update(*(likely_enough(group, cutoff) for group in by_tree.values()))
+        logprob_sums, paid = [], []
+        for k, tree in enumerate(trees):
+            # a continuation counts when every span of it ran and was kept (its last one included)
+            logprob_sums.append([prefix_logprob[offsets[k] + path[-1]] if all(offsets[k] + s in kept for s in path)
+                                 else -math.inf for path in tree.paths])
+            paid.append(paid_for(tree, {j for j in range(len(tree.spans)) if offsets[k] + j in prefix_logprob}))
+        return logprob_sums, paid
 
     def _new_cache(self, length: int) -> Cache:
         """A preallocated KV cache of `length` positions: new tokens are written in place, where a

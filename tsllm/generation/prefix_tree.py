@@ -5,11 +5,17 @@ scoring them as three separate rows would compute those positions three times.
 A node is a span of token ids under its parent (-1: the prompt). Siblings start with different
 tokens; a node ends where its continuations part or where one of them ends. Depth-by-depth, each
 node extends its parent's KV cache by its span (`HFGenerator._score_batch`). No torch here.
+
+A scorer may stop early on the unlikely branches (`likely_enough`): a move's probability is at most
+its prefix's, so a prefix far less likely than its depth's likeliest bounds every move under it;
+those moves are not scored further and are not children (AlphaZero's expansion keeps the moves
+whose prior is not negligible; the cut is what makes a confident policy's expansion cheap).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -57,9 +63,27 @@ def prefix_tree(continuations: Sequence[Sequence[int]]) -> PrefixTree:
             grow(group, index, end, depth + 1)
 
     grow(list(range(len(continuations))), -1, 0, 1)
+    tree = PrefixTree(spans, paths, [])
+    tree.paid = paid_for(tree, set(range(len(spans))))
+    return tree
+
+
+def likely_enough(cumulative: Mapping[int, float], cutoff: float) -> set[int]:
+    """Of one tree's spans at one depth (span index -> log-prob of the prefix it ends), those
+    scored further: at least `cutoff` times as likely as the likeliest of them (0: all)."""
+    if cutoff <= 0 or not cumulative:
+        return set(cumulative)
+    floor = max(cumulative.values()) + math.log(cutoff)
+    return {i for i, logprob in cumulative.items() if logprob >= floor}
+
+
+def paid_for(tree: PrefixTree, computed: set[int]) -> list[int]:
+    """Per continuation, the tokens of its spans in `computed` that no earlier continuation passed
+    through (`PrefixTree.paid` when every span was computed)."""
     seen: set[int] = set()
     paid = []
-    for path in paths:
-        paid.append(sum(len(spans[s].ids) for s in path if s not in seen))
-        seen.update(path)
-    return PrefixTree(spans, paths, paid)
+    for path in tree.paths:
+        ran = [s for s in path if s in computed]
+        paid.append(sum(len(tree.spans[s].ids) for s in ran if s not in seen))
+        seen.update(ran)
+    return paid

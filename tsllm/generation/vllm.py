@@ -274,7 +274,8 @@ class VLLMGenerator:
 
     # -- scoring --------------------------------------------------------------------------------
 
-    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]:
+    def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]],
+              cutoff: float = 0.0) -> list[list[Completion]]:
         """The log-probability of each continuation after its prompt (the `Scorer` interface, as
         `HFGenerator.score`): one Completion per continuation, in order, its `logprob` the sum of
         the model's raw log-probs of the continuation's tokens. A continuation is encoded on its
@@ -294,7 +295,13 @@ class VLLMGenerator:
         position it samples (`_score_by_steps`): vLLM 0.32's LoRA logits layer maps its rows one
         per request, not one per prompt token, and on CPU a prompt log-prob request kills the
         engine (not checked on GPU, where the same mapping holds). The loop's engines load merged
-        checkpoints and are built without LoRA."""
+        checkpoints and are built without LoRA.
+
+        `cutoff` (the HF backend's early stop on unlikely prefixes) is refused: each continuation
+        is its own request here, so there is no shared prefix to stop on."""
+        if cutoff > 0:
+            raise ValueError("score: cutoff (search knob move_cutoff) needs the hf backend, which scores "
+                             "moves as a prefix tree; vllm scores each move as its own request")
         results: list[list[Completion]] = [[] for _ in prompts]
         todo = to_score(prompts, continuations)
         if not todo:
