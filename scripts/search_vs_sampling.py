@@ -7,13 +7,15 @@ docs/RESULTS.md ("Search against sampling, same information"), from a run's chec
 For each round it runs `tsllm eval --run RUN --round K` sweeps (each point over --seeds seeds):
 - checker at test time: the run's search (and DFS, if the run's search is another) with terminal
   rewards, each at several caps of compute per question (`max_compute`), against sampling + the
-  same checker (`best_of_n_checker`) at the same caps. Every point records its mean cost in both
+  same checker (`best_of_n_checker`) at the same caps (its sweep is run once per round and reused
+  by every --set of the search). Every point records its mean cost in both
   units (step tokens, compute) and the value model's tokens, so the sweep's plot compares the
   curves in each (and in compute + the critic's tokens);
 - no checker at test time (TS-LLM's setting): the run's search with `use_terminal_reward=false`
   at its shipped knobs, against CoT-SC and best-of-N (ORM) given its compute per question.
 `--set` knobs (repeatable) go to every evaluation, e.g. the shipped search knobs when the run was
-made with others. Every sweep writes its JSON and PNG to --out-dir; the script then prints a markdown table per
+made with others. Every sweep writes its JSON and PNG to --out-dir, and the checker setting's two
+curves are drawn together in `round<K>_checker<tag>.png`; the script then prints a markdown table per
 round and setting (accuracy mean ± std over seeds, cost per question in both units), which is
 what the doc holds. Run it on an idle machine: it measures accuracy and cost, not time, so a
 busy machine changes nothing but the wall clock.
@@ -26,6 +28,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tsllm.sweep import plot_sweep
 
 SETS: list[str] = []  # --set knobs for every evaluation
 
@@ -54,15 +58,25 @@ def eval_sweep(run: str, round_: int, out: Path, args: list[str], seeds: int) ->
 
 
 def checker_sweep(run: str, round_: int, out_dir: Path, caps: list[int], search: str, seeds: int) -> dict:
-    """The search(es) and sampling + checker at each compute cap (the points record both units)."""
+    """The search(es) and sampling + checker at each compute cap (the points record both units).
+    Two evaluations: the search's file is named after the --set knobs it takes, and sampling's
+    (which no search knob changes) is shared by every search setting of the round."""
     values = ",".join(map(str, caps))
     limit = "max_compute"
     searched = [search] + [m for m in ("dfs",) if m != search]
-    return eval_sweep(run, round_, out_dir / f"round{round_}_checker_compute.json", [
+    tag = "".join(f"_{s.split('.', 1)[1]}" for s in SETS if s.split(".")[0] in searched)
+    found = eval_sweep(run, round_, out_dir / f"round{round_}_checker_search{tag}.json", [
         "--methods", "greedy",
         *[arg for m in searched
-          for arg in ("--sweep", f"{m}.{limit}={values}", "--set", f"{m}.use_terminal_reward=true")],
-        "--sweep", f"best_of_n_checker.{limit}={values}", "--set", "best_of_n_checker.n=64"], seeds)
+          for arg in ("--sweep", f"{m}.{limit}={values}", "--set", f"{m}.use_terminal_reward=true")]], seeds)
+    sampled = eval_sweep(run, round_, out_dir / f"round{round_}_checker_sampling.json", [
+        "--methods", "best_of_n_checker", "--sweep", f"best_of_n_checker.{limit}={values}",
+        "--set", "best_of_n_checker.n=64"], seeds)
+    # the search's evaluation adds one matched sampling point of its own (tsllm eval pairs every
+    # checker search); the sweep above is the baseline
+    points = [p for p in found["points"] if p["method"] != "best_of_n_checker"] + sampled["points"]
+    plot_sweep(points, out_dir / f"round{round_}_checker{tag}.png")  # both curves on one plot
+    return {"points": points}
 
 
 def no_checker(run: str, round_: int, out_dir: Path, search: str, seeds: int) -> dict:
