@@ -289,6 +289,8 @@ class Scorer(Protocol):
     """A generator that can also score given continuations (the built-in backends can):
     `score(prompts, continuations)` gives, for each prompt, one Completion per continuation of
     it, whose `logprob` is the policy's log-probability of that text after the prompt and whose
-    token counts are what scoring it cost (prompt tokens computed, and those served from a cache)."""
+    token counts are what scoring it cost (prompt tokens computed, and those served from a cache).
+    A scorer may also take `cutoff` (the HF backend does: stop on unlikely prefixes, those
+    continuations' log-probs -inf); the policy/value bridge passes it only when `move_cutoff` > 0."""
 
     def score(self, prompts: Sequence[str], continuations: Sequence[Sequence[str]]) -> list[list[Completion]]: ...
