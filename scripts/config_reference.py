@@ -103,10 +103,11 @@ def render() -> str:
               "`search.knobs` takes the chosen algorithm's keyword parameters; unset ones keep the "
               "algorithm's default below. Choosing another algorithm drops the default knobs (they are "
               "mcts_alpha's).", "", *knob_table(), "",
-              "Every algorithm also takes the policy/value bridge's `move_cutoff` (default 0.0; hf backend): "
+              "Every algorithm also takes the policy/value bridge's `move_cutoff` (default 0.0): "
               "where the searches score a game's legal moves, a move whose prefix is at some depth less than "
               "`move_cutoff` times as likely as that depth's likeliest prefix is not scored further and is "
-              "not a child (tsllm/policy_value.py).", ""]
+              "not a child; the hf backend stops scoring there, vllm scores every move and applies the same "
+              "rule (tsllm/policy_value.py).", ""]
     return "\n".join(lines)
 
 

@@ -87,7 +87,6 @@ def test_print_config_of_a_shipped_file_matches_the_loaded_config():
     (["search.knobs.add_noise=3"], r"'search.knobs.add_noise': must be true or false"),
     (["search.max_tokens=-1"], r"'search.max_tokens': must be >= 1 or null"),
     (["search.train_knobs.move_cutoff=1.5"], r"'search.train_knobs.move_cutoff': must be in \[0, 1\), got 1.5"),
-    (["backend=vllm", "search.knobs.move_cutoff=0.1"], r"'search.knobs.move_cutoff': needs backend=hf"),
     (["search.algorithm=parallel_rebase", "search.knobs.rule=dora"], r"'search.knobs.rule': parallel_rebase has no"),
     (["generator.foo=1"], r"unknown config key 'generator.foo'; valid keys: \[.*'dtype'"),
     (["generator.gpu_memory_utilization=0.5"], r"'generator.gpu_memory_utilization': only the vllm backend"),

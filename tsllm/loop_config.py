@@ -450,10 +450,6 @@ class LoopConfig:
             check_trainer_section(key, section, self.task)
         if self.backend == "vllm":
             check_vllm_model(self)
-            for key in ("knobs", "train_knobs"):
-                if getattr(self.search, key).get("move_cutoff", 0) > 0:
-                    raise bad(f"search.{key}.move_cutoff", "needs backend=hf, which scores moves as a prefix "
-                                                           "tree (vllm scores each move as its own request)")
         check_budgets(self)
 
 

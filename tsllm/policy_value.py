@@ -18,10 +18,11 @@ Sentence level (`LLMPolicyValue`), TS-LLM's rules:
   or illegal. Each child costs the tokens the backend computed for its move (`token_counts`,
   scored rather than generated; HF runs the moves as a prefix tree, each shared prefix once) and
   the state's prompt what the backend computed of it (HF: once per state; vLLM: the blocks its
-  prefix cache did not serve). `move_cutoff` c > 0 (HF only, which scores moves as a prefix tree):
-  a move whose prefix, at some depth of that tree, is less than c times as likely as the depth's
-  likeliest prefix is not scored further and is not a child (its tokens are paid, as
-  `dropped_tokens`): a confident policy's expansion then costs a few moves, not every legal one.
+  prefix cache did not serve). `move_cutoff` c > 0: a move whose prefix, at some depth of the
+  moves' prefix tree, is less than c times as likely as the depth's likeliest prefix is not a
+  child; HF stops scoring there (the tokens it ran are paid, as `dropped_tokens`), so a confident
+  policy's expansion costs a few moves, not every legal one; vLLM applies the same rule after
+  scoring every move, which saves the critic's work but no policy token.
 - `evaluate(states)`: one value call for all states not seen before; values are cached per state,
   so a node is scored once however many searches or rounds ask (`value_calls` counts real calls).
 - `overlap_value=True`: `expand` also scores the children it makes, sample by sample as the

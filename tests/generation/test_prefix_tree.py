@@ -1,6 +1,6 @@
 import math
 
-from tsllm.generation.prefix_tree import likely_enough, paid_for, prefix_tree
+from tsllm.generation.prefix_tree import likely_enough, paid_for, prefix_tree, scored_whole
 
 
 def test_shared_prefixes_are_one_span_paid_by_the_first_continuation_through_it():
@@ -36,3 +36,12 @@ def test_paid_for_counts_only_the_spans_that_ran():
     tree = prefix_tree([list("14 + 3"), list("14 + 1"), list("14 * 2")])  # spans "14 ", "+ ", "3", "1", "* 2"
     assert paid_for(tree, {0, 4}) == [3, 0, 3]
     assert paid_for(tree, set(range(5))) == tree.paid
+
+
+def test_scored_whole_cuts_depth_by_depth_from_the_per_token_logprobs():
+    tree = prefix_tree([list("14 + 3"), list("14 + 1"), list("14 * 2")])
+    logprobs = [[0, 0, 0, -0.1, 0, -0.1], [0, 0, 0, -0.1, 0, -3.0], [0, 0, 0, -5.0, 0, 0]]
+    # depth 2: "* 2" is e^-4.9 of "+ "; depth 3: "1" is e^-2.9 of "3"
+    assert scored_whole(tree, logprobs, 0.1) == [True, False, False]
+    assert scored_whole(tree, logprobs, 0.01) == [True, True, False]
+    assert scored_whole(tree, logprobs, 0.0) == [True, True, True]

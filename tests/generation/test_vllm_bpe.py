@@ -7,6 +7,8 @@ The engines here are built without LoRA, so `score` takes the prompt log-prob pa
 built for LoRA scores token by token: tests/generation/test_vllm.py).
 """
 
+import math
+
 import pytest
 
 pytest.importorskip(
@@ -84,6 +86,16 @@ def test_score_agrees_with_the_hf_backend_and_reports_the_cache(generator, polic
             assert c.cached_tokens % BLOCK == 0 and 0 <= c.cached_tokens < prompt_len
         if len(row) > 1:  # the first continuation computed the prompt; the others found its blocks
             assert sum(c.cached_tokens for c in row) > 0
+    # the cut on unlikely prefixes: the HF backend's rule as it goes, vLLM's after the fact
+    cut, hf_cut = generator.score(prompts, continuations, cutoff=0.5), HFGenerator(str(policy)).score(
+        prompts, continuations, cutoff=0.5)
+    pattern = [[c.logprob == -math.inf for c in row] for row in cut]
+    assert pattern == [[h.logprob == -math.inf for h in row] for row in hf_cut]
+    assert any(map(any, pattern)) and not all(map(all, pattern))  # something cut, something kept
+    for row, full in zip(cut, ours):
+        for c, whole in zip(row, full):
+            assert c.logprob == -math.inf or c.logprob == pytest.approx(whole.logprob, abs=1e-4)
+            assert c.num_tokens == len(c.token_ids)  # vLLM computed every move whole all the same
 
     # A prompt of exactly two blocks, served before: its cached blocks reach the prompt's end, where
     # the first continuation token's log-prob is computed, so scoring runs it again uncached.

@@ -87,3 +87,25 @@ def paid_for(tree: PrefixTree, computed: set[int]) -> list[int]:
         paid.append(sum(len(tree.spans[s].ids) for s in ran if s not in seen))
         seen.update(ran)
     return paid
+
+
+def scored_whole(tree: PrefixTree, token_logprobs: Sequence[Sequence[float]], cutoff: float) -> list[bool]:
+    """Per continuation, whether the depth-by-depth cut (`likely_enough` at each depth, on the
+    spans under kept prefixes) keeps it, given every continuation's per-token log-probs: the rule
+    a scorer that stops early applies as it goes, for a scorer that computed everything."""
+    span_logprob: dict[int, float] = {}
+    for path, logprobs in zip(tree.paths, token_logprobs):
+        offset = 0
+        for s in path:
+            length = len(tree.spans[s].ids)
+            span_logprob.setdefault(s, sum(logprobs[offset : offset + length]))
+            offset += length
+    prefix: dict[int, float] = {}
+    kept: set[int] = set()
+    for depth in range(1, max((s.depth for s in tree.spans), default=0) + 1):
+        level = [j for j, s in enumerate(tree.spans) if s.depth == depth and (s.parent < 0 or s.parent in kept)]
+        for j in level:
+            parent = tree.spans[j].parent
+            prefix[j] = (0.0 if parent < 0 else prefix[parent]) + span_logprob[j]
+        kept |= likely_enough({j: prefix[j] for j in level}, cutoff)
+    return [all(s in kept for s in path) for path in tree.paths]

