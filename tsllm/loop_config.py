@@ -215,6 +215,7 @@ class SearchSection:
     train_max_compute: int | None = option(None, "compute allowed per training problem; null: max_compute")
 
     def validate(self) -> None:
+        from tsllm.policy_value import move_cutoff_problem
         from tsllm.search import ALGORITHMS
 
         if self.algorithm not in ALGORITHMS:
@@ -226,9 +227,8 @@ class SearchSection:
                     raise bad(f"search.{key}.{name}", f"{self.algorithm} has no knob {name!r}; "
                                                       f"its knobs: {sorted(valid)}")
                 check_knob(f"search.{key}.{name}", value, valid[name])
-            cutoff = getattr(self, key).get("move_cutoff")
-            if cutoff is not None and not 0.0 <= cutoff < 1.0:
-                raise bad(f"search.{key}.move_cutoff", f"must be in [0, 1), got {cutoff}")
+            if problem := move_cutoff_problem(getattr(self, key).get("move_cutoff", 0.0)):
+                raise bad(f"search.{key}.move_cutoff", problem)
         for key in ("max_tokens", "train_max_tokens", "max_compute", "train_max_compute"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise bad(f"search.{key}", f"must be >= 1 or null, got {getattr(self, key)}")

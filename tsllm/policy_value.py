@@ -105,17 +105,19 @@ class CachedValue:
 BRIDGE_KNOBS = ("move_cutoff",)
 
 
+def move_cutoff_problem(value: float) -> str | None:
+    """What is wrong with `value` as a move_cutoff (None: nothing)."""
+    return None if 0.0 <= value < 1.0 else f"must be in [0, 1), got {value}"
+
+
 def apply_bridge_knobs(pv: Any, knobs: dict[str, Any]) -> dict[str, Any]:
-    """`knobs` less the bridge's (`BRIDGE_KNOBS`), which are set on `pv`; a bridge without such a
-    setting refuses it, naming it."""
+    """`knobs` less the bridge's (`BRIDGE_KNOBS`), which are set on `pv` (its setters check them);
+    a bridge without such a setting refuses it, naming it."""
     for name in BRIDGE_KNOBS:
         if name in knobs:
             if not hasattr(pv, name):
                 raise ValueError(f"{name}: this task's policy/value ({type(pv).__name__}) has no such setting")
-            value = knobs[name]
-            if name == "move_cutoff" and not 0.0 <= value < 1.0:
-                raise ValueError(f"move_cutoff must be in [0, 1), got {value}")
-            setattr(pv, name, value)
+            setattr(pv, name, knobs[name])
     return {name: value for name, value in knobs.items() if name not in BRIDGE_KNOBS}
 
 
@@ -154,9 +156,17 @@ class LLMPolicyValue:
         # all legal moves scored in one pass (AlphaZero's expansion) where the env lists them
         self.scored_moves = scored_moves and isinstance(env, GameEnv) and isinstance(generator, Scorer)
         self.score_calls = 0
-        if not 0.0 <= move_cutoff < 1.0:
-            raise ValueError(f"move_cutoff must be in [0, 1), got {move_cutoff}")
         self.move_cutoff = move_cutoff
+
+    @property
+    def move_cutoff(self) -> float:
+        return self._move_cutoff
+
+    @move_cutoff.setter
+    def move_cutoff(self, value: float) -> None:
+        if problem := move_cutoff_problem(value):
+            raise ValueError(f"move_cutoff {problem}")
+        self._move_cutoff = value
 
     def _generate(self, prompts: list[str], n: int, max_new_tokens: int, stop: list[str],
                   on_finished=None) -> list[list[Completion]]:
@@ -208,7 +218,7 @@ class LLMPolicyValue:
             total = sum(weights)
             out.append(Expansion(actions=[a for a, _ in kept], priors=[w / total for w in weights],
                                  token_counts=[c.num_tokens for _, c in kept],
-                                 dropped_tokens=sum(c.num_tokens for c in row) - sum(c.num_tokens for _, c in kept),
+                                 dropped_tokens=sum(c.num_tokens for c in row if c.logprob == -math.inf),
                                  prompt_tokens=sum(c.prompt_tokens for c in row),
                                  cached_tokens=sum(c.cached_tokens for c in row)))
         if self.overlap_value:  # the children are known now: score them in the same breath

@@ -327,14 +327,15 @@ class VLLMGenerator:
                                          prompt_tokens=prompt_tokens, cached_tokens=cached,
                                          finish_reason="score"))
         if cutoff > 0:
-            by_prompt = [[k for k, job in enumerate(jobs) if job[0] == i] for i in range(len(prompts))]
-            for i, members in enumerate(by_prompt):
-                if members:
-                    whole = scored_whole(prefix_tree([jobs[k][2] for k in members]),
-                                         [scored[k][0] for k in members], cutoff)
-                    for completion, keep in zip(results[i], whole):
-                        if not keep:
-                            completion.logprob = -math.inf
+            by_prompt: dict[int, list[int]] = {}  # prompt index -> its jobs, in order
+            for k, (i, _, _) in enumerate(jobs):
+                by_prompt.setdefault(i, []).append(k)
+            for i, members in by_prompt.items():
+                whole = scored_whole(prefix_tree([jobs[k][2] for k in members]), [scored[k][0] for k in members],
+                                     cutoff)
+                for completion, keep in zip(results[i], whole):
+                    if not keep:
+                        completion.logprob = -math.inf
         return results
 
     def _score_by_prompt_logprobs(self, prompts: list[list[int]],
