@@ -85,6 +85,7 @@ def test_no_env_regex_can_backtrack_through_an_unbounded_repeat(name):
 # The patterns as they were before the rewrite (same flags as today's).
 _OLD_NUMBER = r"(?:(?<![\w.)])[-+])?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?%?"
 _OLD_NUM24 = r"-?\d{1,6}(?:/\d{1,6})?"
+_OLD_CONCEPT = r"[\w-]+(?:\s+(?!and\b)[\w-]+){0,2}"
 OLD_PATTERNS = {
     "tsllm.envs.gsm8k._NUMBER_RE": _OLD_NUMBER,
     "tsllm.envs.gsm8k._HASH_RE": r"####\s*(" + _OLD_NUMBER + ")",
@@ -92,9 +93,14 @@ OLD_PATTERNS = {
     "tsllm.envs.gsm8k._FINAL_STEP_RE": r"answer\s+is|####",
     "tsllm.envs.gsm8k._CALCULATOR_RE": r"<<[^<>]*>>",
     "tsllm.envs.gsm8k._PLAIN_NUMBER_RE": r"[-+]?[0-9]+(?:\.[0-9]+)?",
+    # widened since the rewrite (multi-word concepts, plural rules, numbers as entities): their
+    # backtracking forms, so possessiveness is still what is checked
     "tsllm.envs.prontoqa._RULE_RE":
-        r"^(?:every|each)\s+([\w-]+)\s+is\s+(not\s+)?(?:(?:a|an)\s+)?([\w-]+)\s*\.?$",
-    "tsllm.envs.prontoqa._FACT_RE": r"^([A-Z][\w-]*)\s+is\s+(not\s+)?(?:(?:a|an)\s+)?([\w-]+)\s*\.?$",
+        rf"^(?:every|each)\s+({_OLD_CONCEPT})\s+is\s+(not\s+)?(?:(?:a|an)\s+)?({_OLD_CONCEPT})\s*\.?$",
+    "tsllm.envs.prontoqa._PLURAL_RULE_RE":
+        rf"^([A-Za-z][\w-]*(?:\s+(?!and\b)[\w-]+){{0,2}})\s+are\s+(not\s+)?({_OLD_CONCEPT})\s*\.?$",
+    "tsllm.envs.prontoqa._FACT_RE":
+        rf"^([A-Z0-9][\w-]*)\s+is\s+(not\s+)?(?:(?:a|an)\s+)?({_OLD_CONCEPT})\s*\.?$",
     "tsllm.envs.prontoqa._ANSWER_RE": r"answer\s+is\s*:?\s*(true|false)\b",
     "tsllm.envs.prontoqa._FINAL_STEP_RE": r"answer\s+is",
     "tsllm.envs.prontoqa._SENTENCE_END_RE": r"(?<=[.?!])\s+",
@@ -107,8 +113,8 @@ OLD_PATTERNS = {
 PIECES = st.sampled_from([
     "answer", "Answer", "ANSWER", " is", "is", " ", "  ", "\t", "\n", "\r", "\u00a0", ":", "####", "#",
     "$", "-", "+", "%", ",", ".", "!", "?", "0", "7", "12", "123", "1,234", ",000", "١", "true", "false",
-    "True", " a ", " an ", "not ", "Every ", "each ", "Alex", "wumpus", "x", "_", "(left: ", ")", "(",
-    "/", " = ", " * ", "<<", ">>", "<", ">", "=",
+    "True", " a ", " an ", "not ", "Every ", "each ", "Alex", " are ", "Wumpuses", " and ", "wumpus", "x", "_",
+    "(left: ", ")", "(", "/", " = ", " * ", "<<", ">>", "<", ">", "=",
 ])
 FUZZ_TEXT = st.one_of(st.lists(PIECES, max_size=40).map("".join), st.text(max_size=80))
 
