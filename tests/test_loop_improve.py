@@ -116,6 +116,25 @@ def test_a_short_first_rollout_does_not_make_a_problem_overspend():
     assert abs(spent["compute"] - 200) <= 46 and spent["compute"] == 11 + 46 * (spent["rollouts"] - 1)
 
 
+def test_the_rft_target_is_the_training_search_s_mean_over_the_whole_pool():
+    """Training and evaluation budgets differ, so the training search is run to price a pool
+    problem: on all of the pool (here 100 problems whose costs rise, so no prefix of the pool has
+    the pool's mean), not on a subsample."""
+    loop = object.__new__(Loop)
+    loop.config = SimpleNamespace(search=SimpleNamespace(budget=lambda training: ({}, {"max_compute": 900 if training
+                                                                                    else 400})))
+    loop.pool = lambda k: list(range(100))
+    searched = []
+
+    def search(policy, value, problems, label, training=True):
+        searched.extend(problems)
+        return [SimpleNamespace(budget=SimpleNamespace(compute=10 * (p + 1))) for p in problems], None
+
+    loop._search = search
+    assert loop.search_compute(0, "policy", "value", {"search_compute_per_question": 123.0}) == 505.0
+    assert searched == list(range(100))
+
+
 # ----------------------------------------------------------------------------- config
 
 def test_training_search_budget_lies_over_evaluation_s(tmp_path):
@@ -248,7 +267,8 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
 
 def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, registered):
     out = tmp_path / "bench"
-    tiny = [*TINY[1:], "rounds=1", "task=successor"]
+    # training's search budget differs from evaluation's, so the RFT arm measures the training search
+    tiny = [*TINY[1:], "rounds=1", "task=successor", "search.train_knobs={num_simulations: 3}"]
     arms = ["--arms", "search,advantages,sampling"]
     assert main(["bench", "loop", *LIBRARY_DEFAULTS, "--output-dir", str(out), "--no-progress", *arms, *tiny]) == 0
     printed = capsys.readouterr().out
@@ -289,9 +309,10 @@ def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, register
     assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"],
                                                             result["runs"]["advantages"][0]["train_solved"],
                                                             sampling[0]["train_solved"], None, None, None]
-    # the RFT run spent about the search's compute per problem
+    # the RFT run's target is what the training search spent per pool problem: measured on the whole
+    # pool with round 0's shared policy and value, so exactly the search arm's improve compute
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_compute"]
-    assert target == search[0]["search_compute_per_question"]
+    assert target == search[0]["improve_compute_per_question"] != search[0]["search_compute_per_question"]
     assert sampling[0]["improve_tokens_per_question"] > 0
 
 

@@ -93,6 +93,18 @@ def broadcast(value: T) -> T:
     return box[0]
 
 
+def sum_over_ranks(values: list[float]) -> list[float]:
+    """Each of `values` summed over every rank, on every rank."""
+    if world_size() == 1:
+        return list(values)
+    import torch
+    import torch.distributed
+
+    total = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return total.tolist()
+
+
 def shard(items: Sequence[T]) -> list[tuple[int, T]]:
     """This rank's share of `items` with their positions: items[rank::world]."""
     r, w = rank(), world_size()

@@ -66,10 +66,6 @@ from tsllm.tasks.base import TaskSettings, prompt_template
 from tsllm.tracking import log_series
 from tsllm.training.targets import TREE_TARGETS, target_rows, tree_record
 
-# The training search's compute per problem, when its budget differs from evaluation's, is
-# measured on this many pool problems (a mean over a few dozen searches is stable enough to size
-# the RFT baseline's sampling).
-MEASURED_PROBLEMS = 32
 # A safety stop for a policy whose rollouts generate (almost) nothing: sampling passes per chunk.
 MAX_SAMPLING_PASSES = 64
 
@@ -308,17 +304,16 @@ class Loop:
     def search_compute(self, k: int, policy: str, value: str, evaluated: dict) -> float:
         """Compute per problem (policy tokens processed: `Budget.compute`) the training search
         spends in round k: the held-out search's when training and evaluation share a budget (same
-        policy, value and knobs), else measured by the training search on the first
-        MEASURED_PROBLEMS pool problems (what it finds there is dropped: the RFT data must come
-        from sampling alone)."""
+        policy, value and knobs), else measured by running the training search on the whole pool,
+        each rank its share (what it finds is dropped: the RFT data must come from sampling
+        alone). Not a subsample: a search that stops at its first win spends anywhere from one
+        path to its whole cap per problem, so a few dozen problems can miss the mean by a fifth."""
         s = self.config.search
         if s.budget(training=True) == s.budget(training=False):
             return evaluated["search_compute_per_question"]
-        mean = None
-        if dist.is_main():  # a few dozen searches: one process measures, the others wait for the number
-            outs, _ = self._search(policy, value, self.pool(k)[:MEASURED_PROBLEMS], f"measure search round {k}")
-            mean = sum(out.budget.compute for out in outs) / len(outs)
-        return dist.broadcast(mean)
+        outs, _ = self._search(policy, value, [p for _, p in dist.shard(self.pool(k))], f"measure search round {k}")
+        spent, searched = dist.sum_over_ranks([sum(out.budget.compute for out in outs), len(outs)])
+        return spent / searched
 
     def sampling(self, k: int, policy: str, compute_per_question: float) -> dict:
         """The RFT baseline's improve stage: rollouts of `policy` (under the task's rules, as the
