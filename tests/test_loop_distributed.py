@@ -8,8 +8,12 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.launch import LIBRARY_DEFAULTS, TORCHRUN, run_launcher
 from tsllm.envs.game24 import Game24Env, split
+
+pytestmark = pytest.mark.all_cores  # two processes: alone on the machine (tests/conftest.py)
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_QUESTIONS, SAMPLES = 6, 2

@@ -55,7 +55,8 @@ def test_every_shipped_config_is_tested():
     assert not untested, f"configs without a test here: {untested}; add them to CPU_LOOPS or TRAINERS"
 
 
-@pytest.mark.parametrize("config", sorted(CPU_LOOPS))
+@pytest.mark.parametrize("config", [pytest.param(c, marks=[pytest.mark.all_cores] if CPU_LOOPS[c] > 1 else [])
+                                    for c in sorted(CPU_LOOPS)])  # several processes: alone (tests/conftest.py)
 def test_cpu_loop_config_runs_one_round(config, tmp_path):
     out = tmp_path / "run"
     args = ["--config", str(REPO / config), "--output-dir", str(out), "--no-progress", *SHRINK]

@@ -306,6 +306,7 @@ def test_pairs_cut_at_max_length_are_reported(base_dir, traj_file, tmp_path):
 # ------------------------------------------------------------------------------ two processes
 
 
+@pytest.mark.all_cores  # alone on the machine (tests/conftest.py)
 def test_torchrun_two_processes_split_the_batches(traj_file, tmp_path):
     out = tmp_path / "ddp"
     rows = [json.loads(line) for line in traj_file.read_text().splitlines()][:40]

@@ -26,6 +26,7 @@ from tsllm.atomic import write_jsonl
 from tsllm.models.value import ValueFunction
 from tsllm.tasks.warmstart import game24_contrast_trajectories
 
+pytestmark = pytest.mark.all_cores  # two processes: alone on the machine (tests/conftest.py)
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["Input: 4 4 6 8\n", "Input: 4 4 6 8\n4 + 4 = 8 (left: 6 8 8)\n", "Input: 1 1 1 1\n"]
 N, WORLD, BATCH, ACCUMULATION, EPOCHS = 23, 2, 2, 4, 3
