@@ -94,15 +94,15 @@ def broadcast(value: T) -> T:
 
 
 def sum_over_ranks(values: list[float]) -> list[float]:
-    """Each of `values` summed over every rank, on every rank."""
+    """Each of `values` summed over every rank, on every rank (as objects, like `broadcast`, so
+    it needs no tensor on the backend's device: NCCL reduces CUDA tensors only)."""
     if world_size() == 1:
         return list(values)
-    import torch
     import torch.distributed
 
-    total = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(total)
-    return total.tolist()
+    gathered: list[list[float] | None] = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, list(values))
+    return [sum(column) for column in zip(*gathered)]
 
 
 def shard(items: Sequence[T]) -> list[tuple[int, T]]:
