@@ -379,12 +379,13 @@ class VLLMGenerator:
                 requests.append((prompt + cont[:j], params))
                 owners.append((k, token))
         outputs = self._run_tokens([ids for ids, _ in requests], [params for _, params in requests])
-        totals: list[tuple[list[float], list[int]]] = [([], [0, 0]) for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        prompt_tokens, cached = [0] * len(prompts), [0] * len(prompts)
         for (k, token), (ids, _), output in zip(owners, requests, outputs):
-            totals[k][0].append(float(output.outputs[0].logprobs[0][token].logprob))
-            totals[k][1][0] += len(ids)
-            totals[k][1][1] += min(output.num_cached_tokens or 0, len(ids))
-        return [(logprobs, prompt, cached) for logprobs, (prompt, cached) in totals]
+            logprobs[k].append(float(output.outputs[0].logprobs[0][token].logprob))
+            prompt_tokens[k] += len(ids)
+            cached[k] += min(output.num_cached_tokens or 0, len(ids))
+        return list(zip(logprobs, prompt_tokens, cached))
 
     def _run_tokens(self, token_ids: list[list[int]], params: Any) -> list[Any]:
         """`LLM.generate` on prompts given as ids, under the current adapter, outputs in order."""
