@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from tsllm import tasks
+from tsllm import distributed, tasks
 from tsllm.config import ConfigError, load_config
 from tsllm.envs.base import DataError
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(PolicyTrainConfig, args.config, args.overrides)
         tasks.check_prompt_format(config.task)
         metrics = train_policy(config, formats=tasks)  # rows rendered in their tasks' formats
+        distributed.finish()  # leave the process group before exit: a rank exiting inside it can abort
     except (ConfigError, DataError, FileNotFoundError) as err:  # bad input: say what, not a traceback
         print(f"train_policy: {err}", file=sys.stderr)
         return 2

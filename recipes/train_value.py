@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from tsllm import tasks
+from tsllm import distributed, tasks
 from tsllm.atomic import write_jsonl
 from tsllm.config import ConfigError, load_config, merge, parse_overrides
 from tsllm.envs.base import DataError
@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(args)
         tasks.check_prompt_format(config.task)
         metrics = train_value(config, formats=tasks)  # rows rendered in their tasks' formats
+        distributed.finish()  # leave the process group before exit: a rank exiting inside it can abort
     except (ConfigError, DataError, FileNotFoundError) as err:  # bad input: say what, not a traceback
         print(f"train_value: {err}", file=sys.stderr)
         return 2
