@@ -48,3 +48,29 @@ def test_engine_bench_tokenizer_errors(capsys):
         with pytest.raises(SystemExit):
             main(["bench", "engine", *argv])
         assert message in capsys.readouterr().err
+
+
+def test_the_bench_bpe_model_writes_text_that_re_encodes_to_the_tokens_generated():
+    """Random weights would sample lone bytes 0x80-0xFF, whose text (U+FFFD) re-encodes longer than
+    what was generated; the benchmark's model never samples them, and nothing else is masked."""
+    import torch
+
+    from tsllm.bench import game24_texts, writes_whole_characters
+    from tsllm.models.tiny import TinyModelConfig, build_tiny
+
+    model, tokenizer = build_tiny(TinyModelConfig(tokenizer="bpe"), game24_texts())
+    prompt = tokenizer(["Input: 4 4 6 8\n"] * 8, return_tensors="pt")["input_ids"]
+    torch.manual_seed(0)
+    before = model.generate(prompt, do_sample=True, top_k=0, max_new_tokens=48)[:, prompt.shape[1]:]
+    bad = writes_whole_characters(model, tokenizer)
+    assert len(bad) == 128 and all(tokenizer.decode([i]) == "\ufffd" for i in bad)
+    assert sum(int(t) in bad for t in before.flatten()) > 20  # a quarter or more, before
+    torch.manual_seed(0)
+    after = model.generate(prompt, do_sample=True, top_k=0, max_new_tokens=48)[:, prompt.shape[1]:]
+    assert not any(int(t) in bad for t in after.flatten())
+    assert len(set(after.flatten().tolist())) > 50  # still random choices among the rest
+    for row in after.tolist():
+        text = tokenizer.decode(row)
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == row
+    char_model, char_tokenizer = build_tiny(TinyModelConfig())
+    assert writes_whole_characters(char_model, char_tokenizer) == []

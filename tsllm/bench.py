@@ -14,9 +14,10 @@ repeated in one process, and reports:
   positions in the search trees; 1.0 means every tree position was computed once.
 - vcn: value-model calls per created node; 1.0 means each node was scored once.
 Without --model a tiny random Llama is built (random weights make random steps, which is fine for
-throughput) with the character tokenizer, or with `--tokenizer bpe` a byte-level BPE one trained
-on Game24's text (the `bpe` kind of tsllm.models.tiny: steps end inside merged tokens, and a
-child's prompt must still extend its parent's ids for the prefix cache to serve it); the value
+throughput, once they cannot write lone bytes: `writes_whole_characters`) with the character
+tokenizer, or with `--tokenizer bpe` a byte-level BPE one trained on Game24's text (the `bpe`
+kind of tsllm.models.tiny: steps end inside merged tokens, and a child's prompt must still extend
+its parent's ids for the prefix cache to serve it); the value
 model is a tiny random token-classification model with the same tokenizer. `--tokenizer char,bpe`
 runs both, one after the other in one process, and prints them side by side.
 
@@ -53,10 +54,35 @@ def _tiny_models(workdir: Path, tokenizer: str = "char") -> tuple[Path, Any]:
 
     config = TinyModelConfig(max_position_embeddings=512, tokenizer=tokenizer)
     model, tok = build_tiny(config, game24_texts() if tokenizer == "bpe" else ())
+    writes_whole_characters(model, tok)
     path = workdir / "policy"
     save_model(model, tok, path)
     value_model, value_tokenizer = build_value_model(tiny=config, tokenizer=tok)
     return path, ValueFunction(value_model, value_tokenizer)
+
+
+def writes_whole_characters(model, tokenizer) -> list[int]:
+    """Make a random Llama never sample the tokens that are not whole characters alone, and return
+    their ids. A byte-level vocabulary holds the lone bytes 0x80-0xFF; a trained model never writes
+    them in ASCII text, but random weights pick one token in four of them. Each decodes to U+FFFD,
+    which re-encodes as three bytes, so a random step's text (what prompts and the value model read)
+    would be ~1.8 times the tokens generated, a cost no trained model pays. Dimension 0 of the
+    residual stream becomes a positive constant (its embedding column; no layer writes to it), and
+    those tokens' output rows read it with a large negative weight; the other tokens' choices stay
+    those of random weights. A character vocabulary has no such token and is left as it is."""
+    import torch
+
+    bad = [i for i in range(len(tokenizer)) if "\ufffd" in tokenizer.decode([i])]
+    if not bad:
+        return bad
+    inner = model.model
+    with torch.no_grad():
+        inner.embed_tokens.weight[:, 0] = 0.05
+        for layer in inner.layers:
+            layer.self_attn.o_proj.weight[0] = 0
+            layer.mlp.down_proj.weight[0] = 0
+        model.lm_head.weight[bad, 0] = -1000.0
+    return bad
 
 
 def game24_texts(seed: int = 0) -> list[str]:
