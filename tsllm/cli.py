@@ -439,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="MCTS-α simulations batched per round with virtual loss")
     engine.add_argument("--overlap-value", action="store_true",
                         help="score new children while the policy still decodes other samples")
-    engine.add_argument("--repeats", type=int, default=3, help="interleaved tree/flat repeats (median)")
+    engine.add_argument("--repeats", type=int, default=5, help="interleaved tree/flat repeats (median ratio)")
     engine.add_argument("--block-size", type=int, default=32,
                         help="vLLM KV-cache block size: prefix caching reuses whole blocks, so "
                              "small blocks serve more of a tree (vLLM only; CPU needs multiples of 32)")
