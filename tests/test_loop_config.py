@@ -147,7 +147,7 @@ def test_training_sections_are_the_trainers_fields(section, trainer):
     # the loop reads these; the trainer never sees them
     own = {PolicySection: {"target"}, ValueSection: {"continue_from_previous"}}.get(section, set())
     assert set(section.loop_keys) == own
-    stage_sets = {PolicySection: {"min_reward"}, WarmStartSection: {"beta"}}.get(section, set())
+    stage_sets = {PolicySection: {"min_reward"}, WarmStartSection: {"beta", "nll_weight"}}.get(section, set())
     assert set(mine) - own == set(theirs) - LOOP_FILLED - stage_sets
     assert all(mine[name] == theirs[name] for name in set(mine) - own)
     assert set(trainer_settings(section())) == set(mine) - own

@@ -139,7 +139,7 @@ WarmStartSection = trainer_section(
      "warmup_ratio": 0.05, "per_device_train_batch_size": 8, "num_train_epochs": 16.0, "max_length": 256,
      "eval_fraction": 0.05, "max_seconds": 900.0},
     "Full fine-tuning of the fresh tiny model on the task's warm-start traces (unused with base_model).",
-    stage_sets=frozenset({"beta"}))  # DPO's: the warm start trains on traces, never on preference pairs
+    stage_sets=frozenset({"beta", "nll_weight"}))  # DPO's: the warm start trains on traces, never on pairs
 
 
 # ---------------------------------------------------------------------------- search section

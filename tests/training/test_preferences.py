@@ -94,7 +94,7 @@ def test_a_dpo_step_raises_the_margin_of_the_chosen_step_over_the_rejected(kind,
     pair = read_preference_examples([write_rows(tmp_path / "pair.jsonl", preference_rows(1)[:1])], formats=tasks)
     # the same pair under several questions: a batch of 4 (DPO has no held-out pair here)
     examples = [{**pair[0], "question": str(i)} for i in range(4)]
-    cfg = settings(base_dir if kind == "char" else bpe_dir, tmp_path / "out", use_lora=use_lora)
+    cfg = settings(base_dir if kind == "char" else bpe_dir, tmp_path / "out", use_lora=use_lora, nll_weight=0.0)
     model, tokenizer = load_base(cfg)
     [ids] = tokenize_pairs(examples[:1], tokenizer)
 
@@ -117,7 +117,7 @@ def test_a_policy_trains_on_a_file_of_preference_rows_and_saves_it(base_dir, tmp
     data = write_rows(tmp_path / "pairs.jsonl", [{**r, "rejected": "0 * 0 = 0"} for r in preference_rows(12)])
     out = tmp_path / "out"
     metrics = train_policy(settings(base_dir, out, data_files=[str(data)], eval_fraction=0.25, max_steps=-1,
-                                    num_train_epochs=2, beta=0.5), formats=tasks)
+                                    num_train_epochs=2, beta=0.5, nll_weight=0.0), formats=tasks)
     assert metrics["eval_loss"] < metrics["eval_loss_before"] == pytest.approx(math.log(2), abs=1e-4)
     assert metrics["eval_reward_accuracy"] > 0.5 and metrics["eval_reward_margin"] > 0
     assert metrics["train_tokens"] > 0 and (out / "model" / "model.safetensors").is_file()

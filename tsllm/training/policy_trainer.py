@@ -24,8 +24,10 @@ Preference rows (the `preferences` tree target: sibling steps of one state, the 
 TRL's `DPOTrainer` (step DPO): the prompt is the state's text, each completion one step, EOS
 only after a step that ends the game (tokenized here, as step rows are, for the same reason), and
 the reference is the policy being trained at its start: with LoRA the base with the adapter off
-(TRL's PEFT reference), else a frozen copy. `beta` is DPO's. A file of preference rows is
-recognised by its first row holding `chosen`; the held-out loss is then the DPO loss.
+(TRL's PEFT reference), else a frozen copy. `beta` is DPO's; `nll_weight` adds the chosen step's
+negative log-likelihood to the loss (DPO alone lowers both steps' likelihood as readily as it
+parts them: on reach it taught the policy to write empty steps). A file of preference rows is
+recognised by its first row holding `chosen`; the held-out loss is then the training loss.
 
 Output, the layout both trainers share (tsllm.training.args): `<output_dir>/model/` and
 `<output_dir>/metrics.json`. `merge`: "merged" saves a full checkpoint (LoRA folded into the base;
@@ -96,11 +98,16 @@ class PolicyTrainConfig(TrainArgs):
                                                         "LoRA adapter only")
     beta: float = arg(0.1, "preference rows (step DPO): TRL's DPO beta, how far the policy may move from the "
                            "reference (the policy before this run); larger stays closer")
+    nll_weight: float = arg(1.0, "preference rows (step DPO): weight of the chosen step's negative "
+                                 "log-likelihood (mean per token) added to DPO's loss, which keeps the chosen "
+                                 "step likely (iterative RPO); 0: DPO alone, which can make both steps unlikely")
 
     def validate_settings(self) -> None:
         super().validate_settings()
         if not (math.isfinite(self.beta) and self.beta > 0):
             raise bad("beta", f"must be a finite number > 0, got {self.beta}")
+        if not (math.isfinite(self.nll_weight) and self.nll_weight >= 0):
+            raise bad("nll_weight", f"must be a finite number >= 0, got {self.nll_weight}")
         if self.merge == "adapter" and not self.use_lora:
             raise bad("merge", "'adapter' needs use_lora=true (full fine-tuning has no adapter); use 'merged'")
 
@@ -310,7 +317,10 @@ def _trl_config(config: PolicyTrainConfig, checkpoints: Path, preferences: bool 
 
     # SFT: prompt labels are -100, so the policy learns the steps, not the question (DPO scores
     # the completions alone by construction)
-    own = {"beta": config.beta} if preferences else {"completion_only_loss": True}
+    own = {"completion_only_loss": True}
+    if preferences:  # TRL adds its losses, each times its weight; "sft" is the chosen step's NLL
+        own = {"beta": config.beta, "loss_type": ["sigmoid", "sft"] if config.nll_weight else ["sigmoid"],
+               "loss_weights": [1.0, config.nll_weight] if config.nll_weight else [1.0]}
     return (DPOConfig if preferences else SFTConfig)(
         output_dir=str(checkpoints),  # the Trainer's checkpoints (weights as safetensors), for resume
         **config.trainer_arguments(config.deepspeed),
