@@ -144,3 +144,21 @@ def test_a_killed_dpo_run_resumes_from_its_checkpoint_to_the_same_curve(base_dir
 def test_beta_is_checked_at_load_naming_the_key():
     with pytest.raises(ConfigError, match="config key 'beta': must be a finite number > 0"):
         load_config(PolicyTrainConfig, None, ["base_model=m", "beta=0"]).validate()
+
+
+def test_nll_weight_adds_the_chosen_step_s_mean_token_nll_to_the_dpo_loss(base_dir, tmp_path):
+    """The first step's loss is DPO's log 2 (policy = reference) plus nll_weight times the chosen
+    step's negative log-likelihood per token, computed here from plain forward passes."""
+    pair = read_preference_examples([write_rows(tmp_path / "pair.jsonl", preference_rows(1)[:1])], formats=tasks)
+    examples = [pair[0]] * 4
+    cfg = settings(base_dir, tmp_path / "out", use_lora=True, nll_weight=0.5, max_steps=1)
+    model, tokenizer = load_base(cfg)
+    [ids] = tokenize_pairs(examples[:1], tokenizer)
+    nll = -completion_logp(model.eval(), ids["prompt_ids"], ids["chosen_ids"]) / len(ids["chosen_ids"])
+    trainer = build_trainer(cfg, examples, [], model, tokenizer)
+    trainer.train()
+    [first] = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert nll > 1.0  # an untrained step: the term is large enough to be seen
+    assert first == pytest.approx(math.log(2) + 0.5 * nll, rel=1e-4)
+    with pytest.raises(ConfigError, match="config key 'nll_weight': must be a finite number >= 0"):
+        load_config(PolicyTrainConfig, None, ["base_model=m", "nll_weight=-1"]).validate()
