@@ -69,6 +69,23 @@ def test_output_dir_of_another_run_is_refused_unless_told(tmp_path):
     assert not (tmp_path / "round_0").exists()
 
 
+def test_a_run_saved_before_a_key_existed_is_the_same_run_while_the_key_keeps_its_default(tmp_path):
+    config = load_config(LoopConfig, None, [f"output_dir={tmp_path}", "rounds=1"])
+    check_output_dir(config)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["policy"]["nll_weight"]  # as a run written before the key was added
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_output_dir(config)  # the default: the same run, resumed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    changed = load_config(LoopConfig, None, [f"output_dir={tmp_path}", "rounds=1", "policy.nll_weight=0"])
+    with pytest.raises(ConfigError, match=r"different config \(keys \['policy'\]\)"):
+        check_output_dir(changed)
+    saved["policy"]["a_key_since_removed"] = 1  # unreadable now: compared as saved, so another run
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ConfigError, match="different config"):
+        check_output_dir(config)
+
+
 @pytest.mark.parametrize("override, message", [
     (["rounds=0"], "config key 'rounds': must be >= 1"),
     (["search.algorithm=mcts_beta"], "config key 'search.algorithm': unknown algorithm 'mcts_beta'"),
