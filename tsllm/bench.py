@@ -65,9 +65,10 @@ def _tiny_models(workdir: Path, tokenizer: str = "char") -> tuple[Path, Any]:
 def writes_whole_characters(model, tokenizer) -> list[int]:
     """Make a random Llama never sample the tokens that are not whole characters alone, and return
     their ids. A byte-level vocabulary holds the lone bytes 0x80-0xFF; a trained model never writes
-    them in ASCII text, but random weights pick one token in four of them. Each decodes to U+FFFD,
-    which re-encodes as three bytes, so a random step's text (what prompts and the value model read)
-    would be ~1.8 times the tokens generated, a cost no trained model pays. Dimension 0 of the
+    them in ASCII text, but random weights sample them often. Each decodes to U+FFFD, which
+    re-encodes as three bytes, so a random step's text (what prompts and the value model read)
+    would be longer in tokens than what was generated, a cost no trained model pays (measured in
+    docs/RESULTS.md, engine benchmark). Dimension 0 of the
     residual stream becomes a positive constant (its embedding column; no layer writes to it), and
     those tokens' output rows read it with a large negative weight; the other tokens' choices stay
     those of random weights. A character vocabulary has no such token and is left as it is."""

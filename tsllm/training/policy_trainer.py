@@ -25,8 +25,8 @@ TRL's `DPOTrainer` (step DPO): the prompt is the state's text, each completion o
 only after a step that ends the game (tokenized here, as step rows are, for the same reason), and
 the reference is the policy being trained at its start: with LoRA the base with the adapter off
 (TRL's PEFT reference), else a frozen copy. `beta` is DPO's; `nll_weight` adds the chosen step's
-negative log-likelihood to the loss (DPO alone lowers both steps' likelihood as readily as it
-parts them: on reach it taught the policy to write empty steps). A file of preference rows is
+negative log-likelihood to the loss (DPO alone can meet its loss by making both steps unlikely:
+on reach it taught the policy to write empty steps). A file of preference rows is
 recognised by its first row holding `chosen`; the held-out loss is then the training loss.
 
 Output, the layout both trainers share (tsllm.training.args): `<output_dir>/model/` and
@@ -319,8 +319,8 @@ def _trl_config(config: PolicyTrainConfig, checkpoints: Path, preferences: bool 
     # the completions alone by construction)
     own = {"completion_only_loss": True}
     if preferences:  # TRL adds its losses, each times its weight; "sft" is the chosen step's NLL
-        own = {"beta": config.beta, "loss_type": ["sigmoid", "sft"] if config.nll_weight else ["sigmoid"],
-               "loss_weights": [1.0, config.nll_weight] if config.nll_weight else [1.0]}
+        losses = {"sigmoid": 1.0, **({"sft": config.nll_weight} if config.nll_weight else {})}
+        own = {"beta": config.beta, "loss_type": list(losses), "loss_weights": list(losses.values())}
     return (DPOConfig if preferences else SFTConfig)(
         output_dir=str(checkpoints),  # the Trainer's checkpoints (weights as safetensors), for resume
         **config.trainer_arguments(config.deepspeed),
