@@ -88,3 +88,15 @@ def test_kept_kv_caches_score_later_children_from_their_parents():
     assert 0 < tiny_store.kv_store.bytes <= 0.05 * 2**20  # least recently used entries were dropped
     with pytest.raises(ValueError, match="kv_cache_mib must be >= 0"):
         ValueFunction(model, tokenizer, kv_cache_mib=-1)
+
+
+def test_batches_put_texts_with_as_many_own_tokens_together():
+    # every layer runs a batch's own tokens (those after each text's prefix) padded to the longest,
+    # so texts are batched by that length, whatever their prefixes: here two short and two long rests
+    model, tokenizer = build_value_model(tiny=TINY)
+    scorer = ValueFunction(model, tokenizer, max_batch_size=2)
+    rows = [[1] * 13, [1] * 5, [1] * 30, [1] * 22]
+    groups = [(10, [0]), (2, [1]), (10, [2]), (2, [3])]  # (prefix, members): rests 3, 3, 20, 20
+    batches = list(scorer._batches(rows, groups))
+    rests = [sorted(len(rows[i]) - prefix for prefix, members in batch for i in members) for batch in batches]
+    assert rests == [[3, 3], [20, 20]]

@@ -348,11 +348,12 @@ class ValueFunction:
         return values
 
     def _batches(self, rows, groups):
-        """Groups packed into batches of at most `max_batch_size` texts, similar lengths together
-        so a batch pads little; a group larger than a batch is split."""
+        """Groups packed into batches of at most `max_batch_size` texts, a group larger than a batch
+        split. Pieces are ordered by the longest text after its prefix: that rest is what every
+        layer runs padded to the batch's longest, while a prefix only pads the attention's keys."""
         pieces = [(prefix, members[k : k + self.max_batch_size]) for prefix, members in groups
                   for k in range(0, len(members), self.max_batch_size)]
-        pieces.sort(key=lambda piece: (piece[0], max(len(rows[i]) for i in piece[1])))
+        pieces.sort(key=lambda piece: (max(len(rows[i]) for i in piece[1]) - piece[0], piece[0]))
         batch: list[tuple[int, list[int]]] = []
         for piece in pieces:
             if batch and sum(len(m) for _, m in batch) + len(piece[1]) > self.max_batch_size:
@@ -369,7 +370,7 @@ class ValueFunction:
         owners = torch.tensor([g for g, (_, members) in enumerate(batch) for _ in members], device=self.device)
         members = [i for _, group in batch for i in group]
         cache, mask = self._prefix_cache(rows, batch, stored)
-        if cache is not None:
+        if cache is not None and len(members) > len(batch):  # a group of several: copy its prefix per member
             cache.reorder_cache(owners)
             mask = mask[owners]
         rest_ids, rest_mask = (t.to(self.device) for t in left_padded(
