@@ -208,6 +208,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def as_read_now(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, as this version reads it: a key added since takes
+    its default, so an upgrade that adds keys does not make every earlier run (or checkpoint)
+    another one. A saved config this version cannot read (a key since removed) is returned as it is."""
+    try:
+        return to_dict(from_dict(cls, saved))
+    except ConfigError:
+        return saved
+
+
 def to_yaml(cfg: Any) -> str:
     """The resolved config as YAML, keys in the dataclasses' order."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None, width=120)

@@ -57,7 +57,7 @@ from typing import Any, Literal
 from tsllm import distributed as dist
 from tsllm import tasks  # the rows' prompt formats, passed to the trainers
 from tsllm.atomic import write_jsonl
-from tsllm.config import ConfigError, from_dict, to_dict
+from tsllm.config import ConfigError, as_read_now, to_dict
 from tsllm.evaluate import chunks
 from tsllm.loop_config import LoopConfig, trainer_settings
 from tsllm.progress import show_progress
@@ -545,16 +545,6 @@ def solved_problems(rows: list[dict]) -> int:
     return len({r["question"] for r in rows if r["reward"] > 0})
 
 
-def _as_read_now(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved config as this version reads it: a key added since the run was written takes its
-    default, so an upgrade that adds keys does not make every earlier run another run. A saved
-    config this version cannot read (a key since removed) is compared as it is."""
-    try:
-        return to_dict(from_dict(cls, saved))
-    except ConfigError:
-        return saved
-
-
 def check_output_dir(config: LoopConfig, mode: Literal["refuse", "resume", "overwrite"] = "refuse") -> None:
     """Refuse an output dir that holds a different config's run unless told to resume or
     overwrite; record this run's config in it."""
@@ -568,7 +558,7 @@ def check_output_dir(config: LoopConfig, mode: Literal["refuse", "resume", "over
                           "but no config.json, so which run wrote them is unknown; pass --overwrite to start "
                           "over there, or choose another --output-dir")
     if saved.is_file():
-        previous = _as_read_now(type(config), json.loads(saved.read_text()))
+        previous = as_read_now(type(config), json.loads(saved.read_text()))
         # the run folder is the run's identity: the same run named by another path (relative or
         # absolute, or after a move) is the same run
         same = {k: v for k, v in previous.items() if k != "output_dir"} == \

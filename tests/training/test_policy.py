@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from tests.launch import TORCHRUN, run_launcher
 from tsllm import tasks
-from tsllm.config import ConfigError, load_config
+from tsllm.config import ConfigError, load_config, to_dict
 from tsllm.envs.base import DataError
 from tsllm.envs.game24 import Game24Env, split
 from tsllm.generation.hf import HFGenerator
@@ -25,12 +25,15 @@ from tsllm.models.tiny import (
 )
 from tsllm.training.args import METRICS_FILE
 from tsllm.training.policy_trainer import (
+    RESUME_FILE,
+    RESUME_FREE_KEYS,
     PolicyTrainConfig,
     build_trainer,
     load_base,
     merge_adapter,
     read_examples,
     read_step_examples,
+    resume_point,
     split_examples,
     train_policy,
 )
@@ -370,6 +373,21 @@ class KillAfterCheckpoint(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):  # called once the checkpoint is on disk
         if state.global_step == self.step:
             raise Killed(f"killed after the checkpoint of step {self.step}")
+
+
+def test_checkpoints_saved_before_a_key_existed_resume_while_it_keeps_its_default(base_dir, tmp_path):
+    cfg = config(base_dir, tmp_path / "out")
+    checkpoints = tmp_path / "out" / "checkpoints"
+    (checkpoints / "checkpoint-4").mkdir(parents=True)
+    (checkpoints / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    # what a version without nll_weight wrote
+    saved = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_FREE_KEYS and k != "nll_weight"}
+    (checkpoints / RESUME_FILE).write_text(json.dumps({**saved, "examples": 64}))
+    assert resume_point(cfg, checkpoints, examples=64) == checkpoints / "checkpoint-4"
+    with pytest.raises(ConfigError, match=r"\(nll_weight\)"):  # not its default: other training
+        resume_point(config(base_dir, tmp_path / "out", nll_weight=0.5), checkpoints, examples=64)
+    with pytest.raises(ConfigError, match=r"\(examples\)"):
+        resume_point(cfg, checkpoints, examples=65)
 
 
 def test_a_killed_run_resumes_from_its_safetensors_checkpoint_to_the_same_curve(base_dir, traj_file, tmp_path):

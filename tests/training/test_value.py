@@ -39,7 +39,13 @@ from tsllm.training.data import (
     split_by_question,
     write_jsonl,
 )
-from tsllm.training.value_trainer import StopAfterCheckpoint, ValueTrainConfig, train_value
+from tsllm.training.value_trainer import (
+    StopAfterCheckpoint,
+    ValueTrainConfig,
+    check_resume,
+    resumable_config,
+    train_value,
+)
 
 TINY = TinyModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_position_embeddings=128)
 TEXTS = ["Input: 4 4 6 8\n", "Input: 4 4 6 8\n4 + 4 = 8 (left: 6 8 8)\n", "x",
@@ -210,6 +216,14 @@ def test_value_separates_solvable_from_unsolvable_game24_states_on_held_out_puzz
 
 class Killed(Exception):
     """Stands in for a SIGKILL right after a checkpoint is written."""
+
+
+def test_a_checkpoint_saved_before_a_key_existed_resumes_while_it_keeps_its_default(tmp_path):
+    cfg = config(tmp_path, [])
+    saved = {k: v for k, v in resumable_config(cfg).items() if k != "warmup_ratio"}  # an older version's
+    check_resume({"config": saved, "num_processes": 1}, cfg, 1, tmp_path)
+    with pytest.raises(ConfigError, match=f"warmup_ratio={cfg.warmup_ratio}, the config now says 0.2"):  # its default
+        check_resume({"config": saved, "num_processes": 1}, config(tmp_path, [], warmup_ratio=0.2), 1, tmp_path)
 
 
 @pytest.mark.parametrize("use_lora", [False, True])

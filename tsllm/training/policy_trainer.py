@@ -67,7 +67,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tsllm.atomic import write_dir, write_json
-from tsllm.config import ConfigError, bad, to_dict
+from tsllm.config import ConfigError, as_read_now, bad, to_dict
 from tsllm.envs.base import DataError, iter_jsonl
 from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
@@ -351,6 +351,9 @@ def resume_point(config: PolicyTrainConfig, checkpoints: Path, examples: int) ->
         return None
     wanted = {**{k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}, "examples": examples}
     saved = json.loads((checkpoints / RESUME_FILE).read_text()) if (checkpoints / RESUME_FILE).is_file() else {}
+    if "examples" in saved:  # keys added since the checkpoints were written count at their defaults
+        trained = as_read_now(type(config), {k: v for k, v in saved.items() if k != "examples"})
+        saved = {**{k: v for k, v in trained.items() if k not in RESUME_FREE_KEYS}, "examples": saved["examples"]}
     changed = sorted(k for k in set(wanted) | set(saved) if wanted.get(k) != saved.get(k))
     if changed:
         raise ConfigError(f"{checkpoints} holds checkpoints trained with other settings ({', '.join(changed)}); "

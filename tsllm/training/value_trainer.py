@@ -55,7 +55,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from tsllm.atomic import replace_dir, write_json
-from tsllm.config import ConfigError, bad, to_dict
+from tsllm.config import ConfigError, as_read_now, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.value import (
     LORA_TARGETS_DEFAULT,
@@ -367,7 +367,9 @@ def resumable_config(config: ValueTrainConfig) -> dict[str, Any]:
 
 
 def check_resume(saved: dict, config: ValueTrainConfig, num_processes: int, folder: Path) -> None:
-    before, now = saved["config"], resumable_config(config)
+    # keys added since the checkpoint was written count at their defaults
+    before = {k: v for k, v in as_read_now(type(config), saved["config"]).items() if k not in RESUME_FREE_KEYS}
+    now = resumable_config(config)
     changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
     if changed:
         key = changed[0]
