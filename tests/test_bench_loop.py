@@ -71,3 +71,29 @@ def test_bad_arms_or_seeds_stop_before_any_work(tmp_path, capsys, flags, message
 def test_a_tree_target_with_sampling_is_refused_naming_the_key(tmp_path):
     with pytest.raises(ConfigError, match="config key 'policy.target'"):
         bench_loop.load_arm(None, ["policy.target=visits"], tmp_path, "sampling", None)
+
+
+def test_round_0s_search_is_shared_only_with_arms_that_can_read_it(tmp_path):
+    def arm(name):
+        return bench_loop.load_arm(None, ["task=reach"], tmp_path, name, seed=0)
+
+    base = ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
+    assert bench_loop.shared_stages(arm("advantages"), arm("paths")) == [*base, "round_0/search"]
+    assert bench_loop.shared_stages(arm("advantages"), arm("visits")) == [*base, "round_0/search"]
+    assert bench_loop.shared_stages(arm("advantages"), arm("sampling")) == [*base, "round_0/search"]
+    assert bench_loop.shared_stages(arm("paths"), arm("sampling")) == [*base, "round_0/search"]
+    assert bench_loop.shared_stages(arm("paths"), arm("advantages")) == base  # paths keeps no trees
+    assert bench_loop.shared_stages(arm("sampling"), arm("paths")) == base  # an RFT first arm ran no search
+
+
+def test_sharing_copies_only_completed_stages_the_target_lacks_and_points_them_at_the_copy(tmp_path):
+    source, target = tmp_path / "seed_0" / "paths", tmp_path / "seed_0" / "sampling"
+    for stage in ("warmstart", "round_0/search", "round_0/value"):
+        (source / stage).mkdir(parents=True)
+    (source / "warmstart" / "done.json").write_text(f'{{"policy": "{source}/warmstart/model"}}')
+    (source / "round_0" / "search" / "done.json").write_text('{"compute_per_question": 12.5}')
+    (target / "round_0" / "search").mkdir(parents=True)  # already there: kept as it is
+    copied = bench_loop.share_warm_start(source, target, ["warmstart", "round_0/value", "round_0/search"])
+    assert copied == ["warmstart"]  # round_0/value never completed in the source
+    assert (target / "warmstart" / "done.json").read_text() == f'{{"policy": "{target}/warmstart/model"}}'
+    assert not (target / "round_0" / "value").exists() and not (target / "round_0" / "search" / "done.json").exists()

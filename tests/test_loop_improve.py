@@ -116,11 +116,12 @@ def test_a_short_first_rollout_does_not_make_a_problem_overspend():
     assert abs(spent["compute"] - 200) <= 46 and spent["compute"] == 11 + 46 * (spent["rollouts"] - 1)
 
 
-def test_the_rft_target_is_the_training_search_s_mean_over_the_whole_pool():
+def test_the_rft_target_is_the_training_search_s_mean_over_the_whole_pool(tmp_path):
     """Training and evaluation budgets differ, so the training search is run to price a pool
     problem: on all of the pool (here 100 problems whose costs rise, so no prefix of the pool has
-    the pool's mean), not on a subsample."""
+    the pool's mean), not on a subsample; unless this round's training search already ran here."""
     loop = object.__new__(Loop)
+    loop.out = tmp_path
     loop.config = SimpleNamespace(search=SimpleNamespace(budget=lambda training: ({}, {"max_compute": 900 if training
                                                                                     else 400})))
     loop.pool = lambda k: list(range(100))
@@ -133,6 +134,11 @@ def test_the_rft_target_is_the_training_search_s_mean_over_the_whole_pool():
     loop._search = search
     assert loop.search_compute(0, "policy", "value", {"search_compute_per_question": 123.0}) == 505.0
     assert searched == list(range(100))
+    (tmp_path / "round_0" / "search").mkdir(parents=True)  # as the loop bench shares a search arm's round 0
+    (tmp_path / "round_0" / "search" / "done.json").write_text('{"compute_per_question": 480.5}')
+    assert loop.search_compute(0, "policy", "value", {"search_compute_per_question": 123.0}) == 480.5
+    assert loop.search_compute(1, "policy", "value", {"search_compute_per_question": 123.0}) == 505.0
+    assert searched == list(range(100)) * 2  # round 1 had no search to read: measured
 
 
 # ----------------------------------------------------------------------------- config
@@ -265,8 +271,12 @@ def test_rft_loop_samples_fresh_pools_at_the_search_s_tokens_and_replays(tmp_pat
         assert len({(r["question"], json.dumps(r["steps"])) for r in data}) == len(data) == len(distinct)
 
 
-def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, registered):
+def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, registered, monkeypatch):
     out = tmp_path / "bench"
+    searched_for = []  # the label of every search run, to see which stages searched
+    search = Loop._search
+    monkeypatch.setattr(Loop, "_search", lambda self, policy, value, problems, label, **kw:
+                        searched_for.append(label) or search(self, policy, value, problems, label, **kw))
     # training's search budget differs from evaluation's, so the RFT arm measures the training search
     tiny = [*TINY[1:], "rounds=1", "task=successor", "search.train_knobs={num_simulations: 3}"]
     arms = ["--arms", "search,advantages,sampling"]
@@ -281,7 +291,8 @@ def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, register
                                                                                          *tiny])
     assert result["seconds"] > 0
     shared = ["warmstart", "round_0/sample", "round_0/value", "round_0/eval"]
-    assert result["shared_warm_start"] == {"0": {"advantages": shared, "sampling": shared}}
+    # the search arm kept no trees, so only the RFT arm takes its round-0 search (for its compute)
+    assert result["shared_warm_start"] == {"0": {"advantages": shared, "sampling": [*shared, "round_0/search"]}}
     # the advantages arm learnt from its search's trees: the rows the targets module gives, in the policy's folder
     trees = read_jsonl(out / "advantages" / "round_0" / "search" / "trees.jsonl")
     assert len(trees) == 4 and not (out / "search" / "round_0" / "search" / "trees.jsonl").exists()
@@ -309,10 +320,12 @@ def test_bench_loop_runs_its_arms_from_one_warm_start(tmp_path, capsys, register
     assert [r["train_solved"] for r in result["table"]] == [search[0]["train_solved"],
                                                             result["runs"]["advantages"][0]["train_solved"],
                                                             sampling[0]["train_solved"], None, None, None]
-    # the RFT run's target is what the training search spent per pool problem: measured on the whole
-    # pool with round 0's shared policy and value, so exactly the search arm's improve compute
+    # the RFT run's target is what the training search spent per pool problem: read from the search
+    # arm's round 0 (the same policy, value and knobs), the whole pool, not the held-out search's
     target = json.loads((out / "sampling" / "round_0" / "sampling" / "done.json").read_text())["target_compute"]
     assert target == search[0]["improve_compute_per_question"] != search[0]["search_compute_per_question"]
+    assert searched_for.count("search round 0") == 2  # the search arm's and the advantages arm's
+    assert "measure search round 0" not in searched_for
     assert sampling[0]["improve_tokens_per_question"] > 0
 
 

@@ -21,7 +21,11 @@ All arms of one seed start from one warm start: every arm after the first begins
 the first arm's `warmstart` folder and its round-0 `sample`, `value` and `eval` stages, which are
 identical by construction (the same config but `improve` / `policy.target`, the same seed, and
 nothing yet trained on any arm's improve data), so the comparison is not blurred by several warm
-starts and each extra arm costs one less.
+starts and each extra arm costs one less. Round 0's training search is the same in every arm too
+(the same policy, value model and knobs): when the first arm is a search arm, the later ones get
+its `search` stage, a tree target only if the first arm kept its trees (put a tree target first to
+share it with all), and the RFT arm reads its compute target from it instead of running the
+search again to measure it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 
 from tsllm.config import ConfigError
 from tsllm.loop_config import LoopConfig
-from tsllm.training.targets import TARGETS
+from tsllm.training.targets import TARGETS, TREE_TARGETS
 
 ARMS = (*TARGETS, "sampling")
 ALIASES = {"search": "paths"}  # the arm's old name: the search loop on winning paths
@@ -66,11 +70,22 @@ def arm_dir(out: Path, arm: str, seed: int | None) -> Path:
     return out / arm if seed is None else out / f"seed_{seed}" / arm
 
 
-def share_warm_start(source: Path, target: Path) -> list[str]:
-    """Copy `source`'s warm start and round-0 shared stages into `target` (those it lacks), with the
+def shared_stages(first: LoopConfig, arm: LoopConfig) -> list[str]:
+    """The stages `arm` can take from the seed's first arm: the warm start, round 0's shared stages,
+    and round 0's training search when `first` ran one that holds what `arm` reads (trees for a
+    tree target; the RFT arm reads only its compute)."""
+    stages = ["warmstart", *(f"round_0/{name}" for name in SHARED_ROUND_0)]
+    if first.improve == "search" and (first.policy.target in TREE_TARGETS or arm.improve == "sampling"
+                                      or arm.policy.target not in TREE_TARGETS):
+        stages.append("round_0/search")
+    return stages
+
+
+def share_warm_start(source: Path, target: Path, stages: list[str]) -> list[str]:
+    """Copy `source`'s `stages` into `target` (those it lacks and `source` completed), with the
     paths their done.json / results.json name pointed at `target`'s copies. Returns what was copied."""
     copied = []
-    for stage in ["warmstart", *(f"round_0/{name}" for name in SHARED_ROUND_0)]:
+    for stage in stages:
         src, dst = source / stage, target / stage
         if not (src / "done.json").is_file() or dst.exists():
             continue
@@ -113,7 +128,8 @@ def run_loop_bench(config_file: str | None, overrides: list[str], output_dir: st
         for arm in arms:
             config = configs[seed, arm]
             if arm != arms[0]:
-                shared[arm] = share_warm_start(arm_dir(out, arms[0], seed), arm_dir(out, arm, seed))
+                shared[arm] = share_warm_start(arm_dir(out, arms[0], seed), arm_dir(out, arm, seed),
+                                               shared_stages(configs[seed, arms[0]], config))
             print(f"tsllm bench loop: arm {arm} ({' '.join(arm_overrides(arm))}), seed {config.seed}, "
                   f"output {config.output_dir}", file=sys.stderr)
             name = f"{out.name}-{arm}" + ("" if seed is None else f"-seed{seed}")

@@ -304,13 +304,17 @@ class Loop:
     def search_compute(self, k: int, policy: str, value: str, evaluated: dict) -> float:
         """Compute per problem (policy tokens processed: `Budget.compute`) the training search
         spends in round k: the held-out search's when training and evaluation share a budget (same
-        policy, value and knobs), else measured by running the training search on the whole pool,
+        policy, value and knobs), else this round's training search's when one ran in this folder
+        (the loop bench shares round 0's), else measured by running the training search on the whole pool,
         each rank its share (what it finds is dropped: the RFT data must come from sampling
         alone). Not a subsample: a search that stops at its first win spends anywhere from one
         path to its whole cap per problem, so a few dozen problems can miss the mean by a fifth."""
         s = self.config.search
         if s.budget(training=True) == s.budget(training=False):
             return evaluated["search_compute_per_question"]
+        shared = self.out / f"round_{k}" / "search" / "done.json"
+        if shared.is_file():  # `tsllm bench loop` gave this arm a search arm's round 0, run with these models
+            return json.loads(shared.read_text())["compute_per_question"]
         outs, _ = self._search(policy, value, [p for _, p in dist.shard(self.pool(k))], f"measure search round {k}")
         spent, searched = dist.sum_over_ranks([sum(out.budget.compute for out in outs), len(outs)])
         return spent / searched
