@@ -23,10 +23,9 @@ from tsllm.generation.hf import HFGenerator
 from tsllm.models.tiny import (
     load_causal_lm,
 )
-from tsllm.training.args import METRICS_FILE
+from tsllm.training.args import METRICS_FILE, RESUME_FREE_KEYS
 from tsllm.training.policy_trainer import (
     RESUME_FILE,
-    RESUME_FREE_KEYS,
     PolicyTrainConfig,
     build_trainer,
     load_base,

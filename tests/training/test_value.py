@@ -32,6 +32,7 @@ from tsllm.models.value import (
     save_value_model,
 )
 from tsllm.tasks.warmstart import game24_contrast_trajectories
+from tsllm.training.args import resumable_settings
 from tsllm.training.data import (
     build_value_examples,
     parse_trajectory,
@@ -43,7 +44,6 @@ from tsllm.training.value_trainer import (
     StopAfterCheckpoint,
     ValueTrainConfig,
     check_resume,
-    resumable_config,
     train_value,
 )
 
@@ -220,7 +220,7 @@ class Killed(Exception):
 
 def test_a_checkpoint_saved_before_a_key_existed_resumes_while_it_keeps_its_default(tmp_path):
     cfg = config(tmp_path, [])
-    saved = {k: v for k, v in resumable_config(cfg).items() if k != "warmup_ratio"}  # an older version's
+    saved = {k: v for k, v in resumable_settings(cfg).items() if k != "warmup_ratio"}  # an older version's
     check_resume({"config": saved, "num_processes": 1}, cfg, 1, tmp_path)
     with pytest.raises(ConfigError, match=f"warmup_ratio={cfg.warmup_ratio}, the config now says 0.2"):  # its default
         check_resume({"config": saved, "num_processes": 1}, config(tmp_path, [], warmup_ratio=0.2), 1, tmp_path)

@@ -22,12 +22,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tsllm.config import bad
+from tsllm.config import as_read_now, bad, to_dict
 from tsllm.models.tiny import TinyModelConfig
 
 METRICS_FILE = "metrics.json"  # in <output_dir>, beside model/ and checkpoints/
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
+# Keys that may change between a run and its resume without changing what is trained.
+RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
+
+
+def resumable_settings(config: Any) -> dict[str, Any]:
+    """A trainer config's settings that a resume must find unchanged (written beside checkpoints)."""
+    return {k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}
+
+
+def changed_settings(config: Any, saved: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{key: (saved value, value now)} for each resumable setting `config` changes from `saved`,
+    read as this version reads it: keys added since the checkpoints were written count at their
+    defaults, so an upgrade that adds a key does not refuse every earlier checkpoint."""
+    before = {k: v for k, v in as_read_now(type(config), saved).items() if k not in RESUME_FREE_KEYS}
+    now = resumable_settings(config)
+    return {k: (before.get(k), now.get(k)) for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)}
 
 
 def arg(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:  # noqa: A002 (TRL's name)

@@ -67,11 +67,20 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tsllm.atomic import write_dir, write_json
-from tsllm.config import ConfigError, as_read_now, bad, to_dict
+from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError, iter_jsonl
 from tsllm.models.tiny import build_tiny, load_causal_lm
 from tsllm.progress import quiet_library_bars
-from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.training.args import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    TrainArgs,
+    arg,
+    changed_settings,
+    default_of,
+    resumable_settings,
+)
 from tsllm.training.callbacks import StopAfterSeconds, quiet_off_terminal
 from tsllm.training.data import (
     Formats,
@@ -334,8 +343,6 @@ def _trl_config(config: PolicyTrainConfig, checkpoints: Path, preferences: bool 
     )
 
 
-# Keys that may change between a run and its resume without changing what is trained.
-RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
 RESUME_FILE = "resume.json"  # in <output_dir>/checkpoints: what the checkpoints were trained with
 
 
@@ -349,12 +356,9 @@ def resume_point(config: PolicyTrainConfig, checkpoints: Path, examples: int) ->
             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
     if not done:
         return None
-    wanted = {**{k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}, "examples": examples}
     saved = json.loads((checkpoints / RESUME_FILE).read_text()) if (checkpoints / RESUME_FILE).is_file() else {}
-    if "examples" in saved:  # keys added since the checkpoints were written count at their defaults
-        trained = as_read_now(type(config), {k: v for k, v in saved.items() if k != "examples"})
-        saved = {**{k: v for k, v in trained.items() if k not in RESUME_FREE_KEYS}, "examples": saved["examples"]}
-    changed = sorted(k for k in set(wanted) | set(saved) if wanted.get(k) != saved.get(k))
+    trained = saved.pop("examples", None)
+    changed = [*changed_settings(config, saved), *(["examples"] if trained != examples else [])]
     if changed:
         raise ConfigError(f"{checkpoints} holds checkpoints trained with other settings ({', '.join(changed)}); "
                           "restore them, or set resume=false to start over")
@@ -565,8 +569,7 @@ def train_policy(config: PolicyTrainConfig, examples: list[dict[str, str]] | Non
     resume_from = resume_point(config, checkpoints, len(train))
     if trainer.is_world_process_zero() and resume_from is None:  # a fresh start: drop stale checkpoints
         shutil.rmtree(checkpoints, ignore_errors=True)
-        saved = {k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}
-        write_json({**saved, "examples": len(train)}, checkpoints / RESUME_FILE)
+        write_json({**resumable_settings(config), "examples": len(train)}, checkpoints / RESUME_FILE)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # no rank trains before the checkpoints folder is settled
     started = time.perf_counter()

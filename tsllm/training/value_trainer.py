@@ -55,7 +55,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from tsllm.atomic import replace_dir, write_json
-from tsllm.config import ConfigError, as_read_now, bad, to_dict
+from tsllm.config import ConfigError, bad, to_dict
 from tsllm.envs.base import DataError
 from tsllm.models.value import (
     LORA_TARGETS_DEFAULT,
@@ -66,7 +66,16 @@ from tsllm.models.value import (
     save_value_model,
 )
 from tsllm.progress import quiet_library_bars
-from tsllm.training.args import CHECKPOINTS_DIR, METRICS_FILE, MODEL_DIR, TrainArgs, arg, default_of
+from tsllm.training.args import (
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    MODEL_DIR,
+    TrainArgs,
+    arg,
+    changed_settings,
+    default_of,
+    resumable_settings,
+)
 from tsllm.training.callbacks import StopAfterSeconds, quiet_off_terminal
 from tsllm.training.data import (
     Formats,
@@ -82,8 +91,6 @@ from tsllm.training.data import (
 from tsllm.training.zero3 import forget_zero3, no_zero3_init
 
 IGNORE = -100.0  # label of tokens that end no prefix
-# Keys that may change between a run and its resume without changing what is trained.
-RESUME_FREE_KEYS = {"output_dir", "resume", "logging_steps", "save_steps", "save_total_limit", "max_seconds"}
 CHECKPOINT_PREFIX = "checkpoint-"  # transformers' name, so its resume finds the step in the folder name
 
 
@@ -362,19 +369,12 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def resumable_config(config: ValueTrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in to_dict(config).items() if k not in RESUME_FREE_KEYS}
-
-
 def check_resume(saved: dict, config: ValueTrainConfig, num_processes: int, folder: Path) -> None:
-    # keys added since the checkpoint was written count at their defaults
-    before = {k: v for k, v in as_read_now(type(config), saved["config"]).items() if k not in RESUME_FREE_KEYS}
-    now = resumable_config(config)
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = changed_settings(config, saved["config"])
     if changed:
-        key = changed[0]
-        raise ConfigError(f"checkpoint {folder} was trained with {key}={before.get(key)!r}, the config now says "
-                          f"{now.get(key)!r} (changed keys: {changed}); use the same config, a new output_dir, "
+        key, (before, now) = next(iter(changed.items()))
+        raise ConfigError(f"checkpoint {folder} was trained with {key}={before!r}, the config now says "
+                          f"{now!r} (changed keys: {list(changed)}); use the same config, a new output_dir, "
                           "or resume=false to start over")
     if saved["num_processes"] != num_processes:
         raise ConfigError(f"checkpoint {folder} was written by {saved['num_processes']} processes, this run has "
@@ -431,7 +431,7 @@ class ValueTrainer(Trainer):
                 save_optimizer(self.optimizer, staging / "optimizer.safetensors")
             write_json(self.lr_scheduler.state_dict(), staging / "scheduler.json")
             self.state.save_to_json(str(staging / "trainer_state.json"))
-            write_json({"config": resumable_config(self.value_config), "num_processes": self.args.world_size,
+            write_json({"config": resumable_settings(self.value_config), "num_processes": self.args.world_size,
                         "optimizer_saved": not self.is_deepspeed_enabled}, staging / "resume.json")
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in
         if main:
