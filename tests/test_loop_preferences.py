@@ -93,9 +93,14 @@ def test_round_1_s_value_model_starts_from_round_0_s_when_continued(run, tmp_pat
     monkeypatch.setattr(Loop, "curve", lambda self, stage, k: [seen])
     done = loop_on(copy, "value.continue_from_previous=true").train_value(1, policy)
     assert done["started_from"] == "round_0/value/model"
+    # it learnt rounds before from the start: round 1's samples and round 0's search are what is new
+    assert done["data_files"] == ["round_1/sample/trajectories.jsonl", "round_0/search/trajectories.jsonl"]
     previous = load_file(copy / "round_0" / "value" / "model" / "model.safetensors")
     assert set(previous) <= set(seen.weights) and "score.weight" in previous  # the head too, not a fresh one
     assert all(torch.equal(previous[k], seen.weights[k]) for k in previous)
-    # off (the default), round 1 starts from the current policy again, and round 0 always did
+    # off (the default), round 1 starts from the current policy again, on all the data, and round 0 always did
     assert loop_on(copy).value_start(1, policy) == policy
+    shutil.rmtree(copy / "round_1" / "value")
+    assert loop_on(copy).train_value(1, policy)["data_files"] == [
+        "round_0/sample/trajectories.jsonl", "round_1/sample/trajectories.jsonl", "round_0/search/trajectories.jsonl"]
     assert json.loads((run / "round_0" / "value" / "done.json").read_text())["started_from"] == "warmstart/model"

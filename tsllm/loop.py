@@ -5,7 +5,8 @@ problems (`Task.pool(k)`: the same every round unless the task draws fresh ones)
   sample  N trajectories per pool_k problem with policy_k            -> trajectories.jsonl
   value   train value_k on every sampled trajectory so far (and, with
           value_from_search, on earlier rounds' improve trajectories),
-          from value_k-1 with value.continue_from_previous            -> model/
+          from value_k-1 with value.continue_from_previous (then on
+          round k's new data only)                                   -> model/
   eval    policy_k greedy, the configured search (policy_k, value_k)
           and CoT-SC at about the search's token budget, on held-out  -> results.json
   improve `search` (improve=search): the search at its training budget
@@ -223,9 +224,11 @@ class Loop:
         def work(tmp: Path) -> dict:
             from tsllm.training.value_trainer import ValueTrainConfig, train_value
 
-            files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(k + 1)]
+            # continued from round k-1's model, which learnt the data before, it trains on what is new
+            first = k if self.config.value.continue_from_previous and k > 0 else 0
+            files = [str(self.out / f"round_{j}" / "sample" / "trajectories.jsonl") for j in range(first, k + 1)]
             if self.config.value_from_search:  # rounds before k: this round's improve stage comes later
-                files += [str(self.improve_folder(j) / "trajectories.jsonl") for j in range(k)]
+                files += [str(self.improve_folder(j) / "trajectories.jsonl") for j in range(max(first - 1, 0), k)]
             settings = {**trainer_settings(self.config.value), "seed": self.config.seed}
             backbone = self.value_start(k, policy)
             metrics = train_value(ValueTrainConfig(data_files=files, base_model=backbone, task=self.config.task,

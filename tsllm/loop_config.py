@@ -115,7 +115,9 @@ ValueSection = trainer_section(
     "The value model's training each round (ValueTrainConfig's fields the loop does not fill).",
     loop_keys={"continue_from_previous": (bool, option(
         False, "start round k's value model from round k-1's (its body and head) instead of from value_backbone "
-               "or the current policy; round 0 starts as before. It still trains on every round's data so far"))})
+               "or the current policy, and train it on the data new in round k only (round k's samples and, with "
+               "value_from_search, round k-1's improve trajectories), so a round's value training does not grow "
+               "with the rounds; round 0 starts as before"))})
 PolicySection = trainer_section(
     "PolicySection", PolicyTrainConfig,
     {"use_lora": True, "merge": "merged", "learning_rate": 1e-3, "num_train_epochs": 2.0,
