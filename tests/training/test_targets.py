@@ -38,6 +38,15 @@ def test_visit_weights_sum_to_one_per_state_and_advantages_are_positive():
     assert all(r["weight"] > 0 for r in targets.target_rows("advantages", GOLDEN["records"]))
 
 
+def test_an_advantage_too_small_to_write_is_dropped_not_written_as_zero():
+    # the trainer refuses a weight of 0; Q - V = 4e-7 is positive but rounds to 0 at 6 digits
+    tree = {"step": None, "visits": 2, "q": 0.3, "value": 0.3,
+            "children": [{"step": "a", "visits": 1, "q": 0.3000004, "value": 0.3},
+                         {"step": "b", "visits": 1, "q": 0.300001, "value": 0.3}]}
+    rows = targets.target_rows("advantages", [{"question": "q", "task": "t", "tree": tree}])
+    assert [(r["step"], r["weight"]) for r in rows] == [("b", 1e-6)]
+
+
 def test_unknown_target_is_refused():
     with pytest.raises(ValueError, match="no tree target 'paths'"):
         targets.target_rows("paths", GOLDEN["records"])

@@ -124,7 +124,9 @@ def advantage_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
     for steps, node in expanded_states(record):
         scored = _scored(node)
         v = state_value(node, [q for _, q in scored])
-        rows += [_step_row(record, steps, c, q - v) for c, q in scored if v is not None and q - v > 0]
+        # kept where positive as written: an advantage under the weights' precision rounds to 0
+        rows += [_step_row(record, steps, c, q - v) for c, q in scored
+                 if v is not None and round(q - v, WEIGHT_DIGITS) > 0]
     return rows
 
 
