@@ -14,6 +14,7 @@ models already evaluated in OUT.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -26,22 +27,15 @@ from tsllm.loop_config import LoopConfig, trainer_settings
 from tsllm.training.policy_trainer import PolicyTrainConfig, train_policy
 
 
-def start_model(run: Path, k: int) -> str:
-    """The policy round k's policy stage started from: round k-1's, or the warm start's."""
-    stage = run / (f"round_{k - 1}/policy" if k > 0 else "warmstart")
-    stored = json.loads((stage / "done.json").read_text())["policy"]
-    return stored if Path(stored).is_absolute() else str(run / stored)
-
-
-def retrain(run: Path, config: LoopConfig, seed: int, out: Path) -> Path:
-    k = config.rounds - 1
+def retrain(loop: Loop, seed: int, out: Path) -> None:
+    """The last policy stage of `loop`'s run again, with training seed `seed`, into `out`."""
+    config, k = loop.config, loop.config.rounds - 1
+    start = loop.out / (f"round_{k - 1}/policy" if k > 0 else "warmstart")  # the model that stage started from
     settings = {**trainer_settings(config.policy), "seed": seed, "min_reward": None}  # as Loop.train_policy
-    template = Loop(config, progress=False).template  # the prompts as the run rendered them
-    train_policy(PolicyTrainConfig(base_model=start_model(run, k), task=config.task, output_dir=str(out),
-                                   data_files=[str(run / f"round_{k}" / "policy" / "policy_data.jsonl")],
-                                   template=template, **settings),
+    train_policy(PolicyTrainConfig(base_model=loop.model_path(json.loads((start / "done.json").read_text())["policy"]),
+                                   data_files=[str(loop.out / f"round_{k}" / "policy" / "policy_data.jsonl")],
+                                   task=config.task, output_dir=str(out), template=loop.template, **settings),
                  formats=tasks)
-    return out / "model"
 
 
 def greedy_accuracy(run: Path, rounds: int, policy: Path | None, out: Path) -> float:
@@ -63,15 +57,16 @@ def main() -> None:
     parser.add_argument("--out-dir", required=True, type=Path)
     args = parser.parse_args()
     config = from_dict(LoopConfig, json.loads((args.run / "config.json").read_text()))
+    loop = Loop(dataclasses.replace(config, output_dir=str(args.run)), progress=False)  # the run's prompts and paths
     seeds = [int(s) for s in args.train_seeds.split(",")]
     args.out_dir.mkdir(parents=True, exist_ok=True)
     own = greedy_accuracy(args.run, config.rounds, None, args.out_dir / "own.json")
     greedy = {}
     for seed in seeds:
-        done = (args.out_dir / f"seed_{seed}.json").is_file()
-        model = args.out_dir / f"seed_{seed}" / "model" if done else retrain(args.run, config, seed,
-                                                                           args.out_dir / f"seed_{seed}")
-        greedy[seed] = greedy_accuracy(args.run, config.rounds, model, args.out_dir / f"seed_{seed}.json")
+        model, evaluated = args.out_dir / f"seed_{seed}", args.out_dir / f"seed_{seed}.json"
+        if not evaluated.is_file():
+            retrain(loop, seed, model)
+        greedy[seed] = greedy_accuracy(args.run, config.rounds, model / "model", evaluated)
         print(f"training seed {seed}: final greedy {greedy[seed]:.1%}", flush=True)
     # the run's own seed retrained is a check that training reproduces, not one more sample
     values = list({**greedy, config.seed: own}.values())

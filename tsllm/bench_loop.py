@@ -75,8 +75,8 @@ def shared_stages(first: LoopConfig, arm: LoopConfig) -> list[str]:
     and round 0's training search when `first` ran one that holds what `arm` reads (trees for a
     tree target; the RFT arm reads only its compute)."""
     stages = ["warmstart", *(f"round_0/{name}" for name in SHARED_ROUND_0)]
-    if first.improve == "search" and (first.policy.target in TREE_TARGETS or arm.improve == "sampling"
-                                      or arm.policy.target not in TREE_TARGETS):
+    # the RFT arm's target is paths (a tree target with sampling is refused at load)
+    if first.improve == "search" and (first.policy.target in TREE_TARGETS or arm.policy.target not in TREE_TARGETS):
         stages.append("round_0/search")
     return stages
 
