@@ -61,7 +61,9 @@ def test_the_table_prints_mean_and_std_for_several_seeds_and_the_plot_is_written
 
 
 @pytest.mark.parametrize("flags, message", [(["--arms", "paths,bogus"], "--arms: bogus"),
-                                            (["--seeds", "0"], "--seeds: must be >= 1")])
+                                            (["--seeds", "0"], "--seeds: must be >= 1"),
+                                            (["--first-seed", "3"], "--first-seed: needs --seeds"),
+                                            (["--seeds", "2", "--first-seed", "-1"], "--first-seed: needs --seeds")])
 def test_bad_arms_or_seeds_stop_before_any_work(tmp_path, capsys, flags, message):
     assert main(["bench", "loop", "--output-dir", str(tmp_path / "b"), *flags]) == 2
     assert message in capsys.readouterr().err
@@ -97,3 +99,14 @@ def test_sharing_copies_only_completed_stages_the_target_lacks_and_points_them_a
     assert copied == ["warmstart"]  # round_0/value never completed in the source
     assert (target / "warmstart" / "done.json").read_text() == f'{{"policy": "{target}/warmstart/model"}}'
     assert not (target / "round_0" / "value").exists() and not (target / "round_0" / "search" / "done.json").exists()
+
+
+def test_first_seed_runs_the_seeds_after_it_each_in_its_own_folder(tmp_path, monkeypatch):
+    import tsllm.loop
+    ran = []
+    monkeypatch.setattr(tsllm.loop.Loop, "run", lambda self: ran.append((self.config.seed, self.config.output_dir))
+                        or [{"round": 0, "greedy_accuracy": 0.5, "search_accuracy": 0.6}])
+    result = bench_loop.run_loop_bench(None, ["task=reach", "tracking.report_to=none"], tmp_path, progress=False,
+                                       arms=["paths"], seeds=2, first_seed=3)
+    assert ran == [(3, str(tmp_path / "seed_3" / "paths")), (4, str(tmp_path / "seed_4" / "paths"))]
+    assert list(result["seed_runs"]) == ["3", "4"] and result["first_seed"] == 3

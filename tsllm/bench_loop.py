@@ -1,7 +1,7 @@
 """Loop benchmark: which improve stage makes the policy better, round by round, from one warm start?
 
     tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B,...] [--seeds N]
-                     [key=value ...]
+                     [--first-seed S] [key=value ...]
 
 An arm is one loop: a policy target (`paths`, `advantages`, `visits`, `preferences`: `improve=search`
 with that `policy.target`, tsllm/training/targets.py) or `sampling` (the RFT baseline: the policy's own
@@ -9,7 +9,8 @@ rollouts, under the task's rules, at the training search's compute per problem (
 processed, generated or scored, plus prompts not served from a cache), trained on their winning
 paths). `search` is the old name of `paths`, and the default arms are `search,sampling`, the search
 loop against the RFT loop. Each arm runs under <output-dir>/<arm>; with `--seeds N` everything is repeated with
-seed=0..N-1 under <output-dir>/seed_<s>/<arm>. The table shows one row per round and arm of the
+seed=0..N-1 (S..S+N-1 with `--first-seed S`, to add seeds to a finished bench) under
+<output-dir>/seed_<s>/<arm>. The table shows one row per round and arm of the
 first seed: held-out greedy and search accuracy, training problems solved, distinct problems in
 the policy's data, and the improve stage's step tokens and compute per problem (compute is the
 unit the arms are matched in); then the held-out greedy
@@ -107,21 +108,24 @@ def load_arm(config_file: str | None, overrides: list[str], output_dir: Path, ar
 
 
 def run_loop_bench(config_file: str | None, overrides: list[str], output_dir: str | Path, progress: bool = True,
-                   arms: list[str] | tuple[str, ...] = DEFAULT_ARMS, seeds: int | None = None) -> dict[str, Any]:
-    """Every arm's loop for every seed (`seeds` None: once, with the config's seed), the first arm
-    of a seed first; raises ConfigError before any work on a bad config."""
+                   arms: list[str] | tuple[str, ...] = DEFAULT_ARMS, seeds: int | None = None,
+                   first_seed: int = 0) -> dict[str, Any]:
+    """Every arm's loop for every seed (`seeds` None: once, with the config's seed; else seed
+    first_seed..first_seed+seeds-1), the first arm of a seed first; raises ConfigError before any
+    work on a bad config."""
     from tsllm.config import to_dict
     from tsllm.loop import Loop, check_output_dir
     from tsllm.tracking import make_tracker
 
     out = Path(output_dir)
-    seed_list: list[int | None] = [None] if seeds is None else list(range(seeds))
+    seed_list: list[int | None] = [None] if seeds is None else list(range(first_seed, first_seed + seeds))
     configs = {(seed, arm): load_arm(config_file, overrides, out, arm, seed)  # all checked first
                for seed in seed_list for arm in arms}
     for config in configs.values():
         check_output_dir(config)
     first = configs[seed_list[0], arms[0]]
-    result: dict[str, Any] = {"config": to_dict(first), "arms": list(arms), "seeds": seeds, "seed_runs": {},
+    result: dict[str, Any] = {"config": to_dict(first), "arms": list(arms), "seeds": seeds, "first_seed": first_seed,
+                              "seed_runs": {},
                               "shared_warm_start": {}}
     for seed in seed_list:
         runs, shared = {}, {}

@@ -8,7 +8,8 @@
     tsllm serve --run RUN_DIR [--round K] [--port 8000]   (or --policy DIR --value DIR --task T; docs/SERVE.md)
     tsllm bench engine --backend {hf,vllm} [--model DIR --value-model DIR | --tokenizer char,bpe] [--out FILE.json]
     tsllm bench serve [--questions 32] [--concurrency 1,8,32] [--out FILE.json]
-    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B] [--seeds N] [key=value ...]
+    tsllm bench loop [--config FILE] [--output-dir DIR] [--out FILE.json] [--arms A,B] [--seeds N]
+                     [--first-seed S] [key=value ...]
 
 `run` without --config runs the main job (configs/reach/tiny.yaml, shipped in the package as
 tsllm/data/reach_tiny.yaml) into runs/reach-tiny; `tsllm eval --run runs/reach-tiny` evaluates it.
@@ -186,8 +187,10 @@ def run_bench_loop(args: argparse.Namespace) -> int:
         arms = parse_arms(args.arms) if args.arms is not None else list(DEFAULT_ARMS)
         if args.seeds is not None and args.seeds < 1:
             raise ConfigError(f"--seeds: must be >= 1, got {args.seeds}")
+        if args.first_seed is not None and (args.seeds is None or args.first_seed < 0):
+            raise ConfigError(f"--first-seed: needs --seeds and must be >= 0, got {args.first_seed}")
         result = run_loop_bench(config_file, list(args.overrides), output_dir, progress=not args.no_progress,
-                                arms=arms, seeds=args.seeds)
+                                arms=arms, seeds=args.seeds, first_seed=args.first_seed or 0)
     except ConfigError as error:
         print(f"tsllm: {error}", file=sys.stderr)
         return 2
@@ -195,6 +198,7 @@ def run_bench_loop(args: argparse.Namespace) -> int:
     result["command"] = shlex.join(["tsllm", "bench", "loop", *(["--config", args.config] if args.config else []),
                                     *(["--arms", args.arms] if args.arms is not None else []),
                                     *(["--seeds", str(args.seeds)] if args.seeds is not None else []),
+                                    *(["--first-seed", str(args.first_seed)] if args.first_seed is not None else []),
                                     *args.overrides])
     result["seconds"] = time.perf_counter() - start
     print_loop_table(result)
@@ -461,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                         "search is the old name of paths (default: search,sampling)")
     loop.add_argument("--seeds", type=int, metavar="N", help="repeat every arm with seed=0..N-1 and report "
                                                              "mean ± std per round (default: once, the config's seed)")
+    loop.add_argument("--first-seed", type=int, metavar="S", help="with --seeds N: seeds S..S+N-1 instead of 0..N-1, "
+                                                                  "to add seeds to a finished bench (default: 0)")
     loop.add_argument("--no-progress", action="store_true", help="no progress bars")
     loop.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for both runs")
     args = parser.parse_args(argv)
