@@ -125,8 +125,7 @@ def run_loop_bench(config_file: str | None, overrides: list[str], output_dir: st
         check_output_dir(config)
     first = configs[seed_list[0], arms[0]]
     result: dict[str, Any] = {"config": to_dict(first), "arms": list(arms), "seeds": seeds, "first_seed": first_seed,
-                              "seed_runs": {},
-                              "shared_warm_start": {}}
+                              "seed_runs": {}, "shared_warm_start": {}}
     for seed in seed_list:
         runs, shared = {}, {}
         for arm in arms:
